@@ -1,0 +1,67 @@
+"""The one settings object: every environment variable of DESIGN.md §4 is read here and nowhere else.
+
+Secrets (the Stripe key, the SMTP password, the PII key) are deliberately not held here: Dagster
+resources receive them through `dagster.EnvVar` so that they never land in run config or metadata.
+This object only says *where* things are and which optional behaviours are on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_METER_EVENT_NAME = "voice_call_minutes"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    warehouse_url: str
+    landing_dir: Path
+    outbox_dir: Path
+    dagster_home: Path
+    stripe_api_base: str | None
+    meter_event_name: str
+    allow_live_mode: bool
+    asterisk_timezone: str
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        home = Path(env.get("AISYST_HOME", "./.aisyst")).expanduser().resolve()
+        return cls(
+            home=home,
+            warehouse_url=env.get("AISYST_WAREHOUSE_URL") or f"sqlite:///{home / 'warehouse.db'}",
+            landing_dir=Path(env.get("AISYST_LANDING_DIR") or home / "landing").resolve(),
+            outbox_dir=Path(env.get("AISYST_OUTBOX_DIR") or home / "outbox").resolve(),
+            dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            meter_event_name=env.get("STRIPE_METER_EVENT_NAME") or DEFAULT_METER_EVENT_NAME,
+            allow_live_mode=env.get("AISYST_ALLOW_LIVE_MODE", "").lower() == "true",
+            asterisk_timezone=env.get("AISYST_ASTERISK_TIMEZONE") or "UTC",
+        )
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.landing_dir, self.outbox_dir, self.dagster_home):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def pii_key_file(self) -> Path:
+        return self.home / "pii.key"
+
+
+def ensure_local_pii_key(settings: Settings) -> None:
+    """Generate the local HMAC key for phone-number hashes once, unless AISYST_PII_KEY is set.
+
+    The key is written with owner-only permissions and exported into this process's environment
+    under AISYST_PII_KEY, so that resources read it through `EnvVar` like any other secret.
+    """
+    if os.environ.get("AISYST_PII_KEY"):
+        return
+    key_file = settings.pii_key_file()
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    os.environ["AISYST_PII_KEY"] = key_file.read_text().strip()

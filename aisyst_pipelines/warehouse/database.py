@@ -1,0 +1,118 @@
+"""The one way into the warehouse: engine creation, transactions and schema migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Pin the PostgreSQL driver to psycopg 3 (SQLAlchemy 2.1's default, and installed).
+
+    `postgres://` (Heroku style) and `postgresql://` both become `postgresql+psycopg://`; an explicit
+    driver is left alone. See reference/DAGSTER.md §1.6 for why the driver must be explicit.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # WAL lets readers (the UI, analysts) work while a load writes; the busy timeout makes a second
+    # writer wait instead of failing with "database is locked".
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+class Warehouse:
+    """A warehouse at a SQLAlchemy URL (SQLite file or PostgreSQL).
+
+    Use `begin()` for a unit of work that commits or rolls back as a whole, `connect()` for reads.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+
+    def __repr__(self) -> str:
+        return f"Warehouse({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    @cached_property
+    def engine(self) -> Engine:
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(parsed, connect_args={"timeout": 30})
+            _configure_sqlite(engine)
+            return engine
+        # Every session in UTC, so that analysts' date_trunc/::date agree with our UTC days.
+        return create_engine(parsed, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"} | _options(parsed))
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+            del self.__dict__["engine"]
+
+    # --- migrations -----------------------------------------------------------------------------
+
+    def _alembic_config(self, connection: Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to `revision`; rows already in the tables are kept."""
+        with self.begin() as connection:
+            command.upgrade(self._alembic_config(connection), revision)
+
+    def current_revision(self) -> str | None:
+        with self.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @staticmethod
+    def head_revision() -> str:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        assert head is not None
+        return head
+
+    def is_current(self) -> bool:
+        return self.current_revision() == self.head_revision()
+
+
+def _options(parsed) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Merge an `options=` given in the URL (tests use it for search_path) with the UTC setting."""
+    extra = parsed.query.get("options")
+    return {"options": f"-c timezone=UTC {extra}"} if extra else {}

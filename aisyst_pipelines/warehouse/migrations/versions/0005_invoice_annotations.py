@@ -1,0 +1,41 @@
+"""Draft invoice annotation: invoice_annotations.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+UTC_TIME = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "invoice_annotations",
+        sa.Column("invoice_id", sa.String(64), primary_key=True),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("subscription_id", sa.String(64), nullable=True),
+        sa.Column("period_start", UTC_TIME, nullable=True),
+        sa.Column("period_end", UTC_TIME, nullable=True),
+        sa.Column("tier_name", sa.Text, nullable=True),
+        sa.Column("minutes_used", sa.BigInteger, nullable=True),
+        sa.Column("minutes_included", sa.Integer, nullable=True),
+        sa.Column("minutes_unused", sa.BigInteger, nullable=True),
+        sa.Column("overage_minutes", sa.BigInteger, nullable=True),
+        sa.Column("overage_amount", sa.BigInteger, nullable=True),
+        sa.Column("annotation_version", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text, nullable=True),
+        sa.Column("annotated_at", UTC_TIME, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    for table in ("invoice_annotations",):
+        op.drop_table(table)

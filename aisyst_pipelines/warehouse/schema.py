@@ -1,0 +1,259 @@
+"""The warehouse tables as SQLAlchemy Core objects: the shape the code reads and writes.
+
+The versioned migrations in `migrations/versions/` create exactly this shape, step by step; the test
+`tests/warehouse/test_migrations.py` compares the upgraded database with this module, so the two
+cannot drift apart. Table and column names are the analysts' contract (DESIGN.md §3): add freely,
+rename only through a migration and a note in docs/tables.md.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from .types import UtcDateTime
+
+metadata = MetaData()
+
+# --- CDR ingestion (migration 0001) ---------------------------------------------------------------
+
+cdr_files = Table(
+    "cdr_files",
+    metadata,
+    Column("sha256", String(64), primary_key=True),  # content hash: a file already loaded is skipped
+    Column("file_path", Text, nullable=False),
+    Column("format", String(16), nullable=False),  # canonical_csv, canonical_jsonl, twilio, asterisk
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("rows_total", Integer, nullable=False),
+    Column("rows_loaded", Integer, nullable=False),  # new call records inserted
+    Column("rows_duplicate", Integer, nullable=False),  # identical copies of calls already loaded
+    Column("rows_rejected", Integer, nullable=False),
+    Column("ingested_at", UtcDateTime, nullable=False),
+)
+
+call_records = Table(
+    "call_records",
+    metadata,
+    Column("call_id", String(128), primary_key=True),
+    Column("account_code", String(128), nullable=False),
+    Column("customer_id", String(64), nullable=True),  # Stripe customer; NULL while the account is unmapped
+    Column("direction", String(16), nullable=False),
+    Column("disposition", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Column("billable_seconds", Integer, nullable=False),
+    Column("billable_minutes", Integer, nullable=False),
+    Column("caller_hash", String(64), nullable=True),  # HMAC-SHA256 of the number, never the number
+    Column("callee_hash", String(64), nullable=True),
+    Column("content_hash", String(64), nullable=False),  # tells an identical re-delivery from a conflicting one
+    Column("source_file", Text, nullable=False),
+    Column("source_line", Integer, nullable=False),
+    Column("ingested_at", UtcDateTime, nullable=False),
+    Index("ix_call_records_customer_ended", "customer_id", "ended_at"),
+    Index("ix_call_records_account_ended", "account_code", "ended_at"),
+)
+
+call_records_rejected = Table(
+    "call_records_rejected",
+    metadata,
+    Column("source_sha256", String(64), primary_key=True),
+    Column("source_line", Integer, primary_key=True),
+    Column("source_file", Text, nullable=False),
+    Column("call_id", String(128), nullable=True),
+    Column("reason_code", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw_record", Text, nullable=False),
+    Column("ingested_at", UtcDateTime, nullable=False),
+    Index("ix_call_records_rejected_reason", "reason_code"),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("account_code", String(128), primary_key=True),
+    Column("usage_date", Date, primary_key=True),  # UTC day of the calls' ended_at
+    Column("customer_id", String(64), nullable=True),
+    Column("calls", Integer, nullable=False),
+    Column("answered_calls", Integer, nullable=False),
+    Column("billable_seconds", BigInteger, nullable=False),
+    Column("billable_minutes", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_usage_daily_customer_date", "customer_id", "usage_date"),
+)
+
+# --- Stripe mirror and usage per billing period (migration 0002) -----------------------------------
+
+stripe_customers = Table(
+    "stripe_customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("account_code", String(128), nullable=True),  # metadata.aisyst_account_code
+    Column("name", Text, nullable=True),
+    Column("email", Text, nullable=True),
+    Column("preferred_locale", String(16), nullable=True),
+    Column("test_clock", String(64), nullable=True),
+    Column("deleted", Integer, nullable=False, server_default="0"),
+    Column("synced_at", UtcDateTime, nullable=False),
+    Index("ix_stripe_customers_account_code", "account_code"),
+)
+
+stripe_subscriptions = Table(
+    "stripe_subscriptions",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("subscription_item_id", String(64), nullable=True),
+    Column("price_id", String(64), nullable=True),
+    Column("product_id", String(64), nullable=True),
+    Column("tier_name", Text, nullable=True),
+    Column("included_minutes", Integer, nullable=True),  # NULL = unlimited
+    Column("overage_unit_amount", Integer, nullable=True),  # cents per overage minute; NULL = no overage price
+    Column("currency", String(3), nullable=True),
+    Column("current_period_start", UtcDateTime, nullable=True),
+    Column("current_period_end", UtcDateTime, nullable=True),
+    Column("cancel_at_period_end", Integer, nullable=False, server_default="0"),
+    Column("synced_at", UtcDateTime, nullable=False),
+    Index("ix_stripe_subscriptions_customer", "customer_id"),
+)
+
+usage_by_period = Table(
+    "usage_by_period",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("period_start", UtcDateTime, primary_key=True),
+    Column("period_end", UtcDateTime, nullable=False),  # exclusive: the period is [start, end)
+    Column("customer_id", String(64), nullable=False),
+    Column("tier_name", Text, nullable=True),
+    Column("included_minutes", Integer, nullable=True),  # NULL = unlimited
+    Column("calls", Integer, nullable=False),
+    Column("billable_seconds", BigInteger, nullable=False),
+    Column("minutes_used", BigInteger, nullable=False),
+    Column("minutes_unused", BigInteger, nullable=True),  # NULL for unlimited tiers
+    Column("overage_minutes", BigInteger, nullable=False),
+    Column("usage_pct", Float, nullable=True),  # minutes_used / included_minutes * 100; NULL for unlimited
+    Column("computed_at", UtcDateTime, nullable=False),
+    Index("ix_usage_by_period_customer", "customer_id", "period_start"),
+)
+
+# --- threshold alerts (migration 0003) -------------------------------------------------------------
+
+usage_alerts = Table(
+    "usage_alerts",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("period_start", UtcDateTime, primary_key=True),
+    Column("threshold_pct", Integer, primary_key=True),
+    Column("included_minutes", Integer, primary_key=True),  # a tier change re-arms the thresholds
+    Column("subscription_id", String(64), nullable=False),
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("minutes_used", BigInteger, nullable=False),
+    Column("usage_pct", Float, nullable=False),
+    Column("crossed_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, notified, superseded
+    Column("notified_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+# --- reconciliation with Stripe's meter (migration 0004) -------------------------------------------
+
+meter_reconciliation = Table(
+    "meter_reconciliation",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Column("period_start", UtcDateTime, primary_key=True),
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("window_end", UtcDateTime, nullable=False),  # period_end or now - settle lag, whichever is earlier
+    Column("cdr_minutes", BigInteger, nullable=False),
+    Column("stripe_minutes", BigInteger, nullable=False),
+    Column("delta_minutes", BigInteger, nullable=False),  # cdr - stripe: positive = under-metered
+    Column("status", String(16), nullable=False),  # match, under_metered, over_metered
+    Column("cause", String(32), nullable=True),
+    Column("detail", Text, nullable=True),  # JSON: drifting days and their causes
+    Column("repaired_minutes", BigInteger, nullable=False, server_default="0"),
+    Column("reconciled_at", UtcDateTime, nullable=False),
+    Index("ix_meter_reconciliation_customer", "customer_id", "period_start", "reconciled_at"),
+)
+
+meter_corrections = Table(
+    "meter_corrections",
+    metadata,
+    Column("identifier", String(128), primary_key=True),  # deterministic: rerun-safe beyond Stripe's 24 h
+    Column("customer_id", String(64), nullable=False),
+    Column("usage_date", Date, nullable=False),
+    Column("period_start", UtcDateTime, nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("event_timestamp", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("status", String(16), nullable=False),  # pending, sent, failed
+    Column("last_error", Text, nullable=True),
+)
+
+# --- draft invoice annotation (migration 0005) -----------------------------------------------------
+
+invoice_annotations = Table(
+    "invoice_annotations",
+    metadata,
+    Column("invoice_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("subscription_id", String(64), nullable=True),
+    Column("period_start", UtcDateTime, nullable=True),
+    Column("period_end", UtcDateTime, nullable=True),
+    Column("tier_name", Text, nullable=True),
+    Column("minutes_used", BigInteger, nullable=True),
+    Column("minutes_included", Integer, nullable=True),  # NULL = unlimited
+    Column("minutes_unused", BigInteger, nullable=True),
+    Column("overage_minutes", BigInteger, nullable=True),
+    Column("overage_amount", BigInteger, nullable=True),  # cents
+    Column("annotation_version", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # annotated, skipped, missed, failed
+    Column("detail", Text, nullable=True),
+    Column("annotated_at", UtcDateTime, nullable=False),
+)
+
+# --- Stripe invoices from the Events API (migration 0006) -------------------------------------------
+
+stripe_invoices = Table(
+    "stripe_invoices",
+    metadata,
+    Column("invoice_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("subscription_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("billing_reason", String(48), nullable=True),
+    Column("amount_due", BigInteger, nullable=False),
+    Column("amount_paid", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("period_start", UtcDateTime, nullable=True),
+    Column("period_end", UtcDateTime, nullable=True),
+    Column("hosted_invoice_url", Text, nullable=True),
+    Column("invoice_pdf", Text, nullable=True),
+    Column("created", UtcDateTime, nullable=False),
+    Column("last_event_id", String(64), nullable=True),
+    Column("last_event_created", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_stripe_invoices_customer", "customer_id", "created"),
+)
+
+stripe_events_applied = Table(
+    "stripe_events_applied",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("applied_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,75 @@
+"""Shared fixtures. Every warehouse test runs twice: on SQLite and on PostgreSQL.
+
+PostgreSQL is found at AISYST_TEST_POSTGRES_URL (default: the local server on 127.0.0.1:5432,
+database `test`). Each test gets a schema of its own, dropped afterwards, so tests never see each
+other's rows. When the server is unreachable the PostgreSQL variants are skipped — unless
+AISYST_REQUIRE_POSTGRES=1 (set by .ci/run), which turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from aisyst_pipelines.warehouse import Warehouse
+
+POSTGRES_URL = os.environ.get("AISYST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("AISYST_REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_unavailable_reason() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(error).__name__}"
+
+
+_POSTGRES_REASON: str | None | bool = False  # False = not probed yet
+
+
+def postgres_or_skip() -> None:
+    global _POSTGRES_REASON
+    if _POSTGRES_REASON is False:
+        _POSTGRES_REASON = _postgres_unavailable_reason()
+    if _POSTGRES_REASON:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"{_POSTGRES_REASON} and AISYST_REQUIRE_POSTGRES=1")
+        pytest.skip(_POSTGRES_REASON)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty warehouse URL (no tables yet) on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+        return
+    postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
+    """A migrated, empty warehouse on each backend."""
+    wh = Warehouse(warehouse_url)
+    wh.upgrade()
+    yield wh
+    wh.dispose()
