@@ -12,6 +12,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from aisyst_pipelines.billing.thresholds import parse_thresholds
+from aisyst_pipelines.templates import DEFAULT_BRAND_FILE
+
 DEFAULT_METER_EVENT_NAME = "voice_call_minutes"
 
 
@@ -26,6 +29,11 @@ class Settings:
     meter_event_name: str
     allow_live_mode: bool
     asterisk_timezone: str
+    # usage alerts (DESIGN.md §2.5); the SMTP URL holds a password and is bound via dg.EnvVar instead
+    brand_file: Path
+    alerts_timezone: str
+    alert_thresholds: tuple[int, ...]
+    ops_email: str | None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -41,6 +49,10 @@ class Settings:
             meter_event_name=env.get("STRIPE_METER_EVENT_NAME") or DEFAULT_METER_EVENT_NAME,
             allow_live_mode=env.get("AISYST_ALLOW_LIVE_MODE", "").lower() == "true",
             asterisk_timezone=env.get("AISYST_ASTERISK_TIMEZONE") or "UTC",
+            brand_file=Path(env.get("AISYST_BRAND_FILE") or DEFAULT_BRAND_FILE).resolve(),
+            alerts_timezone=env.get("AISYST_ALERTS_TIMEZONE") or "UTC",
+            alert_thresholds=parse_thresholds(env.get("AISYST_ALERT_THRESHOLDS") or "80,100"),
+            ops_email=env.get("AISYST_OPS_EMAIL") or None,
         )
 
     def ensure_dirs(self) -> None:
