@@ -152,18 +152,37 @@ usage_by_period = Table(
 usage_alerts = Table(
     "usage_alerts",
     metadata,
+    # The key re-arms the thresholds at renewal (period_start) and after a tier change (included_minutes).
     Column("customer_id", String(64), primary_key=True),
     Column("period_start", UtcDateTime, primary_key=True),
     Column("threshold_pct", Integer, primary_key=True),
-    Column("included_minutes", Integer, primary_key=True),  # a tier change re-arms the thresholds
+    Column("included_minutes", Integer, primary_key=True),
     Column("subscription_id", String(64), nullable=False),
-    Column("period_end", UtcDateTime, nullable=False),
-    Column("minutes_used", BigInteger, nullable=False),
+    Column("period_end", UtcDateTime, nullable=False),  # exclusive
+    Column("tier_name", Text, nullable=True),
+    Column("minutes_used", BigInteger, nullable=False),  # when first seen crossed
     Column("usage_pct", Float, nullable=False),
-    Column("crossed_at", UtcDateTime, nullable=False),
-    Column("status", String(16), nullable=False),  # pending, notified, superseded
-    Column("notified_at", UtcDateTime, nullable=True),
-    Column("last_error", Text, nullable=True),
+    Column("crossed_at", UtcDateTime, nullable=False),  # the run (as-of time) that first saw the crossing
+    Column("status", String(16), nullable=False),  # pending, notified, superseded, withdrawn, expired
+    Column("attempts", Integer, nullable=False, server_default="0"),  # customer e-mail delivery attempts
+    Column("last_attempt_at", UtcDateTime, nullable=True),
+    Column("notified_at", UtcDateTime, nullable=True),  # the customer e-mail was accepted
+    Column("ops_notified_at", UtcDateTime, nullable=True),  # listed in a delivered ops digest
+    Column("last_error", Text, nullable=True),  # the last delivery failure (never a credential)
+    Index("ix_usage_alerts_status", "status", "period_end"),
+)
+
+usage_silence = Table(
+    "usage_silence",
+    metadata,
+    # One row per silence episode: usage on most of the last 14 days, none in the last 2.
+    Column("customer_id", String(64), primary_key=True),
+    Column("silent_since", Date, primary_key=True),  # first UTC day without usage
+    Column("last_usage_date", Date, nullable=False),
+    Column("active_days", Integer, nullable=False),  # days with usage in the window
+    Column("window_days", Integer, nullable=False),
+    Column("detected_at", UtcDateTime, nullable=False),
+    Column("ops_notified_at", UtcDateTime, nullable=True),
 )
 
 # --- reconciliation with Stripe's meter (migration 0004) -------------------------------------------
