@@ -1,0 +1,267 @@
+"""What we write onto a renewal invoice (DESIGN.md §2.4): the usage lines, their metadata, the brand fields.
+
+Plain values in, plain values out; the Stripe wire shape is made in `resources/stripe.py`.
+
+The period on a renewal invoice. Stripe puts the *previous* billing period on a renewal invoice
+(`invoice.period_start`/`period_end`) while its licensed subscription line covers the period ahead
+(reference/STRIPE.md §3.2). The usage we report is therefore the invoice's own period — the one that
+just ended — as a half-open window [period_start, period_end). Lines carry that window too; Stripe's
+line `period.end` is inclusive, so the resource subtracts one second at the edge.
+
+Texts come from jinja2 templates (`templates/invoice/<locale>/`) chosen by the customer's preferred
+locale, with English as the fallback. Bumping `ANNOTATION_VERSION` (whenever the lines' wording or
+layout changes) makes new annotations recognisable; an invoice already carrying any version is never
+annotated again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from aisyst_pipelines.templates import TEMPLATES_DIR, Brand, render, template_environment
+
+ANNOTATION_VERSION = "1"
+METADATA_VERSION_KEY = "aisyst_annotation_version"  # invoice metadata: which annotation is on it
+LINE_KIND_KEY = "aisyst_line"  # line metadata: which of our lines this is (lets anyone count them)
+DEFAULT_LOCALE = "en"
+
+# Stripe's limits for invoice custom fields (reference/STRIPE.md §3.3).
+MAX_CUSTOM_FIELDS = 4
+MAX_CUSTOM_FIELD_NAME = 40
+MAX_CUSTOM_FIELD_VALUE = 140
+
+
+class LineKind(StrEnum):
+    MINUTES_USED = "minutes_used"
+    MINUTES_UNUSED = "minutes_unused"
+    OVERAGE = "overage"
+
+
+@dataclass(frozen=True)
+class TierTerms:
+    """What a subscription's tier promises: included minutes (None = unlimited) and, optionally, a
+    price per overage minute in the smallest currency unit (None = overage is shown, not charged)."""
+
+    tier_name: str
+    included_minutes: int | None
+    overage_unit_amount: int | None = None
+    currency: str | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.included_minutes is None
+
+
+@dataclass(frozen=True)
+class UsageFigures:
+    """Minutes of one billing period measured against the tier."""
+
+    minutes_used: int
+    minutes_included: int | None  # None = unlimited
+    minutes_unused: int | None  # None for unlimited
+    overage_minutes: int
+    usage_percentage: float | None  # None for unlimited (and for a tier with 0 included minutes)
+
+
+def usage_figures(minutes_used: int, terms: TierTerms) -> UsageFigures:
+    if minutes_used < 0:
+        raise ValueError(f"minutes used cannot be negative: {minutes_used}")
+    included = terms.included_minutes
+    if included is None:
+        return UsageFigures(minutes_used, None, None, 0, None)
+    if included < 0:
+        raise ValueError(f"included minutes cannot be negative: {included}")
+    percentage = round(minutes_used * 100 / included, 1) if included else None
+    return UsageFigures(
+        minutes_used=minutes_used,
+        minutes_included=included,
+        minutes_unused=max(included - minutes_used, 0),
+        overage_minutes=max(minutes_used - included, 0),
+        usage_percentage=percentage,
+    )
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    kind: LineKind
+    description: str
+    amount: int  # smallest currency unit; 0 for informational lines
+    period_start: datetime  # half-open [start, end), aware UTC
+    period_end: datetime
+
+
+# --- texts (templates) ------------------------------------------------------------------------------
+
+
+def template_locale(preferred_locale: str | None) -> str:
+    """The invoice template folder for a customer's preferred locale: "de-DE" → "de", "pt-BR" → "en"
+    (no Portuguese templates), None → "en". An exact folder ("pt-br") wins over the language."""
+    if preferred_locale:
+        tag = preferred_locale.strip().lower().replace("_", "-")
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in available_locales():
+                return candidate
+    return DEFAULT_LOCALE
+
+
+@cache
+def available_locales() -> frozenset[str]:
+    folder = TEMPLATES_DIR / "invoice"
+    return frozenset(p.name for p in folder.iterdir() if (p / "lines.txt.j2").is_file())
+
+
+@dataclass(frozen=True)
+class InvoiceTexts:
+    """The line texts of one locale (macros of `templates/invoice/<locale>/lines.txt.j2`)."""
+
+    locale: str
+
+    def _macro(self, name: str, *args: Any) -> str:
+        module = template_environment().get_template(f"invoice/{self.locale}/lines.txt.j2").module
+        return str(getattr(module, name)(*args)).strip()
+
+    def minutes_used(self, figures: UsageFigures) -> str:
+        if figures.minutes_included is None:
+            return self._macro("minutes_used_unlimited", figures.minutes_used)
+        return self._macro("minutes_used", figures.minutes_used, figures.minutes_included)
+
+    def minutes_unused(self, minutes: int) -> str:
+        return self._macro("minutes_unused", minutes)
+
+    def overage(self, minutes: int, terms: TierTerms) -> str:
+        if terms.overage_unit_amount:
+            return self._macro("overage_priced", minutes, terms.overage_unit_amount, terms.currency or "")
+        return self._macro("overage", minutes)
+
+    def client_id_field(self) -> str:
+        return self._macro("client_id_field")
+
+    def tier_field(self) -> str:
+        return self._macro("tier_field")
+
+
+def invoice_texts(preferred_locale: str | None) -> InvoiceTexts:
+    return InvoiceTexts(template_locale(preferred_locale))
+
+
+# --- lines and metadata -----------------------------------------------------------------------------
+
+
+def invoice_lines(
+    terms: TierTerms,
+    minutes_used: int,
+    period_start: datetime,
+    period_end: datetime,
+    texts: InvoiceTexts,
+) -> list[InvoiceLine]:
+    """The lines for one renewal invoice, in the order the customer reads them.
+
+    Limited tier: "Voice minutes used: X of Y", then either "Unused minutes: Z" (Z may be 0) or, when
+    the allowance was exceeded, "Overage: N minutes" — an overage is shown with amount 0 unless the
+    tier has an overage rate. Unlimited tier: one line "Voice minutes used: X (Unlimited plan)".
+    """
+    if period_start.tzinfo is None or period_end.tzinfo is None:
+        raise ValueError("period bounds must be timezone-aware")
+    if period_end <= period_start:
+        raise ValueError(f"empty period [{period_start}, {period_end})")
+    figures = usage_figures(minutes_used, terms)
+
+    def line(kind: LineKind, description: str, amount: int = 0) -> InvoiceLine:
+        return InvoiceLine(kind, description, amount, period_start, period_end)
+
+    lines = [line(LineKind.MINUTES_USED, texts.minutes_used(figures))]
+    if terms.unlimited:
+        return lines
+    if figures.overage_minutes:
+        amount = figures.overage_minutes * (terms.overage_unit_amount or 0)
+        lines.append(line(LineKind.OVERAGE, texts.overage(figures.overage_minutes, terms), amount))
+    else:
+        assert figures.minutes_unused is not None
+        lines.append(line(LineKind.MINUTES_UNUSED, texts.minutes_unused(figures.minutes_unused)))
+    return lines
+
+
+def invoice_metadata(terms: TierTerms, figures: UsageFigures, version: str = ANNOTATION_VERSION) -> dict[str, str]:
+    """The invoice metadata written with the lines. Stripe stores strings and treats "" as "unset",
+    so figures that do not exist for the tier (unused minutes of an unlimited plan) are left out."""
+    metadata = {
+        "minutes_used": str(figures.minutes_used),
+        "minutes_included": "unlimited" if figures.minutes_included is None else str(figures.minutes_included),
+        "tier_name": terms.tier_name,
+        METADATA_VERSION_KEY: version,
+    }
+    if figures.minutes_unused is not None:
+        metadata["minutes_unused"] = str(figures.minutes_unused)
+    if figures.overage_minutes:
+        metadata["overage_minutes"] = str(figures.overage_minutes)
+    if figures.usage_percentage is not None:
+        metadata["usage_percentage"] = f"{figures.usage_percentage:.1f}"
+    return metadata
+
+
+def annotation_idempotency_key(invoice_id: str, version: str = ANNOTATION_VERSION) -> str:
+    """One key per (invoice, annotation version): every retry and rerun of the same annotation sends
+    the same key, so Stripe replays the first answer instead of adding the lines again (for 24 h; after
+    that the metadata version on the invoice is what stops a second annotation)."""
+    return f"aisyst-annotate-{invoice_id}-v{version}"
+
+
+def annotation_version_of(metadata: dict[str, str] | None) -> str | None:
+    """Our annotation version on an invoice's metadata, or None when we have not annotated it."""
+    value = (metadata or {}).get(METADATA_VERSION_KEY)
+    return value or None
+
+
+# --- brand fields: custom fields, memo, footer --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomField:
+    name: str
+    value: str
+
+
+def validate_custom_fields(custom_fields: Sequence[CustomField]) -> list[CustomField]:
+    """Check Stripe's limits before sending: at most 4 fields, names 1–40 and values 1–140 characters.
+    A field that does not fit is an error here, not a 400 from Stripe in the middle of a sync."""
+    if len(custom_fields) > MAX_CUSTOM_FIELDS:
+        raise ValueError(f"{len(custom_fields)} custom fields; Stripe allows at most {MAX_CUSTOM_FIELDS}")
+    for field in custom_fields:
+        if not field.name.strip() or len(field.name) > MAX_CUSTOM_FIELD_NAME:
+            raise ValueError(
+                f"custom field name {field.name!r} must be 1–{MAX_CUSTOM_FIELD_NAME} characters (has {len(field.name)})"
+            )
+        if not field.value.strip() or len(field.value) > MAX_CUSTOM_FIELD_VALUE:
+            raise ValueError(
+                f"custom field {field.name!r}: value must be 1–{MAX_CUSTOM_FIELD_VALUE} characters (has {len(field.value)})"
+            )
+    return list(custom_fields)
+
+
+@dataclass(frozen=True)
+class InvoiceBranding:
+    """The invoice settings every invoice of a subscription carries: "Client ID" and "Tier" custom
+    fields, the memo (Stripe's `description`) and the footer."""
+
+    custom_fields: tuple[CustomField, ...]
+    memo: str
+    footer: str
+
+
+def invoice_branding(account_code: str | None, tier_name: str, preferred_locale: str | None, brand: Brand) -> InvoiceBranding:
+    """The brand fields for one subscription, in the customer's language. A customer without an
+    account code gets no "Client ID" field rather than an empty one (Stripe refuses empty values)."""
+    texts = invoice_texts(preferred_locale)
+    fields = [CustomField(texts.client_id_field(), account_code)] if account_code else []
+    fields.append(CustomField(texts.tier_field(), tier_name))
+    locale = texts.locale
+    return InvoiceBranding(
+        custom_fields=tuple(validate_custom_fields(fields)),
+        memo=render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
+        footer=render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),
+    )

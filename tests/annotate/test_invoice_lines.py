@@ -1,0 +1,164 @@
+"""Invoice line texts, metadata, template locales and the custom-field limits (plain pytest)."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from aisyst_pipelines.billing.invoice_lines import (
+    ANNOTATION_VERSION,
+    CustomField,
+    LineKind,
+    TierTerms,
+    annotation_idempotency_key,
+    annotation_version_of,
+    invoice_branding,
+    invoice_lines,
+    invoice_metadata,
+    invoice_texts,
+    template_locale,
+    usage_figures,
+    validate_custom_fields,
+)
+from aisyst_pipelines.templates import load_brand
+
+START = datetime(2026, 3, 1, tzinfo=timezone.utc)
+END = datetime(2026, 4, 1, tzinfo=timezone.utc)
+TIER1 = TierTerms("Tier 1", 500)
+TIER2 = TierTerms("Tier 2", 1000)
+TIER3 = TierTerms("Tier 3", None)
+EN = invoice_texts("en")
+
+
+def texts_of(lines):
+    return [(line.kind, line.description, line.amount) for line in lines]
+
+
+def test_limited_tier_under_allowance() -> None:
+    lines = invoice_lines(TIER1, 395, START, END, EN)
+    assert texts_of(lines) == [
+        (LineKind.MINUTES_USED, "Voice minutes used: 395 of 500", 0),
+        (LineKind.MINUTES_UNUSED, "Unused minutes: 105", 0),
+    ]
+    assert all((line.period_start, line.period_end) == (START, END) for line in lines)
+
+
+def test_tier2_with_grouped_digits_and_exactly_used_up() -> None:
+    assert texts_of(invoice_lines(TIER2, 1000, START, END, EN)) == [
+        (LineKind.MINUTES_USED, "Voice minutes used: 1,000 of 1,000", 0),
+        (LineKind.MINUTES_UNUSED, "Unused minutes: 0", 0),
+    ]
+
+
+def test_zero_usage_shows_the_whole_allowance_unused() -> None:
+    assert texts_of(invoice_lines(TIER1, 0, START, END, EN)) == [
+        (LineKind.MINUTES_USED, "Voice minutes used: 0 of 500", 0),
+        (LineKind.MINUTES_UNUSED, "Unused minutes: 500", 0),
+    ]
+
+
+def test_overage_is_informational_without_a_rate() -> None:
+    assert texts_of(invoice_lines(TIER1, 535, START, END, EN)) == [
+        (LineKind.MINUTES_USED, "Voice minutes used: 535 of 500", 0),
+        (LineKind.OVERAGE, "Overage: 35 minutes", 0),
+    ]
+
+
+def test_overage_is_priced_at_the_tier_rate() -> None:
+    terms = TierTerms("Tier 1", 500, overage_unit_amount=12, currency="usd")
+    assert texts_of(invoice_lines(terms, 1735, START, END, EN)) == [
+        (LineKind.MINUTES_USED, "Voice minutes used: 1,735 of 500", 0),
+        (LineKind.OVERAGE, "Overage: 1,235 minutes at 0.12 USD per minute", 1235 * 12),
+    ]
+
+
+def test_unlimited_tier_has_one_line() -> None:
+    assert texts_of(invoice_lines(TIER3, 1234, START, END, EN)) == [
+        (LineKind.MINUTES_USED, "Voice minutes used: 1,234 (Unlimited plan)", 0),
+    ]
+
+
+def test_german_texts_follow_the_preferred_locale() -> None:
+    de = invoice_texts("de-DE")
+    assert de.locale == "de"
+    assert [line.description for line in invoice_lines(TIER2, 1234, START, END, de)] == [
+        "Genutzte Sprachminuten: 1.234 von 1.000",
+        "Mehrverbrauch: 234 Minuten",
+    ]
+    priced = TierTerms("Tier 2", 1000, overage_unit_amount=5, currency="eur")
+    assert invoice_lines(priced, 1001, START, END, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
+
+
+@pytest.mark.parametrize(
+    ("preferred", "locale"),
+    [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr", "en")],
+)
+def test_template_locale_falls_back_to_english(preferred, locale) -> None:
+    assert template_locale(preferred) == locale
+
+
+def test_bad_periods_and_usage_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        invoice_lines(TIER1, 1, START.replace(tzinfo=None), END, EN)
+    with pytest.raises(ValueError, match="empty period"):
+        invoice_lines(TIER1, 1, END, START, EN)
+    with pytest.raises(ValueError, match="negative"):
+        usage_figures(-1, TIER1)
+
+
+def test_metadata_for_limited_and_unlimited_tiers() -> None:
+    assert invoice_metadata(TIER1, usage_figures(395, TIER1)) == {
+        "minutes_used": "395",
+        "minutes_included": "500",
+        "minutes_unused": "105",
+        "usage_percentage": "79.0",
+        "tier_name": "Tier 1",
+        "aisyst_annotation_version": ANNOTATION_VERSION,
+    }
+    over = invoice_metadata(TIER1, usage_figures(750, TIER1))
+    assert (over["minutes_unused"], over["overage_minutes"], over["usage_percentage"]) == ("0", "250", "150.0")
+    unlimited = invoice_metadata(TIER3, usage_figures(1234, TIER3))
+    assert unlimited == {
+        "minutes_used": "1234",
+        "minutes_included": "unlimited",
+        "tier_name": "Tier 3",
+        "aisyst_annotation_version": ANNOTATION_VERSION,
+    }
+    assert all(value != "" for value in unlimited.values())  # "" would unset a key in Stripe
+
+
+def test_idempotency_key_and_version_marker() -> None:
+    key = annotation_idempotency_key("in_123")
+    assert key == annotation_idempotency_key("in_123") != annotation_idempotency_key("in_124")
+    assert annotation_idempotency_key("in_123", "2") != key and len(key) <= 255
+    assert annotation_version_of({"aisyst_annotation_version": "1"}) == "1"
+    assert annotation_version_of({"other": "x"}) is None and annotation_version_of(None) is None
+
+
+def test_custom_field_limits() -> None:
+    ok = [CustomField("n" * 40, "v" * 140)] * 4
+    assert validate_custom_fields(ok) == ok
+    with pytest.raises(ValueError, match="at most 4"):
+        validate_custom_fields([CustomField("a", "b")] * 5)
+    with pytest.raises(ValueError, match="name"):
+        validate_custom_fields([CustomField("n" * 41, "v")])
+    with pytest.raises(ValueError, match="value must be"):
+        validate_custom_fields([CustomField("Client ID", "v" * 141)])
+    with pytest.raises(ValueError, match="value must be"):
+        validate_custom_fields([CustomField("Client ID", "  ")])
+    with pytest.raises(ValueError, match="name"):
+        validate_custom_fields([CustomField("", "x")])
+
+
+def test_branding_renders_brand_settings_in_the_customer_language() -> None:
+    brand = load_brand()
+    en = invoice_branding("ACME-042", "Tier 2", None, brand)
+    assert en.custom_fields == (CustomField("Client ID", "ACME-042"), CustomField("Tier", "Tier 2"))
+    assert brand.company_name in en.memo and brand.support_email in en.memo
+    assert brand.registration_text in en.footer and brand.tax_text in en.footer
+    assert "\n" not in en.footer
+    de = invoice_branding("ACME-042", "Tier 2", "de-CH", brand)
+    assert [f.name for f in de.custom_fields] == ["Kundennummer", "Tarif"]
+    assert de.memo.startswith("Vielen Dank")
+    assert [f.name for f in invoice_branding(None, "Tier 1", None, brand).custom_fields] == ["Tier"]
+    with pytest.raises(ValueError, match="value must be"):
+        invoice_branding("X" * 141, "Tier 1", None, brand)
