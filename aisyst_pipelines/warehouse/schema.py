@@ -58,6 +58,7 @@ call_records = Table(
     Column("callee_hash", String(64), nullable=True),
     Column("content_hash", String(64), nullable=False),  # tells an identical re-delivery from a conflicting one
     Column("source_file", Text, nullable=False),
+    Column("source_sha256", String(64), nullable=False),  # the cdr_files row (file content) that delivered the call
     Column("source_line", Integer, nullable=False),
     Column("ingested_at", UtcDateTime, nullable=False),
     Index("ix_call_records_customer_ended", "customer_id", "ended_at"),

@@ -26,7 +26,8 @@ def test_upgrade_keeps_rows_written_at_an_older_revision(warehouse_url: str) -> 
             [
                 dict(call_id=f"c{i}", account_code="acct", direction="inbound", disposition="completed",
                      started_at=T0, answered_at=T0, ended_at=T0, billable_seconds=61, billable_minutes=2,
-                     content_hash="x", source_file="f.csv", source_line=i + 2, ingested_at=T0)
+                     content_hash="x", source_file="f.csv", source_sha256="s", source_line=i + 2,
+                     ingested_at=T0)
                 for i in range(50)
             ],
         )

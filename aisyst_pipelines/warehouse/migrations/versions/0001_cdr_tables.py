@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("callee_hash", sa.String(64), nullable=True),
         sa.Column("content_hash", sa.String(64), nullable=False),
         sa.Column("source_file", sa.Text, nullable=False),
+        sa.Column("source_sha256", sa.String(64), nullable=False),
         sa.Column("source_line", sa.Integer, nullable=False),
         sa.Column("ingested_at", UTC_TIME, nullable=False),
     )

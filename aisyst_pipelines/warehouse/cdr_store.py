@@ -1,0 +1,580 @@
+"""All SQL of CDR ingestion: loading a parsed file into call_records, its rejects, cdr_files and usage_daily.
+
+Loading one file is ONE transaction (`load_cdr_file`):
+
+1. serialise CDR loads (PostgreSQL advisory lock; SQLite has a single writer anyway) and claim the file:
+   a `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO NOTHING. A file already loaded is
+   skipped without touching anything else;
+2. per chunk of parsed records: bulk-copy the chunk into a temporary staging table (PostgreSQL
+   COPY, SQLite executemany — the only dialect-specific step), then set-based SQL:
+   `INSERT … SELECT … ON CONFLICT (call_id) DO NOTHING` with the customer resolved from
+   stripe_customers, and — only when some staged rows were not inserted — one join that tells an
+   identical re-delivery (counted as duplicate) from a conflicting one (a `conflicting_duplicate`
+   reject; the first version stays). Merging chunk by chunk keeps memory and the staging table
+   bounded by the chunk size, and makes "first version wins" hold across chunks of one file too:
+   an earlier chunk's rows are already in call_records when a later chunk is compared;
+3. parser rejects go straight into call_records_rejected;
+4. usage_daily is recomputed from call_records (not incremented) for exactly the
+   (account_code, UTC day of ended_at) pairs that the newly inserted rows touch;
+5. the cdr_files row gets its counts. Any exception rolls all of it back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from sqlalchemy import (
+    Column,
+    Connection,
+    Date,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .database import Warehouse
+from .schema import call_records, call_records_rejected, cdr_files, stripe_customers, usage_daily
+from .types import UtcDateTime
+
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+# Columns of the parsed records as aisyst_pipelines.cdr hands them over (CdrChunk.records).
+RECORD_COLUMNS = (
+    "call_id", "account_code", "direction", "disposition", "started_at", "answered_at", "ended_at",
+    "billable_seconds", "billable_minutes", "caller_hash", "callee_hash", "content_hash", "source_line",
+)
+REJECT_COLUMNS = ("source_line", "call_id", "reason_code", "reason", "raw_record")
+_TIME_COLUMNS = ("started_at", "answered_at", "ended_at")
+
+# SQLAlchemy only keeps an INSERT's rowcount when asked to.
+_COUNT_ROWS = {"preserve_rowcount": True}
+
+# A constant key for pg_advisory_xact_lock: one CDR load at a time per warehouse (see _serialize_loads).
+_CDR_LOAD_LOCK_KEY = 0x41_49_53_43_44_52  # "AISCDR"
+
+
+class ParsedChunk(Protocol):
+    """What the loader needs of aisyst_pipelines.cdr.CdrChunk (kept structural: no import of cdr here)."""
+
+    records: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_total: int
+
+
+@dataclass(frozen=True)
+class CdrFileIdentity:
+    """The landing file being loaded: its path for people, its sha256 for identity."""
+
+    path: str
+    sha256: str
+    format: str
+    size_bytes: int
+
+
+@dataclass
+class CdrLoadResult:
+    file_path: str
+    sha256: str
+    format: str
+    skipped: bool  # True: this sha256 was already in cdr_files, nothing was written
+    rows_total: int = 0
+    rows_loaded: int = 0
+    rows_duplicate: int = 0
+    rows_rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    usage_days_recomputed: int = 0
+    unmapped_accounts: list[str] = field(default_factory=list)  # loaded calls whose account has no Stripe customer
+
+    @property
+    def reject_share(self) -> float:
+        return self.rows_rejected / self.rows_total if self.rows_total else 0.0
+
+
+# --- temporary tables of one load -------------------------------------------------------------------
+# Created inside the load's transaction: PostgreSQL and SQLite both roll the DDL back with the rest.
+
+_temp_metadata = MetaData()
+
+cdr_staging = Table(
+    "cdr_staging",
+    _temp_metadata,
+    Column("call_id", String(128), nullable=False),
+    Column("account_code", String(128), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("disposition", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=False),
+    Column("billable_seconds", Integer, nullable=False),
+    Column("billable_minutes", Integer, nullable=False),
+    Column("caller_hash", String(64), nullable=True),
+    Column("callee_hash", String(64), nullable=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("source_line", Integer, nullable=False),
+    Column("is_first", SmallInteger, nullable=False),  # 1 = first occurrence of its call_id in this chunk
+    prefixes=["TEMPORARY"],
+)
+STAGING_COLUMNS = tuple(c.name for c in cdr_staging.columns)
+
+cdr_touched_days = Table(
+    "cdr_touched_days",
+    _temp_metadata,
+    Column("account_code", String(128), primary_key=True),
+    Column("usage_date", Date, primary_key=True),
+    Column("day_start", UtcDateTime, nullable=False),
+    Column("day_end", UtcDateTime, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def account_customers():  # type: ignore[no-untyped-def]
+    """account_code → Stripe customer, only where exactly one live customer carries the account code.
+
+    An ambiguous mapping (two customers with the same code) resolves to nothing: such calls stay
+    unmapped and get reported rather than billed to a customer picked at random.
+    """
+    sc = stripe_customers
+    return (
+        select(sc.c.account_code, func.min(sc.c.customer_id).label("customer_id"))
+        .where(sc.c.account_code.is_not(None), sc.c.deleted == 0)
+        .group_by(sc.c.account_code)
+        .having(func.count() == 1)
+        .subquery("account_customers")
+    )
+
+
+# --- public API ------------------------------------------------------------------------------------
+
+
+def loaded_sha256s(warehouse: Warehouse, sha256s: Iterable[str]) -> set[str]:
+    """Which of these file hashes are already in cdr_files."""
+    wanted = sorted(set(sha256s))
+    found: set[str] = set()
+    with warehouse.connect() as connection:
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start : start + 500]
+            found.update(connection.scalars(select(cdr_files.c.sha256).where(cdr_files.c.sha256.in_(batch))))
+    return found
+
+
+def load_cdr_file(
+    warehouse: Warehouse,
+    source: CdrFileIdentity,
+    chunks: Iterable[ParsedChunk],
+    *,
+    now: datetime | None = None,
+) -> CdrLoadResult:
+    """Load one parsed file in one transaction; see the module docstring for the steps.
+
+    `chunks` is consumed lazily inside the transaction, so an exception raised while reading the
+    file (a truncated file, a crash) rolls back everything written for it.
+    """
+    ingested_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    result = CdrLoadResult(file_path=source.path, sha256=source.sha256, format=source.format, skipped=False)
+    with warehouse.begin() as connection:
+        _serialize_loads(connection)
+        if not _claim_file(connection, source, ingested_at):
+            result.skipped = True
+            return result
+        reasons: Counter[str] = Counter()
+        any_not_loaded = False
+        cdr_touched_days.create(connection)
+        for chunk in chunks:
+            result.rows_total += int(chunk.rows_total)
+            if len(chunk.rejects):
+                reasons.update(chunk.rejects["reason_code"].astype(str).tolist())
+                _insert_rejects(connection, source, chunk.rejects, ingested_at)
+            if len(chunk.records):
+                merged = _merge_records(connection, source, chunk.records, ingested_at)
+                result.rows_loaded += merged.loaded
+                result.rows_duplicate += merged.duplicates
+                if merged.conflicts:
+                    reasons[CONFLICTING_DUPLICATE] += merged.conflicts
+                any_not_loaded |= merged.loaded < len(chunk.records)
+        result.rejected_by_reason = dict(sorted(reasons.items()))
+        result.rows_rejected = sum(reasons.values())
+        if any_not_loaded:
+            _keep_only_days_with_new_rows(connection, source.sha256)
+        result.usage_days_recomputed = _recompute_usage_daily(connection, ingested_at)
+        result.unmapped_accounts = _unmapped_touched_accounts(connection)
+        cdr_touched_days.drop(connection)
+        connection.execute(
+            update(cdr_files)
+            .where(cdr_files.c.sha256 == source.sha256)
+            .values(
+                rows_total=result.rows_total,
+                rows_loaded=result.rows_loaded,
+                rows_duplicate=result.rows_duplicate,
+                rows_rejected=result.rows_rejected,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class CdrFileRow:
+    sha256: str
+    file_path: str
+    format: str
+    rows_total: int
+    rows_loaded: int
+    rows_duplicate: int
+    rows_rejected: int
+    ingested_at: datetime
+
+
+def cdr_file(warehouse: Warehouse, sha256: str) -> CdrFileRow | None:
+    with warehouse.connect() as connection:
+        row = connection.execute(
+            select(
+                cdr_files.c.sha256, cdr_files.c.file_path, cdr_files.c.format, cdr_files.c.rows_total,
+                cdr_files.c.rows_loaded, cdr_files.c.rows_duplicate, cdr_files.c.rows_rejected,
+                cdr_files.c.ingested_at,
+            ).where(cdr_files.c.sha256 == sha256)
+        ).one_or_none()
+    return CdrFileRow(*row) if row else None
+
+
+def rejects_by_reason(warehouse: Warehouse, sha256: str | None = None) -> dict[str, int]:
+    """Rejected rows per reason code, for one file or the whole warehouse."""
+    query = select(call_records_rejected.c.reason_code, func.count()).group_by(call_records_rejected.c.reason_code)
+    if sha256 is not None:
+        query = query.where(call_records_rejected.c.source_sha256 == sha256)
+    with warehouse.connect() as connection:
+        return {code: int(n) for code, n in connection.execute(query.order_by(call_records_rejected.c.reason_code))}
+
+
+@dataclass(frozen=True)
+class AccountMinutes:
+    account_code: str
+    customer_id: str | None
+    calls: int
+    billable_minutes: int
+    first_day: date
+    last_day: date
+
+
+def minutes_per_account(warehouse: Warehouse) -> list[AccountMinutes]:
+    """Billable minutes per account code over all of usage_daily (the demo's summary)."""
+    u = usage_daily
+    query = (
+        select(
+            u.c.account_code, func.max(u.c.customer_id), func.sum(u.c.calls), func.sum(u.c.billable_minutes),
+            func.min(u.c.usage_date), func.max(u.c.usage_date),
+        )
+        .group_by(u.c.account_code)
+        .order_by(u.c.account_code)
+    )
+    with warehouse.connect() as connection:
+        return [
+            AccountMinutes(code, customer, int(calls), int(minutes), first, last)
+            for code, customer, calls, minutes, first, last in connection.execute(query)
+        ]
+
+
+# --- the steps of a load ---------------------------------------------------------------------------
+
+
+def _serialize_loads(connection: Connection) -> None:
+    """One CDR load at a time: concurrent loads of overlapping calls would each recompute a shared
+    usage_daily day without seeing the other's uncommitted rows. SQLite serialises writers by
+    itself (the claim below is the first write, so a second loader waits on the busy timeout)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CDR_LOAD_LOCK_KEY})
+
+
+def _insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _claim_file(connection: Connection, source: CdrFileIdentity, ingested_at: datetime) -> bool:
+    """Insert the file's cdr_files row (counts filled in at the end). False = already loaded."""
+    claimed = connection.execute(
+        _insert_ignoring_conflicts(connection, cdr_files).values(
+            sha256=source.sha256, file_path=source.path, format=source.format, size_bytes=source.size_bytes,
+            rows_total=0, rows_loaded=0, rows_duplicate=0, rows_rejected=0, ingested_at=ingested_at,
+        ),
+        execution_options=_COUNT_ROWS,
+    )
+    return claimed.rowcount == 1
+
+
+@dataclass(frozen=True)
+class _Merged:
+    loaded: int
+    duplicates: int
+    conflicts: int
+
+
+def _merge_records(
+    connection: Connection, source: CdrFileIdentity, records: pd.DataFrame, ingested_at: datetime
+) -> _Merged:
+    frame = records.loc[:, list(RECORD_COLUMNS)].copy()
+    # First occurrence of a call_id within the chunk: only that one may be inserted, so that
+    # "the first version stays" does not depend on the order in which the database inserts rows.
+    frame["is_first"] = (~frame["call_id"].duplicated(keep="first")).astype("int16")
+    _remember_touched_days(connection, frame)
+
+    cdr_staging.create(connection)
+    bulk_insert(connection, cdr_staging, frame)
+    s = cdr_staging
+    customers = account_customers()
+    selected = (
+        select(
+            s.c.call_id, s.c.account_code, customers.c.customer_id, s.c.direction, s.c.disposition,
+            s.c.started_at, s.c.answered_at, s.c.ended_at, s.c.billable_seconds, s.c.billable_minutes,
+            s.c.caller_hash, s.c.callee_hash, s.c.content_hash,
+            literal(source.path, Text).label("source_file"),
+            literal(source.sha256, String).label("source_sha256"),
+            s.c.source_line,
+            literal(ingested_at, UtcDateTime).label("ingested_at"),
+        )
+        .select_from(s.outerjoin(customers, customers.c.account_code == s.c.account_code))
+        .where(s.c.is_first == 1)  # a WHERE also keeps SQLite's parser from reading ON CONFLICT as a join
+    )
+    insert_new = _insert_ignoring_conflicts(connection, call_records).from_select(
+        [c.name for c in selected.selected_columns], selected
+    )
+    loaded = connection.execute(insert_new, execution_options=_COUNT_ROWS).rowcount
+    conflicts = 0
+    if loaded < len(frame):
+        conflicts = _reject_conflicting_duplicates(connection, source, frame, ingested_at)
+    cdr_staging.drop(connection)
+    return _Merged(loaded=loaded, duplicates=len(frame) - loaded - conflicts, conflicts=conflicts)
+
+
+def _reject_conflicting_duplicates(
+    connection: Connection, source: CdrFileIdentity, frame: pd.DataFrame, ingested_at: datetime
+) -> int:
+    """Staged rows that were not inserted: a call_id already in call_records (from an earlier file,
+    or an earlier line of this one). Identical content is a harmless re-delivery; different content
+    is rejected and the stored version stays."""
+    s, c = cdr_staging, call_records
+    conflicting = connection.execute(
+        select(s.c.source_line, c.c.source_file, c.c.source_line.label("kept_line"))
+        .select_from(s.join(c, c.c.call_id == s.c.call_id))
+        .where(
+            ~and_(c.c.source_sha256 == source.sha256, c.c.source_line == s.c.source_line),
+            c.c.content_hash != s.c.content_hash,
+        )
+    ).all()
+    if not conflicting:
+        return 0
+    kept = pd.DataFrame(conflicting, columns=["source_line", "kept_file", "kept_line"])
+    rows = frame.merge(kept, on="source_line", how="inner")
+    rejects = pd.DataFrame(
+        {
+            "source_line": rows["source_line"],
+            "call_id": rows["call_id"],
+            "reason_code": CONFLICTING_DUPLICATE,
+            "reason": [
+                f"call_id {call_id} was already loaded with different content "
+                f"(from {kept_file}, line {kept_line}); the first version stays"
+                for call_id, kept_file, kept_line in zip(rows["call_id"], rows["kept_file"], rows["kept_line"])
+            ],
+            # The parsed record as it would have been stored (phone numbers only as hashes).
+            "raw_record": [_record_json(record) for record in rows.loc[:, list(RECORD_COLUMNS)].to_dict("records")],
+        }
+    )
+    _insert_rejects(connection, source, rejects, ingested_at)
+    return len(rejects)
+
+
+def _record_json(record: dict[str, Any]) -> str:
+    def plain(value: Any) -> Any:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return None
+        if isinstance(value, pd.Timestamp | datetime):
+            return pd.Timestamp(value).tz_convert("UTC").isoformat().replace("+00:00", "Z")
+        return value.item() if hasattr(value, "item") else value
+
+    return json.dumps({key: plain(value) for key, value in record.items() if key != "source_line"}, sort_keys=True)
+
+
+def _insert_rejects(connection: Connection, source: CdrFileIdentity, rejects: pd.DataFrame, ingested_at: datetime) -> None:
+    frame = rejects.loc[:, list(REJECT_COLUMNS)].copy()
+    frame["reason"] = frame["reason"].map(_storable_text)
+    frame["raw_record"] = frame["raw_record"].map(_storable_text)
+    frame["call_id"] = frame["call_id"].map(lambda v: None if v is None or pd.isna(v) else _storable_text(v)[:128])
+    frame.insert(0, "source_sha256", source.sha256)
+    frame["source_file"] = source.path
+    frame["ingested_at"] = pd.Timestamp(ingested_at)
+    bulk_insert(connection, call_records_rejected, frame)
+
+
+def _storable_text(value: Any) -> str:
+    """Text both databases accept: no NUL byte (PostgreSQL refuses it), no lone surrogates (the
+    remains of undecodable bytes), so that a reject row never fails its whole file."""
+    if value is None or (not isinstance(value, str | bytes) and pd.isna(value)):
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="backslashreplace")
+    value = str(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    return value
+
+
+def _remember_touched_days(connection: Connection, frame: pd.DataFrame) -> None:
+    """Record the (account_code, UTC day of ended_at) pairs of this chunk — a superset of the days the
+    inserted rows touch; `_keep_only_days_with_new_rows` trims it when some rows were not inserted."""
+    days = pd.DataFrame({"account_code": frame["account_code"], "day_start": _utc(frame["ended_at"]).dt.floor("D")})
+    days = days.drop_duplicates()
+    rows = [
+        {"account_code": account, "usage_date": start.date(), "day_start": start.to_pydatetime(),
+         "day_end": (start + timedelta(days=1)).to_pydatetime()}
+        for account, start in zip(days["account_code"], days["day_start"])
+    ]
+    if rows:
+        connection.execute(_insert_ignoring_conflicts(connection, cdr_touched_days), rows)
+
+
+def _keep_only_days_with_new_rows(connection: Connection, sha256: str) -> None:
+    t, c = cdr_touched_days, call_records
+    connection.execute(
+        delete(t).where(
+            ~exists().where(
+                c.c.account_code == t.c.account_code,
+                c.c.ended_at >= t.c.day_start,
+                c.c.ended_at < t.c.day_end,
+                c.c.source_sha256 == sha256,
+            )
+        )
+    )
+
+
+def _recompute_usage_daily(connection: Connection, updated_at: datetime) -> int:
+    """Rebuild the touched usage_daily rows from call_records (late CDRs land in their own day)."""
+    t, c, u = cdr_touched_days, call_records, usage_daily
+    connection.execute(
+        delete(u).where(exists().where(t.c.account_code == u.c.account_code, t.c.usage_date == u.c.usage_date))
+    )
+    customers = account_customers()
+    totals = (
+        select(
+            t.c.account_code,
+            t.c.usage_date,
+            func.max(customers.c.customer_id).label("customer_id"),
+            func.count().label("calls"),
+            func.sum(case((c.c.disposition == "completed", 1), else_=0)).label("answered_calls"),
+            func.sum(c.c.billable_seconds).label("billable_seconds"),
+            func.sum(c.c.billable_minutes).label("billable_minutes"),
+            literal(updated_at, UtcDateTime).label("updated_at"),
+        )
+        .select_from(
+            t.join(c, and_(c.c.account_code == t.c.account_code, c.c.ended_at >= t.c.day_start, c.c.ended_at < t.c.day_end))
+            .outerjoin(customers, customers.c.account_code == t.c.account_code)
+        )
+        .group_by(t.c.account_code, t.c.usage_date)
+    )
+    inserted = connection.execute(
+        u.insert().from_select([col.name for col in totals.selected_columns], totals), execution_options=_COUNT_ROWS
+    )
+    return inserted.rowcount
+
+
+def _unmapped_touched_accounts(connection: Connection) -> list[str]:
+    t = cdr_touched_days
+    customers = account_customers()
+    return list(
+        connection.scalars(
+            select(t.c.account_code)
+            .select_from(t.outerjoin(customers, customers.c.account_code == t.c.account_code))
+            .where(customers.c.customer_id.is_(None))
+            .distinct()
+            .order_by(t.c.account_code)
+        )
+    )
+
+
+# --- the dialect-specific bulk copy ----------------------------------------------------------------
+
+
+def bulk_insert(connection: Connection, table: Table, frame: pd.DataFrame) -> None:
+    """Append a DataFrame to `table` inside the connection's transaction, as fast as the database allows.
+
+    PostgreSQL: COPY … FROM STDIN (CSV rendered by Arrow) over psycopg 3's copy protocol.
+    SQLite: executemany of plain tuples (times as the text SQLAlchemy stores for UtcDateTime).
+    """
+    columns = [column.name for column in table.columns if column.name in frame.columns]
+    arrow = _to_arrow(table, frame.loc[:, columns])
+    if connection.dialect.name == "postgresql":
+        copy_postgres(connection, table.name, columns, postgres_csv(arrow))
+    else:
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        connection.connection.driver_connection.executemany(sql, sqlite_rows(arrow))  # type: ignore[union-attr]
+
+
+def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str], csv_bytes: bytes) -> None:
+    """COPY CSV bytes into a table through the SQLAlchemy connection's own psycopg connection (same transaction)."""
+    driver_connection = connection.connection.driver_connection
+    statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    with driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(statement) as copy:
+            copy.write(csv_bytes)
+
+
+def postgres_csv(arrow: pa.Table) -> bytes:
+    # all_valid quotes every non-null value: an empty string stays '' and only a missing value is NULL.
+    buffer = io.BytesIO()
+    pa_csv.write_csv(arrow, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    return buffer.getvalue()
+
+
+def sqlite_rows(arrow: pa.Table) -> Iterable[tuple[Any, ...]]:
+    columns = []
+    for column in arrow.columns:
+        if pa.types.is_timestamp(column.type):
+            # SQLAlchemy's SQLite DATETIME storage format, which UtcDateTime reads back as UTC.
+            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+        elif pa.types.is_date(column.type):
+            column = pc.strftime(column, format="%Y-%m-%d")
+        columns.append(column.to_pylist())
+    return zip(*columns)
+
+
+def _to_arrow(table: Table, frame: pd.DataFrame) -> pa.Table:
+    arrays = []
+    for name in frame.columns:
+        column_type = table.c[name].type
+        values = frame[name]
+        if isinstance(column_type, UtcDateTime):
+            array = pc.cast(pa.array(_utc(values)), pa.timestamp("us", tz="UTC"), safe=False)
+        elif isinstance(column_type, Integer | SmallInteger):
+            array = pa.array(values, type=pa.int64(), from_pandas=True)
+        else:
+            array = pa.array(values, type=pa.string(), from_pandas=True)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=list(frame.columns))
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True)
