@@ -224,6 +224,10 @@ meter_corrections = Table(
 )
 
 # --- draft invoice annotation (migration 0005) -----------------------------------------------------
+# One row per renewal invoice the draft_invoice_sensor picked up; the row is the ledger that makes
+# annotation happen once: `queued` (sensor) → `pending` (a run is about to send add_lines: a write
+# may have reached Stripe) → `annotated` | `missed` (finalized before we got there) | `skipped`
+# (deleted/voided, or carries our version already) | `failed` (retried by the sensor).
 
 invoice_annotations = Table(
     "invoice_annotations",
@@ -231,18 +235,27 @@ invoice_annotations = Table(
     Column("invoice_id", String(64), primary_key=True),
     Column("customer_id", String(64), nullable=False),
     Column("subscription_id", String(64), nullable=True),
-    Column("period_start", UtcDateTime, nullable=True),
-    Column("period_end", UtcDateTime, nullable=True),
+    Column("invoice_created", UtcDateTime, nullable=False),  # Stripe's `created` of the invoice
+    Column("period_start", UtcDateTime, nullable=False),  # the period that just ended, [start, end)
+    Column("period_end", UtcDateTime, nullable=False),
     Column("tier_name", Text, nullable=True),
     Column("minutes_used", BigInteger, nullable=True),
-    Column("minutes_included", Integer, nullable=True),  # NULL = unlimited
+    Column("minutes_included", Integer, nullable=True),  # NULL = unlimited (or not yet known)
     Column("minutes_unused", BigInteger, nullable=True),
     Column("overage_minutes", BigInteger, nullable=True),
-    Column("overage_amount", BigInteger, nullable=True),  # cents
+    Column("overage_amount", BigInteger, nullable=True),  # smallest currency unit
+    Column("usage_pct", Float, nullable=True),
+    Column("lines_added", Integer, nullable=True),
+    Column("locale", String(16), nullable=True),  # template locale of the line texts
     Column("annotation_version", String(16), nullable=False),
-    Column("status", String(16), nullable=False),  # annotated, skipped, missed, failed
+    Column("status", String(16), nullable=False),  # queued, pending, annotated, missed, skipped, failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("run_id", String(64), nullable=True),  # the Dagster run that last worked on it
     Column("detail", Text, nullable=True),
-    Column("annotated_at", UtcDateTime, nullable=False),
+    Column("queued_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("annotated_at", UtcDateTime, nullable=True),  # when the lines were added (NULL unless annotated)
+    Index("ix_invoice_annotations_status", "status", "updated_at"),
 )
 
 # --- Stripe invoices from the Events API (migration 0006) -------------------------------------------
