@@ -258,7 +258,7 @@ invoice_annotations = Table(
     Index("ix_invoice_annotations_status", "status", "updated_at"),
 )
 
-# --- Stripe invoices from the Events API (migration 0006) -------------------------------------------
+# --- Stripe events: invoices, the applied-events ledger, ops alerts (migration 0006) -----------------
 
 stripe_invoices = Table(
     "stripe_invoices",
@@ -266,27 +266,64 @@ stripe_invoices = Table(
     Column("invoice_id", String(64), primary_key=True),
     Column("customer_id", String(64), nullable=False),
     Column("subscription_id", String(64), nullable=True),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # draft, open, paid, uncollectible, void, deleted
     Column("billing_reason", String(48), nullable=True),
-    Column("amount_due", BigInteger, nullable=False),
+    Column("number", String(64), nullable=True),
+    Column("amount_due", BigInteger, nullable=False),  # minor units (cents)
     Column("amount_paid", BigInteger, nullable=False),
+    Column("amount_remaining", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("period_start", UtcDateTime, nullable=True),
-    Column("period_end", UtcDateTime, nullable=True),
+    Column("period_end", UtcDateTime, nullable=True),  # exclusive
     Column("hosted_invoice_url", Text, nullable=True),
     Column("invoice_pdf", Text, nullable=True),
+    Column("attempt_count", Integer, nullable=False, server_default="0"),
+    Column("next_payment_attempt", UtcDateTime, nullable=True),
+    Column("due_date", UtcDateTime, nullable=True),
+    Column("finalized_at", UtcDateTime, nullable=True),
+    Column("paid_at", UtcDateTime, nullable=True),
     Column("created", UtcDateTime, nullable=False),
-    Column("last_event_id", String(64), nullable=True),
-    Column("last_event_created", UtcDateTime, nullable=True),
+    # The event the row reflects: an older event arriving late never overwrites a newer one.
+    Column("last_event_id", String(64), nullable=False),
+    Column("last_event_type", String(64), nullable=False),
+    Column("last_event_created", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_stripe_invoices_customer", "customer_id", "created"),
+    Index("ix_stripe_invoices_subscription", "subscription_id", "created"),
 )
 
+# One row per Stripe event ever applied, written in the same transaction as the rows it changed:
+# whichever path delivers an event first (sensor or webhook) applies it, every later delivery is a no-op.
 stripe_events_applied = Table(
     "stripe_events_applied",
     metadata,
     Column("event_id", String(64), primary_key=True),
     Column("event_type", String(64), nullable=False),
-    Column("created", UtcDateTime, nullable=False),
+    Column("object_id", String(64), nullable=True),  # the invoice or subscription the event is about
+    Column("created", UtcDateTime, nullable=False),  # the event's own time
+    Column("source", String(16), nullable=False),  # sensor, webhook
+    Column("outcome", String(16), nullable=False),  # applied, stale (older than the stored row), ignored
     Column("applied_at", UtcDateTime, nullable=False),
+    Index("ix_stripe_events_applied_object", "object_id", "created"),
+)
+
+# Ops alerts raised by events, queued in the transaction that applied the event and sent afterwards:
+# an alert is neither lost when the mail server is down nor sent twice when an event arrives twice.
+stripe_event_alerts = Table(
+    "stripe_event_alerts",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("kind", String(32), primary_key=True),  # payment_failed, subscription_past_due, …
+    Column("customer_id", String(64), nullable=True),
+    Column("subscription_id", String(64), nullable=True),
+    Column("invoice_id", String(64), nullable=True),
+    Column("subject", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("raised_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, sent
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_stripe_event_alerts_status", "status", "raised_at"),
 )
