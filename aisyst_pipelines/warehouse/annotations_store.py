@@ -1,0 +1,355 @@
+"""invoice_annotations: the ledger that makes each renewal invoice's annotation happen exactly once.
+
+Life of a row (one per invoice):
+- `queued`    the draft_invoice_sensor saw a renewal invoice and requested a run for it; the row keeps
+              what the sensor saw (customer, subscription, period), so run config carries only ids;
+- `pending`   a run is about to send `add_lines`: from here on a write may have reached Stripe, so
+              whoever picks the invoice up again reads it back from Stripe before writing;
+- `annotated` the lines are on the invoice; `missed` it was finalized before we got there;
+              `skipped` it was deleted/voided or already carried our annotation (recorded from Stripe);
+- `failed`    an attempt failed (Stripe kept failing, unknown tier); the sensor requests it again
+              after a pause, up to a number of attempts, and the asset check reports it meanwhile.
+
+Also the two reads the job needs besides Stripe: the tier terms and customer profile from the Stripe
+mirror, and the minutes of exactly one billing window, recomputed from call_records.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+
+from .database import Warehouse
+from .schema import call_records, invoice_annotations, stripe_customers, stripe_subscriptions
+
+# SQLite allows 32,766 bound parameters, PostgreSQL 65,535: chunk IN lists well below both.
+_CHUNK = 500
+
+
+class AnnotationStatus(StrEnum):
+    QUEUED = "queued"
+    PENDING = "pending"
+    ANNOTATED = "annotated"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset({AnnotationStatus.ANNOTATED, AnnotationStatus.MISSED, AnnotationStatus.SKIPPED})
+RETRYABLE_STATUSES = frozenset({AnnotationStatus.QUEUED, AnnotationStatus.PENDING, AnnotationStatus.FAILED})
+
+
+@dataclass(frozen=True)
+class RenewalInvoice:
+    """A renewal invoice as the sensor listed it (times aware UTC; the period is [start, end))."""
+
+    invoice_id: str
+    customer_id: str
+    subscription_id: str | None
+    created: datetime
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    invoice_id: str
+    customer_id: str
+    subscription_id: str | None
+    invoice_created: datetime
+    period_start: datetime
+    period_end: datetime
+    annotation_version: str
+    status: AnnotationStatus
+    attempts: int
+    run_id: str | None
+    detail: str | None
+    tier_name: str | None = None
+    minutes_used: int | None = None
+    minutes_included: int | None = None
+    lines_added: int | None = None
+
+    @property
+    def invoice(self) -> RenewalInvoice:
+        return RenewalInvoice(
+            self.invoice_id, self.customer_id, self.subscription_id, self.invoice_created, self.period_start, self.period_end
+        )
+
+
+@dataclass(frozen=True)
+class AnnotationOutcome:
+    """What a run found and did for one invoice; written over the row in one statement."""
+
+    status: AnnotationStatus
+    detail: str | None = None
+    tier_name: str | None = None
+    minutes_used: int | None = None
+    minutes_included: int | None = None
+    minutes_unused: int | None = None
+    overage_minutes: int | None = None
+    overage_amount: int | None = None
+    usage_pct: float | None = None
+    lines_added: int | None = None
+    locale: str | None = None
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for offset in range(0, len(values), _CHUNK):
+        yield values[offset : offset + _CHUNK]
+
+
+# --- the sensor's side ---------------------------------------------------------------------------------
+
+
+def invoice_ids_on_record(warehouse: Warehouse, invoice_ids: Iterable[str]) -> set[str]:
+    """The ids among `invoice_ids` that already have a row (in any status): the sensor leaves them to
+    the retry rule instead of requesting them again from its listing."""
+    wanted = sorted(set(invoice_ids))
+    found: set[str] = set()
+    with warehouse.connect() as connection:
+        for chunk in _chunks(wanted):
+            found.update(
+                connection.scalars(select(invoice_annotations.c.invoice_id).where(invoice_annotations.c.invoice_id.in_(chunk)))
+            )
+    return found
+
+
+def queue_invoices(warehouse: Warehouse, invoices: Sequence[RenewalInvoice], version: str, now: datetime) -> list[str]:
+    """Insert `queued` rows for invoices without one; returns the ids actually queued (in input order).
+
+    Sensor ticks never overlap, so reading then inserting in one transaction is enough; an id that
+    appears twice in `invoices` is queued once."""
+    queued: list[str] = []
+    with warehouse.begin() as connection:
+        existing: set[str] = set()
+        ids = sorted({invoice.invoice_id for invoice in invoices})
+        for chunk in _chunks(ids):
+            existing.update(
+                connection.scalars(select(invoice_annotations.c.invoice_id).where(invoice_annotations.c.invoice_id.in_(chunk)))
+            )
+        rows: list[dict[str, Any]] = []
+        for invoice in invoices:
+            if invoice.invoice_id in existing:
+                continue
+            existing.add(invoice.invoice_id)
+            queued.append(invoice.invoice_id)
+            rows.append(
+                dict(
+                    invoice_id=invoice.invoice_id,
+                    customer_id=invoice.customer_id,
+                    subscription_id=invoice.subscription_id,
+                    invoice_created=invoice.created,
+                    period_start=invoice.period_start,
+                    period_end=invoice.period_end,
+                    annotation_version=version,
+                    status=AnnotationStatus.QUEUED.value,
+                    attempts=0,
+                    queued_at=now,
+                    updated_at=now,
+                )
+            )
+        if rows:
+            connection.execute(invoice_annotations.insert(), rows)
+    return queued
+
+
+def invoices_to_retry(
+    warehouse: Warehouse, now: datetime, stale_after: timedelta, max_attempts: int, limit: int
+) -> list[str]:
+    """Rows that should have been finished by now: `queued` or `pending` untouched for `stale_after`
+    (the run never started, or died mid-way) and `failed` ones, while attempts remain. Oldest first."""
+    cutoff = now - stale_after
+    statement = (
+        select(invoice_annotations.c.invoice_id)
+        .where(
+            invoice_annotations.c.status.in_([status.value for status in RETRYABLE_STATUSES]),
+            invoice_annotations.c.updated_at < cutoff,
+            invoice_annotations.c.attempts < max_attempts,
+        )
+        .order_by(invoice_annotations.c.updated_at, invoice_annotations.c.invoice_id)
+        .limit(limit)
+    )
+    with warehouse.connect() as connection:
+        return list(connection.scalars(statement))
+
+
+def touch(warehouse: Warehouse, invoice_ids: Sequence[str], now: datetime) -> None:
+    """Mark rows as just requested again, so the next tick does not request them once more."""
+    with warehouse.begin() as connection:
+        for chunk in _chunks(list(invoice_ids)):
+            connection.execute(
+                update(invoice_annotations).where(invoice_annotations.c.invoice_id.in_(chunk)).values(updated_at=now)
+            )
+
+
+# --- the job's side ------------------------------------------------------------------------------------
+
+
+def annotation_records(warehouse: Warehouse, invoice_ids: Iterable[str]) -> dict[str, AnnotationRecord]:
+    wanted = sorted(set(invoice_ids))
+    columns = [invoice_annotations.c[f.name] for f in fields(AnnotationRecord)]
+    records: dict[str, AnnotationRecord] = {}
+    with warehouse.connect() as connection:
+        for chunk in _chunks(wanted):
+            for row in connection.execute(select(*columns).where(invoice_annotations.c.invoice_id.in_(chunk))):
+                values = row._asdict()
+                values["status"] = AnnotationStatus(values["status"])
+                records[values["invoice_id"]] = AnnotationRecord(**values)
+    return records
+
+
+def mark_pending(warehouse: Warehouse, invoice_id: str, run_id: str, now: datetime) -> None:
+    """Record, before the write to Stripe, that a write may be under way (and count the attempt)."""
+    with warehouse.begin() as connection:
+        connection.execute(
+            update(invoice_annotations)
+            .where(invoice_annotations.c.invoice_id == invoice_id)
+            .values(
+                status=AnnotationStatus.PENDING.value,
+                attempts=invoice_annotations.c.attempts + 1,
+                run_id=run_id,
+                updated_at=now,
+            )
+        )
+
+
+def record_outcome(warehouse: Warehouse, invoice_id: str, outcome: AnnotationOutcome, run_id: str, now: datetime) -> None:
+    values: dict[str, Any] = {f.name: getattr(outcome, f.name) for f in fields(AnnotationOutcome)}
+    values["status"] = outcome.status.value
+    values.update(run_id=run_id, updated_at=now)
+    if outcome.status is AnnotationStatus.ANNOTATED:
+        values["annotated_at"] = now
+    with warehouse.begin() as connection:
+        connection.execute(update(invoice_annotations).where(invoice_annotations.c.invoice_id == invoice_id).values(**values))
+
+
+def status_counts(warehouse: Warehouse, invoice_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Rows per status (of the given invoices, or of the whole table)."""
+    counts: dict[str, int] = defaultdict(int)
+    statement = select(invoice_annotations.c.status, func.count()).group_by(invoice_annotations.c.status)
+    with warehouse.connect() as connection:
+        if invoice_ids is None:
+            for status, count in connection.execute(statement):
+                counts[status] += count
+        else:
+            for chunk in _chunks(sorted(set(invoice_ids))):
+                for status, count in connection.execute(statement.where(invoice_annotations.c.invoice_id.in_(chunk))):
+                    counts[status] += count
+    return dict(counts)
+
+
+def invoices_in_status(warehouse: Warehouse, statuses: Iterable[AnnotationStatus], limit: int = 100) -> list[AnnotationRecord]:
+    """Rows in the given statuses, most recently updated first (for the asset check's report)."""
+    wanted = [status.value for status in statuses]
+    statement = (
+        select(invoice_annotations.c.invoice_id)
+        .where(invoice_annotations.c.status.in_(wanted))
+        .order_by(invoice_annotations.c.updated_at.desc(), invoice_annotations.c.invoice_id)
+        .limit(limit)
+    )
+    with warehouse.connect() as connection:
+        ids = list(connection.scalars(statement))
+    records = annotation_records(warehouse, ids)
+    return [records[invoice_id] for invoice_id in ids]
+
+
+# --- inputs of an annotation: tier, customer, minutes ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionTerms:
+    subscription_id: str
+    tier_name: str | None
+    included_minutes: int | None  # None = unlimited (when tier_name is known)
+    overage_unit_amount: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    customer_id: str
+    account_code: str | None
+    preferred_locale: str | None
+
+
+def subscription_terms(warehouse: Warehouse, subscription_ids: Iterable[str]) -> dict[str, SubscriptionTerms]:
+    """Tier terms of the given subscriptions as the Stripe sync last mirrored them."""
+    t = stripe_subscriptions.c
+    result: dict[str, SubscriptionTerms] = {}
+    with warehouse.connect() as connection:
+        for chunk in _chunks(sorted(set(subscription_ids))):
+            statement = select(t.subscription_id, t.tier_name, t.included_minutes, t.overage_unit_amount, t.currency).where(
+                t.subscription_id.in_(chunk)
+            )
+            for row in connection.execute(statement):
+                result[row.subscription_id] = SubscriptionTerms(*row)
+    return result
+
+
+def customer_profiles(warehouse: Warehouse, customer_ids: Iterable[str]) -> dict[str, CustomerProfile]:
+    t = stripe_customers.c
+    result: dict[str, CustomerProfile] = {}
+    with warehouse.connect() as connection:
+        for chunk in _chunks(sorted(set(customer_ids))):
+            for row in connection.execute(
+                select(t.customer_id, t.account_code, t.preferred_locale).where(t.customer_id.in_(chunk))
+            ):
+                result[row.customer_id] = CustomerProfile(*row)
+    return result
+
+
+def minutes_in_windows(
+    warehouse: Warehouse, windows: Iterable[tuple[str, datetime, datetime]]
+) -> dict[tuple[str, datetime, datetime], int]:
+    """Billable minutes of each (customer_id, start, end) window, [start, end) on the calls' `ended_at`,
+    summed fresh from call_records (not from last night's usage tables). A window without calls is 0.
+
+    Windows sharing the same bounds (a month-start burst: thousands of customers, one period) are
+    answered with one grouped query per chunk of customers."""
+    by_bounds: dict[tuple[datetime, datetime], set[str]] = defaultdict(set)
+    for customer_id, start, end in windows:
+        by_bounds[(start, end)].add(customer_id)
+    c = call_records.c
+    result: dict[tuple[str, datetime, datetime], int] = {}
+    with warehouse.connect() as connection:
+        for (start, end), customers in by_bounds.items():
+            for customer_id in customers:
+                result[(customer_id, start, end)] = 0
+            for chunk in _chunks(sorted(customers)):
+                statement = (
+                    select(c.customer_id, func.coalesce(func.sum(c.billable_minutes), 0))
+                    .where(and_(c.customer_id.in_(chunk), c.ended_at >= start, c.ended_at < end))
+                    .group_by(c.customer_id)
+                )
+                for customer_id, minutes in connection.execute(statement):
+                    result[(customer_id, start, end)] = int(minutes)
+    return result
+
+
+__all__ = [
+    "AnnotationOutcome",
+    "AnnotationRecord",
+    "AnnotationStatus",
+    "CustomerProfile",
+    "FINAL_STATUSES",
+    "RenewalInvoice",
+    "SubscriptionTerms",
+    "annotation_records",
+    "customer_profiles",
+    "invoice_ids_on_record",
+    "invoices_in_status",
+    "invoices_to_retry",
+    "mark_pending",
+    "minutes_in_windows",
+    "queue_invoices",
+    "record_outcome",
+    "status_counts",
+    "subscription_terms",
+    "touch",
+]
