@@ -82,35 +82,6 @@ def reached_thresholds(minutes_used: int, included_minutes: int | None, threshol
 
 
 @dataclass(frozen=True)
-class PeriodUsage:
-    """Minutes used so far in a subscription's current billing period [period_start, period_end)."""
-
-    customer_id: str
-    subscription_id: str
-    period_start: datetime
-    period_end: datetime
-    tier_name: str | None
-    included_minutes: int | None  # None = unlimited
-    minutes_used: int
-
-    @property
-    def minutes_remaining(self) -> int | None:
-        if self.included_minutes is None:
-            return None
-        return max(self.included_minutes - self.minutes_used, 0)
-
-    @property
-    def overage_minutes(self) -> int:
-        if self.included_minutes is None:
-            return 0
-        return max(self.minutes_used - self.included_minutes, 0)
-
-    @property
-    def usage_pct(self) -> float | None:
-        return usage_percentage(self.minutes_used, self.included_minutes)
-
-
-@dataclass(frozen=True)
 class RecordedAlert:
     """An existing usage_alerts row of the same customer and period (any included_minutes)."""
 
@@ -144,22 +115,25 @@ class AlertPlan:
         return not self.new_alerts and not self.status_changes and self.notify is None
 
 
-def plan_alerts(usage: PeriodUsage, recorded: Sequence[RecordedAlert], thresholds: Sequence[int]) -> AlertPlan:
-    """Decide the alert rows and the one notification for `usage`, given the rows already recorded.
+def plan_alerts(
+    minutes_used: int, included_minutes: int | None, recorded: Sequence[RecordedAlert], thresholds: Sequence[int]
+) -> AlertPlan:
+    """Decide the alert rows and the one notification of a customer's current period.
 
-    `recorded` holds every row of this customer and period_start (also those of an earlier tier,
-    i.e. other included_minutes). Deterministic and idempotent: applying the plan and planning
-    again with the same usage yields an empty plan.
+    `minutes_used` and `included_minutes` (None = unlimited) describe the period now; `recorded`
+    holds every row of this customer and period_start (also those of an earlier tier, i.e. other
+    included_minutes). Deterministic and idempotent: applying the plan and planning again with the
+    same usage yields an empty plan.
     """
-    reached = reached_thresholds(usage.minutes_used, usage.included_minutes, thresholds)
-    current = {r.threshold_pct: r for r in recorded if r.included_minutes == usage.included_minutes}
+    reached = reached_thresholds(minutes_used, included_minutes, thresholds)
+    current = {r.threshold_pct: r for r in recorded if r.included_minutes == included_minutes}
     changes: list[StatusChange] = []
 
     # Pending rows that are no longer true: another tier's rows, or thresholds usage fell back under.
     for row in recorded:
         if row.status is not AlertStatus.PENDING:
             continue
-        if row.included_minutes != usage.included_minutes or row.threshold_pct not in reached:
+        if row.included_minutes != included_minutes or row.threshold_pct not in reached:
             changes.append(StatusChange(row.threshold_pct, row.included_minutes, AlertStatus.WITHDRAWN))
 
     if not reached:

@@ -9,7 +9,6 @@ import pytest
 from aisyst_pipelines.billing.thresholds import (
     AlertPlan,
     AlertStatus,
-    PeriodUsage,
     RecordedAlert,
     SilencePolicy,
     StatusChange,
@@ -26,8 +25,8 @@ END = datetime(2026, 4, 1, tzinfo=timezone.utc)
 T = (80, 100)
 
 
-def usage(minutes: int, included: int | None = 500) -> PeriodUsage:
-    return PeriodUsage("cus_1", "sub_1", START, END, "Tier 1", included, minutes)
+def decide(minutes: int, recorded: list[RecordedAlert], included: int | None = 500, thresholds=T) -> AlertPlan:
+    return plan_alerts(minutes, included, recorded, thresholds)
 
 
 def applied(plan: AlertPlan, recorded: list[RecordedAlert], included: int) -> list[RecordedAlert]:
@@ -65,9 +64,7 @@ def test_usage_percentage() -> None:
     assert usage_percentage(399, 500) == 79.8
     assert usage_percentage(400, 500) == 80.0
     assert usage_percentage(5, None) is None
-    assert usage(525).minutes_remaining == 0 and usage(525).overage_minutes == 25
-    assert usage(395).minutes_remaining == 105 and usage(395).overage_minutes == 0
-    assert usage(5, None).minutes_remaining is None
+    assert usage_percentage(5, 0) is None
 
 
 def test_parse_thresholds() -> None:
@@ -79,69 +76,69 @@ def test_parse_thresholds() -> None:
 
 
 def test_exactly_80_percent_alerts_once_and_just_under_does_not() -> None:
-    assert plan_alerts(usage(399), [], T).is_empty
-    plan = plan_alerts(usage(400), [], T)
+    assert decide(399, []).is_empty
+    plan = decide(400, [])
     assert plan == AlertPlan(new_alerts=((80, AlertStatus.PENDING),), notify=80)
-    assert plan_alerts(usage(420), applied(plan, [], 500), T).is_empty  # a rerun sends nothing
+    assert decide(420, applied(plan, [], 500)).is_empty  # a rerun sends nothing
 
 
 def test_jump_from_70_to_105_percent_sends_only_100_and_supersedes_80() -> None:
-    assert plan_alerts(usage(350), [], T).is_empty
-    plan = plan_alerts(usage(525), [], T)
+    assert decide(350, []).is_empty
+    plan = decide(525, [])
     assert plan.new_alerts == ((80, AlertStatus.SUPERSEDED), (100, AlertStatus.PENDING))
     assert plan.notify == 100
-    assert plan_alerts(usage(600), applied(plan, [], 500), T).is_empty
+    assert decide(600, applied(plan, [], 500)).is_empty
 
 
 def test_80_then_100_on_later_days_sends_both() -> None:
-    first = plan_alerts(usage(410), [], T)
+    first = decide(410, [])
     rows = applied(first, [], 500)
-    second = plan_alerts(usage(500), rows, T)
+    second = decide(500, rows)
     assert second == AlertPlan(new_alerts=((100, AlertStatus.PENDING),), notify=100)
 
 
 def test_failed_delivery_is_retried_while_true() -> None:
     recorded = [RecordedAlert(80, 500, AlertStatus.PENDING)]
-    assert plan_alerts(usage(430), recorded, T) == AlertPlan(notify=80)
+    assert decide(430, recorded) == AlertPlan(notify=80)
 
 
 def test_failed_80_overtaken_by_100_is_superseded_not_sent() -> None:
     recorded = [RecordedAlert(80, 500, AlertStatus.PENDING)]
-    plan = plan_alerts(usage(510), recorded, T)
+    plan = decide(510, recorded)
     assert plan.status_changes == (StatusChange(80, 500, AlertStatus.SUPERSEDED),)
     assert plan.new_alerts == ((100, AlertStatus.PENDING),) and plan.notify == 100
 
 
 def test_pending_alert_that_is_no_longer_true_is_withdrawn() -> None:
     recorded = [RecordedAlert(80, 500, AlertStatus.PENDING)]  # usage corrected downwards since
-    assert plan_alerts(usage(300), recorded, T) == AlertPlan(
+    assert decide(300, recorded) == AlertPlan(
         status_changes=(StatusChange(80, 500, AlertStatus.WITHDRAWN),)
     )
 
 
 def test_tier_change_re_arms_the_thresholds() -> None:
     # 450 of 500 minutes (90 %): the 80 % alert went out; then an upgrade to 1000 minutes.
-    rows = applied(plan_alerts(usage(450), [], T), [], 500)
+    rows = applied(decide(450, []), [], 500)
     assert rows == [RecordedAlert(80, 500, AlertStatus.NOTIFIED)]
-    assert plan_alerts(usage(450, 1000), rows, T).is_empty  # 45 % of the new allowance
-    plan = plan_alerts(usage(800, 1000), rows, T)
+    assert decide(450, rows, 1000).is_empty  # 45 % of the new allowance
+    plan = decide(800, rows, 1000)
     assert plan == AlertPlan(new_alerts=((80, AlertStatus.PENDING),), notify=80)
 
 
 def test_tier_change_withdraws_pending_alerts_of_the_old_tier() -> None:
     recorded = [RecordedAlert(80, 500, AlertStatus.PENDING)]
-    plan = plan_alerts(usage(450, 1000), recorded, T)
+    plan = decide(450, recorded, 1000)
     assert plan == AlertPlan(status_changes=(StatusChange(80, 500, AlertStatus.WITHDRAWN),))
-    plan = plan_alerts(usage(450, None), recorded, T)  # upgraded to unlimited
+    plan = decide(450, recorded, None)  # upgraded to unlimited
     assert plan == AlertPlan(status_changes=(StatusChange(80, 500, AlertStatus.WITHDRAWN),))
 
 
 def test_unlimited_never_alerts() -> None:
-    assert plan_alerts(usage(100_000, None), [], T).is_empty
+    assert decide(100_000, [], None).is_empty
 
 
 def test_configurable_thresholds() -> None:
-    plan = plan_alerts(usage(480), [], (50, 90, 100))
+    plan = decide(480, [], thresholds=(50, 90, 100))
     assert plan.new_alerts == ((50, AlertStatus.SUPERSEDED), (90, AlertStatus.PENDING)) and plan.notify == 90
 
 
