@@ -25,6 +25,9 @@ from typing import Any
 
 from aisyst_pipelines.templates import TEMPLATES_DIR, Brand, render, template_environment
 
+from .periods import BillingPeriod
+from .usage import CallTotals, PeriodUsage
+
 ANNOTATION_VERSION = "1"
 METADATA_VERSION_KEY = "aisyst_annotation_version"  # invoice metadata: which annotation is on it
 LINE_KIND_KEY = "aisyst_line"  # line metadata: which of our lines this is (lets anyone count them)
@@ -57,33 +60,11 @@ class TierTerms:
         return self.included_minutes is None
 
 
-@dataclass(frozen=True)
-class UsageFigures:
-    """Minutes of one billing period measured against the tier."""
-
-    minutes_used: int
-    minutes_included: int | None  # None = unlimited
-    minutes_unused: int | None  # None for unlimited
-    overage_minutes: int
-    usage_percentage: float | None  # None for unlimited (and for a tier with 0 included minutes)
-
-
-def usage_figures(minutes_used: int, terms: TierTerms) -> UsageFigures:
+def period_usage(minutes_used: int, terms: TierTerms, period: BillingPeriod) -> PeriodUsage:
+    """The period's minutes against the tier (unused, overage and percentage are `PeriodUsage`'s)."""
     if minutes_used < 0:
         raise ValueError(f"minutes used cannot be negative: {minutes_used}")
-    included = terms.included_minutes
-    if included is None:
-        return UsageFigures(minutes_used, None, None, 0, None)
-    if included < 0:
-        raise ValueError(f"included minutes cannot be negative: {included}")
-    percentage = round(minutes_used * 100 / included, 1) if included else None
-    return UsageFigures(
-        minutes_used=minutes_used,
-        minutes_included=included,
-        minutes_unused=max(included - minutes_used, 0),
-        overage_minutes=max(minutes_used - included, 0),
-        usage_percentage=percentage,
-    )
+    return PeriodUsage(period=period, included_minutes=terms.included_minutes, totals=CallTotals(billable_minutes=minutes_used))
 
 
 @dataclass(frozen=True)
@@ -125,10 +106,10 @@ class InvoiceTexts:
         module = template_environment().get_template(f"invoice/{self.locale}/lines.txt.j2").module
         return str(getattr(module, name)(*args)).strip()
 
-    def minutes_used(self, figures: UsageFigures) -> str:
-        if figures.minutes_included is None:
-            return self._macro("minutes_used_unlimited", figures.minutes_used)
-        return self._macro("minutes_used", figures.minutes_used, figures.minutes_included)
+    def minutes_used(self, usage: PeriodUsage) -> str:
+        if usage.included_minutes is None:
+            return self._macro("minutes_used_unlimited", usage.minutes_used)
+        return self._macro("minutes_used", usage.minutes_used, usage.included_minutes)
 
     def minutes_unused(self, minutes: int) -> str:
         return self._macro("minutes_unused", minutes)
@@ -152,55 +133,43 @@ def invoice_texts(preferred_locale: str | None) -> InvoiceTexts:
 # --- lines and metadata -----------------------------------------------------------------------------
 
 
-def invoice_lines(
-    terms: TierTerms,
-    minutes_used: int,
-    period_start: datetime,
-    period_end: datetime,
-    texts: InvoiceTexts,
-) -> list[InvoiceLine]:
+def invoice_lines(terms: TierTerms, usage: PeriodUsage, texts: InvoiceTexts) -> list[InvoiceLine]:
     """The lines for one renewal invoice, in the order the customer reads them.
 
     Limited tier: "Voice minutes used: X of Y", then either "Unused minutes: Z" (Z may be 0) or, when
     the allowance was exceeded, "Overage: N minutes" — an overage is shown with amount 0 unless the
     tier has an overage rate. Unlimited tier: one line "Voice minutes used: X (Unlimited plan)".
     """
-    if period_start.tzinfo is None or period_end.tzinfo is None:
-        raise ValueError("period bounds must be timezone-aware")
-    if period_end <= period_start:
-        raise ValueError(f"empty period [{period_start}, {period_end})")
-    figures = usage_figures(minutes_used, terms)
 
     def line(kind: LineKind, description: str, amount: int = 0) -> InvoiceLine:
-        return InvoiceLine(kind, description, amount, period_start, period_end)
+        return InvoiceLine(kind, description, amount, usage.period.start, usage.period.end)
 
-    lines = [line(LineKind.MINUTES_USED, texts.minutes_used(figures))]
+    lines = [line(LineKind.MINUTES_USED, texts.minutes_used(usage))]
     if terms.unlimited:
         return lines
-    if figures.overage_minutes:
-        amount = figures.overage_minutes * (terms.overage_unit_amount or 0)
-        lines.append(line(LineKind.OVERAGE, texts.overage(figures.overage_minutes, terms), amount))
+    if usage.overage_minutes:
+        amount = usage.overage_minutes * (terms.overage_unit_amount or 0)
+        lines.append(line(LineKind.OVERAGE, texts.overage(usage.overage_minutes, terms), amount))
     else:
-        assert figures.minutes_unused is not None
-        lines.append(line(LineKind.MINUTES_UNUSED, texts.minutes_unused(figures.minutes_unused)))
+        lines.append(line(LineKind.MINUTES_UNUSED, texts.minutes_unused(usage.minutes_unused or 0)))
     return lines
 
 
-def invoice_metadata(terms: TierTerms, figures: UsageFigures, version: str = ANNOTATION_VERSION) -> dict[str, str]:
+def invoice_metadata(terms: TierTerms, usage: PeriodUsage, version: str = ANNOTATION_VERSION) -> dict[str, str]:
     """The invoice metadata written with the lines. Stripe stores strings and treats "" as "unset",
     so figures that do not exist for the tier (unused minutes of an unlimited plan) are left out."""
     metadata = {
-        "minutes_used": str(figures.minutes_used),
-        "minutes_included": "unlimited" if figures.minutes_included is None else str(figures.minutes_included),
+        "minutes_used": str(usage.minutes_used),
+        "minutes_included": "unlimited" if usage.included_minutes is None else str(usage.included_minutes),
         "tier_name": terms.tier_name,
         METADATA_VERSION_KEY: version,
     }
-    if figures.minutes_unused is not None:
-        metadata["minutes_unused"] = str(figures.minutes_unused)
-    if figures.overage_minutes:
-        metadata["overage_minutes"] = str(figures.overage_minutes)
-    if figures.usage_percentage is not None:
-        metadata["usage_percentage"] = f"{figures.usage_percentage:.1f}"
+    if usage.minutes_unused is not None:
+        metadata["minutes_unused"] = str(usage.minutes_unused)
+    if usage.overage_minutes:
+        metadata["overage_minutes"] = str(usage.overage_minutes)
+    if usage.usage_pct is not None:
+        metadata["usage_percentage"] = f"{usage.usage_pct:.1f}"
     return metadata
 
 

@@ -16,9 +16,10 @@ from aisyst_pipelines.billing.invoice_lines import (
     invoice_metadata,
     invoice_texts,
     template_locale,
-    usage_figures,
+    period_usage,
     validate_custom_fields,
 )
+from aisyst_pipelines.billing.periods import BillingPeriod
 from aisyst_pipelines.templates import load_brand
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -27,6 +28,11 @@ TIER1 = TierTerms("Tier 1", 500)
 TIER2 = TierTerms("Tier 2", 1000)
 TIER3 = TierTerms("Tier 3", None)
 EN = invoice_texts("en")
+PERIOD = BillingPeriod(START, END)
+
+
+def lines_for(terms, minutes, texts=EN):
+    return invoice_lines(terms, period_usage(minutes, terms, PERIOD), texts)
 
 
 def texts_of(lines):
@@ -34,7 +40,7 @@ def texts_of(lines):
 
 
 def test_limited_tier_under_allowance() -> None:
-    lines = invoice_lines(TIER1, 395, START, END, EN)
+    lines = lines_for(TIER1, 395, EN)
     assert texts_of(lines) == [
         (LineKind.MINUTES_USED, "Voice minutes used: 395 of 500", 0),
         (LineKind.MINUTES_UNUSED, "Unused minutes: 105", 0),
@@ -43,21 +49,21 @@ def test_limited_tier_under_allowance() -> None:
 
 
 def test_tier2_with_grouped_digits_and_exactly_used_up() -> None:
-    assert texts_of(invoice_lines(TIER2, 1000, START, END, EN)) == [
+    assert texts_of(lines_for(TIER2, 1000, EN)) == [
         (LineKind.MINUTES_USED, "Voice minutes used: 1,000 of 1,000", 0),
         (LineKind.MINUTES_UNUSED, "Unused minutes: 0", 0),
     ]
 
 
 def test_zero_usage_shows_the_whole_allowance_unused() -> None:
-    assert texts_of(invoice_lines(TIER1, 0, START, END, EN)) == [
+    assert texts_of(lines_for(TIER1, 0, EN)) == [
         (LineKind.MINUTES_USED, "Voice minutes used: 0 of 500", 0),
         (LineKind.MINUTES_UNUSED, "Unused minutes: 500", 0),
     ]
 
 
 def test_overage_is_informational_without_a_rate() -> None:
-    assert texts_of(invoice_lines(TIER1, 535, START, END, EN)) == [
+    assert texts_of(lines_for(TIER1, 535, EN)) == [
         (LineKind.MINUTES_USED, "Voice minutes used: 535 of 500", 0),
         (LineKind.OVERAGE, "Overage: 35 minutes", 0),
     ]
@@ -65,14 +71,14 @@ def test_overage_is_informational_without_a_rate() -> None:
 
 def test_overage_is_priced_at_the_tier_rate() -> None:
     terms = TierTerms("Tier 1", 500, overage_unit_amount=12, currency="usd")
-    assert texts_of(invoice_lines(terms, 1735, START, END, EN)) == [
+    assert texts_of(lines_for(terms, 1735, EN)) == [
         (LineKind.MINUTES_USED, "Voice minutes used: 1,735 of 500", 0),
         (LineKind.OVERAGE, "Overage: 1,235 minutes at 0.12 USD per minute", 1235 * 12),
     ]
 
 
 def test_unlimited_tier_has_one_line() -> None:
-    assert texts_of(invoice_lines(TIER3, 1234, START, END, EN)) == [
+    assert texts_of(lines_for(TIER3, 1234, EN)) == [
         (LineKind.MINUTES_USED, "Voice minutes used: 1,234 (Unlimited plan)", 0),
     ]
 
@@ -80,12 +86,12 @@ def test_unlimited_tier_has_one_line() -> None:
 def test_german_texts_follow_the_preferred_locale() -> None:
     de = invoice_texts("de-DE")
     assert de.locale == "de"
-    assert [line.description for line in invoice_lines(TIER2, 1234, START, END, de)] == [
+    assert [line.description for line in lines_for(TIER2, 1234, de)] == [
         "Genutzte Sprachminuten: 1.234 von 1.000",
         "Mehrverbrauch: 234 Minuten",
     ]
     priced = TierTerms("Tier 2", 1000, overage_unit_amount=5, currency="eur")
-    assert invoice_lines(priced, 1001, START, END, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
+    assert lines_for(priced, 1001, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
 
 
 @pytest.mark.parametrize(
@@ -97,16 +103,16 @@ def test_template_locale_falls_back_to_english(preferred, locale) -> None:
 
 
 def test_bad_periods_and_usage_are_refused() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
-        invoice_lines(TIER1, 1, START.replace(tzinfo=None), END, EN)
-    with pytest.raises(ValueError, match="empty period"):
-        invoice_lines(TIER1, 1, END, START, EN)
+    with pytest.raises(ValueError, match="naive"):
+        BillingPeriod(START.replace(tzinfo=None), END)
+    with pytest.raises(ValueError, match="not after"):
+        BillingPeriod(END, START)
     with pytest.raises(ValueError, match="negative"):
-        usage_figures(-1, TIER1)
+        period_usage(-1, TIER1, PERIOD)
 
 
 def test_metadata_for_limited_and_unlimited_tiers() -> None:
-    assert invoice_metadata(TIER1, usage_figures(395, TIER1)) == {
+    assert invoice_metadata(TIER1, period_usage(395, TIER1, PERIOD)) == {
         "minutes_used": "395",
         "minutes_included": "500",
         "minutes_unused": "105",
@@ -114,9 +120,9 @@ def test_metadata_for_limited_and_unlimited_tiers() -> None:
         "tier_name": "Tier 1",
         "aisyst_annotation_version": ANNOTATION_VERSION,
     }
-    over = invoice_metadata(TIER1, usage_figures(750, TIER1))
+    over = invoice_metadata(TIER1, period_usage(750, TIER1, PERIOD))
     assert (over["minutes_unused"], over["overage_minutes"], over["usage_percentage"]) == ("0", "250", "150.0")
-    unlimited = invoice_metadata(TIER3, usage_figures(1234, TIER3))
+    unlimited = invoice_metadata(TIER3, period_usage(1234, TIER3, PERIOD))
     assert unlimited == {
         "minutes_used": "1234",
         "minutes_included": "unlimited",
