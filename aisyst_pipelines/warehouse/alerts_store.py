@@ -1,0 +1,319 @@
+"""usage_alerts and usage_silence: the recorded state that makes each alert go out once.
+
+usage_alerts has one row per (customer, period_start, included_minutes, threshold). Life of a row
+(decisions in `aisyst_pipelines.billing.thresholds`):
+- `pending`     reached; the customer e-mail is not delivered yet (a failed attempt keeps the row
+                pending with `last_error`, and the next run retries it while it is still true);
+- `notified`    the e-mail was accepted by the mail server (or written to the outbox);
+- `superseded`  reached together with a higher threshold (only the highest is sent);
+- `withdrawn`   was pending, no longer true (usage corrected, tier changed);
+- `expired`     was pending when its period ended.
+
+`ops_notified_at` says the row's current status went out in an ops digest; it is cleared whenever
+the status changes, so the digest reports each transition once (a failure, later its delivery) and
+a second run that changes nothing sends no digest.
+
+usage_silence keeps one row per silence episode (customer, first day without usage), so ops hear
+about an episode once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from aisyst_pipelines.billing.thresholds import AlertPlan, AlertStatus, RecordedAlert, SilentCustomer
+
+from .database import Warehouse
+from .schema import usage_alerts, usage_daily, usage_silence
+
+_CHUNK = 400  # keys per IN list: far below SQLite's and PostgreSQL's bound-parameter limits
+
+
+def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:  # type: ignore[type-arg]
+    for offset in range(0, len(values), size):
+        yield values[offset : offset + size]
+
+
+def _insert(warehouse: Warehouse, table):  # type: ignore[no-untyped-def]
+    dialect = postgresql if warehouse.dialect == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+@dataclass(frozen=True)
+class AlertKey:
+    customer_id: str
+    period_start: datetime
+    included_minutes: int
+    threshold_pct: int
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    customer_id: str
+    period_start: datetime
+    threshold_pct: int
+    included_minutes: int
+    subscription_id: str
+    period_end: datetime
+    tier_name: str | None
+    minutes_used: int
+    usage_pct: float
+    crossed_at: datetime
+    status: AlertStatus
+    attempts: int
+    last_attempt_at: datetime | None
+    notified_at: datetime | None
+    ops_notified_at: datetime | None
+    last_error: str | None
+
+    @property
+    def key(self) -> AlertKey:
+        return AlertKey(self.customer_id, self.period_start, self.included_minutes, self.threshold_pct)
+
+
+_ALERT_COLUMNS = [usage_alerts.c[name] for name in AlertRow.__dataclass_fields__]
+
+
+def _alert_row(row) -> AlertRow:  # type: ignore[no-untyped-def]
+    values = row._asdict()
+    values["status"] = AlertStatus(values["status"])
+    return AlertRow(**values)
+
+
+def _key_clause(key: AlertKey):  # type: ignore[no-untyped-def]
+    c = usage_alerts.c
+    return and_(
+        c.customer_id == key.customer_id,
+        c.period_start == key.period_start,
+        c.included_minutes == key.included_minutes,
+        c.threshold_pct == key.threshold_pct,
+    )
+
+
+# --- reading and recording decisions --------------------------------------------------------------
+
+
+def recorded_alerts(
+    warehouse: Warehouse, periods: Iterable[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], list[RecordedAlert]]:
+    """The rows of each (customer_id, period_start), whatever their included minutes."""
+    wanted = sorted(set(periods))
+    result: dict[tuple[str, datetime], list[RecordedAlert]] = defaultdict(list)
+    c = usage_alerts.c
+    with warehouse.connect() as connection:
+        for chunk in _chunks(wanted):
+            statement = select(c.customer_id, c.period_start, c.threshold_pct, c.included_minutes, c.status).where(
+                tuple_(c.customer_id, c.period_start).in_(chunk)
+            )
+            for row in connection.execute(statement):
+                result[(row.customer_id, row.period_start)].append(
+                    RecordedAlert(row.threshold_pct, row.included_minutes, AlertStatus(row.status))
+                )
+    return {key: result.get(key, []) for key in wanted}
+
+
+@dataclass(frozen=True)
+class AlertFacts:
+    """What a new row records about the period at the time its threshold was first seen crossed."""
+
+    customer_id: str
+    subscription_id: str
+    period_start: datetime
+    period_end: datetime
+    tier_name: str | None
+    included_minutes: int
+    minutes_used: int
+    usage_pct: float
+
+
+def record_plan(warehouse: Warehouse, facts: AlertFacts, plan: AlertPlan, as_of: datetime) -> None:
+    """Store a plan: insert its new rows (a row already there is kept as it is) and apply its status
+    changes to rows that are still pending (a concurrent run cannot undo a delivery)."""
+    with warehouse.begin() as connection:
+        if plan.new_alerts:
+            rows = [
+                dict(
+                    customer_id=facts.customer_id, period_start=facts.period_start, threshold_pct=threshold,
+                    included_minutes=facts.included_minutes, subscription_id=facts.subscription_id,
+                    period_end=facts.period_end, tier_name=facts.tier_name, minutes_used=facts.minutes_used,
+                    usage_pct=facts.usage_pct, crossed_at=as_of, status=status.value, attempts=0,
+                )
+                for threshold, status in plan.new_alerts
+            ]
+            connection.execute(_insert(warehouse, usage_alerts).on_conflict_do_nothing(), rows)
+        for change in plan.status_changes:
+            key = AlertKey(facts.customer_id, facts.period_start, change.included_minutes, change.threshold_pct)
+            connection.execute(
+                update(usage_alerts)
+                .where(_key_clause(key), usage_alerts.c.status == AlertStatus.PENDING.value)
+                .values(status=change.status.value, ops_notified_at=None)
+            )
+
+
+def expire_pending(warehouse: Warehouse, now: datetime) -> int:
+    """Pending alerts whose period has ended are too late to send: `expired`. Returns how many."""
+    c = usage_alerts.c
+    with warehouse.begin() as connection:
+        result = connection.execute(
+            update(usage_alerts)
+            .where(c.status == AlertStatus.PENDING.value, c.period_end <= now)
+            .values(status=AlertStatus.EXPIRED.value, ops_notified_at=None)
+        )
+    return result.rowcount
+
+
+def pending_alert(warehouse: Warehouse, key: AlertKey) -> AlertRow | None:
+    with warehouse.connect() as connection:
+        row = connection.execute(
+            select(*_ALERT_COLUMNS).where(_key_clause(key), usage_alerts.c.status == AlertStatus.PENDING.value)
+        ).first()
+    return _alert_row(row) if row is not None else None
+
+
+def record_delivery(warehouse: Warehouse, key: AlertKey, at: datetime, error: str | None) -> None:
+    """One delivery attempt of the customer e-mail: success makes the row `notified`; a failure keeps
+    it `pending` with the (credential-free) error, so the next run retries it. Never marks a failed
+    delivery sent."""
+    c = usage_alerts.c
+    values: dict[str, object] = {"attempts": c.attempts + 1, "last_attempt_at": at, "last_error": error}
+    if error is None:
+        values |= {"status": AlertStatus.NOTIFIED.value, "notified_at": at, "ops_notified_at": None}
+    # A failure leaves ops_notified_at alone: a new row is reported with its first failure, and a
+    # retry that fails again is not news (the asset check keeps showing it).
+    with warehouse.begin() as connection:
+        connection.execute(
+            update(usage_alerts).where(_key_clause(key), c.status == AlertStatus.PENDING.value).values(**values)
+        )
+
+
+def alerts_to_report(warehouse: Warehouse) -> list[AlertRow]:
+    """Rows whose current status has not been in an ops digest yet, oldest first."""
+    c = usage_alerts.c
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            select(*_ALERT_COLUMNS)
+            .where(c.ops_notified_at.is_(None))
+            .order_by(c.crossed_at, c.customer_id, c.threshold_pct)
+        ).all()
+    return [_alert_row(row) for row in rows]
+
+
+def alerts_in_periods(warehouse: Warehouse, periods: Iterable[tuple[str, datetime]]) -> list[AlertRow]:
+    """All rows of the given (customer_id, period_start) pairs (for the flagged-customers table)."""
+    wanted = sorted(set(periods))
+    c = usage_alerts.c
+    rows: list[AlertRow] = []
+    with warehouse.connect() as connection:
+        for chunk in _chunks(wanted):
+            statement = select(*_ALERT_COLUMNS).where(tuple_(c.customer_id, c.period_start).in_(chunk))
+            rows.extend(_alert_row(row) for row in connection.execute(statement))
+    return sorted(rows, key=lambda r: (r.customer_id, r.period_start, r.included_minutes, r.threshold_pct))
+
+
+def undelivered_alerts(warehouse: Warehouse) -> list[AlertRow]:
+    """Pending rows with at least one failed attempt: what the asset check reports."""
+    c = usage_alerts.c
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            select(*_ALERT_COLUMNS)
+            .where(c.status == AlertStatus.PENDING.value, c.last_error.is_not(None))
+            .order_by(c.customer_id, c.period_start)
+        ).all()
+    return [_alert_row(row) for row in rows]
+
+
+def status_counts(warehouse: Warehouse) -> dict[str, int]:
+    c = usage_alerts.c
+    with warehouse.connect() as connection:
+        return {status: count for status, count in connection.execute(select(c.status, func.count()).group_by(c.status))}
+
+
+# --- silence ----------------------------------------------------------------------------------------
+
+
+def daily_minutes(
+    warehouse: Warehouse, customer_ids: Iterable[str], first_day: date, last_day: date
+) -> dict[str, dict[date, int]]:
+    """Billable minutes per customer and UTC day in [first_day, last_day] from usage_daily (all of a
+    customer's account codes summed). Every requested customer is in the result, days without usage
+    are simply missing."""
+    wanted = sorted(set(customer_ids))
+    result: dict[str, dict[date, int]] = {customer_id: {} for customer_id in wanted}
+    c = usage_daily.c
+    with warehouse.connect() as connection:
+        for chunk in _chunks(wanted):
+            statement = (
+                select(c.customer_id, c.usage_date, func.sum(c.billable_minutes))
+                .where(c.customer_id.in_(chunk), c.usage_date >= first_day, c.usage_date <= last_day)
+                .group_by(c.customer_id, c.usage_date)
+            )
+            for customer_id, usage_date, minutes in connection.execute(statement):
+                result[customer_id][usage_date] = int(minutes or 0)
+    return result
+
+
+@dataclass(frozen=True)
+class SilenceRow:
+    customer_id: str
+    silent_since: date
+    last_usage_date: date
+    active_days: int
+    window_days: int
+    detected_at: datetime
+    ops_notified_at: datetime | None
+
+
+def record_silence(warehouse: Warehouse, silent: Sequence[SilentCustomer], window_days: int, now: datetime) -> None:
+    """One row per episode; an episode already recorded is kept as it is."""
+    if not silent:
+        return
+    rows = [
+        dict(
+            customer_id=s.customer_id, silent_since=s.silent_since, last_usage_date=s.last_usage_date,
+            active_days=s.active_days, window_days=window_days, detected_at=now,
+        )
+        for s in silent
+    ]
+    with warehouse.begin() as connection:
+        connection.execute(_insert(warehouse, usage_silence).on_conflict_do_nothing(), rows)
+
+
+def silence_to_report(warehouse: Warehouse, current: Sequence[SilentCustomer]) -> list[SilenceRow]:
+    """Episodes found in this run that no ops digest has carried yet (an episode that ended before
+    its report could go out is not news any more)."""
+    keys = sorted({(s.customer_id, s.silent_since) for s in current})
+    c = usage_silence.c
+    rows: list[SilenceRow] = []
+    with warehouse.connect() as connection:
+        for chunk in _chunks(keys):
+            statement = select(*usage_silence.c).where(
+                tuple_(c.customer_id, c.silent_since).in_(chunk), c.ops_notified_at.is_(None)
+            )
+            rows.extend(SilenceRow(**row._asdict()) for row in connection.execute(statement))
+    return sorted(rows, key=lambda r: (r.customer_id, r.silent_since))
+
+
+def mark_reported(
+    warehouse: Warehouse, alerts: Sequence[AlertRow], silence: Sequence[SilenceRow], at: datetime
+) -> None:
+    """After a delivered digest: its rows are reported in the status the digest showed."""
+    with warehouse.begin() as connection:
+        for row in alerts:
+            connection.execute(
+                update(usage_alerts)
+                .where(_key_clause(row.key), usage_alerts.c.status == row.status.value)
+                .values(ops_notified_at=at)
+            )
+        c = usage_silence.c
+        for row in silence:
+            connection.execute(
+                update(usage_silence)
+                .where(c.customer_id == row.customer_id, c.silent_since == row.silent_since)
+                .values(ops_notified_at=at)
+            )
