@@ -1,0 +1,312 @@
+"""Stripe events into the warehouse: stripe_invoices, subscription status, the ledger and ops alerts.
+
+`apply_event` is the one handler behind both delivery paths (the polling sensor and the webhook).
+Each event is applied in ONE transaction together with its `stripe_events_applied` ledger row, so
+an event is applied exactly once however many times and by whichever path it arrives: the ledger
+insert comes first, and a second delivery finds the row and stops (on PostgreSQL a concurrent
+second delivery waits on the primary key until the first commits, then finds it).
+
+Ops alerts raised by an event are queued in `stripe_event_alerts` inside the same transaction and
+sent afterwards (`pending_event_alerts` / `mark_event_alert_*`): an alert is never lost to a mail
+outage and never sent twice for one event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from aisyst_pipelines.billing.invoice_lines import annotation_version_of
+from aisyst_pipelines.billing.stripe_events import (
+    INVOICE_STATUS_RANK,
+    OpsAlert,
+    StripeEvent,
+    invoice_alerts,
+    invoice_row,
+    subscription_alerts,
+    subscription_status,
+)
+
+from .annotations_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
+from .database import Warehouse
+from .schema import invoice_annotations, stripe_event_alerts, stripe_events_applied, stripe_invoices, stripe_subscriptions
+from .types import UtcDateTime
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What applying one event did. `outcome`: applied | stale (older than the stored row, kept out)
+    | ignored (a type we do not track) | duplicate (delivered before: nothing done)."""
+
+    event_id: str
+    event_type: str
+    outcome: str
+    alerts: tuple[OpsAlert, ...] = ()
+
+    @property
+    def is_new(self) -> bool:
+        return self.outcome != "duplicate"
+
+
+def _insert(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
+    # RETURNING (not rowcount, which psycopg 3 reports as -1 here) tells whether a row was written.
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def apply_event(warehouse: Warehouse, event: StripeEvent, *, source: str, now: datetime) -> EventOutcome:
+    """Apply one Stripe event (idempotent). `source`: "sensor" or "webhook"."""
+    with warehouse.begin() as connection:
+        return apply_event_in(connection, event, source=source, now=now)
+
+
+def apply_event_in(connection: Connection, event: StripeEvent, *, source: str, now: datetime) -> EventOutcome:
+    """`apply_event` inside a transaction the caller owns."""
+    object_id = event.object.get("id") if isinstance(event.object.get("id"), str) else None
+    claimed = connection.execute(
+        _insert(connection, stripe_events_applied)
+        .values(event_id=event.id, event_type=event.type, object_id=object_id, created=event.created,
+                source=source, outcome="applied", applied_at=now)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(stripe_events_applied.c.event_id)
+    ).first()
+    if claimed is None:
+        return EventOutcome(event.id, event.type, "duplicate")
+
+    if event.is_invoice_event:
+        outcome, alerts = _apply_invoice_event(connection, event, now)
+    elif event.is_subscription_event:
+        outcome, alerts = _apply_subscription_event(connection, event, now)
+    else:
+        outcome, alerts = "ignored", []
+
+    if outcome != "applied":
+        connection.execute(
+            update(stripe_events_applied).where(stripe_events_applied.c.event_id == event.id).values(outcome=outcome)
+        )
+    _queue_alerts(connection, alerts, now)
+    return EventOutcome(event.id, event.type, outcome, tuple(alerts))
+
+
+# --- invoices --------------------------------------------------------------------------------------
+
+
+def _status_rank(column: ColumnElement[str]) -> ColumnElement[int]:
+    return case(INVOICE_STATUS_RANK, value=column, else_=0)
+
+
+def _apply_invoice_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
+    row = invoice_row(event)
+    values = asdict(row) | {"updated_at": now}
+    statement = _insert(connection, stripe_invoices).values(**values)
+    excluded = statement.excluded
+    stored = stripe_invoices.c
+    # The row only moves forward: a newer event replaces it, an older one (arriving late) does not.
+    # Same second: the lifecycle rank decides (finalized and paid are often one second apart or less).
+    newer = or_(
+        stored.last_event_created < excluded.last_event_created,
+        and_(stored.last_event_created == excluded.last_event_created,
+             _status_rank(stored.status) <= _status_rank(excluded.status)),
+    )
+    written = connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["invoice_id"],
+            set_={name: excluded[name] for name in values if name != "invoice_id"},
+            where=newer,
+        ).returning(stored.invoice_id)
+    ).first()
+    if written is None:
+        return "stale", []
+    annotated = event.type == "invoice.finalized" and _renewal_annotated(connection, event, row.invoice_id)
+    return "applied", invoice_alerts(event, row, annotated=annotated)
+
+
+def _renewal_annotated(connection: Connection, event: StripeEvent, invoice_id: str) -> bool:
+    """Our usage annotation is on the invoice (its metadata) or accounted for by the annotation job:
+    annotated, deliberately skipped, or already reported as missed (that job alerts ops itself)."""
+    if annotation_version_of(event.object.get("metadata")):
+        return True
+    status = connection.scalar(
+        select(invoice_annotations.c.status).where(invoice_annotations.c.invoice_id == invoice_id)
+    )
+    return status in ANNOTATION_FINAL_STATUSES
+
+
+# --- subscriptions ---------------------------------------------------------------------------------
+
+
+def _apply_subscription_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
+    change = subscription_status(event)
+    subs = stripe_subscriptions.c
+    # Lock the subscription's row (PostgreSQL; SQLite holds the database write lock already since
+    # the ledger insert), so two deliveries of different events of one subscription serialize.
+    stored_status = connection.scalar(
+        select(subs.status).where(subs.subscription_id == change.subscription_id).with_for_update()
+    )
+    newest_applied = connection.scalar(
+        select(func.max(stripe_events_applied.c.created)).where(
+            stripe_events_applied.c.object_id == change.subscription_id,
+            stripe_events_applied.c.outcome == "applied",
+            stripe_events_applied.c.event_id != event.id,
+        )
+    )
+    if newest_applied is not None and newest_applied > change.event_created:
+        return "stale", []
+    if stored_status is None:
+        # Not mirrored yet (created after the last sync): the next Stripe sync inserts the row with
+        # its tier; the event is still recorded so it is never applied twice.
+        return "applied", subscription_alerts(event, change, stored_status=None)
+    values: dict[str, object] = {
+        "status": change.status,
+        "cancel_at_period_end": int(change.cancel_at_period_end),
+        "synced_at": now,
+    }
+    if change.current_period_start is not None and change.current_period_end is not None:
+        values |= {"current_period_start": change.current_period_start, "current_period_end": change.current_period_end}
+    connection.execute(update(stripe_subscriptions).where(subs.subscription_id == change.subscription_id).values(**values))
+    return "applied", subscription_alerts(event, change, stored_status=stored_status)
+
+
+# --- ops alerts ------------------------------------------------------------------------------------
+
+
+def _queue_alerts(connection: Connection, alerts: Sequence[OpsAlert], now: datetime) -> None:
+    for alert in alerts:
+        connection.execute(
+            _insert(connection, stripe_event_alerts)
+            .values(event_id=alert.event_id, kind=str(alert.kind), customer_id=alert.customer_id,
+                    subscription_id=alert.subscription_id, invoice_id=alert.invoice_id, subject=alert.subject,
+                    detail=alert.detail, raised_at=now, status="pending", attempts=0)
+            .on_conflict_do_nothing(index_elements=["event_id", "kind"])
+        )
+
+
+def queue_event_alert(warehouse: Warehouse, alert: OpsAlert, *, now: datetime) -> None:
+    """Queue an alert that no single event raised (e.g. the sensor losing events to retention)."""
+    with warehouse.begin() as connection:
+        _queue_alerts(connection, [alert], now)
+
+
+@dataclass(frozen=True)
+class QueuedAlert:
+    event_id: str
+    kind: str
+    subject: str
+    detail: str
+    customer_id: str | None
+    subscription_id: str | None
+    invoice_id: str | None
+    raised_at: datetime
+    attempts: int
+
+
+def pending_event_alerts(warehouse: Warehouse, *, limit: int = 50) -> list[QueuedAlert]:
+    """Alerts not yet delivered, oldest first."""
+    c = stripe_event_alerts.c
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            select(c.event_id, c.kind, c.subject, c.detail, c.customer_id, c.subscription_id, c.invoice_id,
+                   c.raised_at, c.attempts)
+            .where(c.status == "pending")
+            .order_by(c.raised_at, c.event_id, c.kind)
+            .limit(limit)
+        ).all()
+    return [QueuedAlert(**row._asdict()) for row in rows]
+
+
+def mark_event_alert_sent(warehouse: Warehouse, alert: QueuedAlert, *, now: datetime) -> None:
+    c = stripe_event_alerts.c
+    with warehouse.begin() as connection:
+        connection.execute(
+            update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
+            .values(status="sent", sent_at=now, attempts=c.attempts + 1, last_error=None)
+        )
+
+
+def mark_event_alert_failed(warehouse: Warehouse, alert: QueuedAlert, error: str) -> None:
+    """Keep the alert pending (the next tick retries it) and remember why it failed."""
+    c = stripe_event_alerts.c
+    with warehouse.begin() as connection:
+        connection.execute(
+            update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
+            .values(attempts=c.attempts + 1, last_error=error[:2000])
+        )
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+
+def applied_event_ids(warehouse: Warehouse, event_ids: Sequence[str]) -> set[str]:
+    """Which of these events are already in the ledger."""
+    if not event_ids:
+        return set()
+    with warehouse.connect() as connection:
+        return set(connection.scalars(
+            select(stripe_events_applied.c.event_id).where(stripe_events_applied.c.event_id.in_(list(event_ids)))
+        ))
+
+
+# The view's columns with their types, so that timestamps come back as aware UTC datetimes on both
+# backends (SQLite returns a view's timestamps as text). Not part of `schema.metadata`: migrations
+# create the view from sql/views/v_customer_dashboard.sql.
+_views = MetaData()
+v_customer_dashboard = Table(
+    "v_customer_dashboard",
+    _views,
+    Column("customer_id", String),
+    Column("account_code", String),
+    Column("name", Text),
+    Column("email", Text),
+    Column("subscription_id", String),
+    Column("subscription_status", String),
+    Column("plan", Text),
+    Column("price_id", String),
+    Column("current_period_start", UtcDateTime),
+    Column("current_period_end", UtcDateTime),
+    Column("minutes_used", BigInteger),
+    Column("minutes_included", Integer),
+    Column("minutes_unused", BigInteger),
+    Column("overage_minutes", BigInteger),
+    Column("usage_pct", Float),
+    Column("next_invoice_date", UtcDateTime),
+    Column("last_invoice_id", String),
+    Column("last_invoice_number", String),
+    Column("last_invoice_status", String),
+    Column("last_invoice_amount_due", BigInteger),
+    Column("last_invoice_amount_paid", BigInteger),
+    Column("last_invoice_currency", String),
+    Column("last_invoice_created", UtcDateTime),
+    Column("last_invoice_paid_at", UtcDateTime),
+    Column("hosted_invoice_url", Text),
+    Column("invoice_pdf", Text),
+)
+
+
+def customer_dashboard(warehouse: Warehouse, customer_id: str | None = None) -> list[dict[str, object]]:
+    """Rows of v_customer_dashboard (all customers, or one)."""
+    query = select(v_customer_dashboard)
+    if customer_id is not None:
+        query = query.where(v_customer_dashboard.c.customer_id == customer_id)
+    with warehouse.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query.order_by(v_customer_dashboard.c.customer_id))]
