@@ -489,13 +489,14 @@ def _validate(calls: CallFields, verdict: _Verdict) -> None:
     for name, raw, number in checked:
         not_whole = ((raw != "") & (number.isna() | (number != np.floor(number)))).to_numpy(dtype=bool)
         verdict.flag(not_whole, MALFORMED_ROW, lambda w, r=raw, n=name: [f"{n} {v} is not a whole number of seconds" for v in _values(r, w)])
-    for name, _, number in checked:
-        verdict.flag(number < 0, NEGATIVE_DURATION, lambda w, s=number, n=name: [f"{n} is negative ({int(v)} s)" for v in s.iloc[w]])
 
     started, answered, ended = calls.times["started_at"], calls.times["answered_at"], calls.times["ended_at"]
     verdict.flag(ended < started, ENDED_BEFORE_STARTED, "ended_at is before started_at")
     verdict.flag(answered < started, ENDED_BEFORE_STARTED, "answered_at is before started_at")
     verdict.flag(answered > ended, ENDED_BEFORE_STARTED, "ended_at is before answered_at")
+
+    for name, _, number in checked:
+        verdict.flag(number < 0, NEGATIVE_DURATION, lambda w, s=number, n=name: [f"{n} is negative ({int(v)} s)" for v in s.iloc[w]])
 
     length = (ended - started).dt.total_seconds()
     verdict.flag(length > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w: [f"the call lasted {int(v)} s, more than 24 h" for v in length.iloc[w]])
