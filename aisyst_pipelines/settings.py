@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aisyst_pipelines.billing.thresholds import parse_thresholds
+from aisyst_pipelines.billing.tiers import DEFAULT_TIERS_FILE, parse_legacy_price_ids
 from aisyst_pipelines.templates import DEFAULT_BRAND_FILE
 
 DEFAULT_METER_EVENT_NAME = "voice_call_minutes"
+# With STRIPE_SECRET_KEY unset the local emulator is meant (DESIGN.md §4): this is where it listens
+# by default and the test-mode key it accepts (not a secret: it opens nothing but the emulator).
+DEFAULT_EMULATOR_URL = "http://127.0.0.1:12111"
+EMULATOR_API_KEY = "sk_test_emulator"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,12 @@ class Settings:
     alerts_timezone: str
     alert_thresholds: tuple[int, ...]
     ops_email: str | None
+    # Stripe (DESIGN.md §2.2): the key itself is bound via dg.EnvVar("STRIPE_SECRET_KEY"); only whether
+    # one is set is read here. Unset → the emulator at stripe_api_base (DEFAULT_EMULATOR_URL by default).
+    stripe_uses_emulator: bool
+    stripe_requests_per_second: float | None  # client-side limit; None → 25/s test keys, 100/s live
+    tiers_file: Path
+    legacy_tier_price_ids: dict[str, int]  # STRIPE_TIER{1,2,3}_PRICE_ID of the integration guide → tier 1..3
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -45,7 +56,7 @@ class Settings:
             landing_dir=Path(env.get("AISYST_LANDING_DIR") or home / "landing").resolve(),
             outbox_dir=Path(env.get("AISYST_OUTBOX_DIR") or home / "outbox").resolve(),
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),
-            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            stripe_api_base=env.get("STRIPE_API_BASE") or (None if env.get("STRIPE_SECRET_KEY") else DEFAULT_EMULATOR_URL),
             meter_event_name=env.get("STRIPE_METER_EVENT_NAME") or DEFAULT_METER_EVENT_NAME,
             allow_live_mode=env.get("AISYST_ALLOW_LIVE_MODE", "").lower() == "true",
             asterisk_timezone=env.get("AISYST_ASTERISK_TIMEZONE") or "UTC",
@@ -53,6 +64,12 @@ class Settings:
             alerts_timezone=env.get("AISYST_ALERTS_TIMEZONE") or "UTC",
             alert_thresholds=parse_thresholds(env.get("AISYST_ALERT_THRESHOLDS") or "80,100"),
             ops_email=env.get("AISYST_OPS_EMAIL") or None,
+            stripe_uses_emulator=not env.get("STRIPE_SECRET_KEY"),
+            stripe_requests_per_second=float(env["AISYST_STRIPE_REQUESTS_PER_SECOND"])
+            if env.get("AISYST_STRIPE_REQUESTS_PER_SECOND")
+            else None,
+            tiers_file=Path(env.get("AISYST_TIERS_FILE") or DEFAULT_TIERS_FILE).resolve(),
+            legacy_tier_price_ids=parse_legacy_price_ids(env),
         )
 
     def ensure_dirs(self) -> None:

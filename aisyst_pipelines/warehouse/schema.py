@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     Float,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from .types import UtcDateTime
@@ -115,16 +117,25 @@ stripe_subscriptions = Table(
     Column("subscription_id", String(64), primary_key=True),
     Column("customer_id", String(64), nullable=False),
     Column("status", String(32), nullable=False),
-    Column("subscription_item_id", String(64), nullable=True),
+    Column("subscription_item_id", String(64), nullable=True),  # the item whose price is the tier
     Column("price_id", String(64), nullable=True),
+    Column("price_lookup_key", String(200), nullable=True),
     Column("product_id", String(64), nullable=True),
     Column("tier_name", Text, nullable=True),
-    Column("included_minutes", Integer, nullable=True),  # NULL = unlimited
+    Column("included_minutes", Integer, nullable=True),  # NULL = unlimited (or unknown: see tier_source)
+    Column("tier_source", String(32), nullable=False),  # price_metadata, product_metadata, tiers_file, legacy_price_id, unknown
     Column("overage_unit_amount", Integer, nullable=True),  # cents per overage minute; NULL = no overage price
     Column("currency", String(3), nullable=True),
-    Column("current_period_start", UtcDateTime, nullable=True),
-    Column("current_period_end", UtcDateTime, nullable=True),
+    Column("current_period_start", UtcDateTime, nullable=True),  # from the item (Stripe has no subscription-level period)
+    Column("current_period_end", UtcDateTime, nullable=True),  # exclusive
+    Column("billing_cycle_anchor", UtcDateTime, nullable=True),
+    Column("billing_interval", String(8), nullable=True),  # the price's recurring interval: day, week, month, year
+    Column("billing_interval_count", Integer, nullable=True),
+    Column("started_at", UtcDateTime, nullable=True),  # Stripe's start_date
     Column("cancel_at_period_end", Integer, nullable=False, server_default="0"),
+    Column("canceled_at", UtcDateTime, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("test_clock", String(64), nullable=True),
     Column("synced_at", UtcDateTime, nullable=False),
     Index("ix_stripe_subscriptions_customer", "customer_id"),
 )
@@ -247,6 +258,7 @@ invoice_annotations = Table(
     Column("usage_pct", Float, nullable=True),
     Column("lines_added", Integer, nullable=True),
     Column("locale", String(16), nullable=True),  # template locale of the line texts
+    Column("needs_branding", Boolean, nullable=False, server_default=false()),  # listed without brand fields
     Column("annotation_version", String(16), nullable=False),
     Column("status", String(16), nullable=False),  # queued, pending, annotated, missed, skipped, failed
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -256,6 +268,19 @@ invoice_annotations = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("annotated_at", UtcDateTime, nullable=True),  # when the lines were added (NULL unless annotated)
     Index("ix_invoice_annotations_status", "status", "updated_at"),
+)
+
+# The brand fields (custom fields "Client ID" and "Tier", memo, footer) last written to a
+# subscription's invoice settings: the branding step writes to Stripe only when they change.
+invoice_branding = Table(
+    "invoice_branding",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("branding_hash", String(64), nullable=False),  # sha256 of what was sent
+    Column("locale", String(16), nullable=False),
+    Column("custom_fields", Text, nullable=False),  # JSON [{"name", "value"}], for analysts and support
+    Column("applied_at", UtcDateTime, nullable=False),
 )
 
 # --- Stripe events: invoices, the applied-events ledger, ops alerts (migration 0006) -----------------
