@@ -1,0 +1,372 @@
+"""The emulator's state: objects by kind, ids, time (real or test-clock), events, lists, expand.
+
+One `Store` per server. The HTTP layer holds `store.lock` for the whole of a request, so the
+code here and in the route handlers is written single-threaded. Objects are kept as the JSON
+dicts Stripe would answer, plus private keys starting with "_" (never rendered).
+
+Time: an object attached to a test clock (through its customer) lives at that clock's frozen
+time; everything else at real time. Scheduled work (renewals, finalizations) sits in one heap
+per clock (`None` = real time) and runs when the clock advances or, for real time, on the next
+request or tick.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import string
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aisyst_pipelines.emulator.wire import ApiError, as_list, invalid, no_such, opt_int, to_int
+
+API_VERSION = "2026-10-28.endive"
+
+# id prefix → object kind, so that `expand` can find any id it meets.
+PREFIX_KIND = {
+    "cus": "customer",
+    "pm": "payment_method",
+    "prod": "product",
+    "price": "price",
+    "txr": "tax_rate",
+    "sub": "subscription",
+    "si": "subscription_item",
+    "in": "invoice",
+    "ii": "invoiceitem",
+    "mtr": "billing.meter",
+    "evt": "event",
+    "clock": "test_helpers.test_clock",
+    "bps": "billing_portal.session",
+}
+
+KIND_LABEL = {  # how Stripe names a kind in "No such …" messages
+    "customer": "customer",
+    "payment_method": "PaymentMethod",
+    "product": "product",
+    "price": "price",
+    "tax_rate": "tax rate",
+    "subscription": "subscription",
+    "subscription_item": "subscription item",
+    "invoice": "invoice",
+    "invoiceitem": "invoiceitem",
+    "billing.meter": "billing.meter",
+    "event": "event",
+    "test_helpers.test_clock": "test_clock",
+    "billing_portal.session": "billing portal session",
+}
+
+Renderer = Callable[["Store", dict[str, Any]], dict[str, Any]]
+Action = Callable[["Store", str, int], None]
+
+RENDERERS: dict[str, Renderer] = {}
+ACTIONS: dict[str, Action] = {}
+
+
+def renderer(kind: str) -> Callable[[Renderer], Renderer]:
+    def register(function: Renderer) -> Renderer:
+        RENDERERS[kind] = function
+        return function
+
+    return register
+
+
+def action(name: str) -> Callable[[Action], Action]:
+    def register(function: Action) -> Action:
+        ACTIONS[name] = function
+        return function
+
+    return register
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy for JSON-shaped data (much faster than copy.deepcopy)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
+def public(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: copy_json(v) for k, v in obj.items() if not k.startswith("_")}
+
+
+@dataclass
+class RequestContext:
+    """What an event's `request` field says: the API request that caused it (None = automatic)."""
+
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class MeterEventRecord:
+    event_name: str
+    identifier: str
+    customer: str
+    value: int
+    timestamp: int
+    received_clock: int  # the customer's clock time at receipt (dedupe, adjustment windows)
+    received_real: float  # real time at receipt (aggregation lag)
+    payload: dict[str, str]
+    canceled: bool = False
+
+
+@dataclass
+class Store:
+    seed: int | None = None
+    base_url: str = "http://127.0.0.1"
+    summary_lag_seconds: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.tables: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._seq = 0
+        self._schedule: dict[str | None, list[tuple[int, int, str, str]]] = defaultdict(list)
+        self._time_override: dict[str | None, int] = {}
+        self.meter_events: list[MeterEventRecord] = []
+        self.identifiers: dict[str, MeterEventRecord] = {}
+        self.request = RequestContext()
+
+    # ---------------------------------------------------------------- ids and objects
+
+    def new_id(self, prefix: str, length: int = 24) -> str:
+        alphabet = string.ascii_letters + string.digits
+        return f"{prefix}_1" + "".join(self.rng.choice(alphabet) for _ in range(length - 1))
+
+    def token(self, length: int = 16) -> str:
+        return "".join(self.rng.choice(string.ascii_letters + string.digits) for _ in range(length))
+
+    def insert(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._seq += 1
+        obj["_seq"] = self._seq
+        self.tables[obj["object"]][obj["id"]] = obj
+        return obj
+
+    def find(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        return self.tables[kind].get(object_id)
+
+    def get(self, kind: str, object_id: Any, *, param: str | None = None) -> dict[str, Any]:
+        """The object, or `resource_missing` (404 for a path id, 400 when named by a param)."""
+        obj = self.tables[kind].get(object_id) if isinstance(object_id, str) else None
+        if obj is None or obj.get("deleted"):
+            raise no_such(KIND_LABEL.get(kind, kind), str(object_id), param=param, status=400 if param else 404)
+        return obj
+
+    # ---------------------------------------------------------------- time
+
+    def real_now(self) -> int:
+        return int(time.time())
+
+    def now(self, clock_id: str | None) -> int:
+        """The current time for objects on `clock_id` (None = real time)."""
+        if clock_id in self._time_override:
+            return self._time_override[clock_id]
+        if clock_id is None:
+            return self.real_now()
+        clock = self.tables["test_helpers.test_clock"].get(clock_id)
+        return clock["frozen_time"] if clock else self.real_now()
+
+    def customer_clock(self, customer_id: str | None) -> str | None:
+        customer = self.tables["customer"].get(customer_id or "")
+        return customer.get("test_clock") if customer else None
+
+    def schedule(self, clock_id: str | None, when: int, name: str, object_id: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._schedule[clock_id], (when, self._seq, name, object_id))
+
+    def next_due(self, clock_id: str | None) -> int | None:
+        heap = self._schedule.get(clock_id)
+        return heap[0][0] if heap else None
+
+    def run_due(self, clock_id: str | None, until: int) -> int:
+        """Run scheduled actions of a clock due at or before `until`, in time order.
+
+        Each action runs with the clock's time set to the moment it was due, so the invoices
+        and events it creates carry that moment (an advance that jumps over several renewals
+        creates each one at its own date). Actions may schedule further actions, which run in
+        the same pass when they are due too. Returns the number of actions run.
+        """
+        heap = self._schedule.get(clock_id)
+        ran = 0
+        try:
+            while heap and heap[0][0] <= until:
+                when, _, name, object_id = heapq.heappop(heap)
+                self._time_override[clock_id] = when
+                ACTIONS[name](self, object_id, when)
+                ran += 1
+        finally:
+            self._time_override.pop(clock_id, None)
+        return ran
+
+    def tick(self) -> int:
+        """Run real-time work that has come due (renewals and finalizations without a clock)."""
+        due = self.next_due(None)
+        if due is None or due > self.real_now():
+            return 0
+        return self.run_due(None, self.real_now())
+
+    # ---------------------------------------------------------------- rendering and expand
+
+    def render(self, obj: dict[str, Any]) -> dict[str, Any]:
+        function = RENDERERS.get(obj["object"])
+        return function(self, obj) if function else public(obj)
+
+    def render_id(self, object_id: str) -> dict[str, Any] | None:
+        kind = PREFIX_KIND.get(object_id.split("_", 1)[0])
+        obj = self.tables[kind].get(object_id) if kind else None
+        return self.render(obj) if obj else None
+
+    def answer(self, obj: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """Render one object with the request's `expand[]` applied."""
+        rendered = self.render(obj)
+        for path in as_list(params.get("expand"), "expand"):
+            self.expand(rendered, path.split("."), path)
+        return rendered
+
+    def expand(self, node: Any, parts: list[str], full: str) -> None:
+        if not parts:
+            return
+        head, rest = parts[0], parts[1:]
+        if isinstance(node, dict) and node.get("object") == "list" and head == "data":
+            for item in node["data"]:
+                self.expand(item, rest, full)
+            return
+        if not isinstance(node, dict) or head not in node:
+            raise invalid(f"This property cannot be expanded ({full}).", param="expand")
+        value = node[head]
+        if isinstance(value, str):
+            expanded = self.render_id(value)
+            if expanded is None:
+                raise invalid(f"This property cannot be expanded ({full}).", param="expand")
+            node[head] = value = expanded
+        elif value is None:
+            return
+        elif not isinstance(value, dict | list):
+            raise invalid(f"This property cannot be expanded ({full}).", param="expand")
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    self.expand(item, rest, full)
+            return
+        self.expand(value, rest, full)
+
+    def list_answer(
+        self,
+        url: str,
+        items: Iterable[dict[str, Any]],
+        params: dict[str, Any],
+        *,
+        render: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        presorted: bool = False,
+    ) -> dict[str, Any]:
+        """A list envelope: newest first, `limit` 1-100 (default 10), cursors by object id."""
+        ordered = list(items) if presorted else sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
+        limit = opt_int(params, "limit")
+        limit = 10 if limit is None else limit
+        if not 1 <= limit <= 100:
+            raise invalid(
+                "Invalid integer: limit must be between 1 and 100", code="parameter_invalid_integer", param="limit"
+            )
+        after, before = params.get("starting_after"), params.get("ending_before")
+        if after and before:
+            raise invalid(
+                "You may only specify one of these parameters: starting_after, ending_before.",
+                code="parameters_exclusive",
+                param="ending_before",
+            )
+        if after or before:
+            cursor = after or before
+            position = next((i for i, o in enumerate(ordered) if o["id"] == cursor), None)
+            if position is None:
+                raise no_such("object", str(cursor), param="starting_after" if after else "ending_before", status=400)
+            if after:
+                window = ordered[position + 1 : position + 1 + limit]
+                has_more = position + 1 + limit < len(ordered)
+            else:
+                start = max(0, position - limit)
+                window = ordered[start:position]
+                has_more = start > 0
+        else:
+            window = ordered[:limit]
+            has_more = len(ordered) > limit
+        draw = render or self.render
+        data = [draw(o) for o in window]
+        expand = [p for p in as_list(params.get("expand"), "expand")]
+        for path in expand:
+            parts = path.split(".")
+            if parts[0] != "data":
+                raise invalid(f"This property cannot be expanded ({path}).", param="expand")
+            for item in data:
+                self.expand(item, parts[1:], path)
+        return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+    # ---------------------------------------------------------------- events
+
+    def emit(
+        self,
+        event_type: str,
+        obj: dict[str, Any],
+        *,
+        previous_attributes: dict[str, Any] | None = None,
+        clock_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record an event with a snapshot of `obj` (rendered now) at the object's clock time."""
+        data: dict[str, Any] = {"object": self.render(obj)}
+        if previous_attributes is not None:
+            data["previous_attributes"] = previous_attributes
+        automatic = clock_id in self._time_override
+        event = {
+            "id": self.new_id("evt"),
+            "object": "event",
+            "account": None,
+            "api_version": API_VERSION,
+            "context": None,
+            "created": self.now(clock_id),
+            "data": data,
+            "livemode": False,
+            "pending_webhooks": 0,
+            "request": {
+                "id": None if automatic else self.request.request_id,
+                "idempotency_key": None if automatic else self.request.idempotency_key,
+            },
+            "type": event_type,
+        }
+        return self.insert(event)
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """`previous_attributes`: the old values of the top-level keys that changed."""
+    return {k: before.get(k) for k in after if before.get(k) != after.get(k)}
+
+
+def require_object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid(f"Invalid object: {param}", param=param)
+    return value
+
+
+def timestamp_param(value: Any, param: str) -> int:
+    return to_int(value, param)
+
+
+__all__ = [
+    "API_VERSION",
+    "ApiError",
+    "MeterEventRecord",
+    "RequestContext",
+    "Store",
+    "action",
+    "copy_json",
+    "diff",
+    "public",
+    "renderer",
+]
