@@ -12,11 +12,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from aisyst_pipelines.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from aisyst_pipelines.emulator.testing import RunningEmulator
 
 POSTGRES_URL = os.environ.get("AISYST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("AISYST_REQUIRE_POSTGRES") == "1"
@@ -73,3 +77,13 @@ def warehouse(warehouse_url: str) -> Iterator[Warehouse]:
     wh.upgrade()
     yield wh
     wh.dispose()
+
+
+@pytest.fixture
+def stripe_emulator() -> Iterator["RunningEmulator"]:
+    """A fresh local Stripe emulator per test (starts in milliseconds); seeded, no faults."""
+    from aisyst_pipelines.emulator import EmulatorServer
+    from aisyst_pipelines.emulator.testing import RunningEmulator
+
+    with EmulatorServer(seed=1234) as server:
+        yield RunningEmulator(server)
