@@ -50,6 +50,31 @@ def cmd_simulate_calls(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    """The local Stripe emulator in the foreground until Ctrl-C (loopback only)."""
+    from aisyst_pipelines.emulator import EmulatorServer, Faults
+    from aisyst_pipelines.emulator.testing import TEST_API_KEY
+
+    faults = Faults(
+        latency_ms=args.latency_ms,
+        rps_limit=args.rps_limit,
+        error_rate=args.error_rate,
+        rate_limit_error_rate=args.rate_limit_error_rate,
+        drop_rate=args.drop_rate,
+        summary_lag_seconds=args.summary_lag_seconds,
+    )
+    server = EmulatorServer(host=args.host, port=args.port, faults=faults, seed=args.seed)
+    server.start()
+    print(f"Stripe emulator on {server.url}  (faults: {faults.as_dict()})")
+    print(f"  STRIPE_API_BASE={server.url}\n  STRIPE_SECRET_KEY={TEST_API_KEY}   (any sk_test_/rk_test_ key works)")
+    print(f"  admin: POST {server.url}/_emulator/faults | POST /_emulator/reset | GET /_emulator/dump")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aisyst", description="Aisyst billing data platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--calls-per-day", type=float, default=40.0, help="mean calls of an account on a weekday")
     simulate.add_argument("--asterisk-timezone", default=None, help="local time zone of Asterisk files (default: settings)")
     simulate.set_defaults(handler=cmd_simulate_calls)
+
+    emulator = commands.add_parser("emulator", help="the local Stripe emulator (stateful, loopback only)")
+    emulator.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    emulator.add_argument("--port", type=int, default=12111)
+    emulator.add_argument("--latency-ms", type=float, default=0.0, help="added to every /v1 request")
+    emulator.add_argument("--rps-limit", type=float, default=None, help="requests per second before Stripe's 429")
+    emulator.add_argument("--error-rate", type=float, default=0.0, help="share of 500 answers")
+    emulator.add_argument("--rate-limit-error-rate", type=float, default=0.0, help="share of random 429 answers")
+    emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of connections closed without an answer")
+    emulator.add_argument("--summary-lag-seconds", type=float, default=0.0, help="meter events stay out of summaries this long")
+    emulator.add_argument("--seed", type=int, default=None, help="makes ids and fault decisions repeatable")
+    emulator.set_defaults(handler=cmd_emulator)
 
     return parser
 
