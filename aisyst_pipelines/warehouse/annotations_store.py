@@ -10,12 +10,15 @@ Life of a row (one per invoice):
 - `failed`    an attempt failed (Stripe kept failing, unknown tier); the sensor requests it again
               after a pause, up to a number of attempts, and the asset check reports it meanwhile.
 
-Also the two reads the job needs besides Stripe: the tier terms and customer profile from the Stripe
-mirror, and the minutes of exactly one billing window, recomputed from call_records.
+Also what the job reads besides Stripe: the tier terms and customer profile from the Stripe mirror
+(the minutes of a window come from `stripe_store.call_totals_in_windows`, fresh from call_records),
+and the brand fields last written to each subscription (`invoice_branding`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -23,10 +26,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 
 from .database import Warehouse
-from .schema import call_records, invoice_annotations, stripe_customers, stripe_subscriptions
+from .schema import invoice_annotations, invoice_branding, stripe_customers, stripe_subscriptions
 
 # SQLite allows 32,766 bound parameters, PostgreSQL 65,535: chunk IN lists well below both.
 _CHUNK = 500
@@ -55,6 +58,7 @@ class RenewalInvoice:
     created: datetime
     period_start: datetime
     period_end: datetime
+    needs_branding: bool = False  # listed without brand fields: its subscription was not branded yet
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,18 @@ class AnnotationRecord:
     minutes_used: int | None = None
     minutes_included: int | None = None
     lines_added: int | None = None
+    needs_branding: bool = False
 
     @property
     def invoice(self) -> RenewalInvoice:
         return RenewalInvoice(
-            self.invoice_id, self.customer_id, self.subscription_id, self.invoice_created, self.period_start, self.period_end
+            self.invoice_id,
+            self.customer_id,
+            self.subscription_id,
+            self.invoice_created,
+            self.period_start,
+            self.period_end,
+            self.needs_branding,
         )
 
 
@@ -147,6 +158,7 @@ def queue_invoices(warehouse: Warehouse, invoices: Sequence[RenewalInvoice], ver
                     invoice_created=invoice.created,
                     period_start=invoice.period_start,
                     period_end=invoice.period_end,
+                    needs_branding=invoice.needs_branding,
                     annotation_version=version,
                     status=AnnotationStatus.QUEUED.value,
                     attempts=0,
@@ -200,6 +212,7 @@ def annotation_records(warehouse: Warehouse, invoice_ids: Iterable[str]) -> dict
             for row in connection.execute(select(*columns).where(invoice_annotations.c.invoice_id.in_(chunk))):
                 values = row._asdict()
                 values["status"] = AnnotationStatus(values["status"])
+                values["needs_branding"] = bool(values["needs_branding"])
                 records[values["invoice_id"]] = AnnotationRecord(**values)
     return records
 
@@ -304,36 +317,72 @@ def customer_profiles(warehouse: Warehouse, customer_ids: Iterable[str]) -> dict
     return result
 
 
-def minutes_in_windows(
-    warehouse: Warehouse, windows: Iterable[tuple[str, datetime, datetime]]
-) -> dict[tuple[str, datetime, datetime], int]:
-    """Billable minutes of each (customer_id, start, end) window, [start, end) on the calls' `ended_at`,
-    summed fresh from call_records (not from last night's usage tables). A window without calls is 0.
+# --- brand fields on subscriptions ---------------------------------------------------------------------
 
-    Windows sharing the same bounds (a month-start burst: thousands of customers, one period) are
-    answered with one grouped query per chunk of customers."""
-    by_bounds: dict[tuple[datetime, datetime], set[str]] = defaultdict(set)
-    for customer_id, start, end in windows:
-        by_bounds[(start, end)].add(customer_id)
-    c = call_records.c
-    result: dict[tuple[str, datetime, datetime], int] = {}
+
+@dataclass(frozen=True)
+class BrandingTarget:
+    """A subscription whose invoices need brand fields, with what they are made of."""
+
+    subscription_id: str
+    customer_id: str
+    account_code: str | None
+    preferred_locale: str | None
+    tier_name: str | None
+
+
+def branding_targets(warehouse: Warehouse, statuses: Iterable[str]) -> list[BrandingTarget]:
+    """Mirrored subscriptions in `statuses` (those that will still renew), with their customer."""
+    s, c = stripe_subscriptions.c, stripe_customers.c
+    statement = (
+        select(s.subscription_id, s.customer_id, c.account_code, c.preferred_locale, s.tier_name)
+        .select_from(stripe_subscriptions.outerjoin(stripe_customers, c.customer_id == s.customer_id))
+        .where(s.status.in_(list(statuses)))
+        .order_by(s.subscription_id)
+    )
     with warehouse.connect() as connection:
-        for (start, end), customers in by_bounds.items():
-            for customer_id in customers:
-                result[(customer_id, start, end)] = 0
-            for chunk in _chunks(sorted(customers)):
-                statement = (
-                    select(c.customer_id, func.coalesce(func.sum(c.billable_minutes), 0))
-                    .where(and_(c.customer_id.in_(chunk), c.ended_at >= start, c.ended_at < end))
-                    .group_by(c.customer_id)
-                )
-                for customer_id, minutes in connection.execute(statement):
-                    result[(customer_id, start, end)] = int(minutes)
-    return result
+        return [BrandingTarget(*row) for row in connection.execute(statement)]
+
+
+def branding_hash(custom_fields: Sequence[tuple[str, str]], memo: str, footer: str) -> str:
+    payload = json.dumps({"custom_fields": list(custom_fields), "memo": memo, "footer": footer}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def applied_branding_hashes(warehouse: Warehouse) -> dict[str, str]:
+    with warehouse.connect() as connection:
+        return dict(connection.execute(select(invoice_branding.c.subscription_id, invoice_branding.c.branding_hash)).all())
+
+
+def record_branding(
+    warehouse: Warehouse,
+    target: BrandingTarget,
+    custom_fields: Sequence[tuple[str, str]],
+    locale: str,
+    digest: str,
+    now: datetime,
+) -> None:
+    """Remember what was written to Stripe for a subscription (delete + insert: same on both backends)."""
+    row = dict(
+        subscription_id=target.subscription_id,
+        customer_id=target.customer_id,
+        branding_hash=digest,
+        locale=locale,
+        custom_fields=json.dumps([{"name": name, "value": value} for name, value in custom_fields]),
+        applied_at=now,
+    )
+    with warehouse.begin() as connection:
+        connection.execute(invoice_branding.delete().where(invoice_branding.c.subscription_id == target.subscription_id))
+        connection.execute(invoice_branding.insert(), [row])
 
 
 __all__ = [
     "AnnotationOutcome",
+    "BrandingTarget",
+    "applied_branding_hashes",
+    "branding_hash",
+    "branding_targets",
+    "record_branding",
     "AnnotationRecord",
     "AnnotationStatus",
     "CustomerProfile",
@@ -346,7 +395,6 @@ __all__ = [
     "invoices_in_status",
     "invoices_to_retry",
     "mark_pending",
-    "minutes_in_windows",
     "queue_invoices",
     "record_outcome",
     "status_counts",

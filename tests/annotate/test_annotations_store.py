@@ -13,13 +13,13 @@ from aisyst_pipelines.warehouse.annotations_store import (
     invoice_ids_on_record,
     invoices_to_retry,
     mark_pending,
-    minutes_in_windows,
     queue_invoices,
     record_outcome,
     status_counts,
     touch,
 )
 from aisyst_pipelines.warehouse.schema import call_records
+from aisyst_pipelines.warehouse.stripe_store import call_totals_in_windows
 
 UTC = timezone.utc
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -69,7 +69,7 @@ def test_retry_rule_picks_stale_and_failed_rows_until_attempts_run_out(warehouse
     assert invoices_to_retry(warehouse, later + timedelta(hours=1), timedelta(minutes=10), 1, 100) == ["in_1"]
 
 
-def test_minutes_of_exactly_the_window(warehouse: Warehouse) -> None:
+def test_minutes_of_exactly_the_invoice_window(warehouse: Warehouse) -> None:
     def call(call_id: str, customer: str | None, ended_at: datetime, minutes: int) -> dict:
         return dict(call_id=call_id, account_code="acct", customer_id=customer, direction="inbound",
                     disposition="completed", started_at=ended_at - timedelta(minutes=minutes), answered_at=None,
@@ -87,6 +87,7 @@ def test_minutes_of_exactly_the_window(warehouse: Warehouse) -> None:
         ])
     other_end = START + timedelta(days=10)
     windows = [("cus_A", START, END), ("cus_B", START, END), ("cus_C", START, END), ("cus_A", START, other_end)]
-    assert minutes_in_windows(warehouse, windows) == {
+    minutes = {window: totals.billable_minutes for window, totals in call_totals_in_windows(warehouse, windows).items()}
+    assert minutes == {
         ("cus_A", START, END): 7, ("cus_B", START, END): 7, ("cus_C", START, END): 0, ("cus_A", START, other_end): 3,
     }
