@@ -75,6 +75,48 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.ingest import ingest_pass, shown_path
+
+    outcomes = ingest_pass(settings)
+    if not outcomes:
+        print(f"no new CDR files in {settings.landing_dir}")
+    for outcome in outcomes:
+        run = f"  [run {outcome.run_id}]" if outcome.run_id else ""
+        print(f"{outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}{run}")
+    return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Interim main job (until the demo issue replaces it): sample CDRs → landing → ingest → minutes per account."""
+    from aisyst_pipelines.cdr.simulate import write_sample_files
+    from aisyst_pipelines.warehouse.cdr_store import minutes_per_account, rejects_by_reason
+    from jobs.ingest import shown_path
+
+    settings.ensure_dirs()
+    written = write_sample_files(
+        settings.landing_dir, args.customers, args.days, args.seed,
+        formats=("canonical_csv", "twilio", "asterisk"), malformed_rate=0.002,
+        asterisk_timezone=settings.asterisk_timezone,
+    )
+    print(f"sample CDRs for {args.customers} customers over {args.days} days in {settings.landing_dir}:")
+    for file in written:
+        print(f"  {shown_path(str(file.path), settings.landing_dir)}: {file.rows} calls ({file.file_format})")
+    print("\ningest (one pass of cdr_files_sensor and its runs):")
+    status = cmd_ingest(args, settings)
+    warehouse = Warehouse(settings.warehouse_url)
+    print("\nbillable minutes per customer (usage_daily):")
+    print(f"  {'account':<12} {'customer':<20} {'calls':>7} {'minutes':>8}  days")
+    for row in minutes_per_account(warehouse):
+        print(f"  {row.account_code:<12} {row.customer_id or '(unmapped)':<20} {row.calls:>7} {row.billable_minutes:>8}  "
+              f"{row.first_day} … {row.last_day}")
+    print("\nrejected rows per reason (call_records_rejected):")
+    for reason, count in rejects_by_reason(warehouse).items() or [("none", 0)]:
+        print(f"  {reason:<22} {count:>6}")
+    print(f"\nwarehouse: {warehouse!r}; Dagster runs: DAGSTER_HOME={settings.dagster_home} ./run dagster dev -w workspace.yaml")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aisyst", description="Aisyst billing data platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--summary-lag-seconds", type=float, default=0.0, help="meter events stay out of summaries this long")
     emulator.add_argument("--seed", type=int, default=None, help="makes ids and fault decisions repeatable")
     emulator.set_defaults(handler=cmd_emulator)
+
+    ingest = commands.add_parser("ingest", help="one pass of the landing sensor and the runs it requests (exit 1 if a file failed)")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    demo = commands.add_parser("demo", help="sample CDRs for some customers, ingested, minutes per customer printed")
+    demo.add_argument("--customers", type=int, default=20)
+    demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(handler=cmd_demo)
 
     return parser
 

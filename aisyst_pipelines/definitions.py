@@ -6,16 +6,25 @@ import os
 
 import dagster as dg
 
-from aisyst_pipelines.settings import Settings
-from resources import WarehouseResource
+import jobs.ingest
+from aisyst_pipelines.assets import cdr as cdr_assets
+from aisyst_pipelines.settings import Settings, ensure_local_pii_key
+from resources import PiiKeyResource, WarehouseResource
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     warehouse_url = dg.EnvVar("AISYST_WAREHOUSE_URL") if os.environ.get("AISYST_WAREHOUSE_URL") else settings.warehouse_url
-    return {"warehouse": WarehouseResource(url=warehouse_url)}
+    ensure_local_pii_key(settings)  # no-op when AISYST_PII_KEY is set (production)
+    return {
+        "warehouse": WarehouseResource(url=warehouse_url),
+        "pii_key": PiiKeyResource(key=dg.EnvVar("AISYST_PII_KEY")),
+    }
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    return dg.Definitions(resources=build_resources(settings))
+    return dg.Definitions.merge(
+        cdr_assets.defs, jobs.ingest.defs,
+        dg.Definitions(resources=build_resources(settings)),
+    )

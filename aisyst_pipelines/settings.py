@@ -34,6 +34,7 @@ class Settings:
     meter_event_name: str
     allow_live_mode: bool
     asterisk_timezone: str
+    cdr_max_reject_share: float  # limit of the cdr_reject_share asset check (0.01 = 1 % of a file's rows)
     # usage alerts (DESIGN.md §2.5); the SMTP URL holds a password and is bound via dg.EnvVar instead
     brand_file: Path
     alerts_timezone: str
@@ -60,6 +61,7 @@ class Settings:
             meter_event_name=env.get("STRIPE_METER_EVENT_NAME") or DEFAULT_METER_EVENT_NAME,
             allow_live_mode=env.get("AISYST_ALLOW_LIVE_MODE", "").lower() == "true",
             asterisk_timezone=env.get("AISYST_ASTERISK_TIMEZONE") or "UTC",
+            cdr_max_reject_share=float(env.get("AISYST_CDR_MAX_REJECT_SHARE") or 0.01),
             brand_file=Path(env.get("AISYST_BRAND_FILE") or DEFAULT_BRAND_FILE).resolve(),
             alerts_timezone=env.get("AISYST_ALERTS_TIMEZONE") or "UTC",
             alert_thresholds=parse_thresholds(env.get("AISYST_ALERT_THRESHOLDS") or "80,100"),

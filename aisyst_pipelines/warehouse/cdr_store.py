@@ -55,19 +55,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aisyst_pipelines.cdr.records import CONFLICTING_DUPLICATE, RECORD_COLUMNS, REJECT_COLUMNS
+
 from .database import Warehouse
 from .schema import call_records, call_records_rejected, cdr_files, stripe_customers, usage_daily
 from .types import UtcDateTime
 
-CONFLICTING_DUPLICATE = "conflicting_duplicate"
-
-# Columns of the parsed records as aisyst_pipelines.cdr hands them over (CdrChunk.records).
-RECORD_COLUMNS = (
-    "call_id", "account_code", "direction", "disposition", "started_at", "answered_at", "ended_at",
-    "billable_seconds", "billable_minutes", "caller_hash", "callee_hash", "content_hash", "source_line",
-)
-REJECT_COLUMNS = ("source_line", "call_id", "reason_code", "reason", "raw_record")
-_TIME_COLUMNS = ("started_at", "answered_at", "ended_at")
 
 # SQLAlchemy only keeps an INSERT's rowcount when asked to.
 _COUNT_ROWS = {"preserve_rowcount": True}

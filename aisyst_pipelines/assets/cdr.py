@@ -1,0 +1,225 @@
+"""CDR ingestion as Dagster assets: one landing file → `call_records` (+ rejects) → `usage_daily`.
+
+Which file a run loads is **run config** (`CdrFileConfig`), not a dynamic partition. A landing file
+is an event, not a slice of the table: partitions per file would grow without bound (every file
+ever received would stay a partition the UI, the daemon and every sensor tick have to carry, see
+reference/DAGSTER.md §9.1), and `usage_daily` is keyed by account and day, not by file, so it
+could not share a per-file partitioning. Run config keeps each run self-describing (the launchpad
+shows path and sha256, a failed run can be re-executed as is) and each materialization's metadata
+names its file, so the history of call_records is the history of files.
+
+`call_records` and `usage_daily` are one `multi_asset` step because the issue demands one
+transaction per file: the load and the recompute of the touched usage days commit together or not
+at all. The two specs keep separate lineage (usage_daily depends on call_records) and separate
+metadata plots.
+"""
+
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from aisyst_pipelines.cdr import CdrFileError, RatingPolicy, ReadOptions, detect_format, forced_format_for, read_cdr_file
+from aisyst_pipelines.cdr.records import FORMATS, FORCED_FOLDERS, REASON_CODES
+from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, CdrLoadResult, cdr_file, load_cdr_file
+from resources import PiiKeyResource, WarehouseResource
+
+CALL_RECORDS = dg.AssetKey("call_records")
+USAGE_DAILY = dg.AssetKey("usage_daily")
+LOAD_OP_NAME = "load_cdr_file"
+REJECT_SHARE_CHECK_NAME = "cdr_reject_share"
+DEFAULT_MAX_REJECT_SHARE = 0.01
+OWNERS = ["team:billing-data"]
+MAX_LISTED_ACCOUNTS = 20
+
+
+class CdrFileConfig(dg.Config):
+    """The landing file one run loads (the sensor fills this in)."""
+
+    path: str = Field(description="Absolute path of the CDR file.")
+    sha256: str = Field(
+        default="",
+        description="sha256 the sensor saw. When set, the run fails if the file has changed since "
+        "(the sensor then requests the new version); empty = load whatever the file holds now.",
+    )
+    forced_format: str | None = Field(
+        default=None,
+        description="canonical, twilio or asterisk (or one of the exact formats) to skip detection. "
+        "Unset = the landing sub-folder decides, else the content.",
+    )
+    rounding: str = Field(default="ceil", description="Rating of answered calls: ceil (per-call ceiling), nearest or floor.")
+    free_seconds: int = Field(default=0, description="Answered calls shorter than this bill 0 minutes.")
+    chunk_rows: int = Field(default=200_000, description="Rows per chunk: bounds the memory of a load.")
+
+
+class RejectShareConfig(dg.Config):
+    max_reject_share: float = Field(
+        default=DEFAULT_MAX_REJECT_SHARE,
+        description="Largest acceptable share of rejected rows in one file (0.01 = 1 %).",
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rejected_metadata(rejected_by_reason: dict[str, int]) -> dict[str, int]:
+    """One int per known reason code, zeros included, so each key plots as a time series."""
+    return {f"rejected_{code}": int(rejected_by_reason.get(code, 0)) for code in REASON_CODES}
+
+
+@dg.multi_asset(
+    name=LOAD_OP_NAME,
+    specs=[
+        dg.AssetSpec(
+            CALL_RECORDS,
+            description="One row per call (call_id) from the landing files, rated in billable minutes; "
+            "phone numbers only as keyed hashes. Rejected input rows go to call_records_rejected, "
+            "one row per landing file to cdr_files.",
+            group_name="cdr",
+            owners=OWNERS,
+            kinds={"python", "pandas", "sql"},
+            metadata={"dagster/table_name": "call_records"},
+        ),
+        dg.AssetSpec(
+            USAGE_DAILY,
+            deps=[CALL_RECORDS],
+            description="Calls, billable seconds and minutes per account code and UTC day of ended_at, "
+            "recomputed from call_records for the days each load touches (late CDRs land in their day).",
+            group_name="cdr",
+            owners=OWNERS,
+            kinds={"sql"},
+            metadata={"dagster/table_name": "usage_daily"},
+        ),
+    ],
+    description="Load one landing CDR file into the warehouse in one transaction.",
+)
+def load_cdr_file_assets(
+    context: dg.AssetExecutionContext,
+    config: CdrFileConfig,
+    warehouse: WarehouseResource,
+    pii_key: PiiKeyResource,
+) -> Iterator[dg.MaterializeResult]:
+    settings = Settings.from_env()
+    path = Path(config.path)
+    if not path.is_file():
+        raise dg.Failure(description=f"{path}: no such CDR file (moved or deleted since it was requested)")
+    sha256 = file_sha256(path)
+    if config.sha256 and sha256 != config.sha256:
+        raise dg.Failure(
+            description=f"{path}: the file changed after the sensor saw it (sha256 {config.sha256[:12]}… → "
+            f"{sha256[:12]}…); nothing was loaded, the sensor requests the new version"
+        )
+    forced = config.forced_format or forced_format_for(path, settings.landing_dir)
+    if forced is not None and forced not in FORCED_FOLDERS + FORMATS:
+        raise dg.Failure(description=f"unknown forced_format {forced!r}: use one of {FORCED_FOLDERS + FORMATS}")
+    options = ReadOptions(
+        pii_key=pii_key.key_bytes(),
+        forced_format=forced,
+        asterisk_timezone=settings.asterisk_timezone,
+        policy=RatingPolicy(rounding=config.rounding, free_seconds=config.free_seconds),  # type: ignore[arg-type]
+        chunk_rows=config.chunk_rows,
+    )
+    try:
+        file_format = detect_format(path, forced)
+        result = load_cdr_file(
+            warehouse.get(),
+            CdrFileIdentity(path=str(path), sha256=sha256, format=file_format, size_bytes=path.stat().st_size),
+            read_cdr_file(path, options),
+        )
+    except CdrFileError as error:
+        # The message names the file and the cause, never its content (CDRs carry phone numbers).
+        raise dg.Failure(description=f"CDR file not loaded, nothing was written: {error}") from error
+    context.log.info(describe_load(result))
+    yield dg.MaterializeResult(asset_key=CALL_RECORDS, metadata=call_records_metadata(result))
+    yield dg.MaterializeResult(
+        asset_key=USAGE_DAILY,
+        metadata={
+            "outcome": "skipped" if result.skipped else "loaded",
+            "file": dg.MetadataValue.path(result.file_path),
+            "usage_days_recomputed": result.usage_days_recomputed,
+        },
+    )
+
+
+def call_records_metadata(result: CdrLoadResult) -> dict[str, object]:
+    unmapped = result.unmapped_accounts
+    return {
+        "outcome": "skipped" if result.skipped else "loaded",  # skipped = this content was loaded before
+        "file": dg.MetadataValue.path(result.file_path),
+        "format": result.format,
+        "sha256": result.sha256,
+        "rows_total": result.rows_total,
+        "rows_loaded": result.rows_loaded,
+        "rows_duplicate": result.rows_duplicate,
+        "rows_rejected": result.rows_rejected,
+        "reject_share": float(result.reject_share),
+        **rejected_metadata(result.rejected_by_reason),
+        "unmapped_accounts": len(unmapped),
+        "unmapped_account_codes": ", ".join(unmapped[:MAX_LISTED_ACCOUNTS]) + (" …" if len(unmapped) > MAX_LISTED_ACCOUNTS else ""),
+    }
+
+
+def describe_load(result: CdrLoadResult) -> str:
+    if result.skipped:
+        return f"{result.file_path}: skipped, this content (sha256 {result.sha256[:12]}…) was loaded before"
+    reasons = ", ".join(f"{code} {count}" for code, count in result.rejected_by_reason.items())
+    text = (
+        f"{result.file_path} ({result.format}): {result.rows_total} rows, {result.rows_loaded} loaded, "
+        f"{result.rows_duplicate} duplicate, {result.rows_rejected} rejected"
+    )
+    if reasons:
+        text += f" ({reasons})"
+    if result.unmapped_accounts:
+        text += f"; {len(result.unmapped_accounts)} account(s) without a Stripe customer"
+    return text
+
+
+@dg.asset_check(
+    asset=CALL_RECORDS,
+    name=REJECT_SHARE_CHECK_NAME,
+    description="Fails when the share of rejected rows of the file loaded last exceeds max_reject_share "
+    "(default 1 %). The good rows are loaded either way; a failure means the source needs a look.",
+)
+def cdr_reject_share(
+    context: dg.AssetCheckExecutionContext, config: RejectShareConfig, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    event = context.instance.get_latest_materialization_event(CALL_RECORDS)
+    materialization = event.asset_materialization if event else None
+    if materialization is None or "sha256" not in materialization.metadata:
+        return dg.AssetCheckResult(passed=True, description="no CDR file loaded yet")
+    sha256 = str(materialization.metadata["sha256"].value)
+    row = cdr_file(warehouse.get(), sha256)
+    if row is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"the last materialization names a file (sha256 {sha256[:12]}…) that is not in cdr_files",
+        )
+    share = row.rows_rejected / row.rows_total if row.rows_total else 0.0
+    passed = share <= config.max_reject_share
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{row.rows_rejected} of {row.rows_total} rows rejected ({share:.2%}); limit {config.max_reject_share:.2%}"
+        ),
+        metadata={
+            "file": dg.MetadataValue.path(row.file_path),
+            "reject_share": float(share),
+            "max_reject_share": float(config.max_reject_share),
+            "rows_total": row.rows_total,
+            "rows_rejected": row.rows_rejected,
+        },
+    )
+
+
+defs = dg.Definitions(assets=[load_cdr_file_assets], asset_checks=[cdr_reject_share])
