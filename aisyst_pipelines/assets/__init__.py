@@ -1,0 +1,1 @@
+"""Dagster assets and asset checks, one module per domain; each module exports its own `defs`."""
