@@ -28,6 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ import dagster as dg
 import stripe
 from pydantic import PrivateAttr
 
+from aisyst_pipelines.billing.invoice_lines import LINE_KIND_KEY, InvoiceBranding, InvoiceLine
 from aisyst_pipelines.billing.tiers import (
     INCLUDED_MINUTES_KEY,
     OVERAGE_UNIT_AMOUNT_KEY,
@@ -520,6 +522,130 @@ class StripeResource(dg.ConfigurableResource):
         return session.url
 
 
+    # --- invoice annotation -------------------------------------------------------------------------
+    # The draft_invoice_sensor pages the invoice list itself (one page per call, so a tick can stop
+    # at its time budget and continue from its cursor); the annotation job writes ONE add_lines per
+    # invoice and reads an invoice back only when a previous attempt may have written. Stripe's
+    # answers that decide what happens next are turned into the exceptions below the class.
+
+    def list_invoices_page(
+        self,
+        *,
+        created_gte: int | None = None,
+        status: str | None = None,
+        starting_after: str | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> "InvoicePage":
+        """One page of `GET /v1/invoices` (newest first), with whether each invoice carries brand fields."""
+        params: dict[str, Any] = {"limit": limit}
+        if created_gte is not None:
+            params["created"] = {"gte": int(created_gte)}
+        if status:
+            params["status"] = status
+        if starting_after:
+            params["starting_after"] = starting_after
+        page = self._call(lambda c: c.v1.invoices.list(params))
+        invoices = []
+        for item in page.data:
+            raw = item.to_dict()
+            invoices.append(ListedInvoice(StripeInvoice.from_api(raw), branded=_carries_brand_fields(raw)))
+        return InvoicePage(invoices=invoices, has_more=bool(page.has_more))
+
+    def invoice_if_exists(self, invoice_id: str) -> StripeInvoice | None:
+        """The invoice as Stripe has it now, or None when it was deleted (a deleted draft is gone)."""
+        try:
+            return self.retrieve_invoice(invoice_id)
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                return None
+            raise
+
+    def add_annotation_lines(
+        self, invoice_id: str, lines: Sequence[InvoiceLine], invoice_metadata: Mapping[str, str], idempotency_key: str
+    ) -> None:
+        """Our usage lines (each tagged with its kind in line metadata) and the invoice metadata in one
+        `add_lines` call. Raises InvoiceNotEditable (finalized), InvoiceGone (deleted) or
+        AnnotationWriteConflict (the key was used with other parameters)."""
+        new_lines = [
+            NewInvoiceLine(
+                description=line.description,
+                amount=line.amount,
+                period_start=line.period_start,
+                period_end=line.period_end,
+                metadata={LINE_KIND_KEY: line.kind.value},
+            )
+            for line in lines
+        ]
+        try:
+            self.add_invoice_lines(invoice_id, new_lines, invoice_metadata, idempotency_key)
+        except stripe.IdempotencyError:
+            raise AnnotationWriteConflict(invoice_id) from None
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                raise InvoiceGone(invoice_id) from None
+            if error.code == "invoice_not_editable":
+                raise InvoiceNotEditable(invoice_id, None) from None
+            raise
+
+    def write_invoice_metadata(self, invoice_id: str, metadata: Mapping[str, str]) -> None:
+        """Merge keys into an invoice's metadata (allowed on finalized invoices too)."""
+        self._call(lambda c: c.v1.invoices.update(invoice_id, {"metadata": dict(metadata)}))
+
+    def write_invoice_branding(self, invoice_id: str, branding: InvoiceBranding) -> None:
+        """Brand fields on one draft invoice: only for a draft whose subscription was not branded yet."""
+        self._call(lambda c: c.v1.invoices.update(invoice_id, _branding_params(branding)))
+
+    def finalize_invoice(self, invoice_id: str) -> None:
+        self._call(lambda c: c.v1.invoices.finalize_invoice(invoice_id, {"auto_advance": True}))
+
+    def set_subscription_invoice_branding(self, subscription_id: str, branding: InvoiceBranding) -> None:
+        """Brand fields on the subscription's invoice settings: every invoice it creates carries them."""
+        self._call(lambda c: c.v1.subscriptions.update(subscription_id, {"invoice_settings": _branding_params(branding)}))
+
+    def annotation_lines(self, invoice_id: str) -> list[tuple[str, str, int]]:
+        """(kind, description, amount) of our lines on an invoice, all pages — to count them."""
+        return [
+            line
+            for line in self._list(
+                lambda c: c.v1.invoices.line_items.list(invoice_id, {"limit": PAGE_SIZE}), _annotation_line
+            )
+            if line is not None
+        ]
+
+    # --- stripe events --------------------------------------------------------------------------------
+    # stripe_events_sensor reads the Events API one page per call, so that a tick can stop after a
+    # bounded number of events and continue from its cursor. Events come back as plain dicts: the
+    # sensor and the webhook receiver hand the same JSON shape to the same handler.
+
+    def list_events_page(
+        self,
+        types: Sequence[str],
+        *,
+        ending_before: str | None = None,
+        starting_after: str | None = None,
+        created_gte: int | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> "EventPage":
+        """One page of `GET /v1/events` of these types (≤ 20 names), newest first as Stripe lists them.
+
+        `ending_before=evt` gives the events just newer than `evt` (the ones to apply next);
+        `starting_after=evt` the ones just older. Raises EventCursorGone when Stripe no longer lists
+        the event named as cursor (30-day retention)."""
+        params: dict[str, Any] = {"types": list(types), "limit": limit}
+        if ending_before:
+            params["ending_before"] = ending_before
+        if starting_after:
+            params["starting_after"] = starting_after
+        if created_gte is not None:
+            params["created"] = {"gte": int(created_gte)}
+        try:
+            page = self._call(lambda c: c.v1.events.list(params))
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_missing" and error.param in ("ending_before", "starting_after"):
+                raise EventCursorGone(ending_before or starting_after or "") from None
+            raise
+        return EventPage(events=[item.to_dict() for item in page.data], has_more=bool(page.has_more))
+
 def _tier_metadata(tier: Tier) -> dict[str, str]:
     metadata = {TIER_KEY: tier.key, TIER_NAME_KEY: tier.name, INCLUDED_MINUTES_KEY: tier.included_minutes_text()}
     if tier.overage_unit_amount is not None:
@@ -549,3 +675,73 @@ def _line_params(line: NewInvoiceLine) -> dict[str, Any]:
         params["tax_rates"] = list(line.tax_rates)
     return params
 
+
+
+# --- invoice annotation ------------------------------------------------------------------------------
+
+
+class InvoiceNotEditable(RuntimeError):
+    """The invoice is no longer a draft: lines cannot be added any more."""
+
+    def __init__(self, invoice_id: str, status: str | None) -> None:
+        super().__init__(f"invoice {invoice_id} is not a draft ({status or 'finalized'})")
+        self.invoice_id = invoice_id
+        self.status = status
+
+
+class InvoiceGone(RuntimeError):
+    """The invoice does not exist (a deleted draft)."""
+
+
+class AnnotationWriteConflict(RuntimeError):
+    """Stripe holds another request under this idempotency key, with other parameters."""
+
+
+@dataclass(frozen=True)
+class ListedInvoice:
+    invoice: StripeInvoice
+    branded: bool  # carries custom fields and a footer (from the subscription's invoice settings)
+
+    @property
+    def id(self) -> str:
+        return self.invoice.id
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    invoices: list[ListedInvoice]
+    has_more: bool
+
+
+def _carries_brand_fields(raw: Mapping[str, Any]) -> bool:
+    return bool(raw.get("custom_fields")) and bool(raw.get("footer"))
+
+
+def _branding_params(branding: InvoiceBranding) -> dict[str, Any]:
+    return {
+        "custom_fields": [{"name": field.name, "value": field.value} for field in branding.custom_fields] or "",
+        "description": branding.memo,
+        "footer": branding.footer,
+    }
+
+
+def _annotation_line(raw: Mapping[str, Any]) -> tuple[str, str, int] | None:
+    kind = (raw.get("metadata") or {}).get(LINE_KIND_KEY)
+    return (kind, raw.get("description") or "", int(raw.get("amount") or 0)) if kind else None
+
+
+# --- stripe events -----------------------------------------------------------------------------------
+
+
+class EventCursorGone(RuntimeError):
+    """Stripe no longer lists the event used as a list cursor (older than its 30-day retention)."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"Stripe no longer lists event {event_id}")
+        self.event_id = event_id
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[dict[str, Any]]  # newest first, each the event's JSON as Stripe sends it
+    has_more: bool
