@@ -198,40 +198,52 @@ usage_silence = Table(
 )
 
 # --- reconciliation with Stripe's meter (migration 0004) -------------------------------------------
+# Also created by 0004: the views v_reconciliation_latest and v_unmapped_usage (sql/views/).
 
 meter_reconciliation = Table(
     "meter_reconciliation",
     metadata,
     Column("run_id", String(64), primary_key=True),
     Column("customer_id", String(64), primary_key=True),
-    Column("period_start", UtcDateTime, primary_key=True),
-    Column("period_end", UtcDateTime, nullable=False),
-    Column("window_end", UtcDateTime, nullable=False),  # period_end or now - settle lag, whichever is earlier
-    Column("cdr_minutes", BigInteger, nullable=False),
-    Column("stripe_minutes", BigInteger, nullable=False),
+    Column("period_start", UtcDateTime, primary_key=True),  # the Stripe period, to the second
+    Column("period_end", UtcDateTime, nullable=False),  # exclusive
+    Column("subscription_id", String(64), nullable=True),
+    Column("window_start", UtcDateTime, nullable=False),  # period_start floored to the minute
+    Column("window_end", UtcDateTime, nullable=False),  # period_end floored to the minute, or the last settled midnight
+    Column("window_closed", Integer, nullable=False),  # 1 = the window reaches the period's end
+    Column("cdr_minutes", BigInteger, nullable=False),  # call_records minutes over [window_start, window_end)
+    Column("stripe_minutes", BigInteger, nullable=False),  # meter event summaries over the same window
     Column("delta_minutes", BigInteger, nullable=False),  # cdr - stripe: positive = under-metered
-    Column("status", String(16), nullable=False),  # match, under_metered, over_metered
-    Column("cause", String(32), nullable=True),
-    Column("detail", Text, nullable=True),  # JSON: drifting days and their causes
-    Column("repaired_minutes", BigInteger, nullable=False, server_default="0"),
+    Column("drift_minutes", BigInteger, nullable=False),  # sum of |daily delta|: days do not cancel out
+    Column("drifting_days", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # match, under_metered, over_metered (sign of delta)
+    Column("cause", String(32), nullable=True),  # named cause of the drifting days; 'several'; NULL = unexplained
+    Column("detail", Text, nullable=True),  # JSON: the window and every drifting day with evidence and repair
+    Column("repaired_minutes", BigInteger, nullable=False, server_default="0"),  # corrections sent or in flight
+    Column("unrepaired_drift_minutes", BigInteger, nullable=False, server_default="0"),
     Column("reconciled_at", UtcDateTime, nullable=False),
     Index("ix_meter_reconciliation_customer", "customer_id", "period_start", "reconciled_at"),
+    Index("ix_meter_reconciliation_reconciled", "reconciled_at"),
 )
 
 meter_corrections = Table(
     "meter_corrections",
     metadata,
-    Column("identifier", String(128), primary_key=True),  # deterministic: rerun-safe beyond Stripe's 24 h
+    Column("identifier", String(128), primary_key=True),  # deterministic: the n-th correction of a customer-day
     Column("customer_id", String(64), nullable=False),
-    Column("usage_date", Date, nullable=False),
-    Column("period_start", UtcDateTime, nullable=False),
-    Column("value", BigInteger, nullable=False),
+    Column("usage_date", Date, nullable=False),  # the UTC day corrected
+    Column("period_start", UtcDateTime, nullable=False),  # the period whose window holds event_timestamp
+    Column("value", BigInteger, nullable=False),  # minutes added
     Column("event_timestamp", UtcDateTime, nullable=False),
     Column("reason", Text, nullable=False),
-    Column("created_at", UtcDateTime, nullable=False),
+    Column("run_id", String(64), nullable=True),  # the reconciliation run that planned it
+    Column("created_at", UtcDateTime, nullable=False),  # recorded (pending) before the send
     Column("sent_at", UtcDateTime, nullable=True),
-    Column("status", String(16), nullable=False),  # pending, sent, failed
+    Column("status", String(16), nullable=False),  # pending, sent, failed, expired
+    Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text, nullable=True),
+    Index("ix_meter_corrections_customer_day", "customer_id", "usage_date"),
+    Index("ix_meter_corrections_status", "status"),
 )
 
 # --- draft invoice annotation (migration 0005) -----------------------------------------------------
