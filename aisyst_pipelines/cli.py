@@ -75,6 +75,47 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bootstrap_stripe(args: argparse.Namespace, settings: Settings) -> int:
+    """Find or create the tiers' products and prices, the meter and the tax rate; print ids and env lines."""
+    import stripe
+
+    from aisyst_pipelines.billing.tiers import load_tier_catalog
+    from resources.stripe import LiveModeRefused, StripeResource
+
+    tiers_file = args.tiers or settings.tiers_file
+    catalog = load_tier_catalog(tiers_file)
+    resource = StripeResource.from_settings(settings).process_config_and_initialize()  # resolves the EnvVar key
+    where = (
+        f"the local Stripe emulator at {settings.stripe_api_base}"
+        if settings.stripe_uses_emulator
+        else f"Stripe ({'live' if resource.is_live_mode else 'test'} mode)"
+    )
+    try:
+        ids = resource.ensure_catalog(catalog)
+    except LiveModeRefused as error:
+        print(f"bootstrap-stripe: {error}", file=sys.stderr)
+        return 2
+    except stripe.APIConnectionError:
+        if not settings.stripe_uses_emulator:
+            raise
+        print(
+            f"bootstrap-stripe: the Stripe emulator is not reachable at {settings.stripe_api_base}.\n"
+            "  STRIPE_SECRET_KEY is unset, so the local emulator is meant: start it first with\n"
+            "    aisyst emulator --port 12111\n"
+            "  (or set STRIPE_API_BASE to where it runs, or STRIPE_SECRET_KEY for a Stripe account).",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"Tier catalog on {where} (tiers file {tiers_file}):")
+    for entry in ids.entries:
+        print(f"  {entry.kind:<9} {entry.id:<34} {entry.label:<36} {'created' if entry.created else 'found'}")
+    print(f"{ids.created_count} created, {len(ids.entries) - ids.created_count} found.\n")
+    print("Environment lines (as in the original integration guide):")
+    for line in ids.env_lines():
+        print(line)
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.ingest import ingest_pass, shown_path
 
@@ -153,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--summary-lag-seconds", type=float, default=0.0, help="meter events stay out of summaries this long")
     emulator.add_argument("--seed", type=int, default=None, help="makes ids and fault decisions repeatable")
     emulator.set_defaults(handler=cmd_emulator)
+
+    bootstrap = commands.add_parser(
+        "bootstrap-stripe", help="create or find the tier products, prices, the meter and tax rate in Stripe (idempotent)"
+    )
+    bootstrap.add_argument("--tiers", default=None, help="tiers file (default: AISYST_TIERS_FILE or the packaged tiers.json)")
+    bootstrap.set_defaults(handler=cmd_bootstrap_stripe)
 
     ingest = commands.add_parser("ingest", help="one pass of the landing sensor and the runs it requests (exit 1 if a file failed)")
     ingest.set_defaults(handler=cmd_ingest)

@@ -353,6 +353,11 @@ def ingest_pass(settings: Settings) -> list[FileOutcome]:
     from aisyst_pipelines.definitions import defs  # the code location imports this module
 
     # The sensor's per-file log lines belong in the UI's tick log; on a terminal the outcomes say it.
-    logging.getLogger("dagster").setLevel(logging.WARNING)
-    with local_instance(settings) as instance:
-        return ingest_once(instance, defs())
+    dagster_logger = logging.getLogger("dagster")
+    level = dagster_logger.level
+    dagster_logger.setLevel(logging.WARNING)
+    try:
+        with local_instance(settings) as instance:
+            return ingest_once(instance, defs())
+    finally:
+        dagster_logger.setLevel(level)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import select
 
+from aisyst_pipelines.cdr.simulate import WrittenFile, simulate_calls, write_calls
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import RECORD_COLUMNS, REJECT_COLUMNS, CdrFileIdentity
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, cdr_files, usage_daily
 
 UTC = timezone.utc
+PII_KEY = "test-pii-key-not-a-secret"
 
 
 @dataclass
@@ -106,3 +109,29 @@ def usage(warehouse: Warehouse) -> dict[tuple[str, str], tuple[int, int, int, st
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def write_sample(path: Path, fmt: str, *, accounts: Sequence[str] = ("acct_a", "acct_b"), days: int = 2, seed: int = 1,
+                 malformed_rate: float = 0.0, calls_per_day: float = 15.0) -> tuple[WrittenFile, pd.DataFrame]:
+    """A simulated CDR file (aisyst_pipelines.cdr.simulate) and the canonical calls written into it."""
+    calls = simulate_calls(list(accounts), days, seed, mean_calls_per_day=calls_per_day)
+    return write_calls(calls, path, fmt, malformed_rate=malformed_rate, seed=seed), calls
+
+
+def expected_usage(calls: pd.DataFrame) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(account, UTC day of ended_at): (calls, billable minutes)} under the default per-call ceiling."""
+    frame = pd.DataFrame({
+        "account": calls["account_code"],
+        "day": calls["ended_at"].dt.floor("s").dt.strftime("%Y-%m-%d"),
+        "minutes": [math.ceil(s / 60) if d == "completed" else 0 for s, d in zip(calls["billable_seconds"], calls["disposition"])],
+    })
+    grouped = frame.groupby(["account", "day"]).agg(calls=("minutes", "size"), minutes=("minutes", "sum"))
+    return {key: (int(row.calls), int(row.minutes)) for key, row in grouped.iterrows()}
+
+
+def usage_calls_minutes(warehouse: Warehouse) -> dict[tuple[str, str], tuple[int, int]]:
+    return {key: (value[0], value[2]) for key, value in usage(warehouse).items()}
+
+
+def count_rows(warehouse: Warehouse) -> dict[str, int]:
+    return {name: len(rows) for name, rows in snapshot(warehouse).items()}

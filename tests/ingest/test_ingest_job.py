@@ -1,0 +1,152 @@
+"""The cdr_ingest job and its assets, executed by Dagster against the real warehouse (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from ingest_samples import PII_KEY, count_rows, expected_usage, usage_calls_minutes, write_sample
+from sqlalchemy import func, select
+
+from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, cdr_reject_share, file_sha256, load_cdr_file_assets
+from aisyst_pipelines.cdr.records import REASON_CODES
+from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.schema import call_records
+from jobs.ingest import JOB_NAME, REJECT_SHARE_CHECK_OP
+from resources import PiiKeyResource, WarehouseResource
+
+EXTENSIONS = {"canonical_csv": "csv", "canonical_jsonl": "jsonl", "twilio": "jsonl", "asterisk": "csv"}
+
+
+def run_config(path: Path, *, sha256: str = "", forced_format: str | None = None, max_reject_share: float = 0.01) -> dict:
+    return {
+        "ops": {
+            LOAD_OP_NAME: {"config": {"path": str(path), "sha256": sha256, "forced_format": forced_format}},
+            REJECT_SHARE_CHECK_OP: {"config": {"max_reject_share": max_reject_share}},
+        }
+    }
+
+
+def execute(definitions: dg.Definitions, instance: dg.DagsterInstance, config: dict) -> dg.ExecuteInProcessResult:
+    return definitions.resolve_job_def(JOB_NAME).execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+
+
+def call_records_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    (materialization,) = [m for m in result.asset_materializations_for_node(LOAD_OP_NAME) if m.asset_key.path == ["call_records"]]
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    return " ".join(event.step_failure_data.error.message for event in result.get_step_failure_events())
+
+
+@pytest.mark.parametrize("fmt", ["canonical_csv", "canonical_jsonl", "twilio", "asterisk"])
+def test_every_format_loads_end_to_end(
+    fmt: str, ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    path = ingest_settings.landing_dir / f"calls.{EXTENSIONS[fmt]}"  # no forcing folder: detected from content
+    written, calls = write_sample(path, fmt, seed=len(fmt))
+
+    result = execute(definitions, instance, run_config(path, sha256=file_sha256(path)))
+
+    assert result.success, failure_message(result)
+    metadata = call_records_metadata(result)
+    assert metadata["format"] == fmt
+    assert metadata["file"] == str(path)
+    assert (metadata["rows_total"], metadata["rows_loaded"], metadata["rows_rejected"]) == (written.rows, written.rows, 0)
+    assert {key for key in metadata if key.startswith("rejected_")} == {f"rejected_{code}" for code in REASON_CODES}
+    assert usage_calls_minutes(warehouse) == expected_usage(calls)
+    with warehouse.connect() as connection:
+        hashes = connection.execute(select(call_records.c.caller_hash, call_records.c.callee_hash)).all()
+    numbers = set(calls["caller"].dropna()) | set(calls["callee"].dropna())
+    assert all(len(h) == 64 and h not in numbers for pair in hashes for h in pair if h is not None)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+
+
+def test_a_file_in_a_forcing_subfolder_is_read_as_that_format(
+    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions
+) -> None:
+    path = ingest_settings.landing_dir / "asterisk" / "Master.csv"
+    write_sample(path, "asterisk")
+    result = execute(definitions, instance, run_config(path))  # forced_format unset: the sub-folder decides
+    assert result.success, failure_message(result)
+    assert call_records_metadata(result)["format"] == "asterisk"
+
+
+def test_the_same_file_run_twice_is_skipped_and_changes_nothing(
+    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    path = ingest_settings.landing_dir / "calls.csv"
+    write_sample(path, "canonical_csv")
+    assert execute(definitions, instance, run_config(path)).success
+    rows = count_rows(warehouse)
+
+    again = execute(definitions, instance, run_config(path))
+
+    assert again.success
+    assert call_records_metadata(again)["outcome"] == "skipped"
+    assert count_rows(warehouse) == rows
+
+
+def test_the_reject_share_check_fails_above_its_limit_and_passes_below(
+    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions
+) -> None:
+    messy = ingest_settings.landing_dir / "messy.csv"
+    written, _ = write_sample(messy, "canonical_csv", malformed_rate=0.1, days=3)
+    assert len(written.malformed) / written.rows > 0.01
+
+    result = execute(definitions, instance, run_config(messy))
+
+    assert result.success  # the good rows load; the check reports the share
+    metadata = call_records_metadata(result)
+    assert metadata["rows_rejected"] == len(written.malformed)
+    assert sum(value for key, value in metadata.items() if key.startswith("rejected_")) == len(written.malformed)
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["reject_share"].value == pytest.approx(len(written.malformed) / written.rows)
+
+    lenient = execute(definitions, instance, {"ops": {REJECT_SHARE_CHECK_OP: {"config": {"max_reject_share": 0.5}},
+                                                      LOAD_OP_NAME: {"config": {"path": str(messy)}}}})
+    (check,) = lenient.get_asset_check_evaluations()
+    assert check.passed
+
+
+@pytest.mark.parametrize("damage", ["truncated", "changed"])
+def test_a_broken_or_changed_file_fails_its_run_and_loads_nothing(
+    damage: str, ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    path = ingest_settings.landing_dir / "calls.csv"
+    write_sample(path, "canonical_csv")
+    seen = file_sha256(path)
+    data = path.read_bytes()
+    if damage == "truncated":  # cut in the middle of the last line, as a writer still at work would leave it
+        path.write_bytes(data[: len(data) - 7])
+        seen = file_sha256(path)
+    else:
+        path.write_bytes(data + data.splitlines(keepends=True)[1])
+
+    result = execute(definitions, instance, run_config(path, sha256=seen))
+
+    assert not result.success
+    message = failure_message(result)
+    assert str(path) in message
+    assert ("truncated" if damage == "truncated" else "changed after the sensor saw it") in message
+    assert count_rows(warehouse) == {"cdr_files": 0, "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
+
+
+def test_dg_materialize_with_the_real_warehouse(ingest_settings: Settings, warehouse: Warehouse) -> None:
+    path = ingest_settings.landing_dir / "twilio" / "calls.jsonl"
+    written, calls = write_sample(path, "twilio")
+    resources = {"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=PII_KEY)}
+
+    result = dg.materialize([load_cdr_file_assets, cdr_reject_share], resources=resources, run_config=run_config(path))
+
+    assert result.success
+    assert [m.asset_key.path for m in result.asset_materializations_for_node(LOAD_OP_NAME)] == [["call_records"], ["usage_daily"]]
+    with warehouse.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(call_records)) == written.rows
+    assert usage_calls_minutes(warehouse) == expected_usage(calls)
