@@ -27,7 +27,8 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -544,7 +545,12 @@ class StripeResource(dg.ConfigurableResource):
             params["status"] = status
         if starting_after:
             params["starting_after"] = starting_after
-        page = self._call(lambda c: c.v1.invoices.list(params))
+        try:
+            page = self._call(lambda c: c.v1.invoices.list(params))
+        except stripe.InvalidRequestError as error:
+            if starting_after and error.param == "starting_after":
+                raise StaleListCursor(starting_after) from None
+            raise
         invoices = []
         for item in page.data:
             raw = item.to_dict()
@@ -576,16 +582,8 @@ class StripeResource(dg.ConfigurableResource):
             )
             for line in lines
         ]
-        try:
+        with _draft_write(invoice_id):
             self.add_invoice_lines(invoice_id, new_lines, invoice_metadata, idempotency_key)
-        except stripe.IdempotencyError:
-            raise AnnotationWriteConflict(invoice_id) from None
-        except stripe.InvalidRequestError as error:
-            if error.http_status == 404:
-                raise InvoiceGone(invoice_id) from None
-            if error.code == "invoice_not_editable":
-                raise InvoiceNotEditable(invoice_id, None) from None
-            raise
 
     def write_invoice_metadata(self, invoice_id: str, metadata: Mapping[str, str]) -> None:
         """Merge keys into an invoice's metadata (allowed on finalized invoices too)."""
@@ -593,7 +591,8 @@ class StripeResource(dg.ConfigurableResource):
 
     def write_invoice_branding(self, invoice_id: str, branding: InvoiceBranding) -> None:
         """Brand fields on one draft invoice: only for a draft whose subscription was not branded yet."""
-        self._call(lambda c: c.v1.invoices.update(invoice_id, _branding_params(branding)))
+        with _draft_write(invoice_id):
+            self._call(lambda c: c.v1.invoices.update(invoice_id, _branding_params(branding)))
 
     def finalize_invoice(self, invoice_id: str) -> None:
         self._call(lambda c: c.v1.invoices.finalize_invoice(invoice_id, {"auto_advance": True}))
@@ -693,6 +692,10 @@ class InvoiceGone(RuntimeError):
     """The invoice does not exist (a deleted draft)."""
 
 
+class StaleListCursor(RuntimeError):
+    """The invoice a list page was to continue after no longer matches the listing (deleted)."""
+
+
 class AnnotationWriteConflict(RuntimeError):
     """Stripe holds another request under this idempotency key, with other parameters."""
 
@@ -711,6 +714,21 @@ class ListedInvoice:
 class InvoicePage:
     invoices: list[ListedInvoice]
     has_more: bool
+
+
+@contextmanager
+def _draft_write(invoice_id: str) -> Iterator[None]:
+    """Stripe's answers to a write on a draft that decide what the annotation does next."""
+    try:
+        yield
+    except stripe.IdempotencyError:
+        raise AnnotationWriteConflict(invoice_id) from None
+    except stripe.InvalidRequestError as error:
+        if error.http_status == 404:
+            raise InvoiceGone(invoice_id) from None
+        if error.code == "invoice_not_editable":
+            raise InvoiceNotEditable(invoice_id, None) from None
+        raise
 
 
 def _carries_brand_fields(raw: Mapping[str, Any]) -> bool:

@@ -217,19 +217,24 @@ class InvoiceBranding:
     """The invoice settings every invoice of a subscription carries: "Client ID" and "Tier" custom
     fields, the memo (Stripe's `description`) and the footer."""
 
+    locale: str
     custom_fields: tuple[CustomField, ...]
     memo: str
     footer: str
 
 
-def invoice_branding(account_code: str | None, tier_name: str, preferred_locale: str | None, brand: Brand) -> InvoiceBranding:
-    """The brand fields for one subscription, in the customer's language. A customer without an
-    account code gets no "Client ID" field rather than an empty one (Stripe refuses empty values)."""
+def invoice_branding(
+    account_code: str | None, tier_name: str | None, preferred_locale: str | None, brand: Brand
+) -> InvoiceBranding:
+    """The brand fields for one subscription, in the customer's language. A missing account code or
+    tier leaves its field out rather than empty (Stripe refuses empty values)."""
     texts = invoice_texts(preferred_locale)
     fields = [CustomField(texts.client_id_field(), account_code)] if account_code else []
-    fields.append(CustomField(texts.tier_field(), tier_name))
+    if tier_name:
+        fields.append(CustomField(texts.tier_field(), tier_name))
     locale = texts.locale
     return InvoiceBranding(
+        locale=locale,
         custom_fields=tuple(validate_custom_fields(fields)),
         memo=render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
         footer=render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),

@@ -1,0 +1,255 @@
+"""`draft_invoice_sensor` and the `annotate_draft_invoices` job (DESIGN.md §2.4).
+
+Every 30 s the sensor lists the invoices created since its cursor, keeps the renewal invoices
+(`billing_reason=subscription_cycle`) that have no invoice_annotations row yet, writes them there as
+`queued` (with the customer, subscription and period it saw, so runs get ids only) and requests one
+run per batch of ids. The run key is made of the ids and the annotation version: a sensor that
+somehow re-emits the same batch launches nothing twice.
+
+The cursor is the highest `created` seen (never "now": test clocks make Stripe time differ from the
+wall clock). Each scan re-lists a small overlap below it, because invoices created in the same second
+as the highest one seen can show up after our listing; the rows make that overlap harmless. Stripe
+lists newest first, so a scan that hits the per-tick budget stores where it stopped (the page cursor
+and the highest `created` of the scan) and the next tick continues; the cursor only moves past the
+scan once it has completed. That keeps every tick well under Dagster's 60 s limit even when 10,000
+drafts appear at once.
+
+The listing is not limited to drafts (except on the very first tick, which starts from today's drafts):
+a renewal invoice that was finalized before the sensor saw it — the sensor was stopped for an hour —
+is queued too, and the job records it `missed` and alerts, rather than nobody ever noticing.
+
+Rows that should have finished by now (queued or pending for `stale_after`, or failed) are requested
+again, a few attempts at most: that is how a run that died, or a Stripe outage, heals.
+"""
+
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY
+from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_version_of
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.annotations_store import (
+    AnnotationOutcome,
+    AnnotationStatus,
+    RenewalInvoice,
+    invoice_ids_on_record,
+    invoices_to_retry,
+    queue_invoices,
+    record_outcome,
+    touch,
+)
+from resources import WarehouseResource
+from resources.stripe import ListedInvoice, StaleListCursor, StripeResource
+
+RENEWAL = "subscription_cycle"
+
+annotate_draft_invoices = dg.define_asset_job(
+    "annotate_draft_invoices",
+    selection=dg.AssetSelection.assets(ASSET_KEY),
+    description="Adds the usage lines to a batch of renewal invoices (ids in the run config).",
+    # One annotation run at a time is enough (each saturates the Stripe rate limit) and keeps the runs'
+    # own rate limiters from adding up; deploy/dagster.yaml caps this tag at 1.
+    tags={"aisyst/stripe_writer": "annotate"},
+)
+
+
+@dataclass(frozen=True)
+class SensorPolicy:
+    batch_size: int = 1000  # invoices per run (ids only in run config: ~30 kB)
+    page_size: int = 100  # Stripe's maximum
+    max_pages_per_tick: int = 100  # 10,000 invoices
+    tick_budget_seconds: float = 10.0  # stop listing after this; the next tick continues the scan
+    overlap_seconds: int = 60  # re-listed below the cursor
+    stale_after: timedelta = timedelta(minutes=10)
+    max_attempts: int = 5
+    max_retries_per_tick: int = 5000
+
+
+DEFAULT_POLICY = SensorPolicy()
+
+
+@dataclass
+class ScanCursor:
+    """The sensor's cursor. `hwm`: highest `created` of the last completed scan. `scan`: a scan that ran
+    out of budget — its lower bound, status filter, the last id listed and the highest `created` seen."""
+
+    hwm: int | None = None
+    scan_gte: int | None = None
+    scan_status: str | None = None
+    scan_after: str | None = None
+    scan_top: int | None = None
+    scanning: bool = False
+
+    @classmethod
+    def parse(cls, text: str | None) -> "ScanCursor":
+        if not text:
+            return cls()
+        return cls(**json.loads(text))
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class TickPlan:
+    cursor: ScanCursor
+    listed: int = 0
+    pages: int = 0
+    renewals_seen: int = 0
+    queued: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    already_annotated: list[str] = field(default_factory=list)
+
+
+def _renewal(listed: ListedInvoice) -> RenewalInvoice:
+    invoice = listed.invoice
+    if invoice.period_start is None or invoice.period_end is None:
+        raise ValueError(f"renewal invoice {invoice.id} has no period")
+    return RenewalInvoice(
+        invoice_id=invoice.id,
+        customer_id=invoice.customer_id,
+        subscription_id=invoice.subscription_id,
+        created=invoice.created,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        needs_branding=not listed.branded,
+    )
+
+
+def scan_invoices(
+    stripe: StripeResource, warehouse: Warehouse, cursor: ScanCursor, policy: SensorPolicy, now: datetime
+) -> TickPlan:
+    """One tick's work, without Dagster: list, queue new renewals, pick rows to retry."""
+    if cursor.scanning:
+        gte, status, after, top = cursor.scan_gte, cursor.scan_status, cursor.scan_after, cursor.scan_top
+    elif cursor.hwm is None:
+        gte, status, after, top = None, "draft", None, None  # first tick ever: today's drafts
+    else:
+        gte, status, after, top = cursor.hwm - policy.overlap_seconds, None, None, cursor.hwm
+    plan = TickPlan(cursor=cursor)
+    deadline = time.monotonic() + policy.tick_budget_seconds
+    renewals: list[ListedInvoice] = []
+    while True:
+        try:
+            page = stripe.list_invoices_page(created_gte=gte, status=status, starting_after=after, limit=policy.page_size)
+        except StaleListCursor:
+            # The invoice we were to continue after is gone: list the window again from its newest end
+            # (what was already queued is recognised by its row).
+            after = None
+            continue
+        plan.pages += 1
+        plan.listed += len(page.invoices)
+        for listed in page.invoices:
+            created = int(listed.invoice.created.timestamp())
+            top = created if top is None else max(top, created)
+            if listed.invoice.billing_reason == RENEWAL:
+                renewals.append(listed)
+        if page.invoices:
+            after = page.invoices[-1].id
+        if not page.has_more:
+            plan.cursor = ScanCursor(hwm=top if top is not None else cursor.hwm)
+            break
+        if plan.pages >= policy.max_pages_per_tick or time.monotonic() >= deadline:
+            plan.cursor = ScanCursor(
+                hwm=cursor.hwm, scan_gte=gte, scan_status=status, scan_after=after, scan_top=top, scanning=True
+            )
+            break
+    plan.renewals_seen = len(renewals)
+
+    known = invoice_ids_on_record(warehouse, [invoice.id for invoice in renewals])
+    fresh = [invoice for invoice in renewals if invoice.id not in known]
+    # Annotated by us, but no row (e.g. a restored warehouse): record it, never write it again.
+    carrying = [listed for listed in fresh if annotation_version_of(listed.invoice.metadata)]
+    to_queue = [listed for listed in fresh if not annotation_version_of(listed.invoice.metadata)]
+    if carrying:
+        queue_invoices(warehouse, [_renewal(invoice) for invoice in carrying], ANNOTATION_VERSION, now)
+        for invoice in carrying:
+            record_outcome(
+                warehouse,
+                invoice.id,
+                AnnotationOutcome(
+                    AnnotationStatus.SKIPPED,
+                    detail=f"already carries annotation version {annotation_version_of(invoice.invoice.metadata)}",
+                ),
+                "draft_invoice_sensor",
+                now,
+            )
+        plan.already_annotated = [invoice.id for invoice in carrying]
+    plan.queued = queue_invoices(warehouse, [_renewal(invoice) for invoice in to_queue], ANNOTATION_VERSION, now)
+
+    queued_now = set(plan.queued)
+    retry = [
+        invoice_id
+        for invoice_id in invoices_to_retry(warehouse, now, policy.stale_after, policy.max_attempts, policy.max_retries_per_tick)
+        if invoice_id not in queued_now
+    ]
+    if retry:
+        touch(warehouse, retry, now)
+    plan.retried = retry
+    return plan
+
+
+def batches(ids: Sequence[str], size: int) -> list[list[str]]:
+    return [list(ids[offset : offset + size]) for offset in range(0, len(ids), size)]
+
+
+def run_key(invoice_ids: Sequence[str], version: str = ANNOTATION_VERSION, attempt: str = "") -> str:
+    digest = hashlib.sha256(",".join(sorted(invoice_ids)).encode()).hexdigest()[:24]
+    return f"annotate:v{version}:{digest}" + (f":retry-{attempt}" if attempt else "")
+
+
+def run_requests(plan: TickPlan, policy: SensorPolicy, now: datetime) -> list[dg.RunRequest]:
+    requests = []
+    for ids, attempt in [(b, "") for b in batches(plan.queued, policy.batch_size)] + [
+        (b, now.strftime("%Y%m%dT%H%M%S")) for b in batches(plan.retried, policy.batch_size)
+    ]:
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key(ids, attempt=attempt),
+                run_config={"ops": {ASSET_KEY.to_python_identifier(): {"config": {"invoice_ids": ids}}}},
+                tags={"aisyst/invoices": str(len(ids)), "aisyst/retry": "true" if attempt else "false"},
+            )
+        )
+    return requests
+
+
+def evaluate(
+    context: dg.SensorEvaluationContext,
+    stripe: StripeResource,
+    warehouse: Warehouse,
+    policy: SensorPolicy = DEFAULT_POLICY,
+) -> dg.SensorResult:
+    now = datetime.now(timezone.utc)
+    plan = scan_invoices(stripe, warehouse, ScanCursor.parse(context.cursor), policy, now)
+    requests = run_requests(plan, policy, now)
+    context.log.info(
+        f"listed {plan.listed} invoices in {plan.pages} page(s), {plan.renewals_seen} renewals; queued {len(plan.queued)}, "
+        f"retrying {len(plan.retried)}, already annotated {len(plan.already_annotated)}; "
+        f"{'scan continues next tick' if plan.cursor.scanning else 'scan complete'}"
+    )
+    if not requests:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new renewal invoices"), cursor=plan.cursor.dump())
+    return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump())
+
+
+@dg.sensor(
+    name="draft_invoice_sensor",
+    job=annotate_draft_invoices,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests annotation runs for new renewal invoices (batches of ids) and for unfinished ones.",
+)
+def draft_invoice_sensor(
+    context: dg.SensorEvaluationContext, stripe: StripeResource, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    return evaluate(context, stripe, warehouse.get())
+
+
+defs = dg.Definitions(jobs=[annotate_draft_invoices], sensors=[draft_invoice_sensor])
