@@ -46,6 +46,11 @@ class Settings:
     stripe_requests_per_second: float | None  # client-side limit; None → 25/s test keys, 100/s live
     tiers_file: Path
     legacy_tier_price_ids: dict[str, int]  # STRIPE_TIER{1,2,3}_PRICE_ID of the integration guide → tier 1..3
+    # nightly reconciliation with Stripe's meter (DESIGN.md §2.3)
+    reconciliation_cron: str = "0 2 * * *"  # UTC
+    reconciliation_repair: bool = False  # send corrective meter events for under-metered days
+    reconciliation_settle_lag_minutes: int = 60  # Stripe aggregates asynchronously: compare up to now - lag
+    reconciliation_tolerance_minutes: int = 0  # unrepaired drift per customer-period the asset check allows
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -72,6 +77,10 @@ class Settings:
             else None,
             tiers_file=Path(env.get("AISYST_TIERS_FILE") or DEFAULT_TIERS_FILE).resolve(),
             legacy_tier_price_ids=parse_legacy_price_ids(env),
+            reconciliation_cron=env.get("AISYST_RECONCILIATION_CRON") or "0 2 * * *",
+            reconciliation_repair=env.get("AISYST_RECONCILIATION_REPAIR", "").lower() == "true",
+            reconciliation_settle_lag_minutes=int(env.get("AISYST_RECONCILIATION_SETTLE_LAG_MINUTES") or 60),
+            reconciliation_tolerance_minutes=int(env.get("AISYST_RECONCILIATION_TOLERANCE_MINUTES") or 0),
         )
 
     def ensure_dirs(self) -> None:
