@@ -8,8 +8,9 @@ import dagster as dg
 
 import jobs.ingest
 from aisyst_pipelines.assets import cdr as cdr_assets
+from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.settings import Settings, ensure_local_pii_key
-from resources import PiiKeyResource, WarehouseResource
+from resources import PiiKeyResource, StripeResource, WarehouseResource
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -18,6 +19,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "warehouse": WarehouseResource(url=warehouse_url),
         "pii_key": PiiKeyResource(key=dg.EnvVar("AISYST_PII_KEY")),
+        # STRIPE_SECRET_KEY via dg.EnvVar, or the local emulator when it is unset (see from_settings)
+        "stripe": StripeResource.from_settings(settings),
     }
 
 
@@ -26,5 +29,6 @@ def defs() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
+        stripe_sync.defs,
         dg.Definitions(resources=build_resources(settings)),
     )
