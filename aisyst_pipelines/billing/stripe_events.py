@@ -10,8 +10,9 @@ Stripe times are Unix seconds; everything returned here carries aware UTC dateti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -45,9 +46,6 @@ SUBSCRIPTION_EVENT_TYPES: tuple[str, ...] = (
 WATCHED_EVENT_TYPES: tuple[str, ...] = INVOICE_EVENT_TYPES + SUBSCRIPTION_EVENT_TYPES
 MAX_TYPES_PER_LISTING = 20  # Stripe's limit on `types[]`
 assert len(WATCHED_EVENT_TYPES) <= MAX_TYPES_PER_LISTING
-
-# Stripe keeps events for 30 days; a sensor cursor older than that may have lost events for good.
-EVENT_RETENTION_DAYS = 30
 
 # An invoice only moves forward: draft → open → (uncollectible →) paid | void. A deleted draft is gone.
 # Events can reach us late (a webhook retried by Stripe, the sensor catching up after the webhook
@@ -359,3 +357,55 @@ def retention_gap_alert(*, cursor_event_id: str, cursor_created: datetime | None
                 f"{now:%Y-%m-%d %H:%M} UTC). Every event still listed is applied; anything older is gone — "
                 "run the Stripe sync to refresh subscriptions and invoices."),
     )
+
+
+# --- the sensor's place in Stripe's event list -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventsCursor:
+    """Where the events sensor stands, kept as the Dagster sensor cursor (JSON).
+
+    Stripe lists events newest first. Two modes:
+    - following (`scanning` false): `last_event_id` is the newest event applied; the next events are
+      listed with `ending_before=last_event_id` — the page of events just newer than it, so a tick
+      applies the oldest unapplied events first and can stop at any count without skipping any;
+    - scanning: there is no usable cursor (first run, or the cursor's event fell out of Stripe's
+      30-day retention), so the sensor walks the list down (`starting_after=scan_after`, optionally
+      `created ≥ scan_floor`) to the oldest event still listed, then applies upwards from there.
+    The cursor only ever names events already applied (or, while scanning, events merely listed).
+    """
+
+    last_event_id: str | None = None
+    last_created: int | None = None  # Unix seconds of last_event_id
+    scanning: bool = True
+    scan_after: str | None = None
+    scan_floor: int | None = None
+
+    def applied(self, event_id: str, created: int) -> "EventsCursor":
+        """Follow on from an event just applied."""
+        return EventsCursor(last_event_id=event_id, last_created=created, scanning=False)
+
+    def scanned_down_to(self, event_id: str) -> "EventsCursor":
+        return EventsCursor(self.last_event_id, self.last_created, True, event_id, self.scan_floor)
+
+    def rescan(self, *, floor: int | None) -> "EventsCursor":
+        """Start (again) from the oldest listed event, keeping the last applied event for reference."""
+        return EventsCursor(self.last_event_id, self.last_created, True, None, floor)
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "EventsCursor":
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        return cls(
+            last_event_id=raw.get("last_event_id"),
+            last_created=raw.get("last_created"),
+            scanning=bool(raw.get("scanning", raw.get("last_event_id") is None)),
+            scan_after=raw.get("scan_after"),
+            scan_floor=raw.get("scan_floor"),
+        )
+

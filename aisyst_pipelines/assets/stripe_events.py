@@ -1,0 +1,218 @@
+"""Stripe events into the warehouse (DESIGN.md §2.6): the `stripe_invoices` asset and its feed.
+
+`stripe_invoices` is not computed by a run: it is kept current event by event, by
+`stripe_events_sensor` (jobs/stripe_events.py) polling the Events API and, for teams that prefer
+push, by the webhook receiver (aisyst_pipelines/webhook.py). Both hand each event to the same
+handler, `events_store.apply_event`, which applies it exactly once. The sensor reports what it
+applied as a materialization of this asset, so ops see the table's freshness and counts in the UI.
+
+This module holds the two pieces both paths share:
+- `poll_events`: one bounded pass over the Events API from a cursor (used by the sensor);
+- `deliver_event_alerts`: send the queued ops alerts through the notifier (sensor and webhook).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+
+from aisyst_pipelines.billing.stripe_events import (
+    WATCHED_EVENT_TYPES,
+    EventsCursor,
+    StripeEvent,
+    retention_gap_alert,
+)
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.events_store import (
+    EventOutcome,
+    apply_event,
+    mark_event_alert_failed,
+    mark_event_alert_sent,
+    pending_event_alerts,
+    queue_event_alert,
+)
+from resources.notifier import DeliveryError, NotifierResource
+from resources.stripe import PAGE_SIZE, EventCursorGone, StripeResource
+
+STRIPE_INVOICES = dg.AssetSpec(
+    "stripe_invoices",
+    group_name="stripe",
+    kinds={"stripe", "sql"},
+    description=(
+        "One row per Stripe invoice (status, amounts, hosted_invoice_url, invoice_pdf, period), kept "
+        "current from invoice.* events by stripe_events_sensor and the webhook receiver; an older event "
+        "never overwrites a newer one. Also moves stripe_subscriptions' status and period on "
+        "customer.subscription.* events. Ledger: stripe_events_applied; ops alerts: stripe_event_alerts."
+    ),
+)
+
+defs = dg.Definitions(assets=[STRIPE_INVOICES])
+
+# The sensor walks the list down at most this many pages per tick while looking for the oldest event.
+MAX_SCAN_PAGES_PER_TICK = 20
+
+
+@dataclass
+class PollResult:
+    """One pass over the Events API: what was applied and where the cursor now stands."""
+
+    cursor: EventsCursor
+    outcomes: list[EventOutcome] = field(default_factory=list)
+    pages: int = 0
+    more_waiting: bool = False  # the tick stopped at its cap; the next tick continues
+    retention_gap: bool = False
+
+    @property
+    def applied(self) -> list[EventOutcome]:
+        return [o for o in self.outcomes if o.outcome == "applied"]
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(o.outcome for o in self.outcomes))
+
+    def by_type(self) -> dict[str, int]:
+        return dict(Counter(o.event_type for o in self.outcomes if o.is_new))
+
+
+def poll_events(
+    stripe: StripeResource,
+    warehouse: Warehouse,
+    cursor: EventsCursor,
+    *,
+    max_events: int,
+    now: datetime,
+    source: str = "sensor",
+) -> PollResult:
+    """Apply, oldest first, at most `max_events` events newer than the cursor; return the new cursor.
+
+    Never skips: the cursor only moves over events this pass applied (or found already applied);
+    never double-applies: `apply_event` records each event in the ledger in the transaction that
+    applies it, so a crash between applying and saving the cursor only means the next pass lists
+    a few events again and finds them in the ledger.
+    """
+    result = PollResult(cursor=cursor)
+    remaining = max_events
+    scan_pages = 0
+    while remaining > 0:
+        current = result.cursor
+        if not current.scanning:
+            assert current.last_event_id is not None
+            try:
+                page = stripe.list_events_page(
+                    WATCHED_EVENT_TYPES, ending_before=current.last_event_id, limit=min(PAGE_SIZE, remaining)
+                )
+            except EventCursorGone:
+                # The last applied event fell out of Stripe's 30-day retention: events after it
+                # may be gone too. Apply everything still listed (from the oldest) and tell ops.
+                _report_gap(warehouse, result, now)
+                result.cursor = current.rescan(floor=current.last_created)
+                continue
+            result.pages += 1
+            # `ending_before` answers the events just newer than the cursor, newest first.
+            remaining -= _apply_oldest_first(stripe_events=page.events, warehouse=warehouse, result=result,
+                                             now=now, source=source, budget=remaining)
+            if not page.has_more:
+                break
+            continue
+
+        # Scanning: walk down to the oldest listed event, a bounded number of pages per pass.
+        if scan_pages >= MAX_SCAN_PAGES_PER_TICK:
+            result.more_waiting = True
+            break
+        try:
+            page = stripe.list_events_page(
+                WATCHED_EVENT_TYPES, starting_after=current.scan_after, created_gte=current.scan_floor, limit=PAGE_SIZE
+            )
+        except EventCursorGone:  # the page boundary itself expired meanwhile: walk again from the top
+            result.cursor = current.rescan(floor=current.scan_floor)
+            scan_pages += 1
+            continue
+        result.pages += 1
+        scan_pages += 1
+        if page.has_more:
+            # Continue below the second-oldest event of this page, so that the next page starts with
+            # this page's oldest one: the bottom page then holds at least that event.
+            result.cursor = current.scanned_down_to(page.events[-2 if len(page.events) >= 2 else -1]["id"])
+            continue
+        if not page.events and current.scan_after is not None:
+            # The events below the boundary expired meanwhile: walk again from the top.
+            result.cursor = current.rescan(floor=current.scan_floor)
+            continue
+        # The bottom of the list: apply from its oldest event upwards, then follow from there.
+        remaining -= _apply_oldest_first(stripe_events=page.events, warehouse=warehouse, result=result,
+                                         now=now, source=source, budget=remaining)
+        if result.cursor.scanning:  # nothing listed at all (a new account): try again next tick
+            break
+    else:
+        result.more_waiting = True
+    return result
+
+
+def _apply_oldest_first(
+    *, stripe_events: list[dict[str, Any]], warehouse: Warehouse, result: PollResult, now: datetime, source: str, budget: int
+) -> int:
+    """Apply a newest-first page from its oldest end, at most `budget` events; move the cursor over
+    each one as it is applied. Returns how many were taken."""
+    taken = 0
+    for payload in reversed(stripe_events):
+        if taken >= budget:
+            result.more_waiting = True
+            break
+        event = StripeEvent.from_payload(payload)
+        result.outcomes.append(apply_event(warehouse, event, source=source, now=now))
+        result.cursor = result.cursor.applied(event.id, int(event.created.timestamp()))
+        taken += 1
+    return taken
+
+
+def _report_gap(warehouse: Warehouse, result: PollResult, now: datetime) -> None:
+    cursor = result.cursor
+    if cursor.last_event_id is None or result.retention_gap:
+        return
+    created = datetime.fromtimestamp(cursor.last_created, now.tzinfo) if cursor.last_created is not None else None
+    queue_event_alert(
+        warehouse, retention_gap_alert(cursor_event_id=cursor.last_event_id, cursor_created=created, now=now), now=now
+    )
+    result.retention_gap = True
+
+
+# --- ops alerts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertDelivery:
+    sent: int
+    failed: int
+    last_error: str | None = None
+
+
+def deliver_event_alerts(warehouse: Warehouse, notifier: NotifierResource, *, now: datetime, limit: int = 20) -> AlertDelivery:
+    """Send queued ops alerts (oldest first). A failed one stays queued and is retried next time."""
+    sent = failed = 0
+    last_error = None
+    for alert in pending_event_alerts(warehouse, limit=limit):
+        text = "\n".join(
+            [alert.detail, ""]
+            + [f"{label}: {value}" for label, value in _alert_references(alert.__dict__).items()]
+            + [f"raised: {alert.raised_at:%Y-%m-%d %H:%M:%S} UTC", "", "— stripe_events_sensor (aisyst-pipelines)"]
+        )
+        try:
+            notifier.send_ops_alert(f"[Aisyst ops] {alert.subject}", text)
+        except DeliveryError as error:
+            mark_event_alert_failed(warehouse, alert, str(error))
+            failed += 1
+            last_error = str(error)
+            break  # the channel is down: the rest waits for the next tick instead of failing one by one
+        mark_event_alert_sent(warehouse, alert, now=now)
+        sent += 1
+    return AlertDelivery(sent, failed, last_error)
+
+
+def _alert_references(alert: Mapping[str, Any]) -> dict[str, str]:
+    labels = {"customer_id": "customer", "subscription_id": "subscription", "invoice_id": "invoice", "event_id": "event"}
+    return {label: str(alert[key]) for key, label in labels.items() if alert.get(key)}
+
