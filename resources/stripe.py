@@ -431,11 +431,14 @@ class StripeResource(dg.ConfigurableResource):
 
     # --- core: meter events and summaries ----------------------------------------------------------
 
-    def create_meter_event(self, customer_id: str, value: int, timestamp: datetime, identifier: str) -> str:
+    def create_meter_event(
+        self, customer_id: str, value: int, timestamp: datetime, identifier: str, idempotency_key: str | None = None
+    ) -> str:
         """Report `value` minutes for a customer at `timestamp`, one call at a time per customer.
 
         `identifier` makes the event unique for Stripe's ≥ 24 h dedupe window; the POST's
-        idempotency key (reused on retries) is derived from it too.
+        idempotency key (reused on retries) is derived from it too, unless `idempotency_key` names
+        a separate delivery attempt (the voice-server simulation's late duplicates).
         """
         params = {
             "event_name": self.meter_event_name,
@@ -444,7 +447,8 @@ class StripeResource(dg.ConfigurableResource):
             "timestamp": int(timestamp.timestamp()),
         }
         with _customer_lock(self.base_url, self.meter_event_name, customer_id):
-            self._call(lambda c: c.v1.billing.meter_events.create(params, {"idempotency_key": f"meter-event-{identifier}"}))
+            key = idempotency_key or f"meter-event-{identifier}"
+            self._call(lambda c: c.v1.billing.meter_events.create(params, {"idempotency_key": key}))
         return identifier
 
     def meter_event_summaries(
@@ -645,6 +649,36 @@ class StripeResource(dg.ConfigurableResource):
             raise
         return EventPage(events=[item.to_dict() for item in page.data], has_more=bool(page.has_more))
 
+    # --- reconciliation -------------------------------------------------------------------------------
+    # The nightly reconciliation reads summaries through the core `meter_event_summaries` and sends
+    # corrective meter events through `send_meter_correction`, which turns Stripe's answer into
+    # what the corrections ledger must record (see CorrectionSend below the class).
+
+    def meter_id(self) -> str:
+        """Our meter's id (found by event name); MeterNotFound until `aisyst bootstrap-stripe` ran."""
+        meter = self.find_meter()
+        if meter is None:
+            raise MeterNotFound(f"no Stripe meter for event name {self.meter_event_name!r}: run `aisyst bootstrap-stripe`")
+        return meter.id
+
+    def send_meter_correction(self, customer_id: str, value: int, timestamp: datetime, identifier: str) -> "CorrectionSend":
+        """Send one corrective meter event; never raises for what Stripe answers about it.
+
+        `sent`: accepted. `already_received`: Stripe still holds the identifier (an earlier attempt
+        got through), which counts as sent. `rejected`: refused for good (validation), it never
+        counted. `uncertain`: the attempt may or may not have arrived (network, 5xx, 429 after the
+        retries): the ledger row stays pending and is re-sent under the same identifier.
+        """
+        try:
+            self.create_meter_event(customer_id, value, timestamp, identifier)
+        except stripe.InvalidRequestError as error:
+            if error.code == "resource_already_exists" or "already exists with identifier" in (error.user_message or ""):
+                return CorrectionSend("already_received", error.user_message)
+            return CorrectionSend("rejected", error.user_message or str(error))
+        except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as error:
+            return CorrectionSend("uncertain", f"{type(error).__name__}: {error.user_message or error}")
+        return CorrectionSend("sent", None)
+
 def _tier_metadata(tier: Tier) -> dict[str, str]:
     metadata = {TIER_KEY: tier.key, TIER_NAME_KEY: tier.name, INCLUDED_MINUTES_KEY: tier.included_minutes_text()}
     if tier.overage_unit_amount is not None:
@@ -763,3 +797,23 @@ class EventCursorGone(RuntimeError):
 class EventPage:
     events: list[dict[str, Any]]  # newest first, each the event's JSON as Stripe sends it
     has_more: bool
+
+
+# --- reconciliation ------------------------------------------------------------------------------------
+
+
+class MeterNotFound(RuntimeError):
+    """Stripe has no meter for our event name."""
+
+
+@dataclass(frozen=True)
+class CorrectionSend:
+    """What became of one corrective meter event: sent, already_received, rejected or uncertain."""
+
+    outcome: str
+    message: str | None
+
+    @property
+    def counted(self) -> bool:
+        """Stripe has the event (now or from an earlier attempt)."""
+        return self.outcome in ("sent", "already_received")
