@@ -679,6 +679,28 @@ class StripeResource(dg.ConfigurableResource):
             return CorrectionSend("uncertain", f"{type(error).__name__}: {error.user_message or error}")
         return CorrectionSend("sent", None)
 
+    # --- usage alerts ---------------------------------------------------------------------------------
+    # The alert e-mail links to a customer-portal session (create_portal_session, above). Customers on
+    # a test clock live at the clock's time: their "days left in the period" is counted from it.
+
+    def test_clock_times(self, clock_ids: Iterable[str]) -> dict[str, datetime]:
+        """The frozen time of each test clock (test mode only; a clock that no longer exists is left out)."""
+        from .stripe_records import utc_from_unix
+
+        times: dict[str, datetime] = {}
+        for clock_id in sorted(set(clock_ids)):
+            try:
+                clock = self._call(lambda c, clock_id=clock_id: c.v1.test_helpers.test_clocks.retrieve(clock_id))
+            except stripe.InvalidRequestError as error:
+                if error.code == "resource_missing":
+                    continue
+                raise
+            frozen = utc_from_unix(clock.frozen_time)
+            if frozen is not None:
+                times[clock_id] = frozen
+        return times
+
+
 def _tier_metadata(tier: Tier) -> dict[str, str]:
     metadata = {TIER_KEY: tier.key, TIER_NAME_KEY: tier.name, INCLUDED_MINUTES_KEY: tier.included_minutes_text()}
     if tier.overage_unit_amount is not None:
