@@ -150,6 +150,8 @@ class EmulatorServer:
         self._injector = FaultInjector(self.faults, seed)
         self._log: deque[dict[str, Any]] = deque(maxlen=20000)
         self._log_lock = threading.Lock()
+        self.in_flight = 0  # /v1 requests being served right now
+        self.max_in_flight = 0  # the most at once since start or reset (shows latency is slept concurrently)
         self._httpd: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -178,7 +180,8 @@ class EmulatorServer:
 
     def serve_forever(self) -> None:
         """Run in the foreground until interrupted (the `aisyst emulator` command)."""
-        self.start()
+        if self._httpd is None:
+            self.start()
         try:
             while not self._stopping.wait(0.5):
                 pass
@@ -216,6 +219,7 @@ class EmulatorServer:
         self.idempotency.clear()
         with self._log_lock:
             self._log.clear()
+            self.max_in_flight = self.in_flight
 
     def requests(self, path: str | None = None, method: str | None = None) -> list[dict[str, Any]]:
         """The /v1 requests received so far (oldest first), optionally filtered."""
@@ -237,6 +241,7 @@ class EmulatorServer:
             "faults": self.faults.as_dict(),
             "idempotency_keys": self.idempotency.snapshot(),
             "requests": self.requests(),
+            "max_in_flight": self.max_in_flight,
         }
 
     # ------------------------------------------------------------------ request handling
@@ -253,6 +258,18 @@ class EmulatorServer:
             )
 
     def _api(
+        self, method: str, path: str, query: str, body: bytes, headers: Any, request_id: str
+    ) -> tuple[int, bytes, dict[str, str], bool]:
+        with self._log_lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._api_counted(method, path, query, body, headers, request_id)
+        finally:
+            with self._log_lock:
+                self.in_flight -= 1
+
+    def _api_counted(
         self, method: str, path: str, query: str, body: bytes, headers: Any, request_id: str
     ) -> tuple[int, bytes, dict[str, str], bool]:
         out_headers = {"Stripe-Version": headers.get("Stripe-Version") or API_VERSION}
