@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
-from ingest_samples import at, call, chunk, crashing, reject, snapshot, source, usage
+from ingest_samples import (
+    at,
+    call,
+    chunk,
+    count_rows,
+    crashing,
+    expected_usage,
+    reject,
+    snapshot,
+    source,
+    usage,
+    usage_calls_minutes,
+    write_sample,
+)
 from sqlalchemy import insert, select
 
+from aisyst_pipelines.assets.cdr import file_sha256
+from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import cdr_file, load_cdr_file, rejects_by_reason
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, load_cdr_file, rejects_by_reason
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, stripe_customers, usage_daily
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -215,3 +234,39 @@ def test_a_file_of_only_rejects_still_gets_its_cdr_files_row(warehouse: Warehous
     assert (result.rows_total, result.rows_loaded, result.rows_rejected, result.reject_share) == (3, 0, 3, 1.0)
     assert cdr_file(warehouse, source("junk.csv").sha256).rows_rejected == 3
     assert usage(warehouse) == {}
+
+
+KILLED_LOADER = """
+import os, signal, sys
+from pathlib import Path
+from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
+
+def killed_after(chunks, n):
+    for index, item in enumerate(chunks):
+        if index == n:
+            os.kill(os.getpid(), signal.SIGKILL)  # no exception, no rollback: the process just dies
+        yield item
+
+url, path, sha256 = sys.argv[1:]
+chunks = read_cdr_file(Path(path), ReadOptions(pii_key=b"k", chunk_rows=25))
+load_cdr_file(Warehouse(url), CdrFileIdentity(path, sha256, "canonical_csv", 0), killed_after(chunks, 3))
+"""
+
+
+def test_a_process_killed_mid_file_leaves_nothing_and_the_file_loads_afterwards(warehouse: Warehouse, tmp_path: Path) -> None:
+    path = tmp_path / "calls.csv"
+    written, calls = write_sample(path, "canonical_csv", days=4, calls_per_day=40)
+    assert written.rows > 100  # several chunks of 25
+    sha256 = file_sha256(path)
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_LOADER, warehouse.url, str(path), sha256], capture_output=True, timeout=120)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert count_rows(warehouse) == {"cdr_files": 0, "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
+    result = load_cdr_file(
+        warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", 0), read_cdr_file(path, ReadOptions(pii_key=b"k", chunk_rows=25))
+    )
+    assert result.rows_loaded == written.rows
+    assert usage_calls_minutes(warehouse) == expected_usage(calls)
