@@ -367,7 +367,7 @@ def invoice_annotations(
     warehouse: WarehouseResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     brand = load_brand(Settings.from_env().brand_file)
-    annotator = InvoiceAnnotator(stripe, warehouse.get(), context.run_id, brand, finalize=config.finalize_after_annotating)
+    annotator = InvoiceAnnotator(stripe, warehouse.get(), context.run.run_id, brand, finalize=config.finalize_after_annotating)
     results = annotator.annotate(config.invoice_ids, config.concurrency)
     done_now = [r for r in results if not r.already_done]
     counts = Counter(r.outcome.status.value for r in done_now)

@@ -1,0 +1,155 @@
+"""A small billing world on the Stripe emulator for the annotation tests.
+
+Customers on one test clock subscribe at T0 (2026-03-01 00:00 UTC) to the tiers of the tiers file; the
+Stripe sync mirrors them into the warehouse; calls are inserted into call_records; advancing the clock
+past 2026-04-01 makes the emulator create the renewal drafts (invoice period = March). The sensor and
+the job run through Dagster (`build_sensor_context`, `execute_in_process`) with the real resources.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import insert
+
+from aisyst_pipelines.assets import invoice_annotation
+from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
+from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.warehouse import Warehouse, stripe_store
+from aisyst_pipelines.warehouse.schema import call_records
+from jobs import annotate_invoices
+from resources import WarehouseResource
+from resources.stripe import StripeResource
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+RENEWAL = datetime(2026, 4, 1, tzinfo=UTC)  # end of the first period = the renewal drafts' period_end
+_call_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    customer_id: str
+    subscription_id: str
+    account_code: str
+    tier: int
+
+
+@dataclass
+class World:
+    emulator: Any
+    stripe: StripeResource
+    warehouse: Warehouse
+    warehouse_url: str
+    clock_id: str
+    prices: list[str]
+    instance: dg.DagsterInstance
+    subscribers: list[Subscriber] = field(default_factory=list)
+
+    @property
+    def client(self) -> Any:
+        return self.emulator.client()
+
+    def subscribe(self, account_code: str, tier: int, locale: str | None = None) -> Subscriber:
+        client = self.client
+        params: dict[str, Any] = {
+            "name": f"Customer {account_code}",
+            "email": f"{account_code.lower()}@example.com",
+            "metadata": {"aisyst_account_code": account_code},
+            "test_clock": self.clock_id,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+        if locale:
+            params["preferred_locales"] = [locale]
+        customer = client.v1.customers.create(params)
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": self.prices[tier - 1]}]})
+        subscriber = Subscriber(customer.id, subscription.id, account_code, tier)
+        self.subscribers.append(subscriber)
+        return subscriber
+
+    def sync(self) -> None:
+        """The Stripe sync's own row builders and store: what its assets write."""
+        catalog = load_tier_catalog()
+        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.list_customers()], datetime.now(UTC))
+        rows = [subscription_row(s, catalog, {}) for s in self.stripe.list_subscriptions()]
+        stripe_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
+
+    def calls(self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True) -> None:
+        """One answered call per entry, each `minutes` long (billable minutes = that number)."""
+        ended = ended_at or T0 + timedelta(days=10)
+        rows = []
+        for length in minutes:
+            rows.append(
+                dict(
+                    call_id=f"call-{next(_call_ids)}",
+                    account_code=subscriber.account_code,
+                    customer_id=subscriber.customer_id,
+                    direction="inbound",
+                    disposition="completed" if answered else "no_answer",
+                    started_at=ended - timedelta(minutes=length),
+                    answered_at=ended - timedelta(minutes=length) if answered else None,
+                    ended_at=ended,
+                    billable_seconds=length * 60 if answered else 0,
+                    billable_minutes=length if answered else 0,
+                    content_hash="h",
+                    source_file="calls.csv",
+                    source_sha256="0" * 64,
+                    source_line=1,
+                    ingested_at=ended,
+                )
+            )
+        with self.warehouse.begin() as connection:
+            connection.execute(insert(call_records), rows)
+
+    def advance(self, to: datetime) -> None:
+        self.client.v1.test_helpers.test_clocks.advance(self.clock_id, {"frozen_time": int(to.timestamp())})
+
+    def renew(self) -> None:
+        """Past the renewal: every subscription gets its draft renewal invoice (period = March)."""
+        self.advance(RENEWAL + timedelta(minutes=1))
+
+    def renewal_invoice(self, subscriber: Subscriber) -> Any:
+        invoices = self.client.v1.invoices.list({"customer": subscriber.customer_id, "limit": 100}).data
+        return next(i for i in invoices if i.billing_reason == "subscription_cycle")
+
+    # --- Dagster ---------------------------------------------------------------------------------------
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return {"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse_url)}
+
+    def definitions(self) -> dg.Definitions:
+        return dg.Definitions.merge(invoice_annotation.defs, annotate_invoices.defs, dg.Definitions(resources=self.resources))
+
+    def tick(self, cursor: str | None = None, policy: annotate_invoices.SensorPolicy | None = None) -> dg.SensorResult:
+        context = dg.build_sensor_context(cursor=cursor, resources=self.resources, instance=self.instance)
+        if policy is None:
+            return annotate_invoices.draft_invoice_sensor(context)
+        return annotate_invoices.evaluate(context, self.stripe, self.warehouse, policy)
+
+    def run(self, run_config: dict[str, Any], raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+        job = self.definitions().resolve_job_def(annotate_invoices.annotate_draft_invoices.name)
+        return job.execute_in_process(run_config=run_config, instance=self.instance, raise_on_error=raise_on_error)
+
+    def annotate_all(self) -> list[dg.ExecuteInProcessResult]:
+        """A sensor tick and every run it requests."""
+        result = self.tick()
+        return [self.run(request.run_config) for request in result.run_requests or []]
+
+    def our_lines(self, invoice_id: str) -> list[tuple[str, str, int]]:
+        return self.stripe.annotation_lines(invoice_id)
+
+
+@pytest.fixture
+def world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, warehouse_url: str) -> Iterator[World]:
+    prices = [price.id for price in stripe_resource.ensure_catalog(load_tier_catalog()).prices]
+    clock = stripe_emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
+    with dg.instance_for_test() as instance:
+        yield World(stripe_emulator, stripe_resource, warehouse, warehouse_url, clock.id, prices, instance)
