@@ -28,20 +28,22 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from .privacy import hash_phone_numbers, redact_record_text
-from .rating import rate_calls
+from .privacy import hash_phone_number, redact_record_text
 from .records import (
     ABSURD_DURATION,
     ANSWERED_DISPOSITION,
     CALL_NOT_FINISHED,
+    CANONICAL_COLUMNS,
     ENDED_BEFORE_STARTED,
     MALFORMED_ROW,
     MAX_CALL_SECONDS,
@@ -54,10 +56,12 @@ from .records import (
     UNPARSEABLE_TIME,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the reader imports this module
     from .reader import CdrChunk, ReadOptions
 
 MAX_KEY_CHARS = 128
+PHONE_CACHE_LIMIT = 1_000_000
+HASH_BATCH_ROWS = 20_000  # distinct numbers remembered per file (bounds memory)
 QUOTE_CHARS = 60  # at most this much of a bad value is quoted in a reason
 UTC = "UTC"
 TIME_UNIT = "us"
@@ -92,6 +96,41 @@ ASTERISK_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 ASTERISK_OUTBOUND_CONTEXT = r"(?i)(?:^|[-_. ])(?:out|dialout)|^from-internal"
 ISO_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
 CONTENT_SEPARATOR = "\x1f"
+# The JSON keys / Asterisk columns each format's adapter reads (the reader picks exactly these).
+TWILIO_KEYS = (
+    "sid",
+    "account_sid",
+    "from",
+    "to",
+    "status",
+    "start_time",
+    "end_time",
+    "duration",
+    "direction",
+    "from_formatted",
+    "to_formatted",
+    "caller_name",
+    "forwarded_from",
+)
+ASTERISK_COLUMNS = (
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+)
 
 
 # --- rejects -----------------------------------------------------------------------------------
@@ -167,13 +206,18 @@ def empty_records() -> pd.DataFrame:
 
 
 # --- the canonical view of a chunk -------------------------------------------------------------
+#
+# Everything below works column-wise on pyarrow arrays (text), numpy datetime64[us] arrays (times,
+# UTC, NaT when empty or unreadable) and numpy float64 arrays (seconds, NaN when empty); pandas
+# only builds the output frame. Python loops run only over rejected rows and distinct numbers.
 
 
 @dataclass
 class ParsedRows:
     """The rows of a chunk that split into fields, with their file line numbers and raw text."""
 
-    fields: pd.DataFrame  # string columns named by the format
+    fields: dict[str, pa.Array]  # string arrays named by the format (null = absent)
+    n_rows: int
     line_numbers: np.ndarray  # int64, one per row
     raw_text: Callable[[np.ndarray], list[str]]  # raw lines of the rows at these positions
 
@@ -182,35 +226,36 @@ class ParsedRows:
 class CallFields:
     """One chunk mapped onto the canonical call; *_raw keep the text to tell empty from unreadable."""
 
-    call_id: pd.Series
-    account_code: pd.Series
-    direction_raw: pd.Series
-    direction: pd.Series  # inbound/outbound, NaN when raw is empty or unknown
-    disposition_raw: pd.Series
-    disposition: pd.Series  # canonical, NaN when raw is empty or unknown
-    times_raw: dict[str, pd.Series]  # started_at, answered_at, ended_at
-    times: dict[str, pd.Series]  # datetime64[us, UTC], NaT when empty or unreadable
-    seconds_raw: pd.Series
-    caller: pd.Series
-    callee: pd.Series
-    personal: list[pd.Series]  # every field that may hold a number or a name (for reject redaction)
+    call_id: pa.Array
+    account_code: pa.Array
+    direction_raw: pa.Array
+    direction: pa.Array  # inbound/outbound, null when unknown
+    disposition_raw: pa.Array
+    disposition: pa.Array  # canonical, null when unknown
+    times_raw: dict[str, pa.Array]  # started_at, answered_at, ended_at
+    times: dict[str, np.ndarray]  # datetime64[us] (UTC), NaT when empty or unreadable
+    seconds_raw: pa.Array
+    caller: pa.Array
+    callee: pa.Array
+    personal: list[pa.Array]  # every field that may hold a number or a name (for reject redaction)
     seconds_name: str = "billable_seconds"
-    time_errors: dict[str, pd.Series] = field(default_factory=dict)  # specific messages, None = generic
-    unfinished: pd.Series | None = None  # Twilio: the call has not ended yet
-    total_seconds_raw: pd.Series | None = None  # Asterisk: `duration` (end − start), checked too
+    time_errors: dict[str, np.ndarray | None] = field(default_factory=dict)  # specific messages (object, None = fine)
+    unfinished: np.ndarray | None = None  # Twilio: the call has not ended yet
+    total_seconds_raw: pa.Array | None = None  # Asterisk: `duration` (end − start), checked too
 
 
-def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, options: "ReadOptions") -> "CdrChunk":
+def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, options: "ReadOptions", phone_hashes: dict[str, str | None] | None = None) -> "CdrChunk":
+    """Validate, rate and hash one chunk. `phone_hashes` caches number → hash across a file's chunks."""
     from .reader import CdrChunk
 
-    adapter = ADAPTERS[file_format]
-    calls = adapter(parsed.fields, options)
-    verdict = _Verdict(len(parsed.fields))
-    _validate(calls, verdict)
+    calls = ADAPTERS[file_format](parsed.fields, parsed.n_rows, options)
+    parsed.fields = {}  # the adapter's columns replace them: let the memory go
+    verdict = _Verdict(parsed.n_rows)
+    seconds = _validate(calls, verdict)
     good = np.flatnonzero(verdict.open)
     bad = np.flatnonzero(~verdict.open)
-    records = _records(calls, good, parsed.line_numbers, options)
-    rows_total = len(parsed.fields) + len(pre_rejects)
+    records = _records(calls, seconds, good, parsed.line_numbers, options, {} if phone_hashes is None else phone_hashes)
+    rows_total = parsed.n_rows + len(pre_rejects)
     rejects = pre_rejects
     if len(bad):
         rejects.extend(_validation_rejects(calls, verdict, bad, parsed))
@@ -218,29 +263,87 @@ def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, o
     return CdrChunk(records=records, rejects=reject_frame, rows_total=rows_total)
 
 
+# --- column helpers ----------------------------------------------------------------------------
+
+
+def _text(values: pa.Array | None, n: int) -> pa.Array:
+    """Trimmed text, "" for absent values."""
+    if values is None:
+        return pa.array([""] * n, type=pa.string())
+    if values.type != pa.string():
+        values = pc.cast(values, pa.string())
+    values = values.fill_null("")
+    # trimming copies the column: only when some value has whitespace around it
+    if pc.any(pc.match_substring_regex(values, r"^\s|\s$")).as_py():
+        return pc.utf8_trim_whitespace(values)
+    return values
+
+
+def _mask(values: pa.Array) -> np.ndarray:
+    """A boolean arrow array as numpy, null counting as False."""
+    return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _is_empty(text: pa.Array) -> np.ndarray:
+    return _mask(pc.equal(text, ""))
+
+
+def _lookup(text: pa.Array, mapping: Mapping[str, str]) -> pa.Array:
+    """mapping[text] per value, null where the value is not a key."""
+    keys = pa.array(list(mapping), type=pa.string())
+    values = pa.array(list(mapping.values()), type=pa.string())
+    return pc.take(values, pc.index_in(text, value_set=keys))
+
+
+def _nullify_empty(text: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _numbers(text: pa.Array) -> np.ndarray:
+    """Text as float64 (NaN when empty or not a number)."""
+    present = _nullify_empty(text)
+    try:
+        numbers = pc.cast(present, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(pd.Series(present.to_pylist(), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    return numbers.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def _naive_utc(values: pa.Array) -> np.ndarray:
+    """A timestamp array as numpy datetime64[us] in UTC (NaT for null)."""
+    if values.type.tz is not None:
+        values = pc.cast(values, pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+    return values.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…")
+
+
+def _values(values: pa.Array, where: np.ndarray) -> list[str]:
+    return [_quote(value) for value in values.take(pa.array(where)).to_pylist()]
+
+
 # --- adapters ----------------------------------------------------------------------------------
 
 
-def _strip(series: pd.Series) -> pd.Series:
-    return series.astype("str").str.strip()
-
-
-def canonical_fields(fields: pd.DataFrame, options: "ReadOptions") -> CallFields:
-    col = {name: _strip(fields[name]) for name in fields.columns}
+def canonical_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
+    col = {name: _text(fields.get(name), n) for name in CANONICAL_COLUMNS}
     direction_raw = col["direction"]
     disposition_raw = col["disposition"]
     times_raw = {name: col[name] for name in ("started_at", "answered_at", "ended_at")}
-    times: dict[str, pd.Series] = {}
-    errors: dict[str, pd.Series] = {}
+    times: dict[str, np.ndarray] = {}
+    errors: dict[str, np.ndarray | None] = {}
     for name, raw in times_raw.items():
         times[name], errors[name] = _parse_iso(raw)
     return CallFields(
         call_id=col["call_id"],
         account_code=col["account_code"],
         direction_raw=direction_raw,
-        direction=direction_raw.str.lower().map(CANONICAL_DIRECTIONS),
+        direction=_lookup(pc.utf8_lower(direction_raw), CANONICAL_DIRECTIONS),
         disposition_raw=disposition_raw,
-        disposition=disposition_raw.str.lower().str.replace(r"[\s-]+", "_", regex=True).map(CANONICAL_DISPOSITIONS),
+        disposition=_lookup(pc.utf8_lower(disposition_raw), CANONICAL_DISPOSITIONS),
         times_raw=times_raw,
         times=times,
         time_errors=errors,
@@ -251,25 +354,28 @@ def canonical_fields(fields: pd.DataFrame, options: "ReadOptions") -> CallFields
     )
 
 
-def twilio_fields(fields: pd.DataFrame, options: "ReadOptions") -> CallFields:
-    col = {name: _strip(fields[name]) for name in fields.columns}
-    status = col["status"].str.lower()
-    direction_raw = col["direction"]
+def twilio_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
+    col = {name: _text(fields.get(name), n) for name in TWILIO_KEYS}
+    status = pc.utf8_lower(col["status"])
     times_raw = {"started_at": col["start_time"], "ended_at": col["end_time"]}
     times = {name: _parse_rfc2822(raw) for name, raw in times_raw.items()}
-    disposition = status.map(TWILIO_DISPOSITIONS)
-    seconds = pd.to_numeric(col["duration"].where(col["duration"] != "", None), errors="coerce")
+    disposition = _lookup(status, TWILIO_DISPOSITIONS)
+    completed = _mask(pc.equal(disposition, ANSWERED_DISPOSITION))
+    seconds = _numbers(col["duration"])
     # Twilio has no answer time: a completed call was answered `duration` seconds before it ended.
-    answered = times["ended_at"] - pd.to_timedelta(seconds, unit="s")
-    answered = answered.where(answered >= times["started_at"], times["started_at"])
-    answered = answered.where(disposition == ANSWERED_DISPOSITION)
-    times["answered_at"] = answered.dt.as_unit(TIME_UNIT)
-    times_raw["answered_at"] = pd.Series([""] * len(fields), dtype="str")
+    with np.errstate(invalid="ignore"):
+        # a negative or absurd duration is rejected below; here it must only not overflow
+        usable = np.isfinite(seconds) & (seconds > 0)
+        talk = np.where(usable, np.minimum(seconds, MAX_CALL_SECONDS + 1), 0).astype(np.int64).astype("timedelta64[s]")
+    answered = times["ended_at"] - talk
+    answered = np.where(answered >= times["started_at"], answered, times["started_at"])
+    times["answered_at"] = np.where(completed, answered, np.datetime64("NaT", "us")).astype("datetime64[us]")
+    times_raw["answered_at"] = pa.array([""] * n, type=pa.string())
     return CallFields(
         call_id=col["sid"],
         account_code=col["account_sid"],
-        direction_raw=direction_raw,
-        direction=direction_raw.str.lower().map(TWILIO_DIRECTIONS),
+        direction_raw=col["direction"],
+        direction=_lookup(pc.utf8_lower(col["direction"]), TWILIO_DIRECTIONS),
         disposition_raw=col["status"],
         disposition=disposition,
         times_raw=times_raw,
@@ -279,33 +385,28 @@ def twilio_fields(fields: pd.DataFrame, options: "ReadOptions") -> CallFields:
         caller=col["from"],
         callee=col["to"],
         personal=[col[name] for name in ("from", "to", "from_formatted", "to_formatted", "caller_name", "forwarded_from")],
-        unfinished=status.isin(TWILIO_UNFINISHED),
+        unfinished=_mask(pc.is_in(status, value_set=pa.array(TWILIO_UNFINISHED))),
     )
 
 
-def asterisk_fields(fields: pd.DataFrame, options: "ReadOptions") -> CallFields:
-    col = {name: _strip(fields[name]) for name in fields.columns}
+def asterisk_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
+    col = {name: _text(fields.get(name), n) for name in ASTERISK_COLUMNS}
     tz = options.asterisk_timezone
-    seconds = _numbers(col["billsec"])
-    duration = _numbers(col["duration"])
     candidates = {name: _localise(col[raw_name], tz) for name, raw_name in (("started_at", "start"), ("answered_at", "answer"), ("ended_at", "end"))}
-    times = _resolve_repeated_hour(candidates, duration, seconds)
-    errors = {name: candidates[name].errors for name in candidates}
-    direction = pd.Series(
-        np.where(col["dcontext"].str.contains(ASTERISK_OUTBOUND_CONTEXT, regex=True).to_numpy(dtype=bool), "outbound", "inbound"),
-        dtype="str",
-    )
+    times = _resolve_repeated_hour(candidates, _numbers(col["duration"]), _numbers(col["billsec"]))
+    outbound = _mask(pc.match_substring_regex(col["dcontext"], ASTERISK_OUTBOUND_CONTEXT))
+    # Asterisk has no direction field: it is always known (see the module doc for the rule)
+    direction = pa.array(np.where(outbound, "outbound", "inbound"), type=pa.string())
     return CallFields(
         call_id=col["uniqueid"],
         account_code=col["accountcode"],
-        # Asterisk has no direction field: it is always known (see the module doc for the rule)
         direction_raw=direction,
         direction=direction,
         disposition_raw=col["disposition"],
-        disposition=col["disposition"].str.upper().map(ASTERISK_DISPOSITIONS),
+        disposition=_lookup(pc.utf8_upper(col["disposition"]), ASTERISK_DISPOSITIONS),
         times_raw={"started_at": col["start"], "answered_at": col["answer"], "ended_at": col["end"]},
         times=times,
-        time_errors=errors,
+        time_errors={name: candidates[name].errors for name in candidates},
         seconds_raw=col["billsec"],
         seconds_name="billsec",
         caller=col["src"],
@@ -315,7 +416,7 @@ def asterisk_fields(fields: pd.DataFrame, options: "ReadOptions") -> CallFields:
     )
 
 
-ADAPTERS: dict[str, Callable[[pd.DataFrame, "ReadOptions"], CallFields]] = {
+ADAPTERS: dict[str, Callable[[dict[str, pa.Array], int, "ReadOptions"], CallFields]] = {
     "canonical_csv": canonical_fields,
     "canonical_jsonl": canonical_fields,
     "twilio": twilio_fields,
@@ -326,31 +427,36 @@ ADAPTERS: dict[str, Callable[[pd.DataFrame, "ReadOptions"], CallFields]] = {
 # --- time parsing ------------------------------------------------------------------------------
 
 
-def _no_errors(n: int) -> pd.Series:
-    return pd.Series([None] * n, dtype=object)
-
-
-def _parse_iso(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _parse_iso(raw: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """ISO 8601 times that carry an offset; a time without one gets a specific error."""
-    has_offset = raw.str.contains(ISO_OFFSET, regex=True).to_numpy(dtype=bool)
-    present = (raw != "").to_numpy(dtype=bool)
-    parsed = pd.to_datetime(raw.where(has_offset, ""), utc=True, format="ISO8601", errors="coerce")
-    errors = _no_errors(len(raw))
+    try:
+        # Arrow's own ISO 8601 parser: fast, and it refuses a time without an offset
+        return _naive_utc(pc.cast(_nullify_empty(raw), pa.timestamp("us", tz="UTC"))), None
+    except pa.ArrowInvalid:
+        pass  # some value is unreadable or has no offset: sort them out value by value below
+    has_offset = _mask(pc.match_substring_regex(raw, ISO_OFFSET))
+    present = ~_is_empty(raw)
+    text = pd.Series(raw.to_pylist(), dtype=object).where(has_offset, None)
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     naive = present & ~has_offset
+    errors = None
     if naive.any():
-        errors[naive] = [f"time {_quote(v)} has no UTC offset (add Z or ±hh:mm)" for v in raw[naive]]
-    return parsed.dt.as_unit(TIME_UNIT), errors
+        errors = np.full(len(raw), None, dtype=object)
+        errors[naive] = [f"time {v} has no UTC offset (add Z or ±hh:mm)" for v in _values(raw, np.flatnonzero(naive))]
+    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]"), errors
 
 
-def _parse_rfc2822(raw: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(raw, format=TWILIO_TIME_FORMAT, utc=True, errors="coerce")
-    retry = (parsed.isna() & (raw != "")).to_numpy(dtype=bool)
+def _parse_rfc2822(raw: pa.Array) -> np.ndarray:
+    parsed = _naive_utc(pc.strptime(raw, format=TWILIO_TIME_FORMAT, unit="us", error_is_null=True))
+    retry = np.isnat(parsed) & ~_is_empty(raw)
     if retry.any():
         # other spellings of RFC 2822 ("GMT", no weekday), or ISO 8601 with an offset
-        parsed = parsed.astype(object)
-        parsed[retry] = [_parse_time_leniently(value) for value in raw[retry]]
-        parsed = pd.to_datetime(parsed, utc=True)
-    return parsed.dt.as_unit(TIME_UNIT)
+        where = np.flatnonzero(retry)
+        for i, value in zip(where.tolist(), raw.take(pa.array(where)).to_pylist()):
+            moment = _parse_time_leniently(value)
+            if moment is not None:
+                parsed[i] = np.datetime64(moment.astimezone(timezone.utc).replace(tzinfo=None), "us")
+    return parsed
 
 
 def _parse_time_leniently(value: str) -> datetime | None:
@@ -372,29 +478,33 @@ def _parse_time_leniently(value: str) -> datetime | None:
 
 @dataclass
 class _LocalTime:
-    earliest: pd.Series  # UTC, the earlier of two readings of a repeated wall-clock time
-    latest: pd.Series  # UTC, the later reading (= earliest unless the time is in a repeated hour)
-    errors: pd.Series
+    earliest: np.ndarray  # UTC, the earlier of two readings of a repeated wall-clock time
+    latest: np.ndarray  # UTC, the later reading (= earliest unless the time is in a repeated hour)
+    errors: np.ndarray | None
 
 
-def _localise(raw: pd.Series, tz: str) -> _LocalTime:
-    naive = pd.to_datetime(raw, format=ASTERISK_TIME_FORMAT, errors="coerce")
-    errors = _no_errors(len(raw))
+def _localise(raw: pa.Array, tz: str) -> _LocalTime:
+    naive = _naive_utc(pc.strptime(raw, format=ASTERISK_TIME_FORMAT, unit="us", error_is_null=True))
     if tz.upper() == UTC:
-        utc = naive.dt.tz_localize(UTC).dt.as_unit(TIME_UNIT)
-        return _LocalTime(utc, utc, errors)
-    n = len(raw)
-    first = naive.dt.tz_localize(tz, ambiguous=np.ones(n, dtype=bool), nonexistent="NaT").dt.tz_convert(UTC)
-    second = naive.dt.tz_localize(tz, ambiguous=np.zeros(n, dtype=bool), nonexistent="NaT").dt.tz_convert(UTC)
-    earliest = first.where(first <= second, second).where(first.notna())
-    latest = first.where(first >= second, second).where(first.notna())
-    skipped = (naive.notna() & first.isna()).to_numpy(dtype=bool)
+        return _LocalTime(naive, naive, None)
+    n = len(naive)
+    local = pd.Series(naive)
+
+    def reading(dst: bool) -> np.ndarray:
+        aware = local.dt.tz_localize(tz, ambiguous=np.full(n, dst), nonexistent="NaT")
+        return aware.dt.tz_convert(UTC).dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+
+    first, second = reading(True), reading(False)
+    earliest, latest = np.minimum(first, second), np.maximum(first, second)
+    skipped = ~np.isnat(naive) & np.isnat(first)
+    errors = None
     if skipped.any():
-        errors[skipped] = [f"local time {_quote(v)} does not exist in {tz} (skipped by a DST change)" for v in raw[skipped]]
-    return _LocalTime(earliest.dt.as_unit(TIME_UNIT), latest.dt.as_unit(TIME_UNIT), errors)
+        errors = np.full(n, None, dtype=object)
+        errors[skipped] = [f"local time {v} does not exist in {tz} (skipped by a DST change)" for v in _values(raw, np.flatnonzero(skipped))]
+    return _LocalTime(earliest, latest, errors)
 
 
-def _resolve_repeated_hour(times: dict[str, _LocalTime], duration: pd.Series, billsec: pd.Series) -> dict[str, pd.Series]:
+def _resolve_repeated_hour(times: dict[str, _LocalTime], duration: np.ndarray, billsec: np.ndarray) -> dict[str, np.ndarray]:
     """Pick the reading of each repeated wall-clock time that agrees with duration and billsec."""
     start, answer, end = times["started_at"], times["answered_at"], times["ended_at"]
     started, answered, ended = start.earliest.copy(), answer.earliest.copy(), end.earliest.copy()
@@ -402,27 +512,19 @@ def _resolve_repeated_hour(times: dict[str, _LocalTime], duration: pd.Series, bi
     if not repeated.any():
         return {"started_at": started, "answered_at": answered, "ended_at": ended}
 
-    def agrees(later: pd.Series, earlier: pd.Series, seconds: pd.Series) -> pd.Series:
-        return ((later - earlier).dt.total_seconds() - seconds).abs() <= 1
+    def agrees(later: np.ndarray, earlier: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.abs((later - earlier) / np.timedelta64(1, "s") - seconds) <= 1
 
     settled = agrees(end.earliest, start.earliest, duration)
     for start_reading, end_reading in ((start.earliest, end.latest), (start.latest, end.latest), (start.latest, end.earliest)):
         fits = ~settled & agrees(end_reading, start_reading, duration)
-        started = started.where(~fits, start_reading)
-        ended = ended.where(~fits, end_reading)
+        started = np.where(fits, start_reading, started)
+        ended = np.where(fits, end_reading, ended)
         settled |= fits
     later_answer = ~agrees(ended, answer.earliest, billsec) & agrees(ended, answer.latest, billsec)
-    answered = answered.where(~later_answer, answer.latest)
+    answered = np.where(later_answer, answer.latest, answered)
     return {"started_at": started, "answered_at": answered, "ended_at": ended}
-
-
-def _numbers(raw: pd.Series) -> pd.Series:
-    return pd.to_numeric(raw.where(raw != "", None), errors="coerce").astype("float64")
-
-
-def _quote(value: object) -> str:
-    text = str(value)
-    return repr(text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…")
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -436,8 +538,8 @@ class _Verdict:
         self.code = np.full(n, None, dtype=object)
         self.reason = np.full(n, None, dtype=object)
 
-    def flag(self, mask: pd.Series | np.ndarray, code: str, reason: str | Callable[[np.ndarray], Sequence[str]]) -> None:
-        hit = np.asarray(mask, dtype=bool) & self.open
+    def flag(self, mask: np.ndarray, code: str, reason: str | Callable[[np.ndarray], Sequence[str]]) -> None:
+        hit = mask & self.open
         if not hit.any():
             return
         where = np.flatnonzero(hit)
@@ -446,11 +548,8 @@ class _Verdict:
         self.open[where] = False
 
 
-def _values(series: pd.Series, where: np.ndarray) -> list[str]:
-    return [_quote(value) for value in series.iloc[where]]
-
-
-def _validate(calls: CallFields, verdict: _Verdict) -> None:
+def _validate(calls: CallFields, verdict: _Verdict) -> np.ndarray:
+    """Flag every row that fails a check; returns the billable seconds as given (NaN when empty)."""
     if calls.unfinished is not None:
         status = calls.disposition_raw
         verdict.flag(calls.unfinished, CALL_NOT_FINISHED, lambda w: [f"the call has not ended yet (status {v})" for v in _values(status, w)])
@@ -464,136 +563,161 @@ def _validate(calls: CallFields, verdict: _Verdict) -> None:
         "ended_at": calls.times_raw["ended_at"],
     }
     for name, raw in required.items():
-        verdict.flag(raw == "", MISSING_FIELD, f"required field {name} is empty")
+        verdict.flag(_is_empty(raw), MISSING_FIELD, f"required field {name} is empty")
     for name, raw in (("call_id", calls.call_id), ("account_code", calls.account_code)):
-        verdict.flag(raw.str.len() > MAX_KEY_CHARS, MALFORMED_ROW, f"{name} is longer than {MAX_KEY_CHARS} characters")
+        too_long = _mask(pc.greater(pc.utf8_length(raw), MAX_KEY_CHARS))
+        verdict.flag(too_long, MALFORMED_ROW, f"{name} is longer than {MAX_KEY_CHARS} characters")
 
-    verdict.flag(calls.direction.isna(), UNKNOWN_DIRECTION, lambda w: [f"unknown direction {v}" for v in _values(calls.direction_raw, w)])
+    verdict.flag(_mask(pc.is_null(calls.direction)), UNKNOWN_DIRECTION, lambda w: [f"unknown direction {v}" for v in _values(calls.direction_raw, w)])
     verdict.flag(
-        calls.disposition.isna(), UNKNOWN_DISPOSITION, lambda w: [f"unknown disposition {v}" for v in _values(calls.disposition_raw, w)]
+        _mask(pc.is_null(calls.disposition)),
+        UNKNOWN_DISPOSITION,
+        lambda w: [f"unknown disposition {v}" for v in _values(calls.disposition_raw, w)],
     )
 
     for name in ("started_at", "answered_at", "ended_at"):
         raw, parsed = calls.times_raw[name], calls.times[name]
         specific = calls.time_errors.get(name)
         if specific is not None:
-            has_specific = specific.notna().to_numpy(dtype=bool)
-            verdict.flag(has_specific, UNPARSEABLE_TIME, lambda w, s=specific, n=name: [f"{n}: {m}" for m in s.iloc[w]])
-        unreadable = (raw != "") & parsed.isna()
+            verdict.flag(np.not_equal(specific, None), UNPARSEABLE_TIME, lambda w, s=specific, n=name: [f"{n}: {m}" for m in s[w]])
+        unreadable = ~_is_empty(raw) & np.isnat(parsed)
         verdict.flag(unreadable, UNPARSEABLE_TIME, lambda w, r=raw, n=name: [f"cannot read {n} {v} as a time" for v in _values(r, w)])
 
     seconds = _numbers(calls.seconds_raw)
     checked = [(calls.seconds_name, calls.seconds_raw, seconds)]
     if calls.total_seconds_raw is not None:
         checked.append(("duration", calls.total_seconds_raw, _numbers(calls.total_seconds_raw)))
-    for name, raw, number in checked:
-        not_whole = ((raw != "") & (number.isna() | (number != np.floor(number)))).to_numpy(dtype=bool)
-        verdict.flag(not_whole, MALFORMED_ROW, lambda w, r=raw, n=name: [f"{n} {v} is not a whole number of seconds" for v in _values(r, w)])
+    with np.errstate(invalid="ignore"):
+        for name, raw, number in checked:
+            not_whole = ~_is_empty(raw) & ~(number == np.floor(number))
+            verdict.flag(not_whole, MALFORMED_ROW, lambda w, r=raw, n=name: [f"{n} {v} is not a whole number of seconds" for v in _values(r, w)])
 
-    started, answered, ended = calls.times["started_at"], calls.times["answered_at"], calls.times["ended_at"]
-    verdict.flag(ended < started, ENDED_BEFORE_STARTED, "ended_at is before started_at")
-    verdict.flag(answered < started, ENDED_BEFORE_STARTED, "answered_at is before started_at")
-    verdict.flag(answered > ended, ENDED_BEFORE_STARTED, "ended_at is before answered_at")
+        started, answered, ended = calls.times["started_at"], calls.times["answered_at"], calls.times["ended_at"]
+        verdict.flag(ended < started, ENDED_BEFORE_STARTED, "ended_at is before started_at")
+        verdict.flag(answered < started, ENDED_BEFORE_STARTED, "answered_at is before started_at")
+        verdict.flag(answered > ended, ENDED_BEFORE_STARTED, "ended_at is before answered_at")
 
-    for name, _, number in checked:
-        verdict.flag(number < 0, NEGATIVE_DURATION, lambda w, s=number, n=name: [f"{n} is negative ({int(v)} s)" for v in s.iloc[w]])
+        for name, _, number in checked:
+            verdict.flag(number < 0, NEGATIVE_DURATION, lambda w, s=number, n=name: [f"{n} is negative ({int(v)} s)" for v in s[w]])
 
-    length = (ended - started).dt.total_seconds()
-    verdict.flag(length > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w: [f"the call lasted {int(v)} s, more than 24 h" for v in length.iloc[w]])
-    for name, _, number in checked:
-        verdict.flag(number > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w, s=number, n=name: [f"{n} is {int(v)} s, more than 24 h" for v in s.iloc[w]])
+        length = (ended - started) / np.timedelta64(1, "s")
+        verdict.flag(length > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w: [f"the call lasted {int(v)} s, more than 24 h" for v in length[w]])
+        for name, _, number in checked:
+            verdict.flag(number > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w, s=number, n=name: [f"{n} is {int(v)} s, more than 24 h" for v in s[w]])
 
-    answered_call = (calls.disposition == ANSWERED_DISPOSITION).fillna(False)
-    verdict.flag(
-        answered_call & seconds.isna() & answered.isna(),
-        MISSING_FIELD,
-        f"a completed call needs {calls.seconds_name} or answered_at",
-    )
+    completed = _mask(pc.equal(calls.disposition, ANSWERED_DISPOSITION))
+    verdict.flag(completed & np.isnan(seconds) & np.isnat(answered), MISSING_FIELD, f"a completed call needs {calls.seconds_name} or answered_at")
+    return seconds
 
 
 # --- output ------------------------------------------------------------------------------------
 
 
-def _records(calls: CallFields, good: np.ndarray, line_numbers: np.ndarray, options: "ReadOptions") -> pd.DataFrame:
+def _records(
+    calls: CallFields,
+    seconds: np.ndarray,
+    good: np.ndarray,
+    line_numbers: np.ndarray,
+    options: "ReadOptions",
+    phone_hashes: dict[str, str | None],
+) -> pd.DataFrame:
     if not len(good):
         return empty_records()
-
-    def take(series: pd.Series) -> pd.Series:
-        return series.iloc[good].reset_index(drop=True)
-
-    disposition = take(calls.disposition).astype("str")
-    started = take(calls.times["started_at"])
-    answered = take(calls.times["answered_at"])
-    ended = take(calls.times["ended_at"])
-    seconds = take(_numbers(calls.seconds_raw))
-    derived = np.ceil((ended - answered).dt.total_seconds())
-    seconds = seconds.fillna(derived).fillna(0)
-    answered_call = (disposition == ANSWERED_DISPOSITION).to_numpy(dtype=bool)
-    billable_seconds = pd.Series(np.where(answered_call, seconds.to_numpy(), 0).astype(np.int64), name="billable_seconds")
-    records = pd.DataFrame(
+    rows = pa.array(good)
+    disposition = calls.disposition.take(rows)
+    started, answered, ended = (calls.times[name][good] for name in ("started_at", "answered_at", "ended_at"))
+    given = seconds[good]
+    with np.errstate(invalid="ignore"):
+        derived = np.ceil((ended - answered) / np.timedelta64(1, "s"))
+    completed = _mask(pc.equal(disposition, ANSWERED_DISPOSITION))
+    billable = np.where(np.isnan(given), derived, given)
+    billable = np.where(completed & ~np.isnan(billable), billable, 0).astype(np.int64)
+    minutes = np.where(completed, options.policy.billable_minutes(billable), 0).astype(np.int64)
+    table = pa.table(
         {
-            "call_id": take(calls.call_id),
-            "account_code": take(calls.account_code),
-            "direction": take(calls.direction).astype("str"),
+            "call_id": calls.call_id.take(rows),
+            "account_code": calls.account_code.take(rows),
+            "direction": calls.direction.take(rows),
             "disposition": disposition,
-            "started_at": started,
-            "answered_at": answered,
-            "ended_at": ended,
-            "billable_seconds": billable_seconds,
-            "billable_minutes": rate_calls(disposition, billable_seconds, options.policy),
-            "caller_hash": pd.Series(hash_phone_numbers(take(calls.caller), options.pii_key), dtype=object),
-            "callee_hash": pd.Series(hash_phone_numbers(take(calls.callee), options.pii_key), dtype=object),
+            "started_at": _utc_timestamps(started),
+            "answered_at": _utc_timestamps(answered),
+            "ended_at": _utc_timestamps(ended),
+            "billable_seconds": pa.array(billable),
+            "billable_minutes": pa.array(minutes),
+            "caller_hash": _hash_numbers(calls.caller.take(rows), options.pii_key, phone_hashes),
+            "callee_hash": _hash_numbers(calls.callee.take(rows), options.pii_key, phone_hashes),
         }
     )
-    records["content_hash"] = content_hashes(records)
-    records["source_line"] = pd.Series(line_numbers[good], dtype="int64")
+    table = table.append_column("content_hash", _content_hashes(table))
+    table = table.append_column("source_line", pa.array(line_numbers[good], type=pa.int64()))
+    records = table.to_pandas()
+    for name in ("caller_hash", "callee_hash"):
+        records[name] = pd.Series(table.column(name).to_pylist(), dtype=object)
     return records[list(RECORD_COLUMNS)]
 
 
-def content_hashes(records: pd.DataFrame) -> pd.Series:
+def _utc_timestamps(values: np.ndarray) -> pa.Array:
+    return pa.array(values, type=pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _hash_numbers(numbers: pa.Array, key: bytes, cache: dict[str, str | None]) -> pa.Array:
+    """Keyed hashes of a column of numbers, each distinct number hashed once per file."""
+    encoded = pc.dictionary_encode(numbers)
+    distinct = encoded.dictionary.to_pylist()
+    missing = [value for value in distinct if value not in cache]
+    if missing:
+        if len(cache) + len(missing) > PHONE_CACHE_LIMIT:
+            cache.clear()
+        cache.update(zip(missing, (hash_phone_number(value, key) for value in missing)))
+    hashed = pa.array([cache[value] for value in distinct], type=pa.string())
+    return pc.take(hashed, encoded.indices)
+
+
+def _content_hashes(table: pa.Table) -> pa.Array:
     """sha256 (hex) of each call's normalised fields; equal for identical re-deliveries of a call.
 
     Covers everything stored about the call except where it came from (file, line): call_id,
     account_code, direction, disposition, the three times (UTC microseconds), billable_seconds and
     the phone-number hashes. Minutes are left out on purpose: they follow from the policy.
     """
-    sep = CONTENT_SEPARATOR
-
-    def micros(column: str) -> pd.Series:
-        values = records[column]
-        text = values.dt.as_unit(TIME_UNIT).astype("int64").astype("str")
-        return text.where(values.notna(), "")
-
-    joined = (
-        records["call_id"].astype("str")
-        + sep
-        + records["account_code"].astype("str")
-        + sep
-        + records["direction"].astype("str")
-        + sep
-        + records["disposition"].astype("str")
-        + sep
-        + micros("started_at")
-        + sep
-        + micros("answered_at")
-        + sep
-        + micros("ended_at")
-        + sep
-        + records["billable_seconds"].astype("str")
-        + sep
-        + records["caller_hash"].fillna("").astype("str")
-        + sep
-        + records["callee_hash"].fillna("").astype("str")
-    )
+    parts = [table.column(name) for name in ("call_id", "account_code", "direction", "disposition")]
+    parts += [pc.cast(pc.cast(table.column(name), pa.int64()), pa.string()) for name in ("started_at", "answered_at", "ended_at")]
+    parts += [pc.cast(table.column("billable_seconds"), pa.string()), table.column("caller_hash"), table.column("callee_hash")]
     sha256 = hashlib.sha256
-    return pd.Series([sha256(text.encode()).hexdigest() for text in joined.tolist()], index=records.index, dtype="str")
+    hashed = []
+    for start in range(0, table.num_rows, HASH_BATCH_ROWS):  # batches bound the joined text alive at once
+        batch = [part.slice(start, HASH_BATCH_ROWS) for part in parts]
+        joined = pc.binary_join_element_wise(*batch, CONTENT_SEPARATOR, null_handling="replace", null_replacement="")
+        hashed.append(pa.array([sha256(text.encode()).hexdigest() for text in joined.to_pylist()], type=pa.string()))
+    return pa.concat_arrays(hashed) if hashed else pa.array([], type=pa.string())
+
+
+def content_hashes(records: pd.DataFrame) -> pd.Series:
+    """The content hash of each record of a records frame (as `read_cdr_file` computes it)."""
+    table = pa.table(
+        {
+            "call_id": pa.array(records["call_id"].astype(object).tolist(), type=pa.string()),
+            "account_code": pa.array(records["account_code"].astype(object).tolist(), type=pa.string()),
+            "direction": pa.array(records["direction"].astype(object).tolist(), type=pa.string()),
+            "disposition": pa.array(records["disposition"].astype(object).tolist(), type=pa.string()),
+            **{
+                name: _utc_timestamps(records[name].dt.tz_convert(UTC).dt.tz_localize(None).to_numpy(dtype="datetime64[us]"))
+                for name in ("started_at", "answered_at", "ended_at")
+            },
+            "billable_seconds": pa.array(records["billable_seconds"].to_numpy(dtype=np.int64)),
+            "caller_hash": pa.array(records["caller_hash"].tolist(), type=pa.string()),
+            "callee_hash": pa.array(records["callee_hash"].tolist(), type=pa.string()),
+        }
+    )
+    return pd.Series(_content_hashes(table).to_pylist(), index=records.index, dtype="str")
 
 
 def _validation_rejects(calls: CallFields, verdict: _Verdict, bad: np.ndarray, parsed: ParsedRows) -> RejectList:
     rejects = RejectList()
+    rows = pa.array(bad)
     raw_lines = parsed.raw_text(bad)
-    call_ids = calls.call_id.iloc[bad].tolist()
-    personal = [series.iloc[bad].tolist() for series in calls.personal]
+    call_ids = calls.call_id.take(rows).to_pylist()
+    personal = [values.take(rows).to_pylist() for values in calls.personal]
     for k, row in enumerate(bad.tolist()):
         rejects.source_line.append(int(parsed.line_numbers[row]))
         rejects.reason_code.append(verdict.code[row])

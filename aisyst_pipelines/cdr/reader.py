@@ -39,49 +39,13 @@ from .formats import (
     is_gzip,
     open_cdr_stream,
 )
-from .normalise import ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
+from .normalise import ASTERISK_COLUMNS, TWILIO_KEYS, ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
 from .rating import RatingPolicy
 from .records import CANONICAL_COLUMNS, INVALID_UTF8, MALFORMED_ROW
 
 READ_SIZE = 4 * 1024 * 1024
+PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
 MAX_FIELD_CHARS_IN_REASON = 60
-
-# The JSON keys each JSON-lines format needs (everything else in an object is ignored).
-TWILIO_KEYS = (
-    "sid",
-    "account_sid",
-    "from",
-    "to",
-    "status",
-    "start_time",
-    "end_time",
-    "duration",
-    "direction",
-    "from_formatted",
-    "to_formatted",
-    "caller_name",
-    "forwarded_from",
-)
-ASTERISK_COLUMNS = (
-    "accountcode",
-    "src",
-    "dst",
-    "dcontext",
-    "clid",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "lastdata",
-    "start",
-    "answer",
-    "end",
-    "duration",
-    "billsec",
-    "disposition",
-    "amaflags",
-    "uniqueid",
-)
-
 
 @dataclass(frozen=True, kw_only=True)
 class ReadOptions:
@@ -152,50 +116,53 @@ def _check_complete(path: Path) -> None:
 
 @dataclass
 class _Block:
-    data: bytes  # whole lines, each ending with b"\n"
+    data: pa.Buffer  # whole lines, each ending with b"\n" (a zero-copy slice of what was read)
     first_line: int  # 1-based line number of its first line
     n_lines: int
+    ends: np.ndarray  # offsets of its newlines
 
 
 def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int) -> Iterator[_Block]:
+    """Blocks of at most `chunk_rows` whole lines; a last line without its newline means truncated."""
     pieces: list[bytes] = []
     n_lines = 0
     next_line = 1
     pending = b""
     first = True
-    while True:
+    at_end = False
+    while not at_end:
         piece = _read(stream, path)
-        if not piece:
-            break
-        if first:
+        at_end = not piece
+        if first and piece:
             first = False
             if piece.startswith(UTF8_BOM):
                 piece = piece[len(UTF8_BOM) :]
         cut = piece.rfind(b"\n")
         if cut < 0:
             pending += piece
-            continue
-        complete = pending + piece[: cut + 1]
-        pending = piece[cut + 1 :]
-        pieces.append(complete)
-        n_lines += complete.count(b"\n")
-        if n_lines >= chunk_rows:
-            data = b"".join(pieces)
+            if not at_end:
+                continue
+        else:
+            complete = pending + piece[: cut + 1]
+            pending = piece[cut + 1 :]
+            pieces.append(complete)
+            n_lines += complete.count(b"\n")
+        if n_lines >= chunk_rows or (at_end and n_lines):
+            data = pa.py_buffer(b"".join(pieces))
             ends = _line_ends(data)
             start = 0
             taken = 0
-            while n_lines - taken >= chunk_rows:
-                end = int(ends[taken + chunk_rows - 1]) + 1
-                yield _Block(data[start:end], next_line, chunk_rows)
-                next_line += chunk_rows
-                taken += chunk_rows
+            while n_lines - taken >= chunk_rows or (at_end and n_lines > taken):
+                count = min(chunk_rows, n_lines - taken)
+                end = int(ends[taken + count - 1]) + 1
+                yield _Block(data.slice(start, end - start), next_line, count, ends[taken : taken + count] - start)
+                next_line += count
+                taken += count
                 start = end
-            pieces = [data[start:]] if start < len(data) else []
+            pieces = [data.slice(start).to_pybytes()] if start < data.size else []
             n_lines -= taken
     if pending:
         raise CdrFileError(f"{path}: truncated: the last line does not end with a newline (is the file still being written?)")
-    if n_lines:
-        yield _Block(b"".join(pieces), next_line, n_lines)
 
 
 def _read(stream: BinaryIO, path: Path) -> bytes:
@@ -208,57 +175,70 @@ def _read(stream: BinaryIO, path: Path) -> bytes:
         raise CdrFileError(f"{path}: cannot read the file: {cause}") from error
 
 
-def _line_ends(data: bytes) -> np.ndarray:
+def _line_ends(data: pa.Buffer | bytes) -> np.ndarray:
     """Offsets of the newlines in `data`."""
     return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+
+
+def _is_utf8(data: pa.Buffer) -> bool:
+    """UTF-8 validity of a whole buffer, checked by Arrow without building a Python string."""
+    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int32))
+    try:
+        pa.StringArray.from_buffers(1, offsets, data).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 @dataclass
 class Lines:
     """Valid UTF-8 text lines of a block (blank ones dropped), with their file line numbers."""
 
-    data: bytes  # the lines, each ending with b"\n"
+    data: pa.Buffer  # the lines, each ending with b"\n"
     line_numbers: np.ndarray  # int64, one per line
-    _ends: np.ndarray | None = None
+    ends: np.ndarray  # offsets of the newlines in data
 
     def __len__(self) -> int:
         return len(self.line_numbers)
 
     def texts(self, index: np.ndarray) -> list[str]:
         """The text of the lines at these positions (without the line end)."""
-        if self._ends is None:
-            self._ends = _line_ends(self.data)
-        ends = self._ends
+        view = memoryview(self.data)
+        ends = self.ends
         out = []
-        for i in index:
-            i = int(i)
+        for i in index.tolist():
             start = int(ends[i - 1]) + 1 if i > 0 else 0
-            out.append(self.data[start : int(ends[i])].decode("utf-8").rstrip("\r"))
+            out.append(str(view[start : int(ends[i])], "utf-8").rstrip("\r"))
         return out
+
+    def text(self) -> str:
+        return str(memoryview(self.data), "utf-8")
 
     def drop_first(self) -> tuple[str, "Lines"]:
         """Split off the first line (a CSV header)."""
-        cut = self.data.index(b"\n")
-        return self.data[:cut].decode("utf-8").rstrip("\r"), Lines(self.data[cut + 1 :], self.line_numbers[1:])
+        cut = int(self.ends[0]) + 1
+        (header,) = self.texts(np.zeros(1, dtype=np.int64))
+        return header, Lines(self.data.slice(cut), self.line_numbers[1:], self.ends[1:] - cut)
 
 
 def _decode(block: _Block) -> tuple[Lines, RejectList]:
-    """The block's valid lines and an `invalid_utf8` reject for each line that is not UTF-8."""
-    data = block.data
+    """The block's valid lines (blank ones dropped) and an `invalid_utf8` reject for each bad line."""
+    data, ends = block.data, block.ends
     numbers = np.arange(block.first_line, block.first_line + block.n_lines, dtype=np.int64)
-    has_blank = data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data
-    try:
-        data.decode("utf-8")
-        if not has_blank:
-            return Lines(data, numbers), RejectList()
-    except UnicodeDecodeError:
-        pass
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    bytes_ = np.frombuffer(data, dtype=np.uint8)
+    lengths = ends - starts
+    blank = (lengths == 0) | ((lengths == 1) & (bytes_[np.minimum(starts, max(data.size - 1, 0))] == 13))
+    if not blank.any() and _is_utf8(data):
+        return Lines(data, numbers, ends), RejectList()
     rejects = RejectList()
+    view = memoryview(data)
     good: list[bytes] = []
     good_numbers: list[int] = []
-    for number, line in zip(numbers.tolist(), data.split(b"\n")):
-        if line in (b"", b"\r"):
+    for number, start, end, is_blank in zip(numbers.tolist(), starts.tolist(), ends.tolist(), blank.tolist()):
+        if is_blank:
             continue
+        line = bytes(view[start:end])
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -271,11 +251,14 @@ def _decode(block: _Block) -> tuple[Lines, RejectList]:
             continue
         good.append(line)
         good_numbers.append(number)
-    joined = b"\n".join(good) + b"\n" if good else b""
-    return Lines(joined, np.asarray(good_numbers, dtype=np.int64)), rejects
+    joined = pa.py_buffer(b"\n".join(good) + b"\n" if good else b"")
+    return Lines(joined, np.asarray(good_numbers, dtype=np.int64), _line_ends(joined)), rejects
 
 
 # --- field splitting ---------------------------------------------------------------------------
+
+
+Fields = dict[str, pa.Array]
 
 
 def parse_csv_lines(
@@ -283,7 +266,7 @@ def parse_csv_lines(
     names: Sequence[str],
     wanted: Sequence[str],
     accept_width: Callable[[int], bool],
-) -> tuple[pd.DataFrame, np.ndarray, RejectList]:
+) -> tuple[Fields, np.ndarray, RejectList]:
     """Split CSV lines into the `wanted` string columns.
 
     Returns the fields of the rows that split, their positions in `lines`, and malformed rejects.
@@ -292,7 +275,7 @@ def parse_csv_lines(
     """
     n = len(lines)
     if n == 0:
-        return pd.DataFrame({name: pd.Series([], dtype="str") for name in wanted}), np.zeros(0, dtype=np.int64), RejectList()
+        return {name: pa.array([], type=pa.string()) for name in wanted}, np.zeros(0, dtype=np.int64), RejectList()
     invalid: list[int | None] = []
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
@@ -302,8 +285,8 @@ def parse_csv_lines(
     table = None
     try:
         table = pacsv.read_csv(
-            io.BytesIO(lines.data),
-            read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False),
+            pa.BufferReader(lines.data),
+            read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False, block_size=PYARROW_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(
                 invalid_row_handler=on_invalid_row, newlines_in_values=False, ignore_empty_lines=False
             ),
@@ -314,25 +297,23 @@ def parse_csv_lines(
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, pa.ArrowException):
+    except pa.ArrowException:
         table = None
-    aligned = (
-        table is not None and table.num_rows + len(invalid) == n and all(number is not None for number in invalid)
-    )
+    aligned = table is not None and table.num_rows + len(invalid) == n and all(number is not None for number in invalid)
     if not aligned:
         # a quoted newline or an unbalanced quote merged lines: split each line on its own
         return _parse_csv_per_line(lines, np.arange(n, dtype=np.int64), names, wanted, accept_width)
     assert table is not None
+    fast = {name: table.column(name).combine_chunks() for name in wanted}
+    if not invalid:
+        return fast, np.arange(n, dtype=np.int64), RejectList()
     bad = np.asarray(invalid, dtype=np.int64) - 1
     keep = np.setdiff1d(np.arange(n, dtype=np.int64), bad, assume_unique=True)
-    fast = table.to_pandas()
-    if not len(bad):
-        return fast, keep, RejectList()
     slow, slow_index, rejects = _parse_csv_per_line(lines, bad, names, wanted, accept_width)
-    fields = pd.concat([fast, slow], ignore_index=True)
     index = np.concatenate([keep, slow_index])
-    order = np.argsort(index, kind="stable")
-    return fields.iloc[order].reset_index(drop=True), index[order], rejects
+    order = pa.array(np.argsort(index, kind="stable"))
+    fields = {name: pa.concat_arrays([fast[name], slow[name]]).take(order) for name in wanted}
+    return fields, np.sort(index, kind="stable"), rejects
 
 
 def _parse_csv_per_line(
@@ -341,7 +322,7 @@ def _parse_csv_per_line(
     names: Sequence[str],
     wanted: Sequence[str],
     accept_width: Callable[[int], bool],
-) -> tuple[pd.DataFrame, np.ndarray, RejectList]:
+) -> tuple[Fields, np.ndarray, RejectList]:
     positions = {name: names.index(name) for name in wanted}
     columns: dict[str, list[str]] = {name: [] for name in wanted}
     kept: list[int] = []
@@ -363,23 +344,23 @@ def _parse_csv_per_line(
         kept.append(i)
         for name, position in positions.items():
             columns[name].append(row[position] if position < len(row) else "")
-    fields = pd.DataFrame({name: pd.Series(values, dtype="str") for name, values in columns.items()})
+    fields = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
     return fields, np.asarray(kept, dtype=np.int64), rejects
 
 
-def parse_json_lines(lines: Lines, keys: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray, RejectList]:
-    """Pick `keys` out of one JSON object per line, as strings ("" for null or absent)."""
+def parse_json_lines(lines: Lines, keys: Sequence[str]) -> tuple[Fields, np.ndarray, RejectList]:
+    """Pick `keys` out of one JSON object per line, as strings (null for null or absent)."""
     n = len(lines)
-    text = lines.data.decode("utf-8")
+    text = lines.text()
     rows = text.split("\n")
     rows.pop()  # after the last newline
-    objects: list[object] | None = None
+    objects: list[dict] | None = None
     if n and all(row.startswith("{") and row.rstrip("\r").endswith("}") for row in rows):
         try:
             parsed = json.loads("[" + ",".join(rows) + "]")
         except ValueError:
             parsed = None
-        # the same count of objects as lines, all objects: each line held exactly one
+        # as many objects as lines, all of them objects: each line held exactly one
         if parsed is not None and len(parsed) == n and all(type(value) is dict for value in parsed):
             objects = parsed
     rejects = RejectList()
@@ -400,15 +381,13 @@ def parse_json_lines(lines: Lines, keys: Sequence[str]) -> tuple[pd.DataFrame, n
         positions = np.asarray(index, dtype=np.int64)
     else:
         positions = np.arange(n, dtype=np.int64)
-    columns = {key: pd.Series([_json_text(obj.get(key)) for obj in objects], dtype="str") for key in keys}  # type: ignore[union-attr]
-    return pd.DataFrame(columns), positions, rejects
+    columns = {key: pa.array([_json_text(obj.get(key)) for obj in objects], type=pa.string()) for key in keys}
+    return columns, positions, rejects
 
 
-def _json_text(value: object) -> str:
-    if type(value) is str:
+def _json_text(value: object) -> str | None:
+    if type(value) is str or value is None:
         return value  # type: ignore[return-value]
-    if value is None:
-        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -425,6 +404,7 @@ class _FileReader:
         self.format = file_format
         self.options = options
         self.csv_names: list[str] | None = None  # canonical CSV: from the header
+        self.phone_hashes: dict[str, str | None] = {}  # number → keyed hash, across the file's chunks
 
     def chunks(self) -> Iterator[CdrChunk]:
         produced = False
@@ -456,22 +436,19 @@ class _FileReader:
         rejects.extend(malformed)
         parsed = ParsedRows(
             fields=fields,
+            n_rows=len(positions),
             line_numbers=lines.line_numbers[positions],
             raw_text=lambda rows: lines.texts(positions[rows]),
         )
-        return build_chunk(self.format, parsed, rejects, self.options)
+        return build_chunk(self.format, parsed, rejects, self.options, self.phone_hashes)
 
-    def _split(self, lines: Lines) -> tuple[pd.DataFrame, np.ndarray, RejectList]:
+    def _split(self, lines: Lines) -> tuple[Fields, np.ndarray, RejectList]:
         if self.format == "canonical_csv":
             assert self.csv_names is not None
             names = [name if name in CANONICAL_COLUMNS else f"_extra_{i}" for i, name in enumerate(self.csv_names)]
             wanted = [name for name in CANONICAL_COLUMNS if name in names]
             width = len(names)
-            fields, positions, rejects = parse_csv_lines(lines, names, wanted, lambda w: w == width)
-            for name in CANONICAL_COLUMNS:
-                if name not in fields:
-                    fields[name] = pd.Series([""] * len(fields), dtype="str")
-            return fields, positions, rejects
+            return parse_csv_lines(lines, names, wanted, lambda w: w == width)
         if self.format == "asterisk":
             names = [*ASTERISK_COLUMNS, *(f"_extra_{i}" for i in range(max(ASTERISK_WIDTHS) - len(ASTERISK_COLUMNS)))]
             width = self._asterisk_width(lines)
