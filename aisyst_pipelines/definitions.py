@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 import jobs.ingest
+import jobs.reconciliation
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.settings import Settings, ensure_local_pii_key
@@ -30,5 +31,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
         stripe_sync.defs,
+        jobs.reconciliation.build_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
     )

@@ -62,6 +62,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .periods import BillingCycle, BillingPeriod
+
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)
@@ -195,6 +197,72 @@ def in_scope(period: CustomerPeriod, now: datetime, lookback: timedelta = STRIPE
     """A current period, or one that closed within `lookback` (Stripe accepts corrections for 35 days)."""
     now = utc(now)
     return period.period_start <= now and period.period_end > now - lookback
+
+
+@dataclass(frozen=True)
+class SubscriptionCycle:
+    """What the Stripe mirror knows of a subscription's periods (stripe_subscriptions)."""
+
+    subscription_id: str
+    customer_id: str
+    current_period_start: datetime
+    current_period_end: datetime
+    account_code: str | None = None
+    billing_cycle_anchor: datetime | None = None
+    interval: str | None = None
+    interval_count: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+def subscription_periods(
+    subscription: SubscriptionCycle, now: datetime, lookback: timedelta = STRIPE_TIMESTAMP_WINDOW
+) -> list[CustomerPeriod]:
+    """The subscription's periods in scope at `now`, oldest first: the one running at `now` (or the
+    last one, for an ended subscription) and those that closed within `lookback`.
+
+    Periods come from the anniversary cycle (billing.periods), so a mirror that is a renewal behind
+    still yields the period running now; an ended subscription's last period stops at `ended_at`.
+    """
+    now = utc(now)
+    current = BillingPeriod(subscription.current_period_start, subscription.current_period_end)
+    cycle = BillingCycle.from_current_period(
+        current, subscription.interval or "month", subscription.interval_count or 1, subscription.billing_cycle_anchor
+    )
+    last_moment = now if subscription.ended_at is None else min(now, utc(subscription.ended_at) - SECOND)
+    period = current if current.contains(last_moment) else cycle.period_containing(last_moment)
+    started = utc(subscription.started_at) if subscription.started_at is not None else None
+    found: list[CustomerPeriod] = []
+    while period.end > now - lookback and (started is None or period.end > started):
+        end = period.end if subscription.ended_at is None else min(period.end, utc(subscription.ended_at))
+        start = period.start if started is None else max(period.start, started)
+        if start < end and start <= now:
+            found.insert(0, CustomerPeriod(subscription.customer_id, start, end, subscription.subscription_id,
+                                           subscription.account_code))
+        period = cycle.previous_period(period)
+    return found
+
+
+def customer_periods(
+    subscriptions: Iterable[SubscriptionCycle], now: datetime, lookback: timedelta = STRIPE_TIMESTAMP_WINDOW
+) -> list[CustomerPeriod]:
+    """Every customer-period in scope. Stripe's summaries are per customer, not per subscription, so
+    a customer's periods are made to tile: a period overlapping an earlier one (a second
+    subscription) starts where the earlier one ends, and disappears when fully covered."""
+    by_customer: dict[str, list[CustomerPeriod]] = {}
+    for subscription in subscriptions:
+        by_customer.setdefault(subscription.customer_id, []).extend(subscription_periods(subscription, now, lookback))
+    tiled = []
+    for customer_id in sorted(by_customer):
+        covered_until: datetime | None = None
+        for period in sorted(by_customer[customer_id], key=lambda p: (p.period_start, p.period_end)):
+            if covered_until is not None and period.period_start < covered_until:
+                if period.period_end <= covered_until:
+                    continue
+                period = replace(period, period_start=covered_until)
+            tiled.append(period)
+            covered_until = period.period_end
+    return tiled
 
 
 @dataclass(frozen=True)
@@ -724,7 +792,7 @@ class CorrectionPlan:
     new: tuple[Correction, ...] = ()
     resend: tuple[LedgerEntry, ...] = ()  # pending rows re-sent under their own identifier
     expire: tuple[LedgerEntry, ...] = ()  # pending rows too old to re-send safely
-    skipped: tuple[tuple[str, date, str], ...] = ()  # (customer, day, why not repaired)
+    skipped: tuple[tuple[str, datetime, date, str], ...] = ()  # (customer, period_start, day, why not repaired)
 
 
 def plan_corrections(
@@ -751,13 +819,13 @@ def plan_corrections(
             day, span = finding.day, finding.comparison.slice.span
             missing = finding.delta - in_flight.get(day, 0)
             if finding.cause in NOT_REPAIRABLE:
-                skipped.append((period.customer_id, day, f"cause {finding.cause.value}: for a person to judge"))
+                skipped.append((period.customer_id, period.period_start, day, f"cause {finding.cause.value}: for a person to judge"))
                 continue
             if missing <= 0:
                 continue
             timestamp = correction_timestamp(span)
             if timestamp < now - policy.correction_max_age:
-                skipped.append((period.customer_id, day, "outside Stripe's 35-day timestamp window"))
+                skipped.append((period.customer_id, period.period_start, day, "outside Stripe's 35-day timestamp window"))
                 continue
             key = (period.customer_id, day)
             used_sequences[key] = used_sequences.get(key, 0) + 1

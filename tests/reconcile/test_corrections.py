@@ -133,7 +133,7 @@ def test_days_beyond_stripes_35_days_and_unrepairable_causes_are_skipped() -> No
     result = result_with({}, calls, now=now, period=long_period)
     plan = plan_corrections([result], [], now, POLICY)
     assert [(c.usage_date, c.value) for c in plan.new] == [(date(2026, 2, 2), 4)]
-    assert plan.skipped == (("cus_1", date(2026, 1, 20), "outside Stripe's 35-day timestamp window"),)
+    assert plan.skipped == (("cus_1", long_period.period_start, date(2026, 1, 20), "outside Stripe's 35-day timestamp window"),)
     assert plan.new[0].event_timestamp == T(2026, 2, 2, 23, 59, 59)
     # A call loaded twice under two call ids looks like under-metering: correcting it would bill
     # the call twice, so it is skipped and left for a person.
@@ -141,4 +141,4 @@ def test_days_beyond_stripes_35_days_and_unrepairable_causes_are_skipped() -> No
     twins = result_with({date(2026, 3, 6): 5}, twin_calls, same_caller=True)
     assert [f.cause for f in twins.findings] == [Cause.DUPLICATE_CDR]
     plan = plan_corrections([twins], [], NOW, POLICY)
-    assert plan.new == () and plan.skipped == (("cus_1", date(2026, 3, 6), "cause duplicate_cdr: for a person to judge"),)
+    assert plan.new == () and plan.skipped == (("cus_1", PERIOD.period_start, date(2026, 3, 6), "cause duplicate_cdr: for a person to judge"),)

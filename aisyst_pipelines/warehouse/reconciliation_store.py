@@ -1,0 +1,226 @@
+"""All SQL of the reconciliation with Stripe's meter: meter_reconciliation and meter_corrections.
+
+- `subscription_cycles`: what the Stripe mirror knows of each subscription's periods, with the
+  customer's account code;
+- `calls_ended_between` / `evidence_calls`: the CDR side (minutes by `ended_at`) and the calls that
+  can explain a drifting day (duplicates, late arrivals, unmapped calls, period-edge calls);
+- the corrections ledger: `record_pending` inserts a correction before it is sent (a primary-key
+  conflict means another run already owns that identifier, and this one must not send it);
+  `mark_sent` / `mark_failed` / `note_attempt_error` / `expire` record what happened after;
+- `write_results`: one meter_reconciliation row per customer-period and run (a retried run
+  rewrites its own rows; earlier runs stay as history, v_reconciliation_latest shows the newest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from aisyst_pipelines.billing.reconciliation import (
+    EVIDENCE_COLUMNS,
+    Correction,
+    CorrectionStatus,
+    LedgerEntry,
+    Span,
+    SubscriptionCycle,
+)
+
+from .database import Warehouse
+from .schema import call_records, meter_corrections, meter_reconciliation, stripe_customers, stripe_subscriptions
+from .types import UtcDateTime
+
+_CHUNK = 500  # keys per IN list: well below SQLite's and PostgreSQL's bound-parameter limits
+# Subscriptions that never started have no period worth reconciling.
+NEVER_STARTED = ("incomplete", "incomplete_expired")
+
+
+def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:  # type: ignore[type-arg]
+    for offset in range(0, len(values), size):
+        yield values[offset : offset + size]
+
+
+# --- inputs ------------------------------------------------------------------------------------------
+
+
+def subscription_cycles(warehouse: Warehouse) -> list[SubscriptionCycle]:
+    """Every mirrored subscription with a known current period, with its customer's account code."""
+    s, c = stripe_subscriptions.c, stripe_customers.c
+    statement = (
+        select(
+            s.subscription_id, s.customer_id, s.current_period_start, s.current_period_end, c.account_code,
+            s.billing_cycle_anchor, s.billing_interval, s.billing_interval_count, s.started_at, s.ended_at,
+        )
+        .select_from(stripe_subscriptions.outerjoin(stripe_customers, c.customer_id == s.customer_id))
+        .where(s.current_period_start.is_not(None), s.current_period_end.is_not(None), s.status.not_in(NEVER_STARTED))
+        .order_by(s.customer_id, s.subscription_id)
+    )
+    with warehouse.connect() as connection:
+        return [
+            SubscriptionCycle(
+                subscription_id=row.subscription_id,
+                customer_id=row.customer_id,
+                current_period_start=row.current_period_start,
+                current_period_end=row.current_period_end,
+                account_code=row.account_code,
+                billing_cycle_anchor=row.billing_cycle_anchor,
+                interval=row.billing_interval,
+                interval_count=row.billing_interval_count,
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+            )
+            for row in connection.execute(statement)
+        ]
+
+
+def calls_ended_between(warehouse: Warehouse, customer_ids: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+    """customer_id, ended_at, billable_minutes of the customers' calls that ended in [start, end)."""
+    c = call_records.c
+    statement = select(c.customer_id, c.ended_at, c.billable_minutes).where(
+        c.customer_id.in_(bindparam("customers", expanding=True)),
+        c.ended_at >= bindparam("start", type_=UtcDateTime),
+        c.ended_at < bindparam("end", type_=UtcDateTime),
+        c.billable_minutes > 0,
+    )
+    rows: list[tuple] = []  # type: ignore[type-arg]
+    with warehouse.connect() as connection:
+        for chunk in _chunks(sorted(set(customer_ids))):
+            rows.extend(connection.execute(statement, {"customers": list(chunk), "start": start, "end": end}).tuples())
+    return pd.DataFrame(rows, columns=["customer_id", "ended_at", "billable_minutes"])
+
+
+def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | None, span: Span) -> pd.DataFrame:
+    """The calls that can explain a drifting day `span` of a customer: its own calls and its account
+    code's unmapped ones, that ended in the span or started in it (those may end after the period)."""
+    c = call_records.c
+    whose = c.customer_id == customer_id
+    if account_code is not None:
+        whose = or_(whose, and_(c.customer_id.is_(None), c.account_code == account_code))
+    when = or_(and_(c.ended_at >= span.start, c.ended_at < span.end), and_(c.started_at >= span.start, c.started_at < span.end))
+    statement = select(*(c[name] for name in EVIDENCE_COLUMNS)).where(whose, when)
+    with warehouse.connect() as connection:
+        rows = connection.execute(statement).tuples().all()
+    return pd.DataFrame(rows, columns=list(EVIDENCE_COLUMNS))
+
+
+# --- the corrections ledger ----------------------------------------------------------------------------
+
+
+def ledger(warehouse: Warehouse, customer_ids: Sequence[str], since: date) -> list[LedgerEntry]:
+    """The corrections of these customers for days from `since` on (every status)."""
+    m = meter_corrections.c
+    statement = select(
+        m.identifier, m.customer_id, m.usage_date, m.period_start, m.value, m.event_timestamp, m.status, m.created_at, m.sent_at
+    ).where(m.customer_id.in_(bindparam("customers", expanding=True)), m.usage_date >= since)
+    entries = []
+    with warehouse.connect() as connection:
+        for chunk in _chunks(sorted(set(customer_ids))):
+            for row in connection.execute(statement, {"customers": list(chunk)}):
+                entries.append(LedgerEntry(row.identifier, row.customer_id, row.usage_date, row.period_start, int(row.value),
+                                           row.event_timestamp, CorrectionStatus(row.status), row.created_at, row.sent_at))
+    return entries
+
+
+def record_pending(warehouse: Warehouse, corrections: Sequence[Correction], created_at: datetime, run_id: str) -> list[str]:
+    """Record corrections as `pending` BEFORE they are sent; returns the identifiers this call
+    inserted. An identifier already in the ledger (another run got there first) is not returned
+    and must not be sent by this run."""
+    if not corrections:
+        return []
+    dialect = postgresql if warehouse.dialect == "postgresql" else sqlite
+    inserted = []
+    with warehouse.begin() as connection:
+        for correction in corrections:
+            statement = (
+                dialect.insert(meter_corrections)
+                .values(
+                    identifier=correction.identifier, customer_id=correction.customer_id, usage_date=correction.usage_date,
+                    period_start=correction.period_start, value=correction.value,
+                    event_timestamp=correction.event_timestamp, reason=correction.reason, run_id=run_id,
+                    created_at=created_at, status=CorrectionStatus.PENDING.value, attempts=0,
+                )
+                .on_conflict_do_nothing(index_elements=["identifier"])
+            )
+            if connection.execute(statement).rowcount:
+                inserted.append(correction.identifier)
+    return inserted
+
+
+def _set(warehouse: Warehouse, identifiers: Sequence[str], **values: object) -> None:
+    if not identifiers:
+        return
+    with warehouse.begin() as connection:
+        for chunk in _chunks(list(identifiers)):
+            connection.execute(update(meter_corrections).where(meter_corrections.c.identifier.in_(list(chunk))).values(**values))
+
+
+def mark_sent(warehouse: Warehouse, identifier: str, sent_at: datetime) -> None:
+    """Stripe accepted the event (or already held its identifier)."""
+    _set(warehouse, [identifier], status=CorrectionStatus.SENT.value, sent_at=sent_at,
+         attempts=meter_corrections.c.attempts + 1, last_error=None)
+
+
+def mark_failed(warehouse: Warehouse, identifier: str, error: str) -> None:
+    """Stripe refused the event for good (validation): it never counted."""
+    _set(warehouse, [identifier], status=CorrectionStatus.FAILED.value, attempts=meter_corrections.c.attempts + 1, last_error=error)
+
+
+def note_attempt_error(warehouse: Warehouse, identifier: str, error: str) -> None:
+    """A send that may or may not have reached Stripe: the row stays pending and is re-sent under
+    its identifier while Stripe still dedupes it."""
+    _set(warehouse, [identifier], attempts=meter_corrections.c.attempts + 1, last_error=error)
+
+
+def expire(warehouse: Warehouse, identifiers: Sequence[str]) -> None:
+    """Pending rows past Stripe's identifier window: never re-sent; the settled summary decides."""
+    _set(warehouse, identifiers, status=CorrectionStatus.EXPIRED.value)
+
+
+# --- results -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconciliationRow:
+    customer_id: str
+    period_start: datetime
+    period_end: datetime
+    subscription_id: str | None
+    window_start: datetime
+    window_end: datetime
+    window_closed: bool
+    cdr_minutes: int
+    stripe_minutes: int
+    delta_minutes: int
+    drift_minutes: int
+    drifting_days: int
+    status: str
+    cause: str | None
+    detail: str
+    repaired_minutes: int
+    unrepaired_drift_minutes: int
+
+
+def write_results(warehouse: Warehouse, run_id: str, rows: Sequence[ReconciliationRow], reconciled_at: datetime) -> int:
+    """This run's rows: a retry of the same run replaces its own rows, other runs are kept."""
+    records = [
+        row.__dict__ | {"run_id": run_id, "window_closed": int(row.window_closed), "reconciled_at": reconciled_at}
+        for row in rows
+    ]
+    with warehouse.begin() as connection:
+        connection.execute(delete(meter_reconciliation).where(meter_reconciliation.c.run_id == run_id))
+        for chunk in _chunks(records, 1000):
+            connection.execute(insert(meter_reconciliation), list(chunk))
+    return len(records)
+
+
+def run_results(warehouse: Warehouse, run_id: str) -> list[dict]:  # type: ignore[type-arg]
+    """The rows a run wrote (for checks and tests)."""
+    with warehouse.connect() as connection:
+        return [dict(row) for row in connection.execute(
+            select(meter_reconciliation).where(meter_reconciliation.c.run_id == run_id)
+            .order_by(meter_reconciliation.c.customer_id, meter_reconciliation.c.period_start)
+        ).mappings()]
