@@ -135,9 +135,10 @@ def _customer_lock(api_base: str, event_name: str, customer_id: str) -> threadin
 class _RateLimitedHttpClient(stripe.RequestsClient):
     """The SDK's requests-based client, with our bucket in front of every HTTP attempt."""
 
-    def __init__(self, bucket: TokenBucket, timeout: float) -> None:
+    def __init__(self, bucket: TokenBucket, timeout: float, backoff_seconds: float) -> None:
         super().__init__(timeout=timeout)
         self._bucket = bucket
+        self._backoff_seconds = backoff_seconds
 
     def request(self, method, url, headers, post_data=None):  # type: ignore[no-untyped-def, override]
         self._bucket.acquire()
@@ -150,6 +151,11 @@ class _RateLimitedHttpClient(stripe.RequestsClient):
             headers = response[2] or {}
             return headers.get("stripe-should-retry") != "false"
         return super()._should_retry(response, api_connection_error, num_retries, max_network_retries)
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        # The SDK's schedule (doubling, capped at 5 s, jittered to 50-100 %) from our first delay.
+        delay = min(self._backoff_seconds * 2 ** (num_retries - 1), self.MAX_DELAY)
+        return max(self._add_jitter_time(delay), self._backoff_seconds / 2)
 
 
 def scrub(text: str | None, secret: str | None = None) -> str | None:
@@ -198,6 +204,7 @@ class StripeResource(dg.ConfigurableResource):
     api_key: str
     api_base: str | None = None  # None = Stripe; the emulator's URL in local mode
     max_network_retries: int = 3
+    retry_backoff_seconds: float = 0.5  # first retry delay (the SDK's); doubles per retry, at most 5 s
     requests_per_second: float | None = None  # None = 25/s for test keys, 100/s for live keys
     burst: int = 1  # requests that may go out back to back before the rate applies
     allow_live_mode: bool = False
@@ -254,7 +261,7 @@ class StripeResource(dg.ConfigurableResource):
                     self.api_key,
                     base_addresses=base_addresses,
                     max_network_retries=self.max_network_retries,
-                    http_client=_RateLimitedHttpClient(bucket, self.timeout_seconds),
+                    http_client=_RateLimitedHttpClient(bucket, self.timeout_seconds, self.retry_backoff_seconds),
                 )
             return self._client
 
