@@ -14,7 +14,8 @@ and the highest `created` of the scan) and the next tick continues; the cursor o
 scan once it has completed. That keeps every tick well under Dagster's 60 s limit even when 10,000
 drafts appear at once.
 
-The listing is not limited to drafts (except on the very first tick, which starts from today's drafts):
+The listing is not limited to drafts (except on the very first scan, which starts from today's drafts
+and the newest invoice's `created`):
 a renewal invoice that was finalized before the sensor saw it — the sensor was stopped for an hour —
 is queued too, and the job records it `missed` and alerts, rather than nobody ever noticing.
 
@@ -154,6 +155,14 @@ def scan_invoices(
         if page.invoices:
             after = page.invoices[-1].id
         if not page.has_more:
+            if cursor.hwm is None:
+                # First scan ever: its drafts may all be older than the newest invoice (or there are
+                # none). The newest invoice of any status sets the watermark, so that from now on a
+                # renewal finalized before a tick saw it is still listed (and recorded as missed).
+                newest = stripe.list_invoices_page(limit=1).invoices
+                if newest:
+                    created = int(newest[0].invoice.created.timestamp())
+                    top = created if top is None else max(top, created)
             plan.cursor = ScanCursor(hwm=top if top is not None else cursor.hwm)
             break
         if plan.pages >= policy.max_pages_per_tick or time.monotonic() >= deadline:

@@ -1,0 +1,118 @@
+"""draft_invoice_sensor through build_sensor_context, on the emulator and both warehouse backends."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
+from aisyst_pipelines.warehouse.annotations_store import AnnotationStatus, annotation_records, status_counts
+from aisyst_pipelines.warehouse.schema import invoice_annotations
+from jobs.annotate_invoices import SensorPolicy, annotate_draft_invoices, run_key
+
+from .conftest import RENEWAL, World
+
+
+def ids_of(result: dg.SensorResult) -> list[list[str]]:
+    return [request.run_config["ops"]["invoice_annotations"]["config"]["invoice_ids"] for request in result.run_requests]
+
+
+def test_batches_cursor_and_only_new_renewals(world: World) -> None:
+    subscribers = [world.subscribe(f"ACME-{n}", 1 + n % 3) for n in range(7)]
+    world.sync()
+    # Before the renewal only subscription_create invoices exist: nothing to annotate, but the
+    # first tick remembers where it stands.
+    first = world.tick(policy=SensorPolicy(batch_size=3))
+    assert first.run_requests == [] and first.skip_reason is not None
+    world.renew()
+    # A one-off invoice the same day is not a renewal either.
+    client = world.client
+    client.v1.invoice_items.create({"customer": subscribers[0].customer_id, "amount": 500, "currency": "usd"})
+    client.v1.invoices.create({"customer": subscribers[0].customer_id, "pending_invoice_items_behavior": "include"})
+
+    result = world.tick(first.cursor, policy=SensorPolicy(batch_size=3))
+    batches = ids_of(result)
+    renewal_ids = {world.renewal_invoice(s).id for s in subscribers}
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert {i for b in batches for i in b} == renewal_ids
+    assert [r.run_key for r in result.run_requests] == [run_key(b) for b in batches]
+    assert len({r.run_key for r in result.run_requests}) == 3
+    for request in result.run_requests:
+        assert dg.validate_run_config(annotate_draft_invoices.resolve(asset_graph=world.definitions().resolve_asset_graph()), request.run_config)
+    cursor = json.loads(result.cursor)
+    assert cursor["hwm"] == int(RENEWAL.timestamp()) + 60 and not cursor["scanning"]
+    assert status_counts(world.warehouse) == {"queued": 7}
+
+    # The next tick re-lists its overlap, finds every renewal on record and requests nothing.
+    again = world.tick(result.cursor, policy=SensorPolicy(batch_size=3))
+    assert again.run_requests == [] and again.cursor == result.cursor
+
+    # Annotated invoices stay skipped after their runs, too.
+    for request in result.run_requests:
+        world.run(request.run_config)
+    assert world.tick(result.cursor).run_requests == []
+    assert status_counts(world.warehouse) == {"annotated": 7}
+
+
+def test_a_scan_larger_than_a_tick_continues_from_the_cursor(world: World) -> None:
+    subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(9)]
+    world.sync()
+    world.renew()
+    policy = SensorPolicy(page_size=2, max_pages_per_tick=2, batch_size=100)
+    cursor = None
+    seen: list[str] = []
+    ticks = 0
+    while True:
+        result = world.tick(cursor, policy=policy)
+        ticks += 1
+        seen += [i for batch in ids_of(result) for i in batch]
+        cursor = result.cursor
+        if not json.loads(cursor)["scanning"]:
+            break
+    # The first scan ever lists today's drafts: 9 renewals, 2 per page, 2 pages per tick.
+    assert ticks == 3
+    assert sorted(seen) == sorted(world.renewal_invoice(s).id for s in subscribers)
+    assert len(seen) == len(set(seen))
+
+
+def test_stale_rows_are_requested_again_and_our_version_is_respected(world: World) -> None:
+    stuck = world.subscribe("ACME-1", 1)
+    annotated_elsewhere = world.subscribe("ACME-2", 1)
+    world.sync()
+    world.renew()
+    marked = world.renewal_invoice(annotated_elsewhere)
+    # An invoice that already carries our annotation (e.g. the warehouse was restored from backup).
+    world.client.v1.invoices.update(marked.id, {"metadata": {"aisyst_annotation_version": ANNOTATION_VERSION}})
+    result = world.tick()
+    assert ids_of(result) == [[world.renewal_invoice(stuck).id]]
+    skipped = annotation_records(world.warehouse, [marked.id])[marked.id]
+    assert skipped.status is AnnotationStatus.SKIPPED and "already carries" in skipped.detail
+
+    # The run never happened (daemon down, run lost). After `stale_after`, the sensor asks again.
+    policy = SensorPolicy(stale_after=timedelta(minutes=10))
+    assert world.tick(result.cursor, policy=policy).run_requests == []
+    with world.warehouse.begin() as connection:
+        connection.execute(invoice_annotations.update().values(updated_at=datetime.now(timezone.utc) - timedelta(minutes=11)))
+    retry = world.tick(result.cursor, policy=policy)
+    assert ids_of(retry) == [[world.renewal_invoice(stuck).id]]
+    assert retry.run_requests[0].run_key != result.run_requests[0].run_key
+    assert retry.run_requests[0].tags["aisyst/retry"] == "true"
+    assert world.tick(result.cursor, policy=policy).run_requests == []  # requested once, not every tick
+    world.run(retry.run_requests[0].run_config)
+    assert len(world.our_lines(world.renewal_invoice(stuck).id)) == 2
+    assert world.our_lines(marked.id) == []
+
+
+def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(world: World) -> None:
+    subscriber = world.subscribe("ACME-1", 2)
+    world.sync()
+    cursor = world.tick().cursor  # the sensor knows the subscription_create invoices
+    world.renew()
+    world.advance(RENEWAL + timedelta(hours=3))  # nobody looked for three hours: Stripe finalized it
+    invoice = world.renewal_invoice(subscriber)
+    assert invoice.status != "draft"
+    result = world.tick(cursor)
+    assert ids_of(result) == [[invoice.id]]
+    run = world.run(result.run_requests[0].run_config)
+    assert not run.get_asset_check_evaluations()[0].passed
+    assert annotation_records(world.warehouse, [invoice.id])[invoice.id].status is AnnotationStatus.MISSED
