@@ -28,8 +28,10 @@ from aisyst_pipelines.assets.stripe_events import (
     PollResult,
     deliver_event_alerts,
     poll_events,
+    subscription_mirror_row,
 )
 from aisyst_pipelines.billing.stripe_events import EventsCursor
+from aisyst_pipelines.settings import Settings
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
@@ -59,7 +61,8 @@ def stripe_events_sensor(
     now = datetime.now(timezone.utc)
     wh = warehouse.get()
     cursor = EventsCursor.from_json(context.cursor)
-    result = poll_events(stripe, wh, cursor, max_events=MAX_EVENTS_PER_TICK, now=now)
+    mirror_row = subscription_mirror_row(stripe, Settings.from_env())
+    result = poll_events(stripe, wh, cursor, max_events=MAX_EVENTS_PER_TICK, now=now, mirror_row=mirror_row)
     delivery = deliver_event_alerts(wh, notifier, now=now, limit=ALERTS_PER_TICK)
     context.log.info(_summary(result, delivery.sent, delivery.failed))
     if delivery.last_error:

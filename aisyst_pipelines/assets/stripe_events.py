@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,14 +30,19 @@ from aisyst_pipelines.billing.stripe_events import (
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.events_store import (
     EventOutcome,
+    SubscriptionRowBuilder,
     apply_event,
     mark_event_alert_failed,
     mark_event_alert_sent,
     pending_event_alerts,
     queue_event_alert,
 )
+from aisyst_pipelines.assets.stripe_sync import subscription_row
+from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.settings import Settings
 from resources.notifier import DeliveryError, NotifierResource
 from resources.stripe import PAGE_SIZE, EventCursorGone, StripeResource
+from resources.stripe_records import StripeSubscription
 
 STRIPE_INVOICES = dg.AssetSpec(
     "stripe_invoices",
@@ -86,6 +91,7 @@ def poll_events(
     max_events: int,
     now: datetime,
     source: str = "sensor",
+    mirror_row: SubscriptionRowBuilder | None = None,
 ) -> PollResult:
     """Apply, oldest first, at most `max_events` events newer than the cursor; return the new cursor.
 
@@ -114,7 +120,7 @@ def poll_events(
             result.pages += 1
             # `ending_before` answers the events just newer than the cursor, newest first.
             remaining -= _apply_oldest_first(stripe_events=page.events, warehouse=warehouse, result=result,
-                                             now=now, source=source, budget=remaining)
+                                             now=now, source=source, budget=remaining, mirror_row=mirror_row)
             if not page.has_more:
                 break
             continue
@@ -144,7 +150,7 @@ def poll_events(
             continue
         # The bottom of the list: apply from its oldest event upwards, then follow from there.
         remaining -= _apply_oldest_first(stripe_events=page.events, warehouse=warehouse, result=result,
-                                         now=now, source=source, budget=remaining)
+                                         now=now, source=source, budget=remaining, mirror_row=mirror_row)
         if result.cursor.scanning:  # nothing listed at all (a new account): try again next tick
             break
     else:
@@ -153,7 +159,14 @@ def poll_events(
 
 
 def _apply_oldest_first(
-    *, stripe_events: list[dict[str, Any]], warehouse: Warehouse, result: PollResult, now: datetime, source: str, budget: int
+    *,
+    stripe_events: list[dict[str, Any]],
+    warehouse: Warehouse,
+    result: PollResult,
+    now: datetime,
+    source: str,
+    budget: int,
+    mirror_row: SubscriptionRowBuilder | None,
 ) -> int:
     """Apply a newest-first page from its oldest end, at most `budget` events; move the cursor over
     each one as it is applied. Returns how many were taken."""
@@ -163,7 +176,7 @@ def _apply_oldest_first(
             result.more_waiting = True
             break
         event = StripeEvent.from_payload(payload)
-        result.outcomes.append(apply_event(warehouse, event, source=source, now=now))
+        result.outcomes.append(apply_event(warehouse, event, source=source, now=now, mirror_row=mirror_row))
         result.cursor = result.cursor.applied(event.id, int(event.created.timestamp()))
         taken += 1
     return taken
@@ -178,6 +191,23 @@ def _report_gap(warehouse: Warehouse, result: PollResult, now: datetime) -> None
         warehouse, retention_gap_alert(cursor_event_id=cursor.last_event_id, cursor_created=created, now=now), now=now
     )
     result.retention_gap = True
+
+
+def subscription_mirror_row(stripe: StripeResource | None, settings: Settings) -> SubscriptionRowBuilder:
+    """The Stripe sync's own mapping (tier resolution included) for a subscription carried by an event.
+
+    Product metadata is one of the tier sources, so the product list is fetched — once per resource
+    instance, and only when an event needs it. Without a StripeResource (the webhook receiver run
+    without a key) tiers resolve from price metadata, the tiers file and the legacy price ids."""
+    catalog = load_tier_catalog(settings.tiers_file)
+
+    def build(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+        items = (raw.get("items") or {}).get("data") or []
+        products = stripe.list_products() if stripe is not None else {}
+        row = subscription_row(StripeSubscription.from_api(raw, items, products), catalog, settings.legacy_tier_price_ids)
+        return asdict(row) | {"cancel_at_period_end": int(row.cancel_at_period_end)}
+
+    return build
 
 
 # --- ops alerts ------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ outage and never sent twice for one event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -54,6 +55,10 @@ from .schema import invoice_annotations, stripe_event_alerts, stripe_events_appl
 from .types import UtcDateTime
 
 
+# A Stripe subscription object (JSON) → the stripe_subscriptions columns (ValueError: cannot map it).
+SubscriptionRowBuilder = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
 @dataclass(frozen=True)
 class EventOutcome:
     """What applying one event did. `outcome`: applied | stale (older than the stored row, kept out)
@@ -75,14 +80,26 @@ def _insert(connection: Connection, table: Table):  # type: ignore[no-untyped-de
     return dialect.insert(table)
 
 
-def apply_event(warehouse: Warehouse, event: StripeEvent, *, source: str, now: datetime) -> EventOutcome:
-    """Apply one Stripe event (idempotent). `source`: "sensor" or "webhook"."""
+def apply_event(
+    warehouse: Warehouse,
+    event: StripeEvent,
+    *,
+    source: str,
+    now: datetime,
+    mirror_row: SubscriptionRowBuilder | None = None,
+) -> EventOutcome:
+    """Apply one Stripe event (idempotent). `source`: "sensor" or "webhook".
+
+    `mirror_row` turns a subscription object into a full stripe_subscriptions row (the Stripe sync's
+    own mapping, tier included); with it a subscription created or re-priced since the last sync is
+    mirrored at once. Without it, events move status and period of mirrored subscriptions only."""
     with warehouse.begin() as connection:
-        return apply_event_in(connection, event, source=source, now=now)
+        return _apply_event_in(connection, event, source=source, now=now, mirror_row=mirror_row)
 
 
-def apply_event_in(connection: Connection, event: StripeEvent, *, source: str, now: datetime) -> EventOutcome:
-    """`apply_event` inside a transaction the caller owns."""
+def _apply_event_in(
+    connection: Connection, event: StripeEvent, *, source: str, now: datetime, mirror_row: SubscriptionRowBuilder | None
+) -> EventOutcome:
     object_id = event.object.get("id") if isinstance(event.object.get("id"), str) else None
     claimed = connection.execute(
         _insert(connection, stripe_events_applied)
@@ -97,7 +114,7 @@ def apply_event_in(connection: Connection, event: StripeEvent, *, source: str, n
     if event.is_invoice_event:
         outcome, alerts = _apply_invoice_event(connection, event, now)
     elif event.is_subscription_event:
-        outcome, alerts = _apply_subscription_event(connection, event, now)
+        outcome, alerts = _apply_subscription_event(connection, event, now, mirror_row)
     else:
         outcome, alerts = "ignored", []
 
@@ -156,14 +173,16 @@ def _renewal_annotated(connection: Connection, event: StripeEvent, invoice_id: s
 # --- subscriptions ---------------------------------------------------------------------------------
 
 
-def _apply_subscription_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
+def _apply_subscription_event(
+    connection: Connection, event: StripeEvent, now: datetime, mirror_row: SubscriptionRowBuilder | None
+) -> tuple[str, list[OpsAlert]]:
     change = subscription_status(event)
     subs = stripe_subscriptions.c
     # Lock the subscription's row (PostgreSQL; SQLite holds the database write lock already since
     # the ledger insert), so two deliveries of different events of one subscription serialize.
-    stored_status = connection.scalar(
-        select(subs.status).where(subs.subscription_id == change.subscription_id).with_for_update()
-    )
+    stored = connection.execute(
+        select(subs.status, subs.price_id).where(subs.subscription_id == change.subscription_id).with_for_update()
+    ).first()
     newest_applied = connection.scalar(
         select(func.max(stripe_events_applied.c.created)).where(
             stripe_events_applied.c.object_id == change.subscription_id,
@@ -173,19 +192,33 @@ def _apply_subscription_event(connection: Connection, event: StripeEvent, now: d
     )
     if newest_applied is not None and newest_applied > change.event_created:
         return "stale", []
-    if stored_status is None:
-        # Not mirrored yet (created after the last sync): the next Stripe sync inserts the row with
-        # its tier; the event is still recorded so it is never applied twice.
-        return "applied", subscription_alerts(event, change, stored_status=None)
-    values: dict[str, object] = {
-        "status": change.status,
-        "cancel_at_period_end": int(change.cancel_at_period_end),
-        "synced_at": now,
-    }
-    if change.current_period_start is not None and change.current_period_end is not None:
-        values |= {"current_period_start": change.current_period_start, "current_period_end": change.current_period_end}
-    connection.execute(update(stripe_subscriptions).where(subs.subscription_id == change.subscription_id).values(**values))
+    stored_status = stored.status if stored is not None else None
+    full_row = _mirror_row(mirror_row, event)
+    if full_row is not None and (stored is None or stored.price_id != full_row.get("price_id")):
+        # A subscription the mirror does not know yet, or a tier change: the whole mirror row, with
+        # the tier resolved exactly as the Stripe sync does it.
+        values = dict(full_row) | {"synced_at": now}
+        statement = _insert(connection, stripe_subscriptions).values(**values)
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=["subscription_id"],
+            set_={name: statement.excluded[name] for name in values if name != "subscription_id"},
+        ))
+    elif stored is not None:
+        values = {"status": change.status, "cancel_at_period_end": int(change.cancel_at_period_end), "synced_at": now}
+        if change.current_period_start is not None and change.current_period_end is not None:
+            values |= {"current_period_start": change.current_period_start, "current_period_end": change.current_period_end}
+        connection.execute(update(stripe_subscriptions).where(subs.subscription_id == change.subscription_id).values(**values))
+    # else: unknown and not mappable here — the next Stripe sync inserts it (and reports why it can't).
     return "applied", subscription_alerts(event, change, stored_status=stored_status)
+
+
+def _mirror_row(mirror_row: SubscriptionRowBuilder | None, event: StripeEvent) -> Mapping[str, Any] | None:
+    if mirror_row is None:
+        return None
+    try:
+        return mirror_row(event.object)
+    except (ValueError, KeyError):  # no items, unreadable tier metadata: left to the sync, which reports it
+        return None
 
 
 # --- ops alerts ------------------------------------------------------------------------------------
