@@ -7,7 +7,6 @@ import os
 import dagster as dg
 
 import jobs.annotate_invoices
-import jobs.annotate_invoices
 import jobs.ingest
 import jobs.reconciliation
 import jobs.usage_alerts
@@ -36,7 +35,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
         stripe_sync.defs,
-        invoice_annotation.defs, jobs.annotate_invoices.defs,
         invoice_annotation.defs, jobs.annotate_invoices.defs,
         jobs.reconciliation.build_defs(settings),
         jobs.usage_alerts.usage_alerts_defs(settings),

@@ -40,6 +40,7 @@ class Settings:
     alerts_timezone: str
     alert_thresholds: tuple[int, ...]
     ops_email: str | None
+    smtp_ca_file: Path | None  # extra CA bundle for a private SMTP certificate authority
     # Stripe (DESIGN.md §2.2): the key itself is bound via dg.EnvVar("STRIPE_SECRET_KEY"); only whether
     # one is set is read here. Unset → the emulator at stripe_api_base (DEFAULT_EMULATOR_URL by default).
     stripe_uses_emulator: bool
@@ -71,6 +72,7 @@ class Settings:
             alerts_timezone=env.get("AISYST_ALERTS_TIMEZONE") or "UTC",
             alert_thresholds=parse_thresholds(env.get("AISYST_ALERT_THRESHOLDS") or "80,100"),
             ops_email=env.get("AISYST_OPS_EMAIL") or None,
+            smtp_ca_file=Path(env["AISYST_SMTP_CA_FILE"]).resolve() if env.get("AISYST_SMTP_CA_FILE") else None,
             stripe_uses_emulator=not env.get("STRIPE_SECRET_KEY"),
             stripe_requests_per_second=float(env["AISYST_STRIPE_REQUESTS_PER_SECOND"])
             if env.get("AISYST_STRIPE_REQUESTS_PER_SECOND")

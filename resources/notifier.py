@@ -29,6 +29,9 @@ from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 
+from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.templates import load_brand
+
 DEFAULT_SMTP_PORTS = {"smtp": 587, "smtps": 465}
 
 
@@ -92,6 +95,18 @@ class NotifierResource(dg.ConfigurableResource):
     ops_recipients: list[str]
     smtp_ca_file: str | None = None  # extra CA bundle for a private SMTP certificate authority
     timeout_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "NotifierResource":
+        """SMTP when AISYST_SMTP_URL is set (bound as an EnvVar: it carries the password), else the outbox."""
+        brand = load_brand(settings.brand_file)
+        return cls(
+            smtp_url=dg.EnvVar("AISYST_SMTP_URL") if os.environ.get("AISYST_SMTP_URL") else None,
+            outbox_dir=str(settings.outbox_dir),
+            sender=brand.email_from,
+            ops_recipients=[address.strip() for address in (settings.ops_email or brand.ops_email).split(",") if address.strip()],
+            smtp_ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+        )
 
     @property
     def channel(self) -> str:

@@ -30,7 +30,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from aisyst_pipelines.billing.thresholds import AlertPlan, AlertStatus, RecordedAlert, SilentCustomer
 
 from .database import Warehouse
-from .schema import usage_alerts, usage_daily, usage_silence
+from .schema import (
+    stripe_customers,
+    stripe_subscriptions,
+    usage_alerts,
+    usage_by_period,
+    usage_daily,
+    usage_silence,
+)
 
 _CHUNK = 400  # keys per IN list: far below SQLite's and PostgreSQL's bound-parameter limits
 
@@ -96,6 +103,61 @@ def _key_clause(key: AlertKey):  # type: ignore[no-untyped-def]
     )
 
 
+# --- the current periods to look at ----------------------------------------------------------------
+
+# Subscriptions that are still being served: alerts (and silence) concern these only.
+SERVED_STATUSES = ("active", "trialing", "past_due")
+
+
+@dataclass(frozen=True)
+class CurrentPeriodUsage:
+    """A served subscription's mirrored current period with the usage_by_period row computed for it
+    (None when usage_by_period has not been computed for that period yet) and its customer."""
+
+    subscription_id: str
+    customer_id: str
+    status: str
+    tier_name: str | None
+    included_minutes: int | None  # None = unlimited (or an unknown tier: never alerted)
+    period_start: datetime
+    period_end: datetime
+    test_clock: str | None
+    calls: int | None
+    billable_seconds: int | None
+    minutes_used: int | None
+    usage_computed_at: datetime | None
+    customer_name: str | None
+    customer_email: str | None
+
+
+def current_period_usage(warehouse: Warehouse) -> list[CurrentPeriodUsage]:
+    """Every served subscription's current period as the Stripe sync mirrored it, with the minutes
+    the usage_by_period asset computed for exactly that period (reused, never recomputed here)."""
+    s, u, k = stripe_subscriptions.c, usage_by_period.c, stripe_customers.c
+    statement = (
+        select(
+            s.subscription_id, s.customer_id, s.status, s.tier_name, s.included_minutes,
+            s.current_period_start.label("period_start"), s.current_period_end.label("period_end"), s.test_clock,
+            u.calls, u.billable_seconds, u.minutes_used, u.computed_at.label("usage_computed_at"),
+            k.name.label("customer_name"), k.email.label("customer_email"),
+        )
+        .select_from(
+            stripe_subscriptions.outerjoin(
+                usage_by_period,
+                and_(u.subscription_id == s.subscription_id, u.period_start == s.current_period_start),
+            ).outerjoin(stripe_customers, k.customer_id == s.customer_id)
+        )
+        .where(
+            s.status.in_(SERVED_STATUSES),
+            s.current_period_start.is_not(None),
+            s.current_period_end.is_not(None),
+        )
+        .order_by(s.customer_id, s.subscription_id)
+    )
+    with warehouse.connect() as connection:
+        return [CurrentPeriodUsage(**row._asdict()) for row in connection.execute(statement)]
+
+
 # --- reading and recording decisions --------------------------------------------------------------
 
 
@@ -127,7 +189,7 @@ class AlertFacts:
     period_start: datetime
     period_end: datetime
     tier_name: str | None
-    included_minutes: int
+    included_minutes: int | None  # None (unlimited) only for plans that merely withdraw old rows
     minutes_used: int
     usage_pct: float
 
@@ -137,6 +199,7 @@ def record_plan(warehouse: Warehouse, facts: AlertFacts, plan: AlertPlan, as_of:
     changes to rows that are still pending (a concurrent run cannot undo a delivery)."""
     with warehouse.begin() as connection:
         if plan.new_alerts:
+            assert facts.included_minutes is not None, "an unlimited tier has no thresholds"
             rows = [
                 dict(
                     customer_id=facts.customer_id, period_start=facts.period_start, threshold_pct=threshold,
@@ -156,16 +219,27 @@ def record_plan(warehouse: Warehouse, facts: AlertFacts, plan: AlertPlan, as_of:
             )
 
 
-def expire_pending(warehouse: Warehouse, now: datetime) -> int:
-    """Pending alerts whose period has ended are too late to send: `expired`. Returns how many."""
+def expire_pending(warehouse: Warehouse, current_periods: Iterable[tuple[str, datetime]]) -> int:
+    """Pending alerts of any period that is not a current (customer_id, period_start) of this run —
+    the period renewed, the subscription ended — are too late to send: `expired`. Returns how many."""
+    current = set(current_periods)
     c = usage_alerts.c
     with warehouse.begin() as connection:
-        result = connection.execute(
-            update(usage_alerts)
-            .where(c.status == AlertStatus.PENDING.value, c.period_end <= now)
-            .values(status=AlertStatus.EXPIRED.value, ops_notified_at=None)
-        )
-    return result.rowcount
+        stale = [
+            (row.customer_id, row.period_start)
+            for row in connection.execute(
+                select(c.customer_id, c.period_start).where(c.status == AlertStatus.PENDING.value).distinct()
+            )
+            if (row.customer_id, row.period_start) not in current
+        ]
+        expired = 0
+        for chunk in _chunks(stale):
+            expired += connection.execute(
+                update(usage_alerts)
+                .where(c.status == AlertStatus.PENDING.value, tuple_(c.customer_id, c.period_start).in_(chunk))
+                .values(status=AlertStatus.EXPIRED.value, ops_notified_at=None)
+            ).rowcount
+    return expired
 
 
 def pending_alert(warehouse: Warehouse, key: AlertKey) -> AlertRow | None:

@@ -69,11 +69,12 @@ def test_tier_change_keys_rows_by_included_minutes(warehouse: Warehouse) -> None
     ]
 
 
-def test_expire_pending_alerts_of_ended_periods(warehouse: Warehouse) -> None:
+def test_expire_pending_alerts_of_periods_that_are_no_longer_current(warehouse: Warehouse) -> None:
     run_plan(warehouse, 410)
-    assert store.expire_pending(warehouse, END - timedelta(seconds=1)) == 0
-    assert store.expire_pending(warehouse, END) == 1
-    assert store.status_counts(warehouse) == {"expired": 1}
+    run_plan(warehouse, 410, customer="cus_B")
+    assert store.expire_pending(warehouse, [("cus_A", START), ("cus_B", START)]) == 0
+    assert store.expire_pending(warehouse, [("cus_A", END)]) == 2  # A renewed, B's subscription ended
+    assert store.status_counts(warehouse) == {"expired": 2}
 
 
 def test_ops_report_once_per_status(warehouse: Warehouse) -> None:
