@@ -9,10 +9,11 @@ import dagster as dg
 import jobs.annotate_invoices
 import jobs.ingest
 import jobs.reconciliation
+import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.settings import Settings, ensure_local_pii_key
-from resources import PiiKeyResource, StripeResource, WarehouseResource
+from resources import NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -23,6 +24,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "pii_key": PiiKeyResource(key=dg.EnvVar("AISYST_PII_KEY")),
         # STRIPE_SECRET_KEY via dg.EnvVar, or the local emulator when it is unset (see from_settings)
         "stripe": StripeResource.from_settings(settings),
+        # AISYST_SMTP_URL via dg.EnvVar (it carries the password), or .eml files in the outbox
+        "notifier": NotifierResource.from_settings(settings),
     }
 
 
@@ -34,5 +37,6 @@ def defs() -> dg.Definitions:
         stripe_sync.defs,
         invoice_annotation.defs, jobs.annotate_invoices.defs,
         jobs.reconciliation.build_defs(settings),
+        jobs.usage_alerts.usage_alerts_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
     )
