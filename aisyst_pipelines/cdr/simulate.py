@@ -511,7 +511,7 @@ def _rfc2822_times(values: pd.Series) -> pd.Series:
     naive = _utc_naive(values)
     stamps = pd.Series(naive)
     text = pd.Series(np.datetime_as_string(naive, unit="s"), dtype="str")
-    weekday = WEEKDAY_NAMES[stamps.dt.dayofweek.fillna(0).astype(int).to_numpy()]
+    weekday = WEEKDAY_NAMES[stamps.dt.day_of_week.fillna(0).astype(int).to_numpy()]
     month = MONTH_NAMES[stamps.dt.month.fillna(1).astype(int).to_numpy()]
     out = (
         pd.Series(weekday, dtype="str")
