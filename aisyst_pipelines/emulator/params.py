@@ -54,6 +54,7 @@ def _request_option_keys() -> frozenset[str]:
     return frozenset(RequestOptions.__annotations__)
 
 
+@functools.cache
 def _resolve(annotation: Any, module_name: str) -> Any:
     if isinstance(annotation, str):
         annotation = typing.ForwardRef(annotation)
