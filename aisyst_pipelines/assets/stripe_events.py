@@ -92,6 +92,7 @@ def poll_events(
     now: datetime,
     source: str = "sensor",
     mirror_row: SubscriptionRowBuilder | None = None,
+    page_size: int = PAGE_SIZE,
 ) -> PollResult:
     """Apply, oldest first, at most `max_events` events newer than the cursor; return the new cursor.
 
@@ -109,7 +110,7 @@ def poll_events(
             assert current.last_event_id is not None
             try:
                 page = stripe.list_events_page(
-                    WATCHED_EVENT_TYPES, ending_before=current.last_event_id, limit=min(PAGE_SIZE, remaining)
+                    WATCHED_EVENT_TYPES, ending_before=current.last_event_id, limit=min(page_size, remaining)
                 )
             except EventCursorGone:
                 # The last applied event fell out of Stripe's 30-day retention: events after it
@@ -131,7 +132,7 @@ def poll_events(
             break
         try:
             page = stripe.list_events_page(
-                WATCHED_EVENT_TYPES, starting_after=current.scan_after, created_gte=current.scan_floor, limit=PAGE_SIZE
+                WATCHED_EVENT_TYPES, starting_after=current.scan_after, created_gte=current.scan_floor, limit=page_size
             )
         except EventCursorGone:  # the page boundary itself expired meanwhile: walk again from the top
             result.cursor = current.rescan(floor=current.scan_floor)

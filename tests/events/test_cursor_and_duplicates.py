@@ -1,0 +1,177 @@
+"""The sensor's cursor against the emulator, on SQLite and PostgreSQL: bounded ticks that resume, a
+restart after a crash, a cursor Stripe no longer lists, and events delivered twice (sensor + webhook)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import stripe
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from aisyst_pipelines.assets.stripe_events import poll_events
+from aisyst_pipelines.billing.stripe_events import WATCHED_EVENT_TYPES, EventsCursor, OpsAlertKind
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.schema import stripe_event_alerts, stripe_events_applied, stripe_invoices
+from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
+from resources.stripe import StripeResource
+
+from .stripe_world import HOUR, StripeWorld, ops_mail_subjects, sensor_tick
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def world(stripe_emulator, stripe_resource) -> StripeWorld:
+    """Three customers, one of whose cards starts failing; two renewals: ~40 watched events."""
+    world = StripeWorld.create(stripe_emulator, stripe_resource)
+    customers = [world.customer(code) for code in ("ACME", "BETA", "GAMMA")]
+    subscriptions = [world.subscribe(customer, tier=n + 1).id for n, customer in enumerate(customers)]
+    world.switch_card(customers[1], "pm_card_chargeCustomerFail")
+    world.advance_to(world.period_end(subscriptions[0]) + 2 * HOUR)
+    world.advance_to(world.period_end(subscriptions[0]) + 2 * HOUR)
+    return world
+
+
+def ledger(warehouse: Warehouse) -> list[tuple[str, str, str]]:
+    c = stripe_events_applied.c
+    with warehouse.connect() as connection:
+        return [tuple(row) for row in connection.execute(select(c.event_id, c.outcome, c.source))]
+
+
+def invoice_states(warehouse: Warehouse) -> dict[str, tuple[str, int]]:
+    c = stripe_invoices.c
+    with warehouse.connect() as connection:
+        return {row.invoice_id: (row.status, row.amount_paid) for row in connection.execute(select(c.invoice_id, c.status, c.amount_paid))}
+
+
+def stripe_invoice_states(world: StripeWorld) -> dict[str, tuple[str, int]]:
+    listed = world.client.v1.invoices.list({"limit": 100})
+    return {invoice.id: (invoice.status, invoice.amount_paid) for invoice in listed.data}
+
+
+def alert_count(warehouse: Warehouse) -> int:
+    with warehouse.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(stripe_event_alerts))
+
+
+def test_ticks_are_bounded_and_resume_from_the_cursor(world: StripeWorld, warehouse: Warehouse) -> None:
+    everything = world.watched_event_ids()
+    assert len(everything) > 30
+    cursor, rounds, applied_per_round = EventsCursor(), 0, []
+    while True:
+        result = poll_events(world.stripe, warehouse, cursor, max_events=7, now=NOW, page_size=4)
+        rounds += 1
+        applied_per_round.append(len(result.applied))
+        assert len(result.outcomes) <= 7
+        if result.cursor.last_event_id:
+            assert result.cursor.last_event_id in everything
+        cursor = result.cursor
+        if not result.outcomes:
+            break
+    assert max(applied_per_round) == 7 and rounds >= len(everything) // 7
+    ids = [event_id for event_id, _, _ in ledger(warehouse)]
+    assert sorted(ids) == sorted(everything) and len(ids) == len(set(ids))
+    assert cursor.last_event_id == everything[-1]
+    assert invoice_states(warehouse) == stripe_invoice_states(world)
+
+
+def test_restart_after_a_crash_applies_each_event_once(world: StripeWorld, warehouse: Warehouse, tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    crashed = sensor_tick(warehouse, world.stripe, outbox, None)  # applied, then died before its cursor was stored
+    applied_before = len(ledger(warehouse))
+    assert applied_before == len(world.watched_event_ids()) and crashed.cursor
+    mails_before = ops_mail_subjects(outbox)
+
+    restarted = sensor_tick(warehouse, world.stripe, outbox, None)  # the daemon starts again from no cursor
+    assert restarted.cursor == crashed.cursor
+    assert restarted.skip_reason is not None  # every event listed again was found in the ledger
+    assert len(ledger(warehouse)) == applied_before
+    assert ops_mail_subjects(outbox) == mails_before  # no alert twice
+    assert invoice_states(warehouse) == stripe_invoice_states(world)
+
+
+def test_ticks_dying_midway_never_skip_nor_double_apply(stripe_emulator, world: StripeWorld, warehouse: Warehouse) -> None:
+    everything = world.watched_event_ids()
+    flaky = StripeResource(api_key=stripe_emulator.api_key, api_base=stripe_emulator.url, max_network_retries=1,
+                           requests_per_second=200, burst=20)
+    stripe_emulator.set_faults(error_rate=0.35)
+    cursor, died_after_applying, attempts = EventsCursor(), 0, 0
+    while attempts < 400:
+        attempts += 1
+        before = len(ledger(warehouse))
+        try:
+            result = poll_events(flaky, warehouse, cursor, max_events=12, now=NOW, page_size=3)
+        except stripe.APIError:
+            # Like a sensor tick that raises: Dagster keeps the previous cursor.
+            died_after_applying += len(ledger(warehouse)) > before
+            continue
+        cursor = result.cursor
+        if not result.outcomes and not cursor.scanning:
+            break
+    stripe_emulator.set_faults(error_rate=0.0)
+    assert died_after_applying > 0, "no tick died after applying events: the test proved nothing"
+    rows = ledger(warehouse)
+    assert sorted(event_id for event_id, _, _ in rows) == sorted(everything)
+    assert cursor.last_event_id == everything[-1]
+    assert invoice_states(warehouse) == stripe_invoice_states(world)
+
+
+def test_a_cursor_stripe_no_longer_lists_applies_what_exists_and_warns(world: StripeWorld, warehouse: Warehouse) -> None:
+    lost = EventsCursor(last_event_id="evt_expired_long_ago", last_created=1_700_000_000, scanning=False)
+    result = poll_events(world.stripe, warehouse, lost, max_events=500, now=NOW)
+    assert result.retention_gap
+    assert sorted(e for e, _, _ in ledger(warehouse)) == sorted(world.watched_event_ids())
+    with warehouse.connect() as connection:
+        kinds = Counter(connection.scalars(select(stripe_event_alerts.c.kind)))
+    assert kinds[OpsAlertKind.EVENTS_RETENTION_GAP.value] == 1
+    assert result.cursor.last_event_id == world.watched_event_ids()[-1] and not result.cursor.scanning
+
+
+SECRET = "whsec_duplicate_delivery_test"
+
+
+def post_signed(client: TestClient, payload: dict) -> str:
+    body = json.dumps(payload, default=str)
+    header = stripe.WebhookSignature.generate_signature_header(body, SECRET, timestamp=int(time.time()))
+    response = client.post(WEBHOOK_PATH, content=body, headers={"Stripe-Signature": header})
+    assert response.status_code == 200, response.text
+    return response.json()["outcome"]
+
+
+def stripe_events_oldest_first(world: StripeWorld) -> list[dict]:
+    page = world.stripe.list_events_page(WATCHED_EVENT_TYPES, limit=100)
+    assert not page.has_more
+    return list(reversed(page.events))
+
+
+def test_webhook_then_sensor_applies_once(world: StripeWorld, warehouse: Warehouse, tmp_path: Path) -> None:
+    events = stripe_events_oldest_first(world)
+    with TestClient(create_webhook_app(warehouse, SECRET)) as client:
+        # Stripe delivers webhooks in no guaranteed order: newest first here, each twice.
+        outcomes = [post_signed(client, payload) for payload in reversed(events) for _ in range(2)]
+    assert Counter(outcomes)["duplicate"] == len(events)
+    alerts_after_webhook = alert_count(warehouse)
+    assert alerts_after_webhook >= 2  # payment failed, past due (at least)
+
+    polled = sensor_tick(warehouse, world.stripe, tmp_path / "outbox", None)
+    assert polled.skip_reason is None  # the queued alerts went out in this tick
+    rows = ledger(warehouse)
+    assert len(rows) == len(events) and {source for _, _, source in rows} == {"webhook"}
+    assert alert_count(warehouse) == alerts_after_webhook
+    # Delivered newest first, the invoices still end in Stripe's current state (older events: stale).
+    assert invoice_states(warehouse) == stripe_invoice_states(world)
+    assert Counter(outcome for _, outcome, _ in rows)["stale"] > 0
+
+
+def test_sensor_then_webhook_applies_once(world: StripeWorld, warehouse: Warehouse, tmp_path: Path) -> None:
+    sensor_tick(warehouse, world.stripe, tmp_path / "outbox", None)
+    with TestClient(create_webhook_app(warehouse, SECRET)) as client:
+        outcomes = {post_signed(client, payload) for payload in stripe_events_oldest_first(world)}
+    assert outcomes == {"duplicate"}
+    assert {source for _, _, source in ledger(warehouse)} == {"sensor"}
