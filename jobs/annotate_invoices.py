@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY
+from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY, BRANDING_ASSET_KEY, SUBSCRIPTIONS_ASSET_KEY
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_version_of
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.annotations_store import (
@@ -261,4 +261,24 @@ def draft_invoice_sensor(
     return evaluate(context, stripe, warehouse.get())
 
 
-defs = dg.Definitions(jobs=[annotate_draft_invoices], sensors=[draft_invoice_sensor])
+# Brand fields go on each subscription's invoice settings ahead of its renewal (see the asset): the
+# Stripe mirror is refreshed and only changed subscriptions are written, once a day.
+invoice_branding_job = dg.define_asset_job(
+    "invoice_branding_job",
+    selection=dg.AssetSelection.assets(dg.AssetKey("stripe_customers"), SUBSCRIPTIONS_ASSET_KEY, BRANDING_ASSET_KEY),
+    description="Refresh the Stripe mirror, then write changed brand fields to subscriptions' invoice settings.",
+)
+
+invoice_branding_daily = dg.ScheduleDefinition(
+    name="invoice_branding_daily",
+    job=invoice_branding_job,
+    cron_schedule="0 5 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    jobs=[annotate_draft_invoices, invoice_branding_job],
+    sensors=[draft_invoice_sensor],
+    schedules=[invoice_branding_daily],
+)

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import insert
 
-from aisyst_pipelines.assets import invoice_annotation
+from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.warehouse import Warehouse, stripe_store
@@ -126,7 +126,9 @@ class World:
         return {"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse_url)}
 
     def definitions(self) -> dg.Definitions:
-        return dg.Definitions.merge(invoice_annotation.defs, annotate_invoices.defs, dg.Definitions(resources=self.resources))
+        return dg.Definitions.merge(
+            stripe_sync.defs, invoice_annotation.defs, annotate_invoices.defs, dg.Definitions(resources=self.resources)
+        )
 
     def tick(self, cursor: str | None = None, policy: annotate_invoices.SensorPolicy | None = None) -> dg.SensorResult:
         context = dg.build_sensor_context(cursor=cursor, resources=self.resources, instance=self.instance)
