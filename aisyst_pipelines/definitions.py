@@ -9,9 +9,11 @@ import dagster as dg
 import jobs.annotate_invoices
 import jobs.ingest
 import jobs.reconciliation
+import jobs.stripe_events
 import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
+from aisyst_pipelines.assets import stripe_events as stripe_events_assets
 from aisyst_pipelines.settings import Settings, ensure_local_pii_key
 from resources import NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
 
@@ -36,6 +38,7 @@ def defs() -> dg.Definitions:
         cdr_assets.defs, jobs.ingest.defs,
         stripe_sync.defs,
         invoice_annotation.defs, jobs.annotate_invoices.defs,
+        stripe_events_assets.defs, jobs.stripe_events.defs,
         jobs.reconciliation.build_defs(settings),
         jobs.usage_alerts.usage_alerts_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
