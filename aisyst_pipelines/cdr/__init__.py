@@ -5,7 +5,7 @@ Plain Python on pandas: no Dagster, Stripe or SQL here. The warehouse loader str
 """
 
 from .formats import CdrFileError, detect_format, forced_format_for
-from .privacy import hash_phone_number, hash_phone_numbers, normalise_phone_number
+from .privacy import hash_phone_number, normalise_phone_number
 from .rating import RatingPolicy, rate_calls
 from .reader import CdrChunk, ReadOptions, read_cdr_file
 from .records import (
@@ -35,7 +35,6 @@ __all__ = [
     "detect_format",
     "forced_format_for",
     "hash_phone_number",
-    "hash_phone_numbers",
     "normalise_phone_number",
     "rate_calls",
     "read_cdr_file",

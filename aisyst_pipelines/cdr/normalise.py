@@ -632,7 +632,7 @@ def _records(
     completed = _mask(pc.equal(disposition, ANSWERED_DISPOSITION))
     billable = np.where(np.isnan(given), derived, given)
     billable = np.where(completed & ~np.isnan(billable), billable, 0).astype(np.int64)
-    minutes = np.where(completed, options.policy.billable_minutes(billable), 0).astype(np.int64)
+    minutes = options.policy.billable_minutes(billable)  # unanswered calls have 0 billable seconds, so 0 minutes
     table = pa.table(
         {
             "call_id": calls.call_id.take(rows),

@@ -12,9 +12,6 @@ import hmac
 import re
 from collections.abc import Iterable
 
-import numpy as np
-import pandas as pd
-
 REDACTED = "[redacted]"
 
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
@@ -57,14 +54,6 @@ def hash_phone_number(number: str | None, key: bytes) -> str | None:
     if normalised is None:
         return None
     return hmac.digest(key, normalised.encode("utf-8"), "sha256").hex()
-
-
-def hash_phone_numbers(numbers: pd.Series, key: bytes) -> np.ndarray:
-    """`hash_phone_number` for a column, computing each distinct number once (object array, None if empty)."""
-    codes, uniques = pd.factorize(numbers, use_na_sentinel=True)
-    hashed = np.array([hash_phone_number(value, key) for value in uniques] + [None], dtype=object)
-    # code -1 (missing) picks the trailing None
-    return hashed[codes]
 
 
 def redact_record_text(raw: str, values: Iterable[str | None] = ()) -> str:
