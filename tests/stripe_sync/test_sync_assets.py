@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.billing.tiers import load_tier_catalog
@@ -169,6 +169,15 @@ def test_sync_and_usage_by_period_end_to_end(warehouse: Warehouse, stripe_resour
     usage_meta = metadata_of(result, usage_by_period)
     assert usage_meta["minutes_used_current_periods"] == 601 + 1234 + 250
     assert (usage_meta["subscriptions_over_allowance"], usage_meta["unmapped_call_minutes"]) == (1, 40)
+
+    # the analysts' view of the current periods
+    with warehouse.connect() as connection:
+        view = {r.subscription_id: r for r in connection.execute(text(
+            "SELECT subscription_id, account_code, minutes_used, minutes_unused, overage_minutes, usage_pct FROM v_current_usage"))}
+    assert (view[a.subscription_id].account_code, view[a.subscription_id].minutes_used) == ("acct-a", 601)
+    assert (view[a.subscription_id].minutes_unused, view[a.subscription_id].overage_minutes, view[a.subscription_id].usage_pct) == (0, 101, 120.2)
+    assert (view[b.subscription_id].minutes_used, view[b.subscription_id].minutes_unused, view[b.subscription_id].usage_pct) == (1234, None, None)
+    assert (view[d.subscription_id].minutes_used, view[d.subscription_id].minutes_unused) == (0, 1000)
 
     # a rerun rewrites the same rows; a late CDR of the closed period is picked up
     assert materialize(stripe_resource, warehouse).success

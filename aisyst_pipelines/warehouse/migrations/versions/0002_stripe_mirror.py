@@ -1,4 +1,5 @@
-"""Stripe mirror and usage per billing period: stripe_customers, stripe_subscriptions, usage_by_period.
+"""Stripe mirror and usage per billing period: stripe_customers, stripe_subscriptions, usage_by_period;
+view v_current_usage.
 
 Revision ID: 0002
 Revises: 0001
@@ -6,6 +7,8 @@ Revises: 0001
 
 import sqlalchemy as sa
 from alembic import op
+
+from aisyst_pipelines.warehouse.views import create_view, drop_view
 
 revision = "0002"
 down_revision = "0001"
@@ -72,8 +75,10 @@ def upgrade() -> None:
         sa.Column("computed_at", UTC_TIME, nullable=False),
     )
     op.create_index("ix_usage_by_period_customer", "usage_by_period", ["customer_id", "period_start"])
+    create_view(op, "v_current_usage")
 
 
 def downgrade() -> None:
+    drop_view(op, "v_current_usage")
     for table in ("usage_by_period", "stripe_subscriptions", "stripe_customers"):
         op.drop_table(table)
