@@ -31,7 +31,7 @@ from starlette.routing import Route
 from aisyst_pipelines.assets.stripe_events import deliver_event_alerts
 from aisyst_pipelines.billing.stripe_events import EventPayloadError, StripeEvent
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.events_store import apply_event
+from aisyst_pipelines.warehouse.events_store import SubscriptionRowBuilder, apply_event
 from resources.notifier import NotifierResource
 
 WEBHOOK_PATH = "/stripe/webhook"
@@ -46,10 +46,12 @@ def create_webhook_app(
     signing_secret: str,
     *,
     notifier: NotifierResource | None = None,
+    mirror_row: SubscriptionRowBuilder | None = None,
     tolerance_seconds: int = SIGNATURE_TOLERANCE_SECONDS,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> Starlette:
-    """The receiver. Without a notifier, queued ops alerts wait for the sensor to send them."""
+    """The receiver. Without a notifier, queued ops alerts wait for the sensor to send them;
+    `mirror_row` as for the sensor (subscriptions new since the last sync are mirrored at once)."""
     if not signing_secret or not signing_secret.strip():
         raise ValueError("the webhook signing secret (STRIPE_WEBHOOK_SECRET) is empty")
 
@@ -73,7 +75,9 @@ def create_webhook_app(
             return _refuse(f"not a Stripe event: {error}")
 
         try:
-            outcome = await run_in_threadpool(apply_event, warehouse, event, source="webhook", now=clock())
+            outcome = await run_in_threadpool(
+                apply_event, warehouse, event, source="webhook", now=clock(), mirror_row=mirror_row
+            )
         except Exception:  # noqa: BLE001 - any failure: answer 500 so that Stripe delivers it again
             log.exception("webhook: could not apply event %s (%s)", event.id, event.type)
             return JSONResponse({"error": "event could not be stored; retry"}, status_code=500)
