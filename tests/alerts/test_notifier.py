@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer
+from .conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer
 
 from resources.notifier import DeliveryError, NotifierResource, SmtpEndpoint
 
