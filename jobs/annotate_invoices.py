@@ -261,6 +261,71 @@ def draft_invoice_sensor(
     return evaluate(context, stripe, warehouse.get())
 
 
+# --- one pass in this process (`aisyst annotate`, the demo, the benchmark) -------------------------------
+
+CLI_CURSOR_KEY = "aisyst/draft_invoice_sensor/cli_cursor"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    invoices: int
+    counts: dict[str, int]
+    check_passed: bool | None
+    success: bool
+    skipped_reason: str | None = None  # the run key was used before: nothing ran
+
+
+def execute_annotation(
+    instance: dg.DagsterInstance, definitions: dg.Definitions, run_config: dict, tags: dict[str, str] | None = None
+) -> RunOutcome:
+    job = definitions.resolve_job_def(annotate_draft_invoices.name)
+    result = job.execute_in_process(run_config={**run_config, **QUIET}, instance=instance, tags=tags, raise_on_error=False)
+    ids = run_config["ops"][ASSET_KEY.to_python_identifier()]["config"]["invoice_ids"]
+    counts: dict[str, int] = {}
+    check_passed = None
+    if result.success:
+        metadata = result.asset_materializations_for_node(ASSET_KEY.to_python_identifier())[0].metadata
+        counts = {key: int(metadata[key].value) for key in ("annotated", "missed", "failed", "skipped", "already_done")}
+        check_passed = all(check.passed for check in result.get_asset_check_evaluations())
+    return RunOutcome(result.run_id, len(ids), counts, check_passed, result.success)
+
+
+def annotate_once(
+    instance: dg.DagsterInstance, definitions: dg.Definitions, invoice_ids: Sequence[str] | None = None
+) -> list[RunOutcome]:
+    """Evaluate `draft_invoice_sensor` once and execute the runs it requests here, tagged with the
+    sensor's name and run key as the daemon would tag them (a run key used before is not run again);
+    or, given `invoice_ids`, run the job for exactly those invoices (they must have a row). The pass
+    keeps its own cursor in the instance: the daemon's cursor belongs to the running code location."""
+    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+
+    op = ASSET_KEY.to_python_identifier()
+    if invoice_ids is not None:
+        config = {"ops": {op: {"config": {"invoice_ids": list(invoice_ids)}}}}
+        return [execute_annotation(instance, definitions, config, {"aisyst/manual": "true"})]
+    sensor = definitions.resolve_sensor_def(draft_invoice_sensor.name)
+    cursor = instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}).get(CLI_CURSOR_KEY)
+    resources = {key: (definitions.resources or {})[key] for key in sensor.required_resource_keys}
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=definitions, sensor_name=sensor.name, resources=resources
+    ) as context:
+        tick = sensor.evaluate_tick(context)
+    if tick.cursor is not None:
+        instance.run_storage.set_cursor_values({CLI_CURSOR_KEY: tick.cursor})
+    outcomes = []
+    for request in tick.run_requests or []:
+        tags = {**request.tags, RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor.name}
+        earlier = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor.name}), limit=1)
+        ids = request.run_config["ops"][op]["config"]["invoice_ids"]
+        if earlier:
+            outcomes.append(RunOutcome(earlier[0].run_id, len(ids), {}, None, True, skipped_reason="run key used before"))
+            continue
+        outcomes.append(execute_annotation(instance, definitions, request.run_config, tags))
+    return outcomes
+
+
 # Brand fields go on each subscription's invoice settings ahead of its renewal (see the asset): the
 # Stripe mirror is refreshed and only changed subscriptions are written, once a day.
 invoice_branding_job = dg.define_asset_job(

@@ -116,3 +116,19 @@ def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(w
     run = world.run(result.run_requests[0].run_config)
     assert not run.get_asset_check_evaluations()[0].passed
     assert annotation_records(world.warehouse, [invoice.id])[invoice.id].status is AnnotationStatus.MISSED
+
+
+def test_one_pass_in_process_respects_run_keys(world: World) -> None:
+    from jobs.annotate_invoices import annotate_once
+
+    subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(3)]
+    world.sync()
+    world.renew()
+    definitions = world.definitions()
+    (outcome,) = annotate_once(world.instance, definitions)
+    assert outcome.success and outcome.counts["annotated"] == 3 and outcome.check_passed
+    run = world.instance.get_run_by_id(outcome.run_id)
+    assert run.tags["dagster/sensor_name"] == "draft_invoice_sensor" and run.tags["dagster/run_key"].startswith("annotate:v")
+    assert annotate_once(world.instance, definitions) == []  # the pass's cursor moved on: nothing new
+    (manual,) = annotate_once(world.instance, definitions, [world.renewal_invoice(subscribers[0]).id])
+    assert manual.counts["already_done"] == 1 and manual.counts["annotated"] == 0
