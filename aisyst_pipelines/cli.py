@@ -6,6 +6,7 @@
     aisyst simulate-calls        write sample CDR files
     aisyst emulator              the local Stripe emulator
     aisyst bootstrap-stripe      create the tier catalog and the meter in Stripe
+    aisyst webhook               the Stripe webhook receiver (push alternative to the events sensor)
     aisyst annotate              one pass of the draft-invoice sensor and its annotation runs
 """
 
@@ -176,6 +177,31 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(o.success and o.check_passed is not False for o in outcomes) else 1
 
 
+def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the Stripe webhook receiver; the signing secret comes from STRIPE_WEBHOOK_SECRET only."""
+    import os
+
+    import uvicorn
+
+    from aisyst_pipelines.assets.stripe_events import subscription_mirror_row
+    from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
+    from resources import NotifierResource, StripeResource
+
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+    if not secret.strip():
+        print("webhook: set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_…)", file=sys.stderr)
+        return 2
+    warehouse = Warehouse(settings.warehouse_url)
+    if not warehouse.is_current():
+        warehouse.upgrade()
+    notifier = NotifierResource.from_settings(settings).process_config_and_initialize()  # resolves EnvVars
+    stripe = StripeResource.from_settings(settings).process_config_and_initialize()
+    app = create_webhook_app(warehouse, secret, notifier=notifier, mirror_row=subscription_mirror_row(stripe, settings))
+    print(f"Stripe webhook receiver on http://{args.host}:{args.port}{WEBHOOK_PATH} → warehouse {warehouse!r}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aisyst", description="Aisyst billing data platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument("--invoice", action="append", metavar="ID", help="annotate these invoices now (repeatable)")
     annotate.set_defaults(handler=cmd_annotate)
+
+    webhook = commands.add_parser("webhook", help="the Stripe webhook receiver (STRIPE_WEBHOOK_SECRET; same handler as the events sensor)")
+    webhook.add_argument("--host", default="127.0.0.1", help="put a TLS reverse proxy in front for Stripe to reach it")
+    webhook.add_argument("--port", type=int, default=8787)
+    webhook.set_defaults(handler=cmd_webhook)
 
     return parser
 
