@@ -213,7 +213,6 @@ class StripeResource(dg.ConfigurableResource):
 
     _client: stripe.StripeClient | None = PrivateAttr(default=None)
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _products: dict[str, StripeProduct] | None = PrivateAttr(default=None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StripeResource":
@@ -297,17 +296,15 @@ class StripeResource(dg.ConfigurableResource):
         return customers
 
     def list_products(self) -> dict[str, StripeProduct]:
-        """All products by id, fetched once per resource instance (the subscription sync joins on it)."""
-        if self._products is None:
-            products = self._list(lambda c: c.v1.products.list({"limit": PAGE_SIZE}), StripeProduct.from_api)
-            self._products = {product.id: product for product in products}
-        return self._products
+        """All products by id (the subscription sync joins items' prices on it)."""
+        products = self._list(lambda c: c.v1.products.list({"limit": PAGE_SIZE}), StripeProduct.from_api)
+        return {product.id: product for product in products}
 
     def list_subscriptions(self, test_clocks: Iterable[str] | None = None) -> list[StripeSubscription]:
         """Every subscription (status=all), with each item's price and product.
 
-        The product comes from a product cache rather than `expand[]=data.items.data.price.product`
-        (five levels; Stripe expands four at most).
+        The products are listed once per call and joined on, rather than expanded with
+        `expand[]=data.items.data.price.product` (five levels; Stripe expands four at most).
         """
         clocks = self.list_test_clocks() if test_clocks is None else list(test_clocks)
         products = self.list_products()
@@ -354,7 +351,6 @@ class StripeResource(dg.ConfigurableResource):
                 self._call(lambda c: c.v1.products.update(existing.id, {"metadata": metadata}))
             return CatalogEntry("product", existing.id, False, tier.name)
         created = self._call(lambda c: c.v1.products.create({"name": tier.name, "metadata": metadata}))
-        self._products = None  # the cache no longer holds every product
         return CatalogEntry("product", created.id, True, tier.name)
 
     def find_price_by_lookup_key(self, lookup_key: str) -> StripePrice | None:

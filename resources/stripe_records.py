@@ -104,7 +104,7 @@ class StripePrice:
 class StripeSubscriptionItem:
     id: str
     price: StripePrice
-    product: StripeProduct | None  # from the product cache; None if the product is gone
+    product: StripeProduct | None  # joined from the product listing; None if the product is gone
     quantity: int | None
     current_period_start: datetime  # Stripe keeps the period on the item since 2025-03-31.basil
     current_period_end: datetime  # exclusive, as in our tables
