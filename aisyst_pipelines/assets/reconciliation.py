@@ -401,10 +401,10 @@ def meter_reconciliation(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     clock = RunClock(config.start_time())
     wh = warehouse.get()
-    reconciler = Reconciler(wh, stripe, config.policy(), clock, context.run_id, config.concurrency, context.log)
+    reconciler = Reconciler(wh, stripe, config.policy(), clock, context.run.run_id, config.concurrency, context.log)
     outcome = reconciler.run(repair=config.repair)
     now = clock.now()
-    reconciliation_store.write_results(wh, context.run_id, [result_row(r, now) for r in outcome.results], reconciled_at=now)
+    reconciliation_store.write_results(wh, context.run.run_id, [result_row(r, now) for r in outcome.results], reconciled_at=now)
     for result in outcome.results:
         if result.beyond_tolerance(config.tolerance_minutes):
             context.log.warning(

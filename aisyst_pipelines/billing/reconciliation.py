@@ -187,6 +187,9 @@ class CustomerPeriod:
         object.__setattr__(self, "period_end", utc(self.period_end))
         if self.period_end <= self.period_start:
             raise ValueError(f"period of {self.customer_id} ends before it starts")
+        if self.period_start.microsecond or self.period_end.microsecond:
+            # Stripe's periods are Unix seconds; a correction's whole-second timestamp must fit inside.
+            raise ValueError(f"period of {self.customer_id} is not on whole seconds (Stripe times are Unix seconds)")
 
     @property
     def key(self) -> tuple[str, datetime]:

@@ -35,8 +35,9 @@ from .schema import call_records, meter_corrections, meter_reconciliation, strip
 from .types import UtcDateTime
 
 _CHUNK = 500  # keys per IN list: well below SQLite's and PostgreSQL's bound-parameter limits
-# Subscriptions that never started have no period worth reconciling.
-NEVER_STARTED = ("incomplete", "incomplete_expired")
+# A subscription whose first payment failed for good never started: no usage belongs to it.
+# (`incomplete` ones are reconciled: their period runs while the payment is retried.)
+NEVER_STARTED = ("incomplete_expired",)
 
 
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:  # type: ignore[type-arg]
@@ -89,7 +90,7 @@ def calls_ended_between(warehouse: Warehouse, customer_ids: Sequence[str], start
     rows: list[tuple] = []  # type: ignore[type-arg]
     with warehouse.connect() as connection:
         for chunk in _chunks(sorted(set(customer_ids))):
-            rows.extend(connection.execute(statement, {"customers": list(chunk), "start": start, "end": end}).tuples())
+            rows.extend(connection.execute(statement, {"customers": list(chunk), "start": start, "end": end}).all())
     return pd.DataFrame(rows, columns=["customer_id", "ended_at", "billable_minutes"])
 
 
@@ -103,7 +104,7 @@ def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | N
     when = or_(and_(c.ended_at >= span.start, c.ended_at < span.end), and_(c.started_at >= span.start, c.started_at < span.end))
     statement = select(*(c[name] for name in EVIDENCE_COLUMNS)).where(whose, when)
     with warehouse.connect() as connection:
-        rows = connection.execute(statement).tuples().all()
+        rows = connection.execute(statement).all()
     return pd.DataFrame(rows, columns=list(EVIDENCE_COLUMNS))
 
 

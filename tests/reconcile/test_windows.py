@@ -40,8 +40,7 @@ def anchors(draw: st.DrawFn) -> datetime:
 
     day = min(day, calendar.monthrange(year, month)[1])
     seconds = draw(st.one_of(st.just(0), st.integers(0, 86399)))  # midnight anchors too
-    micro = draw(st.one_of(st.just(0), st.integers(0, 999_999)))
-    return datetime(year, month, day, tzinfo=UTC) + timedelta(seconds=seconds, microseconds=micro)
+    return datetime(year, month, day, tzinfo=UTC) + timedelta(seconds=seconds)  # Stripe: whole seconds
 
 
 def periods_from(anchor: datetime, count: int, interval: str = "month") -> list[CustomerPeriod]:
@@ -155,7 +154,35 @@ def test_naive_times_and_misaligned_requests_are_refused() -> None:
     with pytest.raises(ValueError):
         CustomerPeriod("cus_1", datetime(2026, 3, 5), datetime(2026, 4, 5))
     with pytest.raises(ValueError):
+        CustomerPeriod("cus_1", datetime(2026, 3, 5, 0, 0, 0, 500, tzinfo=UTC), datetime(2026, 4, 5, tzinfo=UTC))
+    with pytest.raises(ValueError):
         SummaryRequest(Span(datetime(2026, 3, 5, 10, 0, 30, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)), by_day=False)
     with pytest.raises(ValueError):
         SummaryRequest(Span(datetime(2026, 3, 5, 10, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)), by_day=True)
     assert DAY == timedelta(days=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(anchor=anchors(), offset=st.integers(0, 200 * 86400), stale=st.integers(0, 2), ended=st.booleans())
+def test_subscription_periods_from_the_mirror_tile_and_cover_the_scope(anchor: datetime, offset: int, stale: int, ended: bool) -> None:
+    from aisyst_pipelines.billing.reconciliation import SubscriptionCycle, customer_periods, subscription_periods
+
+    now = anchor + timedelta(seconds=offset)
+    cycle = BillingCycle.from_anchor(anchor)
+    truth = [CustomerPeriod("cus_1", cycle.boundary(k), cycle.boundary(k + 1), "sub_1") for k in range(0, 12)]
+    running = next(p for p in truth if p.period_start <= now < p.period_end)
+    # The mirror may be a renewal or two behind (the sync runs less often than Stripe renews).
+    mirrored = truth[max(0, truth.index(running) - stale)]
+    ended_at = (running.period_start + (now - running.period_start) / 2).replace(microsecond=0) if ended else None
+    subscription = SubscriptionCycle("sub_1", "cus_1", mirrored.period_start, mirrored.period_end,
+                                     billing_cycle_anchor=anchor, interval="month", interval_count=1,
+                                     started_at=anchor, ended_at=ended_at)
+    periods = subscription_periods(subscription, now)
+    expected = [p for p in truth if in_scope(p, now) and (ended_at is None or p.period_start < ended_at)]
+    if ended_at is not None:
+        expected = [CustomerPeriod("cus_1", p.period_start, min(p.period_end, ended_at), "sub_1") for p in expected]
+        expected = [p for p in expected if in_scope(p, now)]
+    assert periods == expected
+    for before, after in zip(periods, periods[1:]):
+        assert before.period_end == after.period_start
+    assert customer_periods([subscription], now) == periods

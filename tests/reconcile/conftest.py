@@ -1,0 +1,166 @@
+"""A billing world for the reconciliation tests, on the Stripe emulator and a real warehouse.
+
+Customers on one test clock subscribe at T0 (2026-03-04 14:23:17 UTC: an anniversary that is
+neither minute- nor day-aligned) to Tier 1; the Stripe sync's own row builders mirror them; calls
+from the project's simulator are written as a canonical CSV and loaded by the real CDR loader; the
+voice server's meter events (with injected faults) are sent through StripeResource while the test
+clock advances; the reconciliation asset runs through `dg.materialize`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from aisyst_pipelines.assets import reconciliation as reconciliation_assets
+from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
+from aisyst_pipelines.billing.reconciliation import Span
+from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.billing.voice_server import MeteredCall, VoiceServerFaults, VoiceServerPlan, plan_meter_events, replay
+from aisyst_pipelines.cdr.reader import ReadOptions, read_cdr_file
+from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
+from aisyst_pipelines.warehouse.schema import call_records
+from resources import WarehouseResource
+from resources.stripe import StripeResource
+
+UTC = timezone.utc
+T0 = datetime(2026, 3, 4, 14, 23, 17, tzinfo=UTC)
+OP = reconciliation_assets.ASSET_KEY.to_python_identifier()
+
+
+@dataclass
+class ReconWorld:
+    emulator: Any
+    stripe: StripeResource
+    warehouse: Warehouse
+    tmp: Path
+    clock_id: str
+    price_id: str
+    clock: datetime = T0
+    customers: dict[str, str] = field(default_factory=dict)  # account code -> customer id
+    plan: VoiceServerPlan | None = None
+    sent_until: datetime | None = None
+
+    @property
+    def client(self) -> Any:
+        return self.emulator.client()
+
+    def subscribe(self, account_codes: list[str]) -> None:
+        client = self.client
+        for code in account_codes:
+            customer = client.v1.customers.create({
+                "name": f"Customer {code}", "email": f"{code}@example.com",
+                "metadata": {"aisyst_account_code": code}, "test_clock": self.clock_id,
+                "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"},
+            })
+            client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": self.price_id}]})
+            self.customers[code] = customer.id
+        self.sync()
+
+    def sync(self) -> None:
+        catalog = load_tier_catalog()
+        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.list_customers()], datetime.now(UTC))
+        rows = [subscription_row(s, catalog, {}) for s in self.stripe.list_subscriptions()]
+        stripe_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
+
+    def load_calls(self, days: int, seed: int = 1, mean_calls_per_day: float = 5.0, extra: pd.DataFrame | None = None,
+                   name: str = "calls.csv") -> pd.DataFrame:
+        """Simulated calls of every account from T0's day on, loaded by the real CDR loader."""
+        calls = simulate_calls(list(self.customers), days=days, seed=seed, start=T0.date(), mean_calls_per_day=mean_calls_per_day)
+        if extra is not None:
+            calls = pd.concat([calls, extra], ignore_index=True)
+        self.load_frame(calls, name)
+        return calls
+
+    def load_frame(self, calls: pd.DataFrame, name: str) -> None:
+        path = write_calls(calls, self.tmp / "landing" / name, "canonical_csv").path
+        import hashlib
+
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        options = ReadOptions(pii_key=b"reconciliation-tests-key")
+        load_cdr_file(self.warehouse, CdrFileIdentity(path=str(path), sha256=sha, format="canonical_csv",
+                                                      size_bytes=path.stat().st_size), read_cdr_file(path, options))
+
+    def metered_calls(self) -> list[MeteredCall]:
+        c = call_records.c
+        with self.warehouse.connect() as connection:
+            rows = connection.execute(select(c.call_id, c.customer_id, c.ended_at, c.billable_minutes).where(c.customer_id.is_not(None)))
+            return [MeteredCall(r.call_id, r.customer_id, r.ended_at, int(r.billable_minutes)) for r in rows]
+
+    def plan_voice_server(self, faults: VoiceServerFaults | None = None, calls: list[MeteredCall] | None = None) -> VoiceServerPlan:
+        self.plan = plan_meter_events(calls if calls is not None else self.metered_calls(), faults)
+        return self.plan
+
+    def advance(self, to: datetime) -> None:
+        if to > self.clock:
+            self.client.v1.test_helpers.test_clocks.advance(self.clock_id, {"frozen_time": int(to.timestamp())})
+            self.clock = to
+
+    def send(self, until: datetime) -> int:
+        """The voice server's sends due by `until`, as the clock moves; then the clock stands at `until`."""
+        assert self.plan is not None
+        since = self.sent_until
+        due = [s for s in self.plan.sends if s.send_at <= until and (since is None or s.send_at > since)]
+
+        def deliver(item: Any) -> None:
+            self.stripe.create_meter_event(item.customer_id, item.value, item.timestamp, item.identifier,
+                                           idempotency_key=f"voice-{item.identifier}-{item.kind}-{secrets.token_hex(4)}")
+
+        count = replay(due, deliver, self.advance, step=timedelta(hours=2))
+        self.advance(until)
+        self.sent_until = until
+        return count
+
+    def reconcile(self, as_of: datetime, instance: dg.DagsterInstance | None = None, **config: Any) -> dg.ExecuteInProcessResult:
+        run_config = {"ops": {OP: {"config": {"as_of": as_of.isoformat(), "concurrency": 8, **config}}}}
+        return dg.materialize(
+            [reconciliation_assets.meter_reconciliation],
+            resources={"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse.url)},
+            run_config=run_config,
+            instance=instance,
+        )
+
+    def rows(self, result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
+        return reconciliation_store.run_results(self.warehouse, result.run_id)
+
+    def ledger(self) -> list[Any]:
+        return reconciliation_store.ledger(self.warehouse, list(self.customers.values()), date(2000, 1, 1))
+
+
+def reported_drift(rows: list[dict[str, Any]]) -> dict[tuple[str, date], int]:
+    """(customer, day) -> delta from the rows' detail JSON."""
+    import json
+
+    found: dict[tuple[str, date], int] = {}
+    for row in rows:
+        for day in json.loads(row["detail"])["drifting_days"]:
+            key = (row["customer_id"], date.fromisoformat(day["day"]))
+            found[key] = found.get(key, 0) + day["delta"]
+    return found
+
+
+def expected_drift_in_windows(plan: VoiceServerPlan, rows: list[dict[str, Any]], as_of: datetime) -> dict[tuple[str, date], int]:
+    """The injected drift of the calls that ended inside the compared windows."""
+    windows = {(r["customer_id"], r["period_start"]): Span(r["window_start"], r["window_end"]) for r in rows}
+    inside = [c for c in plan.calls if any(k[0] == c.customer_id and w.contains(c.ended_at) for k, w in windows.items())]
+    sub_plan = VoiceServerPlan(plan.sends, tuple(inside))
+    return sub_plan.expected_drift(as_of)
+
+
+@pytest.fixture
+def recon_world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, tmp_path: Path) -> Iterator[ReconWorld]:
+    catalog_ids = stripe_resource.ensure_catalog(load_tier_catalog())
+    clock = stripe_emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
+    yield ReconWorld(stripe_emulator, stripe_resource, warehouse, tmp_path, clock.id, catalog_ids.prices[0].id)
+
