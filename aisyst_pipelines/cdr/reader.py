@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ from .formats import (
 )
 from .normalise import ASTERISK_COLUMNS, TWILIO_KEYS, ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
 from .rating import RatingPolicy
-from .records import CANONICAL_COLUMNS, INVALID_UTF8, MALFORMED_ROW
+from .records import CANONICAL_COLUMNS, FORCED_FOLDERS, FORMATS, INVALID_UTF8, MALFORMED_ROW
 
 READ_SIZE = 4 * 1024 * 1024
 PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
@@ -60,8 +61,16 @@ class ReadOptions:
     def __post_init__(self) -> None:
         if not self.pii_key:
             raise ValueError("ReadOptions.pii_key is required: phone numbers are stored only as keyed hashes")
+        if isinstance(self.pii_key, str):
+            object.__setattr__(self, "pii_key", self.pii_key.encode("utf-8"))
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
+        if self.forced_format is not None and self.forced_format not in (*FORCED_FOLDERS, *FORMATS):
+            raise ValueError(f"unknown forced format {self.forced_format!r}: use one of {tuple(dict.fromkeys((*FORCED_FOLDERS, *FORMATS)))}")
+        try:
+            ZoneInfo(self.asterisk_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {self.asterisk_timezone!r} for Asterisk local times") from error
 
 
 @dataclass

@@ -157,3 +157,16 @@ def test_error_messages_never_quote_file_content(write):
     with pytest.raises(CdrFileError) as error:
         detect_format(path)
     assert "4155550" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"asterisk_timezone": "Mars/Olympus_Mons"}, "time zone"),
+        ({"forced_format": "excel"}, "forced format"),
+        ({"chunk_rows": 0}, "chunk_rows"),
+    ],
+)
+def test_bad_read_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        ReadOptions(pii_key=PII_KEY, **options)
