@@ -123,7 +123,13 @@ def new_invoice(
 ) -> dict[str, Any]:
     clock = customer.get("test_clock")
     created = store.now(clock)
-    settings = customer.get("invoice_settings") or {}
+    # The subscription's invoice settings win over the customer's.
+    customer_settings = customer.get("invoice_settings") or {}
+    subscription_settings = (subscription or {}).get("invoice_settings") or {}
+    settings = {
+        key: subscription_settings.get(key) or customer_settings.get(key) for key in ("custom_fields", "footer")
+    }
+    description = subscription_settings.get("description") or description
     parent = None
     if subscription is not None:
         parent = {
@@ -525,7 +531,6 @@ def renew_subscription(store: Store, subscription_id: str, when: int) -> None:
         period_end=when,
         collection_method=subscription["collection_method"],
         default_tax_rates=subscription["_default_tax_rates"],
-        description=subscription["description"],
         days_until_due=subscription["days_until_due"],
     )
     for item in due:
@@ -569,7 +574,6 @@ def start_subscription(store: Store, subscription: dict[str, Any], payment_behav
         auto_advance=subscription["collection_method"] == "send_invoice",
         collection_method=subscription["collection_method"],
         default_tax_rates=subscription["_default_tax_rates"],
-        description=subscription["description"],
         days_until_due=subscription["days_until_due"],
     )
     anchor = subscription["billing_cycle_anchor"]

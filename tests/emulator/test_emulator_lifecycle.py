@@ -218,3 +218,16 @@ def test_real_time_draft_finalizes_without_a_clock(stripe_emulator) -> None:
         time.sleep(0.2)
     final = client.v1.invoices.retrieve(invoice.id)
     assert (final.status, final.amount_paid) == ("paid", 1500)
+
+
+def test_subscription_invoice_settings_win_on_renewal_drafts(stripe_emulator) -> None:
+    client = stripe_emulator.client()
+    clock, customer, price, _ = setup_customer(client, ts(2027, 8, 1))
+    sub = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    branding = {"custom_fields": [{"name": "Tier", "value": "Tier 1"}], "description": "Thanks", "footer": "EIN 12-3"}
+    updated = client.v1.subscriptions.update(sub.id, {"invoice_settings": branding})
+    assert updated.invoice_settings.custom_fields[0].value == "Tier 1" and updated.invoice_settings.footer == "EIN 12-3"
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2027, 9, 1, 0, 10)})
+    draft = client.v1.invoices.list({"subscription": sub.id, "status": "draft"}).data[0]
+    assert [(f.name, f.value) for f in draft.custom_fields] == [("Tier", "Tier 1")]
+    assert (draft.description, draft.footer) == ("Thanks", "EIN 12-3")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aisyst_pipelines.emulator import billing, periods
-from aisyst_pipelines.emulator.resources.customers import resolve_customer_payment_method
+from aisyst_pipelines.emulator.resources.customers import custom_fields, resolve_customer_payment_method
 from aisyst_pipelines.emulator.router import Call, route
 from aisyst_pipelines.emulator.store import Store, diff
 from aisyst_pipelines.emulator.wire import (
@@ -23,6 +23,19 @@ from aisyst_pipelines.emulator.wire import (
 
 def _tax_rate_ids(store: Store, value: Any, param: str) -> list[str]:
     return [store.get("tax_rate", t, param=f"{param}[{i}]")["id"] for i, t in enumerate(as_list(value, param))]
+
+
+def _invoice_settings(update: Any, current: dict[str, Any]) -> dict[str, Any]:
+    """Subscription invoice settings; its custom fields, description and footer go on every invoice it creates."""
+    settings = {"account_tax_ids": None, "custom_fields": None, "description": None, "footer": None, "issuer": {"type": "self"}}
+    settings.update(current)
+    if isinstance(update, dict):
+        if "custom_fields" in update:
+            settings["custom_fields"] = custom_fields(update["custom_fields"], "invoice_settings[custom_fields]")
+        for key in ("description", "footer"):
+            if key in update:
+                settings[key] = update[key] or None
+    return settings
 
 
 def _new_item(store: Store, subscription: dict[str, Any], spec: dict[str, Any], param: str, start: int, end: int) -> dict[str, Any]:
@@ -104,7 +117,7 @@ def create_subscription(call: Call) -> dict[str, Any]:
             "description": p.get("description"),
             "discounts": [],
             "ended_at": None,
-            "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+            "invoice_settings": _invoice_settings(p.get("invoice_settings"), {}),
             "latest_invoice": None,
             "livemode": False,
             "metadata": merge_metadata({}, p.get("metadata")),
@@ -162,6 +175,8 @@ def update_subscription(call: Call) -> dict[str, Any]:
         subscription["default_payment_method"] = (
             resolve_customer_payment_method(store, customer, ref, "default_payment_method") if ref else None
         )
+    if "invoice_settings" in p:
+        subscription["invoice_settings"] = _invoice_settings(p["invoice_settings"], subscription["invoice_settings"])
     if "collection_method" in p:
         subscription["collection_method"] = p["collection_method"]
     if "days_until_due" in p:
