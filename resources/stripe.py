@@ -293,7 +293,7 @@ class StripeResource(dg.ConfigurableResource):
             customers += self._list(
                 lambda c, clock=clock: c.v1.customers.list({"limit": PAGE_SIZE, "test_clock": clock}), StripeCustomer.from_api
             )
-        return customers
+        return list({customer.id: customer for customer in customers}.values())  # each once, whatever the listing did
 
     def list_products(self) -> dict[str, StripeProduct]:
         """All products by id (the subscription sync joins items' prices on it)."""
@@ -315,7 +315,7 @@ class StripeResource(dg.ConfigurableResource):
                 params["test_clock"] = clock
             raw_subscriptions += self._list(lambda c, p=params: c.v1.subscriptions.list(p), lambda raw: raw)
         subscriptions = []
-        for raw in raw_subscriptions:
+        for raw in {raw["id"]: raw for raw in raw_subscriptions}.values():
             embedded = raw.get("items") or {}
             items = embedded.get("data") or []
             if embedded.get("has_more"):
@@ -788,6 +788,11 @@ def _draft_write(invoice_id: str) -> Iterator[None]:
         if error.code == "invoice_not_editable":
             raise InvoiceNotEditable(invoice_id, None) from None
         raise
+
+
+def transient_stripe_error(error: BaseException) -> bool:
+    """A failure worth another attempt later (connection, 429, 409, 5xx), as opposed to an answer."""
+    return isinstance(error, (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError))
 
 
 def _carries_brand_fields(raw: Mapping[str, Any]) -> bool:
