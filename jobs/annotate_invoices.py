@@ -68,7 +68,8 @@ class SensorPolicy:
     max_pages_per_tick: int = 100  # 10,000 invoices
     tick_budget_seconds: float = 10.0  # stop listing after this; the next tick continues the scan
     overlap_seconds: int = 60  # re-listed below the cursor
-    stale_after: timedelta = timedelta(minutes=10)
+    stale_after: timedelta = timedelta(minutes=10)  # queued/pending this long: the run is lost or died
+    failed_after: timedelta = timedelta(minutes=2)  # a failed attempt is tried again after this pause
     max_attempts: int = 5
     max_retries_per_tick: int = 5000
 
@@ -196,7 +197,9 @@ def scan_invoices(
     queued_now = set(plan.queued)
     retry = [
         invoice_id
-        for invoice_id in invoices_to_retry(warehouse, now, policy.stale_after, policy.max_attempts, policy.max_retries_per_tick)
+        for invoice_id in invoices_to_retry(
+            warehouse, now, policy.stale_after, policy.max_attempts, policy.max_retries_per_tick, policy.failed_after
+        )
         if invoice_id not in queued_now
     ]
     if retry:

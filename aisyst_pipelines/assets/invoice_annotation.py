@@ -20,6 +20,7 @@ the StripeResource's rate limiter keeps the whole pool under Stripe's request ra
 """
 
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,12 +73,15 @@ from resources.stripe import (
     InvoiceGone,
     InvoiceNotEditable,
     StripeResource,
+    transient_stripe_error,
 )
 
 ASSET_KEY = dg.AssetKey("invoice_annotations")
 BRANDING_ASSET_KEY = dg.AssetKey("invoice_branding")
 SUBSCRIPTIONS_ASSET_KEY = dg.AssetKey("stripe_subscriptions")  # the Stripe sync's mirror
 CHECK_NAME = "no_missed_or_failed_invoices"
+TRANSIENT_ATTEMPTS = 3  # per invoice and run, on top of the client's own retries of each request
+TRANSIENT_PAUSE_SECONDS = 1.0
 # Metadata keys of a missed invoice: the usage goes on, but not our version key — it has no lines.
 MISSED_MARKER_KEY = "aisyst_annotation_missed"
 
@@ -162,10 +166,17 @@ class InvoiceAnnotator:
         record = inputs.record
         if record.status in FINAL_STATUSES:
             return InvoiceResult(record.invoice_id, record.customer_id, _outcome_of(record), already_done=True)
-        try:
-            outcome = self._work(inputs)
-        except Exception as error:  # noqa: BLE001 - one invoice's failure must not stop the batch
-            outcome = AnnotationOutcome(AnnotationStatus.FAILED, detail=_describe(error))
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                outcome = self._work(inputs)
+                break
+            except Exception as error:  # noqa: BLE001 - one invoice's failure must not stop the batch
+                if transient_stripe_error(error) and attempt < TRANSIENT_ATTEMPTS:
+                    # The client already retried this request; Stripe is having a bad moment. The same
+                    # idempotency key makes another go safe even if the last answer was lost.
+                    time.sleep(TRANSIENT_PAUSE_SECONDS * attempt)
+                    continue
+                outcome = AnnotationOutcome(AnnotationStatus.FAILED, detail=_describe(error))
         record_outcome(self.warehouse, record.invoice_id, outcome, self.run_id, _now())
         return InvoiceResult(record.invoice_id, record.customer_id, outcome)
 

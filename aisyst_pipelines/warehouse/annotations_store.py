@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from .database import Warehouse
 from .schema import invoice_annotations, invoice_branding, stripe_customers, stripe_subscriptions
@@ -45,7 +45,6 @@ class AnnotationStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({AnnotationStatus.ANNOTATED, AnnotationStatus.MISSED, AnnotationStatus.SKIPPED})
-RETRYABLE_STATUSES = frozenset({AnnotationStatus.QUEUED, AnnotationStatus.PENDING, AnnotationStatus.FAILED})
 
 
 @dataclass(frozen=True)
@@ -172,19 +171,28 @@ def queue_invoices(warehouse: Warehouse, invoices: Sequence[RenewalInvoice], ver
 
 
 def invoices_to_retry(
-    warehouse: Warehouse, now: datetime, stale_after: timedelta, max_attempts: int, limit: int
+    warehouse: Warehouse,
+    now: datetime,
+    stale_after: timedelta,
+    max_attempts: int,
+    limit: int,
+    failed_after: timedelta | None = None,
 ) -> list[str]:
-    """Rows that should have been finished by now: `queued` or `pending` untouched for `stale_after`
-    (the run never started, or died mid-way) and `failed` ones, while attempts remain. Oldest first."""
-    cutoff = now - stale_after
+    """Rows that should have been finished by now, while attempts remain, oldest first: `queued` or
+    `pending` untouched for `stale_after` (the run never started, or died mid-way) and `failed` ones
+    untouched for `failed_after` (default: `stale_after`)."""
+    t = invoice_annotations.c
+    waiting = [AnnotationStatus.QUEUED.value, AnnotationStatus.PENDING.value]
     statement = (
-        select(invoice_annotations.c.invoice_id)
+        select(t.invoice_id)
         .where(
-            invoice_annotations.c.status.in_([status.value for status in RETRYABLE_STATUSES]),
-            invoice_annotations.c.updated_at < cutoff,
-            invoice_annotations.c.attempts < max_attempts,
+            or_(
+                and_(t.status.in_(waiting), t.updated_at < now - stale_after),
+                and_(t.status == AnnotationStatus.FAILED.value, t.updated_at < now - (failed_after or stale_after)),
+            ),
+            t.attempts < max_attempts,
         )
-        .order_by(invoice_annotations.c.updated_at, invoice_annotations.c.invoice_id)
+        .order_by(t.updated_at, t.invoice_id)
         .limit(limit)
     )
     with warehouse.connect() as connection:

@@ -60,6 +60,8 @@ def test_retry_rule_picks_stale_and_failed_rows_until_attempts_run_out(warehouse
     record_outcome(warehouse, "in_5", AnnotationOutcome(AnnotationStatus.ANNOTATED), "run-a", NOW)
 
     assert invoices_to_retry(warehouse, NOW + timedelta(minutes=1), timedelta(minutes=10), 3, 100) == []
+    # a failed attempt may come back sooner than a lost run
+    assert invoices_to_retry(warehouse, NOW + timedelta(minutes=3), timedelta(minutes=10), 3, 100, timedelta(minutes=2)) == ["in_3"]
     later = NOW + timedelta(minutes=11)
     assert sorted(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 100)) == ["in_1", "in_2", "in_3"]
     assert len(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 2)) == 2
