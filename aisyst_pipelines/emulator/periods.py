@@ -8,7 +8,7 @@ never "previous boundary + 1 month" (which would drift to the 28th for good).
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 _FIXED = {"day": 86400, "week": 7 * 86400}
 
@@ -48,14 +48,5 @@ def next_boundary_after(anchor: int, interval: str, interval_count: int, moment:
     return boundary(anchor, interval, interval_count, k)
 
 
-def period_length(interval: str, interval_count: int, start: int) -> int:
-    """Seconds in one full period that starts at `start` (for proration)."""
-    return next_boundary_after(start, interval, interval_count, start) - start
-
-
 def iso(moment: int) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def shift(moment: int, seconds: int) -> int:
-    return int((datetime.fromtimestamp(moment, UTC) + timedelta(seconds=seconds)).timestamp())

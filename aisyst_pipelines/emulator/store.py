@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aisyst_pipelines.emulator.wire import ApiError, as_list, invalid, no_such, opt_int, to_int
+from aisyst_pipelines.emulator.wire import as_list, invalid, no_such, opt_int
 
 API_VERSION = "2026-10-28.endive"
 
@@ -346,27 +346,3 @@ class Store:
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """`previous_attributes`: the old values of the top-level keys that changed."""
     return {k: before.get(k) for k in after if before.get(k) != after.get(k)}
-
-
-def require_object(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise invalid(f"Invalid object: {param}", param=param)
-    return value
-
-
-def timestamp_param(value: Any, param: str) -> int:
-    return to_int(value, param)
-
-
-__all__ = [
-    "API_VERSION",
-    "ApiError",
-    "MeterEventRecord",
-    "RequestContext",
-    "Store",
-    "action",
-    "copy_json",
-    "diff",
-    "public",
-    "renderer",
-]

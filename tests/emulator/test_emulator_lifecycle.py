@@ -231,3 +231,30 @@ def test_subscription_invoice_settings_win_on_renewal_drafts(stripe_emulator) ->
     draft = client.v1.invoices.list({"subscription": sub.id, "status": "draft"}).data[0]
     assert [(f.name, f.value) for f in draft.custom_fields] == [("Tier", "Tier 1")]
     assert (draft.description, draft.footer) == ("Thanks", "EIN 12-3")
+
+
+def test_billing_cycle_anchor_prorates_the_first_period(stripe_emulator) -> None:
+    client = stripe_emulator.client()
+    clock, customer, price, _ = setup_customer(client, ts(2027, 1, 16))
+    sub = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": price.id}], "billing_cycle_anchor": ts(2027, 2, 1), "expand": ["latest_invoice"]}
+    )
+    item = sub["items"].data[0]
+    assert (day(item.current_period_start), day(item.current_period_end)) == ("2027-01-16", "2027-02-01")
+    assert sub.latest_invoice.subtotal == round(29900 * 16 / 31)  # 16 of January's 31 days
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2027, 2, 1, 2)})
+    renewal = client.v1.invoices.list({"subscription": sub.id, "limit": 1}).data[0]
+    assert renewal.subtotal == 29900 and day(renewal.lines.data[0].period.end) == "2027-03-01"
+
+
+def test_test_clock_list_and_delete(stripe_emulator) -> None:
+    client = stripe_emulator.client()
+    clocks = [client.v1.test_helpers.test_clocks.create({"frozen_time": ts(2027, 1, 1), "name": f"k{i}"}) for i in range(3)]
+    assert [c.id for c in client.v1.test_helpers.test_clocks.list().data] == [c.id for c in reversed(clocks)]
+    customer = client.v1.customers.create({"name": "on clock", "test_clock": clocks[0].id})
+    deleted = client.v1.test_helpers.test_clocks.delete(clocks[0].id)
+    assert deleted.deleted is True
+    assert client.v1.customers.retrieve(customer.id).deleted is True
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.test_helpers.test_clocks.retrieve(clocks[0].id)
+    assert gone.value.http_status == 404

@@ -210,15 +210,18 @@ def _update_item_spec(store: Store, subscription: dict[str, Any], spec: dict[str
 
 def _change_item(store: Store, item: dict[str, Any], spec: dict[str, Any], param: str) -> None:
     """Switch price / quantity / metadata. No proration: the new price bills from the next renewal."""
+
+    def name(key: str) -> str:
+        return f"{param}[{key}]" if param else key
+
     if spec.get("price"):
-        price = billing.check_recurring_price(store, spec["price"], f"{param}[price]")
-        item["_price"] = price["id"]
+        item["_price"] = billing.check_recurring_price(store, spec["price"], name("price"))["id"]
     if "quantity" in spec:
-        item["quantity"] = to_int(spec["quantity"], f"{param}[quantity]")
+        item["quantity"] = to_int(spec["quantity"], name("quantity"))
     if "metadata" in spec:
-        item["metadata"] = merge_metadata(item["metadata"], spec["metadata"], f"{param}[metadata]")
+        item["metadata"] = merge_metadata(item["metadata"], spec["metadata"], name("metadata"))
     if "tax_rates" in spec:
-        item["_tax_rates"] = _tax_rate_ids(store, spec["tax_rates"], f"{param}[tax_rates]")
+        item["_tax_rates"] = _tax_rate_ids(store, spec["tax_rates"], name("tax_rates"))
 
 
 @route("DELETE", "/v1/subscriptions/{subscription_exposed_id}", "SubscriptionCancelParams")
