@@ -108,6 +108,10 @@ class NotifierResource(dg.ConfigurableResource):
             smtp_ca_file=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         )
 
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # pydantic's repr (and str) would print the URL with its password.
+        return [(name, "<secret>" if name == "smtp_url" and value else value) for name, value in super().__repr_args__()]
+
     @property
     def channel(self) -> str:
         return "smtp" if self.smtp_url else "outbox"

@@ -123,3 +123,27 @@ def test_message_without_recipient_is_refused(tmp_path: Path) -> None:
     del message["To"]
     with pytest.raises(DeliveryError, match="no recipient"):
         notifier(tmp_path).send(message)
+
+
+def test_resource_repr_hides_the_smtp_url(tmp_path: Path) -> None:
+    resource = notifier(tmp_path, "smtp://alerts:hunter2-secret@mail.example.com:587")
+    assert "hunter2-secret" not in repr(resource) and "hunter2-secret" not in str(resource)
+    assert "<secret>" in repr(resource)
+
+
+def test_from_settings_binds_the_smtp_url_as_an_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from aisyst_pipelines.settings import Settings
+
+    monkeypatch.setenv("AISYST_HOME", str(tmp_path))
+    monkeypatch.setenv("AISYST_OPS_EMAIL", "ops1@aisyst.example, ops2@aisyst.example")
+    monkeypatch.delenv("AISYST_SMTP_URL", raising=False)
+    outbox = NotifierResource.from_settings(Settings.from_env())
+    assert outbox.smtp_url is None and outbox.channel == "outbox"
+    assert outbox.ops_recipients == ["ops1@aisyst.example", "ops2@aisyst.example"]
+    assert outbox.outbox_dir == str(tmp_path / "outbox") and outbox.sender == "Aisyst Billing <billing@aisyst.example>"
+    monkeypatch.setenv("AISYST_SMTP_URL", "smtp://alerts:hunter2-secret@mail.example.com:587")
+    smtp = NotifierResource.from_settings(Settings.from_env())
+    assert isinstance(smtp.smtp_url, dg.EnvVar) and smtp.smtp_url.env_var_name == "AISYST_SMTP_URL"
+    assert "hunter2-secret" not in repr(smtp)
