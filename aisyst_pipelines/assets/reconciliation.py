@@ -206,7 +206,7 @@ class Reconciler:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="correct") as pool:
             for sent in pool.map(self._send_all, by_customer.values()):
                 outcome.sends.update(sent)
-        customers = sorted({r.period.customer_id for r in drifting})
+        customers = sorted({r.period.customer_id for r in drifting} | {e.customer_id for e in to_send})
         since = (self.clock.start - self.policy.lookback - timedelta(days=2)).date()
         ledger_after = reconciliation_store.ledger(self.warehouse, customers, since)
         now = self.clock.now()

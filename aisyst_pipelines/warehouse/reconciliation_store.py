@@ -111,19 +111,30 @@ def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | N
 # --- the corrections ledger ----------------------------------------------------------------------------
 
 
+_LEDGER_COLUMNS = ("identifier", "customer_id", "usage_date", "period_start", "value", "event_timestamp", "status",
+                   "created_at", "sent_at")
+
+
+def _entry(row) -> LedgerEntry:  # type: ignore[no-untyped-def]
+    return LedgerEntry(row.identifier, row.customer_id, row.usage_date, row.period_start, int(row.value),
+                       row.event_timestamp, CorrectionStatus(row.status), row.created_at, row.sent_at)
+
+
 def ledger(warehouse: Warehouse, customer_ids: Sequence[str], since: date) -> list[LedgerEntry]:
-    """The corrections of these customers for days from `since` on (every status)."""
+    """The corrections of these customers for days from `since` on (every status), and every
+    pending correction whoever it is for (a pending row must be re-sent or expired even when its
+    customer no longer drifts)."""
     m = meter_corrections.c
-    statement = select(
-        m.identifier, m.customer_id, m.usage_date, m.period_start, m.value, m.event_timestamp, m.status, m.created_at, m.sent_at
-    ).where(m.customer_id.in_(bindparam("customers", expanding=True)), m.usage_date >= since)
-    entries = []
+    columns = [m[name] for name in _LEDGER_COLUMNS]
+    statement = select(*columns).where(m.customer_id.in_(bindparam("customers", expanding=True)), m.usage_date >= since)
+    entries: dict[str, LedgerEntry] = {}
     with warehouse.connect() as connection:
         for chunk in _chunks(sorted(set(customer_ids))):
             for row in connection.execute(statement, {"customers": list(chunk)}):
-                entries.append(LedgerEntry(row.identifier, row.customer_id, row.usage_date, row.period_start, int(row.value),
-                                           row.event_timestamp, CorrectionStatus(row.status), row.created_at, row.sent_at))
-    return entries
+                entries[row.identifier] = _entry(row)
+        for row in connection.execute(select(*columns).where(m.status == CorrectionStatus.PENDING.value)):
+            entries[row.identifier] = _entry(row)
+    return sorted(entries.values(), key=lambda e: e.identifier)
 
 
 def record_pending(warehouse: Warehouse, corrections: Sequence[Correction], created_at: datetime, run_id: str) -> list[str]:

@@ -89,8 +89,10 @@ class ReconWorld:
 
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         options = ReadOptions(pii_key=b"reconciliation-tests-key")
+        # Loaded "now" on the test clock, so that ingested_at and the periods share one timeline.
         load_cdr_file(self.warehouse, CdrFileIdentity(path=str(path), sha256=sha, format="canonical_csv",
-                                                      size_bytes=path.stat().st_size), read_cdr_file(path, options))
+                                                      size_bytes=path.stat().st_size), read_cdr_file(path, options),
+                      now=self.clock)
 
     def metered_calls(self) -> list[MeteredCall]:
         c = call_records.c
