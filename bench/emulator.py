@@ -42,7 +42,8 @@ def machine() -> str:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
         platform.processor(),
     )
-    return f"{multiprocessing.cpu_count()} CPU ({model}), Python {platform.python_version()}"
+    load = Path("/proc/loadavg").read_text().split()[0]
+    return f"{multiprocessing.cpu_count()} CPU ({model}), Python {platform.python_version()}, load average {load} at start"
 
 
 def cpu_seconds(pid: int) -> float:
