@@ -19,10 +19,11 @@ from typing import Any
 
 from aisyst_pipelines.emulator import periods
 from aisyst_pipelines.emulator.store import Store, action, diff, public, renderer
-from aisyst_pipelines.emulator.wire import ApiError, invalid
+from aisyst_pipelines.emulator.wire import ApiError, as_list, invalid
 
 AUTO_FINALIZE_DELAY = 3600  # Stripe keeps renewal drafts open for about an hour
 LINES_EMBEDDED = 10  # an invoice embeds its first 10 lines; the rest via GET …/lines
+MAX_INVOICE_ITEMS = 250
 
 
 def money(amount: int, currency: str) -> str:
@@ -408,6 +409,8 @@ def set_subscription_status(store: Store, subscription: dict[str, Any], status: 
     previous = {"status": subscription["status"]}
     subscription["status"] = status
     store.emit("customer.subscription.updated", subscription, previous_attributes=previous, clock_id=subscription["test_clock"])
+    if previous["status"] == "incomplete" and status == "active":
+        schedule_renewal(store, subscription)  # its first invoice is paid: the cycle starts
 
 
 def pay(store: Store, invoice: dict[str, Any], payment_method: str | None = None) -> bool:
@@ -477,23 +480,36 @@ def subscription_line(store: Store, invoice: dict[str, Any], item: dict[str, Any
     )
 
 
+def put_item_on_invoice(store: Store, invoice: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """The line of an invoice item on `invoice` (Stripe allows at most 250 items per invoice)."""
+    if len(invoice["_lines"]) >= MAX_INVOICE_ITEMS:
+        raise invalid(f"An invoice can have at most {MAX_INVOICE_ITEMS} invoice items.", param="invoice")
+    item["invoice"] = invoice["id"]
+    line = add_line(
+        store,
+        invoice,
+        amount=item["amount"],
+        description=item["description"],
+        period=(item["period"]["start"], item["period"]["end"]),
+        quantity=item["quantity"],
+        metadata=item["metadata"],
+        tax_rates=item["_tax_rates"],
+        invoice_item=item["id"],
+    )
+    line["pricing"] = dict(item["pricing"])
+    return line
+
+
 def attach_pending_items(store: Store, invoice: dict[str, Any]) -> None:
     """Pending invoice items of the customer go on its next subscription invoice."""
-    for item in store.tables["invoiceitem"].values():
+    for item in list(store.tables["invoiceitem"].values()):
         if item["customer"] == invoice["customer"] and item["invoice"] is None and not item.get("deleted"):
-            item["invoice"] = invoice["id"]
-            line = add_line(
-                store,
-                invoice,
-                amount=item["amount"],
-                description=item["description"],
-                period=(item["period"]["start"], item["period"]["end"]),
-                quantity=item["quantity"],
-                metadata=item["metadata"],
-                tax_rates=item["_tax_rates"],
-                invoice_item=item["id"],
-            )
-            line["pricing"] = dict(item["pricing"])
+            put_item_on_invoice(store, invoice, item)
+
+
+def tax_rate_ids(store: Store, value: Any, param: str) -> list[str]:
+    """The ids of the tax rates named in an array parameter (each must exist)."""
+    return [store.get("tax_rate", t, param=f"{param}[{n}]")["id"] for n, t in enumerate(as_list(value, param))]
 
 
 def schedule_renewal(store: Store, subscription: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aisyst_pipelines.emulator.wire import as_list, invalid, no_such, opt_int
+from aisyst_pipelines.emulator.wire import as_list, invalid, missing_param, no_such, opt_int
 
 API_VERSION = "2026-10-28.endive"
 
@@ -160,6 +160,12 @@ class Store:
         if obj is None or obj.get("deleted"):
             raise no_such(KIND_LABEL.get(kind, kind), str(object_id), param=param, status=400 if param else 404)
         return obj
+
+    def get_param(self, kind: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        """The object a required parameter names: `parameter_missing` when absent, else as `get`."""
+        if not params.get(key):
+            raise missing_param(key)
+        return self.get(kind, params[key], param=key)
 
     # ---------------------------------------------------------------- time
 

@@ -143,6 +143,13 @@ def test_first_invoice_declined_leaves_subscription_incomplete(stripe_emulator) 
     assert sub.status == "incomplete" and sub.latest_invoice.status == "open"
     with pytest.raises(stripe.CardError):
         client.v1.invoices.pay(sub.latest_invoice.id)
+    good = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    client.v1.invoices.pay(sub.latest_invoice.id, {"payment_method": good.id})
+    assert client.v1.subscriptions.retrieve(sub.id).status == "active"
+    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": good.id}})
+    clock_id = client.v1.customers.retrieve(customer.id).test_clock
+    client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": ts(2027, 6, 10, 2)})
+    assert client.v1.invoices.list({"subscription": sub.id, "limit": 1}).data[0].billing_reason == "subscription_cycle"
 
 
 def test_leap_year_anniversary_and_advance_limits(stripe_emulator) -> None:

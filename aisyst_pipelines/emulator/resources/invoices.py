@@ -21,7 +21,6 @@ from aisyst_pipelines.emulator.wire import (
     to_int,
 )
 
-MAX_INVOICE_ITEMS = 250
 
 
 def not_editable(invoice: dict[str, Any], what: str = "modified") -> ApiError:
@@ -32,10 +31,6 @@ def not_editable(invoice: dict[str, Any], what: str = "modified") -> ApiError:
         code="invoice_not_editable",
         param=None,
     )
-
-
-def _tax_rate_ids(store: Store, value: Any, param: str) -> list[str]:
-    return [store.get("tax_rate", t, param=f"{param}[{i}]")["id"] for i, t in enumerate(as_list(value, param))]
 
 
 def _priced_amount(store: Store, spec: dict[str, Any], param: str, currency: str) -> tuple[int, int, dict[str, Any] | None, str]:
@@ -124,7 +119,7 @@ def new_invoice_item(store: Store, customer: dict[str, Any], spec: dict[str, Any
             "quantity": quantity,
             "quantity_decimal": str(quantity),
             "test_clock": customer["test_clock"],
-            "_tax_rates": _tax_rate_ids(store, spec["tax_rates"], f"{param}[tax_rates]" if param else "tax_rates")
+            "_tax_rates": billing.tax_rate_ids(store, spec["tax_rates"], f"{param}[tax_rates]" if param else "tax_rates")
             if spec.get("tax_rates")
             else None,
         }
@@ -138,33 +133,13 @@ def render_invoice_item(store: Store, item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def put_item_on_invoice(store: Store, invoice: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    if len(invoice["_lines"]) >= MAX_INVOICE_ITEMS:
-        raise invalid(f"An invoice can have at most {MAX_INVOICE_ITEMS} invoice items.", param="invoice")
-    line = billing.add_line(
-        store,
-        invoice,
-        amount=item["amount"],
-        description=item["description"],
-        period=(item["period"]["start"], item["period"]["end"]),
-        quantity=item["quantity"],
-        metadata=item["metadata"],
-        tax_rates=item["_tax_rates"],
-        invoice_item=item["id"],
-    )
-    line["pricing"] = dict(item["pricing"])
-    return line
-
-
 # ------------------------------------------------------------------ invoices
 
 
 @route("POST", "/v1/invoices", "InvoiceCreateParams")
 def create_invoice(call: Call) -> dict[str, Any]:
     store, p = call.store, call.params
-    if not p.get("customer"):
-        raise missing_param("customer")
-    customer = store.get("customer", p["customer"], param="customer")
+    customer = store.get_param("customer", p, "customer")
     subscription = store.get("subscription", p["subscription"], param="subscription") if p.get("subscription") else None
     invoice = billing.new_invoice(
         store,
@@ -174,7 +149,7 @@ def create_invoice(call: Call) -> dict[str, Any]:
         subscription=subscription,
         auto_advance=to_bool(p.get("auto_advance", False), "auto_advance"),
         collection_method=p.get("collection_method") or "charge_automatically",
-        default_tax_rates=_tax_rate_ids(store, p.get("default_tax_rates"), "default_tax_rates"),
+        default_tax_rates=billing.tax_rate_ids(store, p.get("default_tax_rates"), "default_tax_rates"),
         description=p.get("description"),
         metadata=merge_metadata({}, p.get("metadata")),
         days_until_due=opt_int(p, "days_until_due"),
@@ -259,7 +234,7 @@ def update_invoice(call: Call) -> dict[str, Any]:
         ref = p["default_payment_method"]
         invoice["default_payment_method"] = resolve_customer_payment_method(store, customer, ref, "default_payment_method") if ref else None
     if "default_tax_rates" in p:
-        invoice["_default_tax_rates"] = _tax_rate_ids(store, p["default_tax_rates"], "default_tax_rates")
+        invoice["_default_tax_rates"] = billing.tax_rate_ids(store, p["default_tax_rates"], "default_tax_rates")
         billing.recompute(store, invoice)
     if "auto_advance" in p:
         invoice["auto_advance"] = to_bool(p["auto_advance"], "auto_advance")
@@ -307,8 +282,8 @@ def add_lines(call: Call) -> dict[str, Any]:
     specs = as_list(p.get("lines"), "lines")
     if not specs:
         raise missing_param("lines")
-    if len(invoice["_lines"]) + len(specs) > MAX_INVOICE_ITEMS:
-        raise invalid(f"An invoice can have at most {MAX_INVOICE_ITEMS} invoice items.", param="lines")
+    if len(invoice["_lines"]) + len(specs) > billing.MAX_INVOICE_ITEMS:
+        raise invalid(f"An invoice can have at most {billing.MAX_INVOICE_ITEMS} invoice items.", param="lines")
     before = store.render(invoice)
     customer = store.tables["customer"][invoice["customer"]]
     created_items = []
@@ -323,7 +298,7 @@ def add_lines(call: Call) -> dict[str, Any]:
             item = new_invoice_item(store, customer, spec, param, invoice["currency"], invoice)
         if "period" not in spec and spec.get("invoice_item") is None:
             item["period"] = {"start": invoice["period_start"], "end": invoice["period_end"]}
-        put_item_on_invoice(store, invoice, item)
+        billing.put_item_on_invoice(store, invoice, item)
         created_items.append(item)
     if "invoice_metadata" in p:
         invoice["metadata"] = merge_metadata(invoice["metadata"], p["invoice_metadata"], "invoice_metadata")
@@ -407,9 +382,7 @@ def mark_uncollectible(call: Call) -> dict[str, Any]:
 @route("POST", "/v1/invoiceitems", "InvoiceItemCreateParams")
 def create_invoice_item(call: Call) -> dict[str, Any]:
     store, p = call.store, call.params
-    if not p.get("customer"):
-        raise missing_param("customer")
-    customer = store.get("customer", p["customer"], param="customer")
+    customer = store.get_param("customer", p, "customer")
     invoice = store.get("invoice", p["invoice"], param="invoice") if p.get("invoice") else None
     if invoice is not None:
         if invoice["status"] != "draft":
@@ -419,7 +392,7 @@ def create_invoice_item(call: Call) -> dict[str, Any]:
     currency = (invoice or {}).get("currency") or (p.get("currency") or "usd").lower()
     item = new_invoice_item(store, customer, p, "", currency, invoice)
     if invoice is not None:
-        put_item_on_invoice(store, invoice, item)
+        billing.put_item_on_invoice(store, invoice, item)
         billing.recompute(store, invoice)
     store.emit("invoiceitem.created", item, clock_id=customer["test_clock"])
     return store.answer(item, p)

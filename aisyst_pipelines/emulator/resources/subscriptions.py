@@ -21,10 +21,6 @@ from aisyst_pipelines.emulator.wire import (
 )
 
 
-def _tax_rate_ids(store: Store, value: Any, param: str) -> list[str]:
-    return [store.get("tax_rate", t, param=f"{param}[{i}]")["id"] for i, t in enumerate(as_list(value, param))]
-
-
 def _invoice_settings(update: Any, current: dict[str, Any]) -> dict[str, Any]:
     """Subscription invoice settings; its custom fields, description and footer go on every invoice it creates."""
     settings = {"account_tax_ids": None, "custom_fields": None, "description": None, "footer": None, "issuer": {"type": "self"}}
@@ -56,7 +52,7 @@ def _new_item(store: Store, subscription: dict[str, Any], spec: dict[str, Any], 
             "quantity": quantity,
             "subscription": subscription["id"],
             "_price": price["id"],
-            "_tax_rates": _tax_rate_ids(store, spec.get("tax_rates"), f"{param}[tax_rates]"),
+            "_tax_rates": billing.tax_rate_ids(store, spec.get("tax_rates"), f"{param}[tax_rates]"),
         }
     )
     subscription["_items"].append(item["id"])
@@ -66,9 +62,7 @@ def _new_item(store: Store, subscription: dict[str, Any], spec: dict[str, Any], 
 @route("POST", "/v1/subscriptions", "SubscriptionCreateParams")
 def create_subscription(call: Call) -> dict[str, Any]:
     store, p = call.store, call.params
-    if not p.get("customer"):
-        raise missing_param("customer")
-    customer = store.get("customer", p["customer"], param="customer")
+    customer = store.get_param("customer", p, "customer")
     specs = as_list(p.get("items"), "items")
     if not specs:
         raise missing_param("items")
@@ -137,15 +131,13 @@ def create_subscription(call: Call) -> dict[str, Any]:
             "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
             "trial_start": None,
             "_items": [],
-            "_default_tax_rates": _tax_rate_ids(store, p.get("default_tax_rates"), "default_tax_rates"),
+            "_default_tax_rates": billing.tax_rate_ids(store, p.get("default_tax_rates"), "default_tax_rates"),
         }
     )
     for index, spec in enumerate(specs):
         _new_item(store, subscription, spec, f"items[{index}]", start, first_end)
     store.emit("customer.subscription.created", subscription, clock_id=clock)
     billing.start_subscription(store, subscription, p.get("payment_behavior") or "allow_incomplete")
-    if subscription["status"] in ("active", "past_due"):
-        billing.schedule_renewal(store, subscription)
     return store.answer(subscription, p)
 
 
@@ -168,7 +160,7 @@ def update_subscription(call: Call) -> dict[str, Any]:
     if "cancel_at_period_end" in p:
         subscription["cancel_at_period_end"] = to_bool(p["cancel_at_period_end"], "cancel_at_period_end")
     if "default_tax_rates" in p:
-        subscription["_default_tax_rates"] = _tax_rate_ids(store, p["default_tax_rates"], "default_tax_rates")
+        subscription["_default_tax_rates"] = billing.tax_rate_ids(store, p["default_tax_rates"], "default_tax_rates")
     if "default_payment_method" in p:
         customer = store.tables["customer"][subscription["customer"]]
         ref = p["default_payment_method"]
@@ -221,7 +213,7 @@ def _change_item(store: Store, item: dict[str, Any], spec: dict[str, Any], param
     if "metadata" in spec:
         item["metadata"] = merge_metadata(item["metadata"], spec["metadata"], name("metadata"))
     if "tax_rates" in spec:
-        item["_tax_rates"] = _tax_rate_ids(store, spec["tax_rates"], name("tax_rates"))
+        item["_tax_rates"] = billing.tax_rate_ids(store, spec["tax_rates"], name("tax_rates"))
 
 
 @route("DELETE", "/v1/subscriptions/{subscription_exposed_id}", "SubscriptionCancelParams")
