@@ -156,8 +156,11 @@ def record_pending(warehouse: Warehouse, corrections: Sequence[Correction], crea
                     created_at=created_at, status=CorrectionStatus.PENDING.value, attempts=0,
                 )
                 .on_conflict_do_nothing(index_elements=["identifier"])
+                .returning(meter_corrections.c.identifier)
             )
-            if connection.execute(statement).rowcount:
+            # RETURNING yields the row only when this statement inserted it (rowcount is not
+            # reliable for ON CONFLICT DO NOTHING across drivers).
+            if connection.execute(statement).first() is not None:
                 inserted.append(correction.identifier)
     return inserted
 
