@@ -61,7 +61,8 @@ if TYPE_CHECKING:  # the reader imports this module
 
 MAX_KEY_CHARS = 128
 PHONE_CACHE_LIMIT = 1_000_000
-HASH_BATCH_ROWS = 20_000  # distinct numbers remembered per file (bounds memory)
+HASH_BATCH_ROWS = 20_000
+UTF8_END = 2**31 - 1  # "to the end" for utf8_slice_codeunits  # distinct numbers remembered per file (bounds memory)
 QUOTE_CHARS = 60  # at most this much of a bad value is quoted in a reason
 UTC = "UTC"
 TIME_UNIT = "us"
@@ -112,6 +113,9 @@ TWILIO_KEYS = (
     "caller_name",
     "forwarded_from",
 )
+TWILIO_REDACTION_ONLY = ("from_formatted", "to_formatted", "caller_name", "forwarded_from")
+ASTERISK_REDACTION_ONLY = ("clid", "channel", "dstchannel", "lastdata")
+ASTERISK_UNUSED = ("lastapp", "amaflags")  # not read at all
 ASTERISK_COLUMNS = (
     "accountcode",
     "src",
@@ -273,10 +277,16 @@ def _text(values: pa.Array | None, n: int) -> pa.Array:
     if values.type != pa.string():
         values = pc.cast(values, pa.string())
     values = values.fill_null("")
-    # trimming copies the column: only when some value has whitespace around it
-    if pc.any(pc.match_substring_regex(values, r"^\s|\s$")).as_py():
+    # trimming copies the column: only when some value starts or ends with whitespace
+    first = pc.utf8_slice_codeunits(values, 0, 1)
+    last = pc.utf8_slice_codeunits(values, -1, UTF8_END)
+    if pc.any(pc.or_(pc.utf8_is_space(first), pc.utf8_is_space(last))).as_py():
         return pc.utf8_trim_whitespace(values)
     return values
+
+
+def _raw(values: pa.Array | None, n: int) -> pa.Array:
+    return pa.array([""] * n, type=pa.string()) if values is None else values.fill_null("")
 
 
 def _mask(values: pa.Array) -> np.ndarray:
@@ -355,7 +365,9 @@ def canonical_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions"
 
 
 def twilio_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
-    col = {name: _text(fields.get(name), n) for name in TWILIO_KEYS}
+    col = {name: _text(fields.get(name), n) for name in TWILIO_KEYS if name not in TWILIO_REDACTION_ONLY}
+    # read only to mask them in rejected rows: no need to trim
+    col |= {name: _raw(fields.get(name), n) for name in TWILIO_REDACTION_ONLY}
     status = pc.utf8_lower(col["status"])
     times_raw = {"started_at": col["start_time"], "ended_at": col["end_time"]}
     times = {name: _parse_rfc2822(raw) for name, raw in times_raw.items()}
@@ -390,7 +402,10 @@ def twilio_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -
 
 
 def asterisk_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
-    col = {name: _text(fields.get(name), n) for name in ASTERISK_COLUMNS}
+    used = [name for name in ASTERISK_COLUMNS if name not in ASTERISK_REDACTION_ONLY + ASTERISK_UNUSED]
+    col = {name: _text(fields.get(name), n) for name in used}
+    # read only to mask them in rejected rows: no need to trim
+    col |= {name: _raw(fields.get(name), n) for name in ASTERISK_REDACTION_ONLY}
     tz = options.asterisk_timezone
     candidates = {name: _localise(col[raw_name], tz) for name, raw_name in (("started_at", "start"), ("answered_at", "answer"), ("ended_at", "end"))}
     times = _resolve_repeated_hour(candidates, _numbers(col["duration"]), _numbers(col["billsec"]))

@@ -29,7 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 
 from .formats import (
     ASTERISK_WIDTHS,
@@ -40,12 +42,14 @@ from .formats import (
     is_gzip,
     open_cdr_stream,
 )
-from .normalise import ASTERISK_COLUMNS, TWILIO_KEYS, ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
+from .normalise import ASTERISK_COLUMNS, ASTERISK_UNUSED, TWILIO_KEYS, ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
 from .rating import RatingPolicy
 from .records import CANONICAL_COLUMNS, FORCED_FOLDERS, FORMATS, INVALID_UTF8, MALFORMED_ROW
 
 READ_SIZE = 4 * 1024 * 1024
 PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
+JSON_BATCH_ROWS = 10_000
+JSON_NUMBER_KEYS = ("billable_seconds", "duration")  # may be JSON numbers rather than strings
 MAX_FIELD_CHARS_IN_REASON = 60
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,8 +224,10 @@ class Lines:
             out.append(str(view[start : int(ends[i])], "utf-8").rstrip("\r"))
         return out
 
-    def text(self) -> str:
-        return str(memoryview(self.data), "utf-8")
+    def batch_text(self, start: int, stop: int) -> str:
+        """The text of lines [start, stop), line ends included."""
+        begin = int(self.ends[start - 1]) + 1 if start > 0 else 0
+        return str(memoryview(self.data)[begin : int(self.ends[stop - 1]) + 1], "utf-8")
 
     def drop_first(self) -> tuple[str, "Lines"]:
         """Split off the first line (a CSV header)."""
@@ -358,40 +364,73 @@ def _parse_csv_per_line(
 
 
 def parse_json_lines(lines: Lines, keys: Sequence[str]) -> tuple[Fields, np.ndarray, RejectList]:
-    """Pick `keys` out of one JSON object per line, as strings (null for null or absent)."""
+    """Pick `keys` out of one JSON object per line, as strings (null for null or absent).
+
+    Arrow's JSON reader does a clean block in one pass; a block it refuses (a broken line, a line
+    that is not an object, a field that is a number in one line and text in another) is parsed
+    again in Python, a batch of lines at a time so that few dicts are alive at once.
+    """
     n = len(lines)
-    text = lines.text()
-    rows = text.split("\n")
-    rows.pop()  # after the last newline
-    objects: list[dict] | None = None
-    if n and all(row.startswith("{") and row.rstrip("\r").endswith("}") for row in rows):
+    if n == 0:
+        return {key: pa.array([], type=pa.string()) for key in keys}, np.zeros(0, dtype=np.int64), RejectList()
+    fields = _parse_json_with_arrow(lines, keys)
+    if fields is not None:
+        return fields, np.arange(n, dtype=np.int64), RejectList()
+    columns: dict[str, list[str | None]] = {key: [] for key in keys}
+    index: list[int] = []
+    rejects = RejectList()
+    for start in range(0, n, JSON_BATCH_ROWS):
+        rows = lines.batch_text(start, min(n, start + JSON_BATCH_ROWS)).split("\n")
+        rows.pop()  # after the last newline
+        for offset, value in enumerate(_json_objects(rows)):
+            i = start + offset
+            if isinstance(value, dict):
+                index.append(i)
+                for key in keys:
+                    columns[key].append(_json_text(value.get(key)))
+            else:
+                rejects.add(int(lines.line_numbers[i]), MALFORMED_ROW, value, rows[offset].rstrip("\r"))
+    return {key: pa.array(values, type=pa.string()) for key, values in columns.items()}, np.asarray(index, dtype=np.int64), rejects
+
+
+def _parse_json_with_arrow(lines: Lines, keys: Sequence[str]) -> Fields | None:
+    for numbers_as_numbers in (False, True):  # "duration": "61" (Twilio) or "billable_seconds": 61
+        schema = pa.schema(
+            [(key, pa.float64() if numbers_as_numbers and key in JSON_NUMBER_KEYS else pa.string()) for key in keys]
+        )
+        try:
+            table = pajson.read_json(
+                pa.BufferReader(lines.data),
+                read_options=pajson.ReadOptions(use_threads=False, block_size=PYARROW_BLOCK_BYTES),
+                parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+            )
+        except pa.ArrowException:
+            continue
+        if table.num_rows != len(lines):
+            return None
+        return {key: pc.cast(table.column(key).combine_chunks(), pa.string()) for key in keys}
+    return None
+
+
+def _json_objects(rows: list[str]) -> list[dict | str]:
+    """Each row's object, or why it is not one (one json.loads for the batch when all are fine)."""
+    if all(row.startswith("{") and row.rstrip("\r").endswith("}") for row in rows):
         try:
             parsed = json.loads("[" + ",".join(rows) + "]")
         except ValueError:
             parsed = None
         # as many objects as lines, all of them objects: each line held exactly one
-        if parsed is not None and len(parsed) == n and all(type(value) is dict for value in parsed):
-            objects = parsed
-    rejects = RejectList()
-    if objects is None:
-        objects, index = [], []
-        for i, row in enumerate(rows):
-            try:
-                value = json.loads(row)
-            except ValueError as error:
-                reason = f"invalid JSON: {error.msg} at column {error.colno}" if isinstance(error, json.JSONDecodeError) else "invalid JSON"
-                rejects.add(int(lines.line_numbers[i]), MALFORMED_ROW, reason, row.rstrip("\r"))
-                continue
-            if not isinstance(value, dict):
-                rejects.add(int(lines.line_numbers[i]), MALFORMED_ROW, f"not a JSON object but a {type(value).__name__}", row.rstrip("\r"))
-                continue
-            objects.append(value)
-            index.append(i)
-        positions = np.asarray(index, dtype=np.int64)
-    else:
-        positions = np.arange(n, dtype=np.int64)
-    columns = {key: pa.array([_json_text(obj.get(key)) for obj in objects], type=pa.string()) for key in keys}
-    return columns, positions, rejects
+        if parsed is not None and len(parsed) == len(rows) and all(type(value) is dict for value in parsed):
+            return parsed
+    out: list[dict | str] = []
+    for row in rows:
+        try:
+            value = json.loads(row)
+        except ValueError as error:
+            out.append(f"invalid JSON: {error.msg} at column {error.colno}" if isinstance(error, json.JSONDecodeError) else "invalid JSON")
+            continue
+        out.append(value if isinstance(value, dict) else f"not a JSON object but a {type(value).__name__}")
+    return out
 
 
 def _json_text(value: object) -> str | None:
@@ -461,7 +500,8 @@ class _FileReader:
         if self.format == "asterisk":
             names = [*ASTERISK_COLUMNS, *(f"_extra_{i}" for i in range(max(ASTERISK_WIDTHS) - len(ASTERISK_COLUMNS)))]
             width = self._asterisk_width(lines)
-            return parse_csv_lines(lines, names[:width], ASTERISK_COLUMNS, lambda w: w in ASTERISK_WIDTHS)
+            wanted = [name for name in ASTERISK_COLUMNS if name not in ASTERISK_UNUSED]
+            return parse_csv_lines(lines, names[:width], wanted, lambda w: w in ASTERISK_WIDTHS)
         if self.format == "canonical_jsonl":
             return parse_json_lines(lines, CANONICAL_COLUMNS)
         if self.format == "twilio":
