@@ -8,6 +8,9 @@
   included minutes resolved as billing/tiers.py says.
 - `usage_by_period`: per subscription, the current billing period and the one before it (a closed
   period still receives late CDRs), on Stripe's anniversary cycle, from call_records by `ended_at`.
+  A closed period keeps the tier recorded while it was current (an upgrade at renewal does not
+  rewrite the allowance of the period before it); a period first seen already closed gets the
+  subscription's tier as the mirror knows it.
 
 Each run re-reads Stripe in full and upserts: a rerun writes the same rows, nothing is appended.
 """
@@ -212,15 +215,15 @@ def usage_by_period(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     subscriptions = stripe_store.subscriptions_for_usage(wh)
     plans = [(subscription, period) for subscription in subscriptions for period in periods_to_recompute(subscription)]
     totals = stripe_store.call_totals_in_windows(wh, [(s.customer_id, p.start, p.end) for s, p in plans])
-    rows = [
-        UsageByPeriodRow(
-            subscription_id=subscription.subscription_id,
-            customer_id=subscription.customer_id,
-            tier_name=subscription.tier_name,
-            usage=PeriodUsage(period, subscription.included_minutes, totals[(subscription.customer_id, period.start, period.end)]),
+    closed = [(s.subscription_id, p.start) for s, p in plans if p.end <= s.current_period_start]
+    recorded = stripe_store.recorded_period_terms(wh, closed)  # a closed period keeps its tier
+    rows = []
+    for subscription, period in plans:
+        tier_name, included = recorded.get(
+            (subscription.subscription_id, period.start), (subscription.tier_name, subscription.included_minutes)
         )
-        for subscription, period in plans
-    ]
+        usage = PeriodUsage(period, included, totals[(subscription.customer_id, period.start, period.end)])
+        rows.append(UsageByPeriodRow(subscription.subscription_id, subscription.customer_id, tier_name, usage))
     stripe_store.upsert_usage_by_period(wh, rows, computed_at=_now())
     current_ends = {s.subscription_id: s.current_period_end for s in subscriptions}
     current = [row for row in rows if row.usage.period.end == current_ends[row.subscription_id]]

@@ -251,6 +251,26 @@ class UsageByPeriodRow:
     usage: PeriodUsage
 
 
+def recorded_period_terms(
+    warehouse: Warehouse, periods: Iterable[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], tuple[str | None, int | None]]:
+    """(tier_name, included_minutes) already recorded for (subscription_id, period_start) rows.
+
+    A closed period keeps the terms it was billed on: after an upgrade at renewal the mirror only
+    knows the new tier, which must not be applied to the period before it."""
+    u = usage_by_period.c
+    statement = select(u.tier_name, u.included_minutes).where(
+        u.subscription_id == bindparam("subscription_id"), u.period_start == bindparam("period_start", type_=UtcDateTime)
+    )
+    found: dict[tuple[str, datetime], tuple[str | None, int | None]] = {}
+    with warehouse.connect() as connection:
+        for key in periods:
+            row = connection.execute(statement, {"subscription_id": key[0], "period_start": key[1]}).one_or_none()
+            if row is not None:
+                found[key] = (row.tier_name, row.included_minutes)
+    return found
+
+
 def upsert_usage_by_period(warehouse: Warehouse, rows: Sequence[UsageByPeriodRow], computed_at: datetime) -> int:
     records = [
         {

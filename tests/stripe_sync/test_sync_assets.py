@@ -182,11 +182,20 @@ def test_sync_and_usage_by_period_end_to_end(warehouse: Warehouse, stripe_resour
     # a rerun rewrites the same rows; a late CDR of the closed period is picked up
     assert materialize(stripe_resource, warehouse).success
     assert usage_rows(warehouse) == rows
+    # Alpha moved to Tier 2 at the renewal (the mirror only knows the new tier) and a late CDR of
+    # the closed period arrives: that period is recomputed on the terms it was billed on.
     with warehouse.begin() as connection:
         connection.execute(insert(schema.call_records), [call("a-late", "acct-a", datetime(2027, 2, 27, tzinfo=UTC), 200, a.customer_id)])
+        connection.execute(
+            schema.stripe_subscriptions.update()
+            .where(schema.stripe_subscriptions.c.subscription_id == a.subscription_id)
+            .values(tier_name="Tier 2", included_minutes=1000)
+        )
     assert materialize(stripe_resource, warehouse, assets=[usage_by_period]).success
-    late = usage_rows(warehouse)[(a.subscription_id, T0)]
-    assert (late["minutes_used"], late["overage_minutes"], late["minutes_unused"], late["usage_pct"]) == (502, 2, 0, 100.4)
+    late, now = usage_rows(warehouse)[(a.subscription_id, T0)], usage_rows(warehouse)[(a.subscription_id, RENEWAL)]
+    assert (late["tier_name"], late["included_minutes"], late["minutes_used"]) == ("Tier 1", 500, 502)
+    assert (late["overage_minutes"], late["minutes_unused"], late["usage_pct"]) == (2, 0, 100.4)
+    assert (now["tier_name"], now["included_minutes"], now["minutes_unused"], now["usage_pct"]) == ("Tier 2", 1000, 399, 60.1)
 
 
 def test_unreadable_tier_metadata_fails_loudly_after_writing_the_good_rows(
