@@ -266,6 +266,9 @@ def run_usage_alerts(
             continue
         assert included is not None
         key = AlertKey(period.customer_id, period.period_start, included, plan.notify)
+        if not alerts_store.claim_delivery(warehouse, key, datetime.now(timezone.utc)):
+            log.warning(f"{plan.notify} % alert of {period.customer_id} is being delivered by another run")
+            continue
         alert = None
         missing = "the Stripe customer has no e-mail address" if not period.customer_email else None
         if missing is None:

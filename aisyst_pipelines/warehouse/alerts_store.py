@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aisyst_pipelines.billing.thresholds import AlertPlan, AlertStatus, RecordedAlert, SilentCustomer
@@ -75,6 +75,7 @@ class AlertRow:
     status: AlertStatus
     attempts: int
     last_attempt_at: datetime | None
+    claimed_at: datetime | None
     notified_at: datetime | None
     ops_notified_at: datetime | None
     last_error: str | None
@@ -250,12 +251,32 @@ def pending_alert(warehouse: Warehouse, key: AlertKey) -> AlertRow | None:
     return _alert_row(row) if row is not None else None
 
 
+DELIVERY_LEASE = timedelta(minutes=15)  # a claim older than this belongs to a run that died
+
+
+def claim_delivery(warehouse: Warehouse, key: AlertKey, at: datetime, lease: timedelta = DELIVERY_LEASE) -> bool:
+    """Take the pending alert for delivery. False when it is no longer pending or another run is
+    delivering it right now (two runs at once must not send the same e-mail twice)."""
+    c = usage_alerts.c
+    with warehouse.begin() as connection:
+        claimed = connection.execute(
+            update(usage_alerts)
+            .where(
+                _key_clause(key),
+                c.status == AlertStatus.PENDING.value,
+                or_(c.claimed_at.is_(None), c.claimed_at <= at - lease),
+            )
+            .values(claimed_at=at)
+        ).rowcount
+    return claimed == 1
+
+
 def record_delivery(warehouse: Warehouse, key: AlertKey, at: datetime, error: str | None) -> None:
     """One delivery attempt of the customer e-mail: success makes the row `notified`; a failure keeps
     it `pending` with the (credential-free) error, so the next run retries it. Never marks a failed
     delivery sent."""
     c = usage_alerts.c
-    values: dict[str, object] = {"attempts": c.attempts + 1, "last_attempt_at": at, "last_error": error}
+    values: dict[str, object] = {"attempts": c.attempts + 1, "last_attempt_at": at, "last_error": error, "claimed_at": None}
     if error is None:
         values |= {"status": AlertStatus.NOTIFIED.value, "notified_at": at, "ops_notified_at": None}
     # A failure leaves ops_notified_at alone: a new row is reported with its first failure, and a

@@ -178,6 +178,7 @@ usage_alerts = Table(
     Column("status", String(16), nullable=False),  # pending, notified, superseded, withdrawn, expired
     Column("attempts", Integer, nullable=False, server_default="0"),  # customer e-mail delivery attempts
     Column("last_attempt_at", UtcDateTime, nullable=True),
+    Column("claimed_at", UtcDateTime, nullable=True),  # a run is delivering it now (no double send)
     Column("notified_at", UtcDateTime, nullable=True),  # the customer e-mail was accepted
     Column("ops_notified_at", UtcDateTime, nullable=True),  # listed in a delivered ops digest
     Column("last_error", Text, nullable=True),  # the last delivery failure (never a credential)

@@ -114,3 +114,15 @@ def test_silence_episodes_are_recorded_and_reported_once(warehouse: Warehouse) -
     assert row.detected_at == NOW and row.active_days == 12
     store.mark_reported(warehouse, [], [row], NOW)
     assert store.silence_to_report(warehouse, [episode]) == []
+
+
+def test_a_claimed_alert_is_not_delivered_by_a_second_run_at_the_same_time(warehouse: Warehouse) -> None:
+    run_plan(warehouse, 410)
+    key = store.AlertKey("cus_A", START, 500, 80)
+    assert store.claim_delivery(warehouse, key, NOW)
+    assert not store.claim_delivery(warehouse, key, NOW + timedelta(minutes=1))  # another run, meanwhile
+    store.record_delivery(warehouse, key, NOW + timedelta(minutes=1), "421 try later")
+    assert store.claim_delivery(warehouse, key, NOW + timedelta(minutes=2))  # a failure releases the claim
+    assert store.claim_delivery(warehouse, key, NOW + timedelta(hours=1))  # a claim of a run that died expires
+    store.record_delivery(warehouse, key, NOW + timedelta(hours=1), None)
+    assert not store.claim_delivery(warehouse, key, NOW + timedelta(hours=2))  # notified: nothing to claim

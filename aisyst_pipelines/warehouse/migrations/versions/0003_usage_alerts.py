@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_attempt_at", UTC_TIME, nullable=True),
+        sa.Column("claimed_at", UTC_TIME, nullable=True),
         sa.Column("notified_at", UTC_TIME, nullable=True),
         sa.Column("ops_notified_at", UTC_TIME, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
