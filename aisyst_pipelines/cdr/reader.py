@@ -47,6 +47,7 @@ from .rating import RatingPolicy
 from .records import CANONICAL_COLUMNS, FORCED_FOLDERS, FORMATS, INVALID_UTF8, MALFORMED_ROW
 
 READ_SIZE = 4 * 1024 * 1024
+MAX_BLOCK_BYTES = 24 * 1024 * 1024  # a chunk holds at most chunk_rows lines and about this many bytes
 PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
 JSON_BATCH_ROWS = 10_000
 JSON_NUMBER_KEYS = ("billable_seconds", "duration")  # may be JSON numbers rather than strings
@@ -99,6 +100,9 @@ class CdrChunk:
 def read_cdr_file(path: Path, options: ReadOptions) -> Iterator[CdrChunk]:
     """Stream the file's chunks. Raises CdrFileError for an unreadable, truncated or undetectable file.
 
+    A chunk holds at most `chunk_rows` lines and about MAX_BLOCK_BYTES of input, whichever comes
+    first, so memory stays bounded whatever the width of the rows.
+
     A plain file whose last byte is not a newline is refused before the first chunk (a file still
     being written); a gzip file's truncation shows only when its end is reached.
     """
@@ -139,6 +143,7 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int) -> Iterator[_Blo
     """Blocks of at most `chunk_rows` whole lines; a last line without its newline means truncated."""
     pieces: list[bytes] = []
     n_lines = 0
+    n_bytes = 0
     next_line = 1
     pending = b""
     first = True
@@ -160,13 +165,19 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int) -> Iterator[_Blo
             pending = piece[cut + 1 :]
             pieces.append(complete)
             n_lines += complete.count(b"\n")
-        if n_lines >= chunk_rows or (at_end and n_lines):
+            n_bytes += len(complete)
+        # wide rows (Twilio's ~700 bytes) reach the byte cap before chunk_rows: memory stays bounded
+        if n_lines and (n_lines >= chunk_rows or n_bytes >= MAX_BLOCK_BYTES or at_end):
             data = pa.py_buffer(b"".join(pieces))
             ends = _line_ends(data)
             start = 0
             taken = 0
-            while n_lines - taken >= chunk_rows or (at_end and n_lines > taken):
-                count = min(chunk_rows, n_lines - taken)
+            while n_lines > taken:
+                remaining = n_lines - taken
+                fit = int(np.searchsorted(ends, start + MAX_BLOCK_BYTES - 1, side="right")) - taken
+                count = min(chunk_rows, remaining, max(1, fit))
+                if count == remaining and count < chunk_rows and not at_end:
+                    break  # a short block: wait for more lines
                 end = int(ends[taken + count - 1]) + 1
                 yield _Block(data.slice(start, end - start), next_line, count, ends[taken : taken + count] - start)
                 next_line += count
@@ -174,6 +185,7 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int) -> Iterator[_Blo
                 start = end
             pieces = [data.slice(start).to_pybytes()] if start < data.size else []
             n_lines -= taken
+            n_bytes = data.size - start
     if pending:
         raise CdrFileError(f"{path}: truncated: the last line does not end with a newline (is the file still being written?)")
 

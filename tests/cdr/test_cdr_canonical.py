@@ -147,3 +147,19 @@ def test_a_header_only_file_has_no_rows(write):
     result = read_all(write("calls.csv", [HEADER]))
     assert result.rows_total == 0 and result.records.empty and result.rejects.empty
     assert list(result.records.columns) == list(RECORD_COLUMNS)
+
+
+def test_wide_rows_are_cut_into_chunks_by_size_too(write, monkeypatch):
+    from aisyst_pipelines.cdr import reader
+
+    lines = [HEADER] + [
+        f"c{i},acct_1,inbound,completed,2026-10-01T10:00:00Z,2026-10-01T10:00:05Z,2026-10-01T10:01:05Z,60,+14155550100,+14155550199"
+        for i in range(40)
+    ]
+    path = write("calls.csv", lines)
+    whole = read_all(path)
+    monkeypatch.setattr(reader, "MAX_BLOCK_BYTES", 1000)  # about 8 rows
+    cut = read_all(path)
+    assert len(whole.chunks) == 1 and len(cut.chunks) >= 4
+    assert all(chunk.rows_total <= 10 for chunk in cut.chunks)
+    pd.testing.assert_frame_equal(cut.records, whole.records)
