@@ -169,19 +169,6 @@ def _ambiguous_account_codes(connection: Connection) -> list[str]:
     )
 
 
-def customer_test_clocks(warehouse: Warehouse) -> list[str]:
-    """The test clocks our customers live on (their subscriptions are only listed per clock)."""
-    with warehouse.connect() as connection:
-        return list(
-            connection.scalars(
-                select(stripe_customers.c.test_clock)
-                .where(stripe_customers.c.test_clock.is_not(None), stripe_customers.c.deleted == 0)
-                .distinct()
-                .order_by(stripe_customers.c.test_clock)
-            )
-        )
-
-
 # --- subscriptions -----------------------------------------------------------------------------------
 
 
