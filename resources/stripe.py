@@ -553,16 +553,15 @@ class StripeResource(dg.ConfigurableResource):
         if starting_after:
             params["starting_after"] = starting_after
         try:
-            page = self._call(lambda c: c.v1.invoices.list(params))
+            # A raw request (same client: rate limit, retries, errors): turning 100 invoices into
+            # StripeObjects costs ~5x the HTTP round trip in CPU, and the sensor only reads a few fields.
+            page = self._call(lambda c: c.raw_request("get", "/v1/invoices", **params)).data
         except stripe.InvalidRequestError as error:
             if starting_after and error.param == "starting_after":
                 raise StaleListCursor(starting_after) from None
             raise
-        invoices = []
-        for item in page.data:
-            raw = item.to_dict()
-            invoices.append(ListedInvoice(StripeInvoice.from_api(raw), branded=_carries_brand_fields(raw)))
-        return InvoicePage(invoices=invoices, has_more=bool(page.has_more))
+        invoices = [ListedInvoice(StripeInvoice.from_api(raw), branded=_carries_brand_fields(raw)) for raw in page["data"]]
+        return InvoicePage(invoices=invoices, has_more=bool(page["has_more"]))
 
     def invoice_if_exists(self, invoice_id: str) -> StripeInvoice | None:
         """The invoice as Stripe has it now, or None when it was deleted (a deleted draft is gone)."""

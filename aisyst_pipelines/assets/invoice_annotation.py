@@ -89,9 +89,9 @@ MISSED_MARKER_KEY = "aisyst_annotation_missed"
 class AnnotateConfig(dg.Config):
     invoice_ids: list[str] = Field(description="Invoices to annotate (ids requested by draft_invoice_sensor).")
     concurrency: int = Field(
-        default=32,
-        description="Invoices worked at once. ~latency × rate limit is enough (200 ms × 100/s = 20); "
-        "the StripeResource rate limiter, not this number, bounds the request rate.",
+        default=64,
+        description="Invoices worked at once. It must cover the rate limit × the time one invoice takes (100/s × "
+        "0.3–0.5 s at 200 ms latency ≈ 30–50); the StripeResource rate limiter, not this number, bounds the request rate.",
     )
     finalize_after_annotating: bool = Field(
         default=False,

@@ -265,6 +265,15 @@ def status_counts(warehouse: Warehouse, invoice_ids: Iterable[str] | None = None
     return dict(counts)
 
 
+def annotation_window(warehouse: Warehouse) -> tuple[datetime | None, datetime | None]:
+    """The first and the last `annotated_at` in the table (for the month-start benchmark)."""
+    with warehouse.connect() as connection:
+        first, last = connection.execute(
+            select(func.min(invoice_annotations.c.annotated_at), func.max(invoice_annotations.c.annotated_at))
+        ).one()
+    return first, last
+
+
 def invoices_in_status(warehouse: Warehouse, statuses: Iterable[AnnotationStatus], limit: int = 100) -> list[AnnotationRecord]:
     """Rows in the given statuses, most recently updated first (for the asset check's report)."""
     wanted = [status.value for status in statuses]
@@ -398,6 +407,7 @@ __all__ = [
     "RenewalInvoice",
     "SubscriptionTerms",
     "annotation_records",
+    "annotation_window",
     "customer_profiles",
     "invoice_ids_on_record",
     "invoices_in_status",
