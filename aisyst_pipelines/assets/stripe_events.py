@@ -13,6 +13,7 @@ This module holds the two pieces both paths share:
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.events_store import (
     EventOutcome,
     SubscriptionRowBuilder,
-    apply_event,
+    apply_events,
     mark_event_alert_failed,
     mark_event_alert_sent,
     pending_event_alerts,
@@ -93,18 +94,24 @@ def poll_events(
     source: str = "sensor",
     mirror_row: SubscriptionRowBuilder | None = None,
     page_size: int = PAGE_SIZE,
+    time_budget_seconds: float | None = None,
 ) -> PollResult:
-    """Apply, oldest first, at most `max_events` events newer than the cursor; return the new cursor.
+    """Apply, oldest first, at most `max_events` events newer than the cursor — stopping between pages
+    once `time_budget_seconds` have passed — and return the new cursor.
 
     Never skips: the cursor only moves over events this pass applied (or found already applied);
-    never double-applies: `apply_event` records each event in the ledger in the transaction that
-    applies it, so a crash between applying and saving the cursor only means the next pass lists
+    never double-applies: `apply_events` records each event in the ledger in the transaction that
+    applies it (one transaction per page), so a crash between applying and saving the cursor only means the next pass lists
     a few events again and finds them in the ledger.
     """
     result = PollResult(cursor=cursor)
     remaining = max_events
     scan_pages = 0
+    deadline = None if time_budget_seconds is None else time.monotonic() + time_budget_seconds
     while remaining > 0:
+        if deadline is not None and time.monotonic() > deadline and result.pages:
+            result.more_waiting = True  # out of time: the next tick continues from the cursor
+            break
         current = result.cursor
         if not current.scanning:
             assert current.last_event_id is not None
@@ -169,18 +176,17 @@ def _apply_oldest_first(
     budget: int,
     mirror_row: SubscriptionRowBuilder | None,
 ) -> int:
-    """Apply a newest-first page from its oldest end, at most `budget` events; move the cursor over
-    each one as it is applied. Returns how many were taken."""
-    taken = 0
-    for payload in reversed(stripe_events):
-        if taken >= budget:
-            result.more_waiting = True
-            break
-        event = StripeEvent.from_payload(payload)
-        result.outcomes.append(apply_event(warehouse, event, source=source, now=now, mirror_row=mirror_row))
-        result.cursor = result.cursor.applied(event.id, int(event.created.timestamp()))
-        taken += 1
-    return taken
+    """Apply a newest-first page from its oldest end, at most `budget` events, in one transaction;
+    the cursor moves to the newest event applied. Returns how many were taken."""
+    oldest_first = [StripeEvent.from_payload(payload) for payload in reversed(stripe_events)]
+    taken = oldest_first[:budget]
+    if len(taken) < len(oldest_first):
+        result.more_waiting = True
+    if not taken:
+        return 0
+    result.outcomes += apply_events(warehouse, taken, source=source, now=now, mirror_row=mirror_row)
+    result.cursor = result.cursor.applied(taken[-1].id, int(taken[-1].created.timestamp()))
+    return len(taken)
 
 
 def _report_gap(warehouse: Warehouse, result: PollResult, now: datetime) -> None:

@@ -14,7 +14,8 @@ outage and never sent twice for one event.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cache
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +63,8 @@ SubscriptionRowBuilder = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 @dataclass(frozen=True)
 class EventOutcome:
     """What applying one event did. `outcome`: applied | stale (older than the stored row, kept out)
-    | ignored (a type we do not track) | duplicate (delivered before: nothing done)."""
+    | ignored (a type we do not track) | duplicate (delivered before: nothing done). The ledger row
+    says `claimed` only inside the applying transaction, never after it commits."""
 
     event_id: str
     event_type: str
@@ -93,35 +95,90 @@ def apply_event(
     `mirror_row` turns a subscription object into a full stripe_subscriptions row (the Stripe sync's
     own mapping, tier included); with it a subscription created or re-priced since the last sync is
     mirrored at once. Without it, events move status and period of mirrored subscriptions only."""
+    [outcome] = apply_events(warehouse, [event], source=source, now=now, mirror_row=mirror_row)
+    return outcome
+
+
+def apply_events(
+    warehouse: Warehouse,
+    events: Sequence[StripeEvent],
+    *,
+    source: str,
+    now: datetime,
+    mirror_row: SubscriptionRowBuilder | None = None,
+) -> list[EventOutcome]:
+    """Apply events in the order given, in ONE transaction (a sensor page: one commit, not a hundred).
+
+    The ledger rows of all the events are claimed first, in one statement, and only then are the
+    invoices and subscriptions touched: a concurrent delivery of one of these events (the webhook)
+    waits on its ledger row without holding any row this transaction still needs, so the two cannot
+    deadlock; it then finds the event applied."""
+    if not events:
+        return []
     with warehouse.begin() as connection:
-        return _apply_event_in(connection, event, source=source, now=now, mirror_row=mirror_row)
+        claimed = _claim(connection, events, source=source, now=now)
+        batch = _Batch()
+        outcomes = []
+        for event in events:
+            if event.id not in claimed:
+                outcomes.append(EventOutcome(event.id, event.type, "duplicate"))
+                continue
+            outcome = _apply_claimed(connection, event, now=now, mirror_row=mirror_row, batch=batch)
+            batch.record(event, outcome.outcome)
+            outcomes.append(outcome)
+        by_outcome: dict[str, list[str]] = {}
+        for outcome in outcomes:
+            if outcome.outcome != "duplicate":
+                by_outcome.setdefault(outcome.outcome, []).append(outcome.event_id)
+        for name, ids in by_outcome.items():
+            connection.execute(
+                update(stripe_events_applied).where(stripe_events_applied.c.event_id.in_(ids)).values(outcome=name)
+            )
+        return outcomes
 
 
-def _apply_event_in(
-    connection: Connection, event: StripeEvent, *, source: str, now: datetime, mirror_row: SubscriptionRowBuilder | None
-) -> EventOutcome:
-    object_id = event.object.get("id") if isinstance(event.object.get("id"), str) else None
-    claimed = connection.execute(
-        _insert(connection, stripe_events_applied)
-        .values(event_id=event.id, event_type=event.type, object_id=object_id, created=event.created,
-                source=source, outcome="applied", applied_at=now)
+@dataclass
+class _Batch:
+    """The newest event applied per object within the current transaction (their ledger rows still
+    say `claimed`, so the ledger alone would not tell an older event of the batch that it is stale)."""
+
+    newest: dict[str, datetime] = field(default_factory=dict)
+
+    def record(self, event: StripeEvent, outcome: str) -> None:
+        object_id = _object_id(event)
+        if outcome == "applied" and object_id is not None:
+            self.newest[object_id] = max(self.newest.get(object_id, event.created), event.created)
+
+
+def _object_id(event: StripeEvent) -> str | None:
+    value = event.object.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _claim(connection: Connection, events: Sequence[StripeEvent], *, source: str, now: datetime) -> set[str]:
+    """Insert the ledger rows; the ids returned are the events no delivery has applied before."""
+    rows = [
+        dict(event_id=e.id, event_type=e.type, object_id=_object_id(e), created=e.created, source=source,
+             outcome="claimed", applied_at=now)
+        for e in {e.id: e for e in events}.values()
+    ]
+    statement = (
+        _insert(connection, stripe_events_applied).values(rows)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(stripe_events_applied.c.event_id)
-    ).first()
-    if claimed is None:
-        return EventOutcome(event.id, event.type, "duplicate")
+    )
+    return set(connection.scalars(statement))
 
+
+def _apply_claimed(
+    connection: Connection, event: StripeEvent, *, now: datetime, mirror_row: SubscriptionRowBuilder | None, batch: _Batch
+) -> EventOutcome:
     if event.is_invoice_event:
         outcome, alerts = _apply_invoice_event(connection, event, now)
     elif event.is_subscription_event:
-        outcome, alerts = _apply_subscription_event(connection, event, now, mirror_row)
+        outcome, alerts = _apply_subscription_event(connection, event, now, mirror_row, batch)
     else:
         outcome, alerts = "ignored", []
-
-    if outcome != "applied":
-        connection.execute(
-            update(stripe_events_applied).where(stripe_events_applied.c.event_id == event.id).values(outcome=outcome)
-        )
     _queue_alerts(connection, alerts, now)
     return EventOutcome(event.id, event.type, outcome, tuple(alerts))
 
@@ -133,10 +190,11 @@ def _status_rank(column: ColumnElement[str]) -> ColumnElement[int]:
     return case(INVOICE_STATUS_RANK, value=column, else_=0)
 
 
-def _apply_invoice_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
-    row = invoice_row(event)
-    values = asdict(row) | {"updated_at": now}
-    statement = _insert(connection, stripe_invoices).values(**values)
+@cache
+def _invoice_upsert(dialect_name: str):  # type: ignore[no-untyped-def]
+    """INSERT … ON CONFLICT DO UPDATE … WHERE newer, built once per dialect and executed with bound
+    parameters (building it per event cost more than the database work)."""
+    statement = (postgresql if dialect_name == "postgresql" else sqlite).insert(stripe_invoices)
     excluded = statement.excluded
     stored = stripe_invoices.c
     # The row only moves forward: a newer event replaces it, an older one (arriving late) does not.
@@ -146,13 +204,16 @@ def _apply_invoice_event(connection: Connection, event: StripeEvent, now: dateti
         and_(stored.last_event_created == excluded.last_event_created,
              _status_rank(stored.status) <= _status_rank(excluded.status)),
     )
-    written = connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["invoice_id"],
-            set_={name: excluded[name] for name in values if name != "invoice_id"},
-            where=newer,
-        ).returning(stored.invoice_id)
-    ).first()
+    return statement.on_conflict_do_update(
+        index_elements=["invoice_id"],
+        set_={column.name: excluded[column.name] for column in stripe_invoices.columns if column.name != "invoice_id"},
+        where=newer,
+    ).returning(stored.invoice_id)
+
+
+def _apply_invoice_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
+    row = invoice_row(event)
+    written = connection.execute(_invoice_upsert(connection.dialect.name), asdict(row) | {"updated_at": now}).first()
     if written is None:
         return "stale", []
     annotated = event.type == "invoice.finalized" and _renewal_annotated(connection, event, row.invoice_id)
@@ -174,7 +235,7 @@ def _renewal_annotated(connection: Connection, event: StripeEvent, invoice_id: s
 
 
 def _apply_subscription_event(
-    connection: Connection, event: StripeEvent, now: datetime, mirror_row: SubscriptionRowBuilder | None
+    connection: Connection, event: StripeEvent, now: datetime, mirror_row: SubscriptionRowBuilder | None, batch: _Batch
 ) -> tuple[str, list[OpsAlert]]:
     change = subscription_status(event)
     subs = stripe_subscriptions.c
@@ -187,10 +248,10 @@ def _apply_subscription_event(
         select(func.max(stripe_events_applied.c.created)).where(
             stripe_events_applied.c.object_id == change.subscription_id,
             stripe_events_applied.c.outcome == "applied",
-            stripe_events_applied.c.event_id != event.id,
         )
     )
-    if newest_applied is not None and newest_applied > change.event_created:
+    newest_in_batch = batch.newest.get(change.subscription_id)
+    if any(newest is not None and newest > change.event_created for newest in (newest_applied, newest_in_batch)):
         return "stale", []
     stored_status = stored.status if stored is not None else None
     full_row = _mirror_row(mirror_row, event)

@@ -18,6 +18,7 @@ from aisyst_pipelines.warehouse.annotations_store import (
 )
 from aisyst_pipelines.warehouse.events_store import (
     apply_event,
+    apply_events,
     customer_dashboard,
     mark_event_alert_failed,
     mark_event_alert_sent,
@@ -194,3 +195,34 @@ def test_customer_dashboard_unlimited_and_cancelling(warehouse: Warehouse) -> No
     assert (row["plan"], row["minutes_used"], row["minutes_included"], row["minutes_unused"]) == ("Tier 3", 0, None, None)
     assert row["next_invoice_date"] is None  # ends at the period end: no next invoice
     assert row["last_invoice_id"] is None
+
+
+def test_a_page_is_applied_in_one_transaction_in_its_order(warehouse: Warehouse) -> None:
+    add_subscription(warehouse)
+    past_due = event("customer.subscription.updated", subscription(status="past_due"), created=T0 + 10,
+                     previous_attributes={"status": "active"}, event_id="evt_b1")
+    canceled = event("customer.subscription.deleted", subscription(status="canceled"), created=T0 + 20, event_id="evt_b2")
+    already = event("invoice.created", invoice(status="draft"), created=T0 + 5, event_id="evt_b0")
+    apply(warehouse, already, source="webhook")
+    outcomes = apply_events(warehouse, [StripeEvent.from_payload(e) for e in (already, past_due, canceled)],
+                            source="sensor", now=NOW)
+    assert [o.outcome for o in outcomes] == ["duplicate", "applied", "applied"]
+    assert [a.kind for a in outcomes[1].alerts] == [OpsAlertKind.SUBSCRIPTION_PAST_DUE]  # not hidden by the newer one
+    with warehouse.connect() as connection:
+        assert connection.scalar(select(stripe_subscriptions.c.status)) == "canceled"
+        outcomes_in_ledger = dict(connection.execute(
+            select(stripe_events_applied.c.event_id, stripe_events_applied.c.outcome)).all())
+    assert outcomes_in_ledger == {"evt_b0": "applied", "evt_b1": "applied", "evt_b2": "applied"}
+
+
+def test_within_a_page_an_older_subscription_event_after_a_newer_one_is_stale(warehouse: Warehouse) -> None:
+    add_subscription(warehouse)
+    newer = event("customer.subscription.updated", subscription(status="active"), created=T0 + 20,
+                  previous_attributes={"status": "past_due"}, event_id="evt_n")
+    older = event("customer.subscription.updated", subscription(status="past_due"), created=T0 + 10,
+                  previous_attributes={"status": "active"}, event_id="evt_o")
+    outcomes = apply_events(warehouse, [StripeEvent.from_payload(e) for e in (newer, older)], source="webhook", now=NOW)
+    assert [o.outcome for o in outcomes] == ["applied", "stale"]
+    with warehouse.connect() as connection:
+        assert connection.scalar(select(stripe_subscriptions.c.status)) == "active"
+    assert pending_event_alerts(warehouse) == []
