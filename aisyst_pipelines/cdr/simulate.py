@@ -89,8 +89,12 @@ def account_profiles(
     target_minutes: Mapping[str, int] | None = None,
 ) -> list[AccountProfile]:
     """One profile per account, drawn from the seed (volumes log-normal around the mean)."""
+    codes = account_codes(customers)
+    unknown = sorted((set(calls_per_day or {}) | set(target_minutes or {})) - set(codes))
+    if unknown:
+        raise ValueError(f"volumes or targets given for accounts that are not simulated: {', '.join(unknown)}")
     profiles = []
-    for index, code in enumerate(account_codes(customers)):
+    for index, code in enumerate(codes):
         rng = np.random.default_rng([seed, 1, index])
         volume = float(mean_calls_per_day * rng.lognormal(-0.32, 0.8))  # mean of the factor ~1
         if calls_per_day and code in calls_per_day:

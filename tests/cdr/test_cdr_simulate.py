@@ -160,5 +160,7 @@ def test_bad_simulation_requests_are_refused(tmp_path):
         write_calls(simulate_calls(1, 1), tmp_path / "x", "twilio", malformed_rate=2)
     with pytest.raises(ValueError):
         simulate_calls(1, 1, target_minutes={"acct_0001": -5})
+    with pytest.raises(ValueError, match="acct_0009"):
+        simulate_calls(2, 1, target_minutes={"acct_0009": 10})
     january = simulate_calls(1, 1, start=date(2026, 1, 1))["started_at"]
     assert january.min() >= pd.Timestamp("2026-01-01", tz="UTC") and january.max() < pd.Timestamp("2026-01-02", tz="UTC")
