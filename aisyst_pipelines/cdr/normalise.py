@@ -381,6 +381,8 @@ def twilio_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -
         talk = np.where(usable, np.minimum(seconds, MAX_CALL_SECONDS + 1), 0).astype(np.int64).astype("timedelta64[s]")
     answered = times["ended_at"] - talk
     answered = np.where(answered >= times["started_at"], answered, times["started_at"])
+    # without a duration the whole call counts (answered when it started): derived from start..end
+    answered = np.where(np.isnan(seconds), times["started_at"], answered)
     times["answered_at"] = np.where(completed, answered, np.datetime64("NaT", "us")).astype("datetime64[us]")
     times_raw["answered_at"] = pa.array([""] * n, type=pa.string())
     return CallFields(

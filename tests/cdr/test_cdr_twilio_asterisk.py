@@ -42,6 +42,7 @@ def test_twilio_calls_map_onto_canonical_calls(write):
             twilio(sid="CA4", status="canceled", duration=0),
             twilio(sid="CA5", status="failed", duration=""),
             twilio(sid="CA6", duration=125),
+            twilio(sid="CA7", duration=None),
         ],
     )
     result = read_all(path)
@@ -49,10 +50,12 @@ def test_twilio_calls_map_onto_canonical_calls(write):
     assert result.rejects.empty
     assert records["account_code"].unique().tolist() == ["AC1"]
     assert records["disposition"].to_dict() == {
-        "CA1": "completed", "CA2": "busy", "CA3": "no_answer", "CA4": "canceled", "CA5": "failed", "CA6": "completed"
+        "CA1": "completed", "CA2": "busy", "CA3": "no_answer", "CA4": "canceled", "CA5": "failed", "CA6": "completed",
+        "CA7": "completed",
     }
     assert records["direction"].to_dict() == {
-        "CA1": "outbound", "CA2": "outbound", "CA3": "inbound", "CA4": "inbound", "CA5": "inbound", "CA6": "inbound"
+        "CA1": "outbound", "CA2": "outbound", "CA3": "inbound", "CA4": "inbound", "CA5": "inbound", "CA6": "inbound",
+        "CA7": "inbound",
     }
     # RFC 2822 offsets are honoured
     assert records.loc["CA1", "started_at"] == utc("2026-08-10 12:03:05")
@@ -64,6 +67,8 @@ def test_twilio_calls_map_onto_canonical_calls(write):
     assert records.loc["CA6", "billable_seconds"] == 125 and records.loc["CA6", "billable_minutes"] == 3
     # Twilio's duration can exceed end - start by rounding: answered_at never goes before the start
     assert records.loc["CA6", "answered_at"] == records.loc["CA6", "started_at"]
+    # a completed call without a duration bills from start to end
+    assert records.loc["CA7", "billable_seconds"] == 65 and records.loc["CA7", "answered_at"] == records.loc["CA7", "started_at"]
     assert records.loc[["CA2", "CA3", "CA4", "CA5"], "billable_minutes"].tolist() == [0, 0, 0, 0]
     assert records.loc[["CA2", "CA3", "CA4", "CA5"], "answered_at"].isna().all()
 
