@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import io
 import json
+import queue
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -61,6 +63,8 @@ from .database import Warehouse
 from .schema import call_records, call_records_rejected, cdr_files, stripe_customers, usage_daily
 from .types import UtcDateTime
 
+
+T = TypeVar("T")
 
 # SQLAlchemy only keeps an INSERT's rowcount when asked to.
 _COUNT_ROWS = {"preserve_rowcount": True}
@@ -195,7 +199,7 @@ def load_cdr_file(
         reasons: Counter[str] = Counter()
         any_not_loaded = False
         cdr_touched_days.create(connection)
-        for chunk in chunks:
+        for chunk in read_ahead(chunks):
             result.rows_total += int(chunk.rows_total)
             if len(chunk.rejects):
                 reasons.update(chunk.rejects["reason_code"].astype(str).tolist())
@@ -225,6 +229,50 @@ def load_cdr_file(
             )
         )
     return result
+
+
+def read_ahead(items: Iterable[T]) -> Iterator[T]:
+    """Iterate `items` in a background thread, one item ahead of the consumer.
+
+    The next chunk is parsed while the database works on the current one (PostgreSQL works in its
+    own process, sqlite3 releases the GIL), so a load costs about max(parse, database) instead of
+    their sum. Memory grows by one chunk. An exception of the producer (a truncated file) is raised
+    in the consumer; a consumer that stops early (an error in the transaction) stops the producer.
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stopped = threading.Event()
+
+    def hand_over(kind: str, value: Any) -> bool:
+        while not stopped.is_set():
+            try:
+                handoff.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over("item", item):
+                    return
+            hand_over("done", None)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            hand_over("error", error)
+
+    producer = threading.Thread(target=produce, name="cdr-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stopped.set()
+        producer.join()
 
 
 @dataclass(frozen=True)
@@ -297,6 +345,7 @@ def _serialize_loads(connection: Connection) -> None:
     itself (the claim below is the first write, so a second loader waits on the busy timeout)."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CDR_LOAD_LOCK_KEY})
+        connection.execute(text("SET LOCAL TIME ZONE 'UTC'"))  # date(timestamptz) below means the UTC day
 
 
 def _insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
@@ -453,14 +502,24 @@ def _remember_touched_days(connection: Connection, frame: pd.DataFrame) -> None:
 def _keep_only_days_with_new_rows(connection: Connection, sha256: str) -> None:
     t, c = cdr_touched_days, call_records
     connection.execute(
-        delete(t).where(
-            ~exists().where(
-                c.c.account_code == t.c.account_code,
-                c.c.ended_at >= t.c.day_start,
-                c.c.ended_at < t.c.day_end,
-                c.c.source_sha256 == sha256,
-            )
-        )
+        delete(t).where(~exists().where(_in_touched_day(c, t), c.c.source_sha256 == sha256))
+    )
+
+
+def _in_touched_day(c: Table, t: Table):  # type: ignore[no-untyped-def]
+    """call_records row `c` ended on touched day `t`.
+
+    The half-open range on ended_at is the exact condition and lets both databases use the
+    (account_code, ended_at) index. The redundant equality on date(ended_at) gives the planner an
+    equi-join key: with stale statistics (a big first load) PostgreSQL otherwise hash-joins on the
+    account alone and filters every call against every touched day of its account. date() is UTC
+    on both: SQLite stores naive UTC text, and a load pins the PostgreSQL session to UTC.
+    """
+    return and_(
+        c.c.account_code == t.c.account_code,
+        func.date(c.c.ended_at) == t.c.usage_date,
+        c.c.ended_at >= t.c.day_start,
+        c.c.ended_at < t.c.day_end,
     )
 
 
@@ -483,7 +542,7 @@ def _recompute_usage_daily(connection: Connection, updated_at: datetime) -> int:
             literal(updated_at, UtcDateTime).label("updated_at"),
         )
         .select_from(
-            t.join(c, and_(c.c.account_code == t.c.account_code, c.c.ended_at >= t.c.day_start, c.c.ended_at < t.c.day_end))
+            t.join(c, _in_touched_day(c, t))
             .outerjoin(customers, customers.c.account_code == t.c.account_code)
         )
         .group_by(t.c.account_code, t.c.usage_date)
@@ -518,12 +577,17 @@ def bulk_insert(connection: Connection, table: Table, frame: pd.DataFrame) -> No
     SQLite: executemany of plain tuples (times as the text SQLAlchemy stores for UtcDateTime).
     """
     columns = [column.name for column in table.columns if column.name in frame.columns]
-    arrow = _to_arrow(table, frame.loc[:, columns])
+    arrow = arrow_for(table, frame.loc[:, columns])
     if connection.dialect.name == "postgresql":
         copy_postgres(connection, table.name, columns, postgres_csv(arrow))
     else:
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        connection.connection.driver_connection.executemany(sql, sqlite_rows(arrow))  # type: ignore[union-attr]
+        executemany_sqlite(connection, table.name, columns, sqlite_rows(arrow))
+
+
+def executemany_sqlite(connection: Connection, table_name: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """sqlite3's executemany on the SQLAlchemy connection's own sqlite3 connection (same transaction)."""
+    sql = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    connection.connection.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
 
 
 def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str], csv_bytes: bytes) -> None:
@@ -536,25 +600,41 @@ def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str
 
 
 def postgres_csv(arrow: pa.Table) -> bytes:
+    """CSV for COPY. Times are written as "YYYY-MM-DD HH:MM:SS.ffffff+00" up front: Arrow's own CSV
+    rendering of zoned timestamps goes through strftime and costs more than the COPY itself."""
+    columns = [
+        pc.binary_join_element_wise(_utc_text(column), "+00", "") if pa.types.is_timestamp(column.type) else column
+        for column in arrow.columns
+    ]
     # all_valid quotes every non-null value: an empty string stays '' and only a missing value is NULL.
     buffer = io.BytesIO()
-    pa_csv.write_csv(arrow, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    pa_csv.write_csv(
+        pa.Table.from_arrays(columns, names=arrow.column_names), buffer,
+        pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"),
+    )
     return buffer.getvalue()
 
 
 def sqlite_rows(arrow: pa.Table) -> Iterable[tuple[Any, ...]]:
+    """Plain tuples for sqlite3's executemany; times as the naive UTC text SQLAlchemy's SQLite DATETIME
+    stores ("YYYY-MM-DD HH:MM:SS.ffffff"), which UtcDateTime reads back as UTC."""
     columns = []
     for column in arrow.columns:
         if pa.types.is_timestamp(column.type):
-            # SQLAlchemy's SQLite DATETIME storage format, which UtcDateTime reads back as UTC.
-            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+            column = _utc_text(column)
         elif pa.types.is_date(column.type):
-            column = pc.strftime(column, format="%Y-%m-%d")
+            column = pc.cast(column, pa.string())
         columns.append(column.to_pylist())
     return zip(*columns)
 
 
-def _to_arrow(table: Table, frame: pd.DataFrame) -> pa.Table:
+def _utc_text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    # A cast of the naive UTC value to text: ~30x faster than pc.strftime, always 6 decimals.
+    return pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())
+
+
+def arrow_for(table: Table, frame: pd.DataFrame) -> pa.Table:
+    """The frame's columns as Arrow arrays typed after `table`'s columns (times in UTC microseconds)."""
     arrays = []
     for name in frame.columns:
         column_type = table.c[name].type

@@ -28,7 +28,7 @@ from sqlalchemy import insert, select
 from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, load_cdr_file, rejects_by_reason
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, load_cdr_file, read_ahead, rejects_by_reason
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, stripe_customers, usage_daily
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -270,3 +270,30 @@ def test_a_process_killed_mid_file_leaves_nothing_and_the_file_loads_afterwards(
     )
     assert result.rows_loaded == written.rows
     assert usage_calls_minutes(warehouse) == expected_usage(calls)
+
+
+def test_read_ahead_yields_in_order_and_hands_over_the_producers_error() -> None:
+    def items():
+        yield from range(5)
+        raise ValueError("truncated file")
+
+    seen = []
+    with pytest.raises(ValueError, match="truncated file"):
+        for item in read_ahead(items()):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_stops_its_producer_when_the_consumer_gives_up() -> None:
+    produced = []
+
+    def items():
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    with pytest.raises(RuntimeError):
+        for item in read_ahead(items()):
+            if item == 2:
+                raise RuntimeError("the transaction failed")
+    assert len(produced) <= 5  # one handed over, one waiting: the producer did not run on to the end

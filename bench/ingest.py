@@ -1,0 +1,249 @@
+"""CDR ingestion benchmark: end-to-end load vs each database's own bulk load of the same rows.
+
+    ./run python bench/ingest.py                      # 2,000,000 calls into PostgreSQL and SQLite
+    ./run python bench/ingest.py --rss-calls 10000000 # plus peak memory of a 10,000,000-call file
+
+Per backend it measures, in separate child processes (each reports its own peak RSS):
+
+- end to end: sha256 of the file, then `read_cdr_file` (parse, validate, rate, hash phone numbers)
+  streamed into `load_cdr_file` (staging copy, set-based merge, rejects, usage_daily recompute), in
+  one transaction — exactly what the `call_records` asset runs — into a fresh, migrated warehouse;
+- the database's own bulk load of the same rows (the call_records columns) into an unindexed table:
+  PostgreSQL COPY, SQLite executemany in one transaction. Only the database calls are timed; the
+  rows are prepared untimed, chunk by chunk.
+
+The ratio end-to-end calls/s ÷ bulk calls/s is the figure of merit (goal ≥ 0.5). The sample file is
+canonical CSV from the call simulator, cached under $AISYST_HOME/bench/ (kept between runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import create_engine, text
+
+from aisyst_pipelines.assets.cdr import file_sha256
+from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
+from aisyst_pipelines.cdr.simulate import CdrFileWriter, iter_simulated_calls
+from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.cdr_store import (
+    CdrFileIdentity,
+    arrow_for,
+    copy_postgres,
+    executemany_sqlite,
+    load_cdr_file,
+    postgres_csv,
+    sqlite_rows,
+)
+from aisyst_pipelines.warehouse.schema import call_records
+
+DEFAULT_POSTGRES_URL = os.environ.get("AISYST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BENCH_KEY = b"bench-pii-key"
+GOAL_RATIO = 0.5
+GOAL_RSS_BYTES = 1024**3
+
+
+# --- the sample file ---------------------------------------------------------------------------------
+
+
+def sample_file(folder: Path, calls: int) -> Path:
+    """A canonical CSV with exactly `calls` simulated calls (written once, then reused)."""
+    path = folder / f"calls-{calls}.csv"
+    if path.exists():
+        return path
+    accounts = max(50, calls // 4000)  # ~4,000 calls per account: a month of a busy client
+    written = 0
+    started = time.perf_counter()
+    with CdrFileWriter(path, "canonical_csv") as writer:
+        for day in iter_simulated_calls(accounts, days=400, seed=2026, mean_calls_per_day=160.0):
+            part = day.iloc[: calls - written]
+            writer.write(part)
+            written += len(part)
+            if written >= calls:
+                break
+    if written < calls:
+        path.unlink()
+        raise RuntimeError(f"the simulator produced only {written} calls")
+    print(f"  wrote {path} ({calls:,} calls, {path.stat().st_size / 1e6:,.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+# --- child processes: one measurement each, reporting its own peak RSS --------------------------------
+
+
+def fresh_warehouse(backend: str, folder: Path, postgres_url: str) -> tuple[str, callable]:
+    """A URL of an empty warehouse and a function that removes it."""
+    if backend == "sqlite":
+        path = folder / f"bench-{uuid.uuid4().hex[:8]}.db"
+        return f"sqlite:///{path}", lambda: [p.unlink(missing_ok=True) for p in path.parent.glob(path.name + "*")]
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    separator = "&" if "?" in postgres_url else "?"
+    return f"{postgres_url}{separator}options=-csearch_path%3D{schema}", drop
+
+
+def child_end_to_end(url: str, path: Path, chunk_rows: int) -> dict:
+    warehouse = Warehouse(url)
+    warehouse.upgrade()
+    started = time.perf_counter()
+    sha256 = file_sha256(path)
+    chunks = read_cdr_file(path, ReadOptions(pii_key=BENCH_KEY, chunk_rows=chunk_rows))
+    result = load_cdr_file(warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", path.stat().st_size), chunks)
+    seconds = time.perf_counter() - started
+    warehouse.dispose()
+    return {"seconds": seconds, "rows_loaded": result.rows_loaded, "rows_total": result.rows_total,
+            "usage_days": result.usage_days_recomputed}
+
+
+def child_bulk(url: str, path: Path, chunk_rows: int) -> dict:
+    """The same rows as call_records holds them, appended to an unindexed copy of the table."""
+    warehouse = Warehouse(url)
+    warehouse.upgrade()
+    columns = [column.name for column in call_records.columns]
+    now = pd.Timestamp(datetime.now(timezone.utc))
+    timed = 0.0
+    rows = 0
+    with warehouse.begin() as connection:
+        if warehouse.dialect == "postgresql":
+            connection.execute(text("CREATE TABLE bulk_call_records (LIKE call_records)"))  # columns only, no index
+        else:
+            definitions = ", ".join(f"{c.name} {c.type.compile(connection.dialect)}" for c in call_records.columns)
+            connection.execute(text(f"CREATE TABLE bulk_call_records ({definitions})"))
+        for chunk in read_cdr_file(path, ReadOptions(pii_key=BENCH_KEY, chunk_rows=chunk_rows)):
+            frame = chunk.records.assign(customer_id=None, source_file=str(path), source_sha256="0" * 64, ingested_at=now)
+            arrow = arrow_for(call_records, frame.loc[:, columns])
+            if warehouse.dialect == "postgresql":
+                data = postgres_csv(arrow)
+                started = time.perf_counter()
+                copy_postgres(connection, "bulk_call_records", columns, data)
+            else:
+                data = list(sqlite_rows(arrow))
+                started = time.perf_counter()
+                executemany_sqlite(connection, "bulk_call_records", columns, data)
+            timed += time.perf_counter() - started
+            rows += len(frame)
+            del data
+        started = time.perf_counter()
+    timed += time.perf_counter() - started  # the commit
+    warehouse.dispose()
+    return {"seconds": timed, "rows_loaded": rows}
+
+
+def run_child(kind: str, backend: str, path: Path, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--backend", backend, "--file", str(path),
+               "--postgres-url", args.postgres_url, "--chunk-rows", str(args.chunk_rows), "--workdir", str(args.workdir)]
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{kind} on {backend} failed:\n{finished.stderr[-4000:]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def child_main(args: argparse.Namespace) -> None:
+    url, drop = fresh_warehouse(args.backend, args.workdir, args.postgres_url)
+    try:
+        measure = child_end_to_end if args.child == "e2e" else child_bulk
+        figures = measure(url, Path(args.file), args.chunk_rows)
+    finally:
+        drop()
+    figures["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    print(json.dumps(figures))
+
+
+# --- the report --------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    memory = next((int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    engine = create_engine(DEFAULT_POSTGRES_URL)
+    with engine.connect() as connection:
+        postgres = connection.scalar(text("SHOW server_version"))
+    engine.dispose()
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} logical CPUs (shared with other work during the run)",
+        "memory": f"{memory / 1024**3:.0f} GiB",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": f"{postgres} (local, default configuration)",
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2_000_000)
+    parser.add_argument("--rss-calls", type=int, default=0, help="also measure the peak RSS of loading a file this big (PostgreSQL)")
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--chunk-rows", type=int, default=200_000)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--child", choices=["e2e", "bulk"], help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.workdir = (args.workdir or Settings.from_env().home / "bench").resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        child_main(args)
+        return
+
+    print("machine:")
+    for key, value in machine().items():
+        print(f"  {key}: {value}")
+    print(f"\nsample file ({args.calls:,} calls, canonical CSV):", flush=True)
+    path = sample_file(args.workdir, args.calls)
+    rows = []
+    for backend in args.backends.split(","):
+        print(f"\n{backend}:", flush=True)
+        bulk = run_child("bulk", backend, path, args)
+        print(f"  bulk load    {bulk['rows_loaded']:>10,} rows in {bulk['seconds']:7.1f} s = {bulk['rows_loaded'] / bulk['seconds']:>9,.0f} calls/s", flush=True)
+        e2e = run_child("e2e", backend, path, args)
+        if e2e["rows_loaded"] != args.calls:
+            raise RuntimeError(f"end to end loaded {e2e['rows_loaded']} of {args.calls} calls")
+        ratio = (e2e["rows_loaded"] / e2e["seconds"]) / (bulk["rows_loaded"] / bulk["seconds"])
+        print(f"  end to end   {e2e['rows_loaded']:>10,} rows in {e2e['seconds']:7.1f} s = {e2e['rows_loaded'] / e2e['seconds']:>9,.0f} calls/s"
+              f"  ratio {ratio:.2f} (goal ≥ {GOAL_RATIO})  peak RSS {e2e['max_rss_bytes'] / 1024**2:,.0f} MiB", flush=True)
+        rows.append((backend, bulk, e2e, ratio))
+
+    rss = None
+    if args.rss_calls:
+        print(f"\npeak memory for a {args.rss_calls:,}-call file (PostgreSQL, end to end, own process):", flush=True)
+        big = sample_file(args.workdir, args.rss_calls)
+        rss = run_child("e2e", "postgresql", big, args)
+        print(f"  {rss['rows_loaded']:,} calls in {rss['seconds']:.0f} s, peak RSS {rss['max_rss_bytes'] / 1024**2:,.0f} MiB"
+              f" = {rss['max_rss_bytes'] / GOAL_RSS_BYTES:.2f} of the 1 GiB limit", flush=True)
+
+    print("\nmarkdown:\n")
+    print("| backend | end to end calls/s | bulk load calls/s | ratio (goal ≥ 0.5) | peak RSS end to end |")
+    print("|---|---:|---:|---:|---:|")
+    for backend, bulk, e2e, ratio in rows:
+        print(f"| {backend} | {e2e['rows_loaded'] / e2e['seconds']:,.0f} | {bulk['rows_loaded'] / bulk['seconds']:,.0f} | {ratio:.2f} | "
+              f"{e2e['max_rss_bytes'] / 1024**2:,.0f} MiB |")
+    if rss:
+        print(f"\n{args.rss_calls:,}-call file: peak RSS {rss['max_rss_bytes'] / 1024**2:,.0f} MiB "
+              f"({rss['max_rss_bytes'] / GOAL_RSS_BYTES:.2f} of 1 GiB), {rss['rows_loaded'] / rss['seconds']:,.0f} calls/s")
+
+
+if __name__ == "__main__":
+    main()
