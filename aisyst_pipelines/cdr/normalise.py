@@ -9,7 +9,8 @@ Format rules worth knowing (DESIGN.md §2.1):
   rejected as `unparseable_time`); empty `billable_seconds` is derived from answered_at..ended_at.
 - Twilio: `status` gives the disposition (queued/initiated/ringing/in-progress are calls that have
   not ended: `call_not_finished`); `duration` is the billable seconds; Twilio has no answer time, so
-  answered_at = end_time − duration for completed calls (never before start_time); times are
+  answered_at = end_time − duration for completed calls (never before start_time; start_time when
+  there is no duration, so that such a call bills start..end); times are
   RFC 2822 with an offset ("Tue, 10 Aug 2026 14:03:05 +0000"), other RFC 2822 spellings ("GMT") and
   ISO 8601 with an offset are accepted too.
 - Asterisk: times are local wall-clock times in `asterisk_timezone`. A time that falls in the hour
