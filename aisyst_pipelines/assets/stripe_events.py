@@ -43,7 +43,7 @@ from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.settings import Settings
 from resources.notifier import DeliveryError, NotifierResource
 from resources.stripe import PAGE_SIZE, EventCursorGone, StripeResource
-from resources.stripe_records import StripeSubscription
+from resources.stripe_records import StripeProduct, StripeSubscription
 
 STRIPE_INVOICES = dg.AssetSpec(
     "stripe_invoices",
@@ -203,14 +203,20 @@ def _report_gap(warehouse: Warehouse, result: PollResult, now: datetime) -> None
 def subscription_mirror_row(stripe: StripeResource | None, settings: Settings) -> SubscriptionRowBuilder:
     """The Stripe sync's own mapping (tier resolution included) for a subscription carried by an event.
 
-    Product metadata is one of the tier sources, so the product list is fetched — once per resource
-    instance, and only when an event needs it. Without a StripeResource (the webhook receiver run
-    without a key) tiers resolve from price metadata, the tiers file and the legacy price ids."""
+    Product metadata is one of the tier sources, so the product list is fetched — once per builder
+    (the sensor makes one per tick), and only when an event needs it. Without a StripeResource tiers
+    resolve from price metadata, the tiers file and the legacy price ids."""
     catalog = load_tier_catalog(settings.tiers_file)
+    products: dict[str, StripeProduct] = {}
+    fetched = stripe is None
 
     def build(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+        nonlocal fetched
+        if not fetched:
+            assert stripe is not None
+            products.update(stripe.list_products())
+            fetched = True
         items = (raw.get("items") or {}).get("data") or []
-        products = stripe.list_products() if stripe is not None else {}
         row = subscription_row(StripeSubscription.from_api(raw, items, products), catalog, settings.legacy_tier_price_ids)
         return asdict(row) | {"cancel_at_period_end": int(row.cancel_at_period_end)}
 
