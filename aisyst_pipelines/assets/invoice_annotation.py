@@ -189,7 +189,8 @@ class InvoiceAnnotator:
             if state is None:
                 return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
             if annotation_version_of(state.metadata):
-                return self._already_annotated(state.metadata, "found annotated after an interrupted attempt")
+                detail = "found annotated after an interrupted attempt"
+                return self._already_annotated(record.invoice_id, state.metadata, detail)
             if state.status != "draft":
                 finalized_status = state.status
         terms = _tier_terms(inputs.terms)
@@ -261,7 +262,7 @@ class InvoiceAnnotator:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
         if annotation_version_of(state.metadata):
             # Our lines went on, then Stripe finalized it before our answer came back.
-            return self._already_annotated(state.metadata, "annotated just before finalization")
+            return self._already_annotated(invoice_id, state.metadata, "annotated just before finalization")
         status = state.status or status
         if status == "void":
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice voided before annotation")
@@ -285,9 +286,9 @@ class InvoiceAnnotator:
             locale=figures.locale,
         )
 
-    @staticmethod
-    def _already_annotated(metadata: dict[str, str], detail: str) -> AnnotationOutcome:
-        """The row for an invoice Stripe shows annotated: figures from its metadata (the truth on it)."""
+    def _already_annotated(self, invoice_id: str, metadata: dict[str, str], detail: str) -> AnnotationOutcome:
+        """The row for an invoice Stripe shows annotated: figures from its metadata and our lines counted
+        on it (what is on the invoice is the truth, whatever this attempt would have written)."""
 
         def number(key: str) -> int | None:
             value = metadata.get(key, "")
@@ -303,6 +304,7 @@ class InvoiceAnnotator:
             minutes_unused=number("minutes_unused"),
             overage_minutes=number("overage_minutes") or 0,
             usage_pct=float(percentage) if percentage else None,
+            lines_added=len(self.stripe.annotation_lines(invoice_id)),
         )
 
 
