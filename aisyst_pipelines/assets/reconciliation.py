@@ -105,6 +105,18 @@ class ReconciliationOutcome:
     plan: CorrectionPlan | None = None
     sends: dict[str, str] = field(default_factory=dict)  # identifier -> outcome of this run's sends
     unmapped_minutes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (the phases overlap where said)
+
+
+class Phases:
+    """Seconds from the start of the run to the end of each phase."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        self.seconds[name] = round(time.monotonic() - self._start, 3)
 
 
 class Reconciler:
@@ -124,23 +136,35 @@ class Reconciler:
 
     def run(self, repair: bool) -> ReconciliationOutcome:
         as_of = self.clock.start
+        phases = Phases()
         periods = customer_periods(reconciliation_store.subscription_cycles(self.warehouse), as_of, self.policy.lookback)
         windows = [w for p in periods if (w := reconciliation_window(p, as_of, self.policy.settle_lag)) is not None]
+        phases.done("windows")
         if not windows:
-            return ReconciliationOutcome([], {}, 0)
-        cover_start = min(w.cover.start for w in windows)
-        cover_end = max(w.cover.end for w in windows)
-        calls = reconciliation_store.calls_ended_between(self.warehouse, [w.period.customer_id for w in windows], cover_start, cover_end)
-        cdr = cdr_minutes_by_window(calls, windows)
+            return ReconciliationOutcome([], {}, 0, timings=phases.seconds)
         meter_id = self.stripe.meter_id()
-        comparisons, failures = self._compare_all(meter_id, windows, cdr)
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as pool:
+            # Stripe first: the rate limit sets the pace of the run, so the requests start at once
+            # and the CDR side is read while they are in flight.
+            fetches = {w.period.key: pool.submit(self._fetch, meter_id, w.period.customer_id, w.requests(), StripeMinutes())
+                       for w in windows}
+            cover_start = min(w.cover.start for w in windows)
+            cover_end = max(w.cover.end for w in windows)
+            calls = reconciliation_store.calls_ended_between(
+                self.warehouse, [w.period.customer_id for w in windows], cover_start, cover_end)
+            cdr = cdr_minutes_by_window(calls, windows)
+            phases.done("cdr_side")
+            comparisons, failures = self._compare_all(pool, meter_id, windows, fetches, cdr)
+        phases.done("stripe_side")
         drifting_customers = sorted({c.window.period.customer_id for c in comparisons if c.drifting})
         ledger = reconciliation_store.ledger(self.warehouse, drifting_customers, (as_of - self.policy.lookback - timedelta(days=2)).date())
         results = [self._findings(c, ledger) for c in comparisons]
-        outcome = ReconciliationOutcome(results, failures, self._requests)
+        outcome = ReconciliationOutcome(results, failures, self._requests, timings=phases.seconds)
         outcome.unmapped_minutes = stripe_store.unmapped_call_minutes(self.warehouse, cover_start, cover_end)
+        phases.done("causes")
         if repair:
             self._repair(outcome, ledger)
+            phases.done("repair")
         else:
             now = self.clock.now()
             outcome.results = [with_repairs(r, ledger, now, self.policy) if r.findings else r for r in outcome.results]
@@ -148,34 +172,45 @@ class Reconciler:
 
     # --- Stripe side, concurrently -------------------------------------------------------------------
 
-    def _summaries(self, meter_id: str, customer_id: str, request: SummaryRequest) -> list[tuple[datetime, datetime, int]]:
-        usages = self.stripe.meter_event_summaries(meter_id, customer_id, request.span.start, request.span.end, request.by_day)
-        with self._lock:
-            self._requests += 1
-        return [(u.start, u.end, u.minutes) for u in usages]
+    def _fetch(self, meter_id: str, customer_id: str, requests: Sequence[SummaryRequest], stripe: StripeMinutes) -> StripeMinutes:
+        for request in requests:
+            usages = self.stripe.meter_event_summaries(meter_id, customer_id, request.span.start, request.span.end, request.by_day)
+            with self._lock:
+                self._requests += 1
+            stripe.add(request, [(u.start, u.end, u.minutes) for u in usages])
+        return stripe
 
-    def _compare_one(self, meter_id: str, window: ReconciliationWindow, cdr) -> WindowComparison:  # type: ignore[no-untyped-def]
-        stripe = StripeMinutes()
-        customer_id = window.period.customer_id
-        for request in window.requests():
-            stripe.add(request, self._summaries(meter_id, customer_id, request))
-        for request in splits_needed(window, cdr, stripe):
-            stripe.add(request, self._summaries(meter_id, customer_id, request))
-        return compare(window, cdr, stripe)
-
-    def _compare_all(self, meter_id: str, windows: Sequence[ReconciliationWindow], cdr) -> tuple[list[WindowComparison], dict]:  # type: ignore[no-untyped-def, type-arg]
-        comparisons: list[WindowComparison] = []
+    def _compare_all(self, pool: ThreadPoolExecutor, meter_id: str, windows: Sequence[ReconciliationWindow],
+                     fetches: dict, cdr: dict) -> tuple[list[WindowComparison], dict]:  # type: ignore[type-arg]
+        """Compare every window once its base requests are in; a drifting edge day gets its split
+        request (rare) before the comparison."""
         failures: dict[tuple[str, datetime], str] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as pool:
-            futures = {pool.submit(self._compare_one, meter_id, w, cdr[w.period.key]): w for w in windows}
-            for future, window in futures.items():
-                try:
-                    comparisons.append(future.result())
-                except Exception as error:  # noqa: BLE001 - one customer's failure must not hide the others
-                    failures[window.period.key] = f"{type(error).__name__}: {str(error)[:300]}"
-                    if self.log is not None:
-                        self.log.error(f"{window.period.customer_id} {window.period.period_start:%Y-%m-%d}: {failures[window.period.key]}")
+        ready: dict[tuple[str, datetime], Any] = {}
+        for window in windows:
+            key = window.period.key
+            try:
+                stripe = fetches[key].result()
+                splits = splits_needed(window, cdr[key], stripe)
+                ready[key] = pool.submit(self._fetch, meter_id, window.period.customer_id, splits, stripe) if splits else stripe
+            except Exception as error:  # noqa: BLE001 - one customer's failure must not hide the others
+                failures[key] = self._failed(window, error)
+        comparisons = []
+        for window in windows:
+            key = window.period.key
+            if key in failures:
+                continue
+            try:
+                stripe = ready[key].result() if not isinstance(ready[key], StripeMinutes) else ready[key]
+                comparisons.append(compare(window, cdr[key], stripe))
+            except Exception as error:  # noqa: BLE001
+                failures[key] = self._failed(window, error)
         return comparisons, failures
+
+    def _failed(self, window: ReconciliationWindow, error: Exception) -> str:
+        reason = f"{type(error).__name__}: {str(error)[:300]}"
+        if self.log is not None:
+            self.log.error(f"{window.period.customer_id} {window.period.period_start:%Y-%m-%d}: not reconciled — {reason}")
+        return reason
 
     # --- causes ----------------------------------------------------------------------------------------
 
@@ -340,6 +375,7 @@ def outcome_metadata(outcome: ReconciliationOutcome, config: ReconciliationConfi
         "as_of": dg.MetadataValue.timestamp(as_of),
         "repair": dg.MetadataValue.bool(config.repair),
         "settle_lag_minutes": dg.MetadataValue.int(config.settle_lag_minutes),
+        "phase_end_seconds": dg.MetadataValue.json(outcome.timings),
         "dagster/table_name": dg.MetadataValue.text("meter_reconciliation"),
     }
 

@@ -56,6 +56,13 @@ class MeterEventSend:
     timestamp: datetime
     kind: SendKind
 
+    @property
+    def delivery_key(self) -> str:
+        """The idempotency key of this delivery attempt. A late duplicate is a new HTTP request
+        (its own key), so only Stripe's identifier check stands between it and a double count —
+        as with a real voice server; replaying the same simulation reuses the keys (a retry)."""
+        return f"voice-server-{self.identifier}-{self.kind.value}-{int(self.send_at.timestamp())}"
+
 
 @dataclass(frozen=True)
 class VoiceServerFaults:

@@ -9,7 +9,6 @@ clock advances; the reconciliation asset runs through `dg.materialize`.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -117,7 +116,7 @@ class ReconWorld:
 
         def deliver(item: Any) -> None:
             self.stripe.create_meter_event(item.customer_id, item.value, item.timestamp, item.identifier,
-                                           idempotency_key=f"voice-{item.identifier}-{item.kind}-{secrets.token_hex(4)}")
+                                           idempotency_key=item.delivery_key)
 
         count = replay(due, deliver, self.advance, step=timedelta(hours=2))
         self.advance(until)

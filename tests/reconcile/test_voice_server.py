@@ -84,3 +84,5 @@ def test_replay_advances_the_clock_before_each_batch_and_never_sends_from_the_fu
         assert identifier == send.identifier and send.timestamp <= at < send.send_at + timedelta(hours=1)
     first_c1, dup_c1 = [at for identifier, at in sent if identifier == "c1"]
     assert dup_c1 - first_c1 > timedelta(hours=24)
+    keys = [s.delivery_key for s in plan.sends]
+    assert len(set(keys)) == len(keys)  # each delivery attempt its own request
