@@ -60,7 +60,6 @@ from aisyst_pipelines.warehouse.annotations_store import (
     branding_hash,
     branding_targets,
     customer_profiles,
-    invoices_in_status,
     mark_pending,
     record_branding,
     record_outcome,
@@ -499,11 +498,6 @@ def invoice_branding_settings(
             "updated_subscriptions": dg.MetadataValue.json(result.updated),
         }
     )
-
-
-def open_problems(warehouse: Warehouse, limit: int = 100) -> list[AnnotationRecord]:
-    """Invoices ops still need to look at (missed or failed), newest first — for the CLI and the runbook."""
-    return invoices_in_status(warehouse, [AnnotationStatus.MISSED, AnnotationStatus.FAILED], limit)
 
 
 defs = dg.Definitions(assets=[invoice_annotations, invoice_branding_settings])

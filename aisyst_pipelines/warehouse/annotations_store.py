@@ -274,21 +274,6 @@ def annotation_window(warehouse: Warehouse) -> tuple[datetime | None, datetime |
     return first, last
 
 
-def invoices_in_status(warehouse: Warehouse, statuses: Iterable[AnnotationStatus], limit: int = 100) -> list[AnnotationRecord]:
-    """Rows in the given statuses, most recently updated first (for the asset check's report)."""
-    wanted = [status.value for status in statuses]
-    statement = (
-        select(invoice_annotations.c.invoice_id)
-        .where(invoice_annotations.c.status.in_(wanted))
-        .order_by(invoice_annotations.c.updated_at.desc(), invoice_annotations.c.invoice_id)
-        .limit(limit)
-    )
-    with warehouse.connect() as connection:
-        ids = list(connection.scalars(statement))
-    records = annotation_records(warehouse, ids)
-    return [records[invoice_id] for invoice_id in ids]
-
-
 # --- inputs of an annotation: tier, customer, minutes ------------------------------------------------
 
 
@@ -410,7 +395,6 @@ __all__ = [
     "annotation_window",
     "customer_profiles",
     "invoice_ids_on_record",
-    "invoices_in_status",
     "invoices_to_retry",
     "mark_pending",
     "queue_invoices",
