@@ -36,6 +36,7 @@ import dagster as dg  # noqa: E402
 import stripe  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from aisyst_pipelines.billing.stripe_events import EventsCursor  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse  # noqa: E402
 from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices  # noqa: E402
@@ -106,6 +107,8 @@ def tick(warehouse_url: str, resource: StripeResource, outbox: str, cursor: str 
 
 
 def backlog_left(result: dg.SensorResult) -> bool:
+    if EventsCursor.from_json(result.cursor).scanning:
+        return True
     return bool(result.asset_events) and result.asset_events[0].metadata["backlog_left"].value
 
 

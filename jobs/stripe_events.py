@@ -43,7 +43,6 @@ from resources.stripe import StripeResource
 # drafts and subscription updates) is caught up within a few ticks, each well under Dagster's 60 s.
 MAX_EVENTS_PER_TICK = 5_000
 TICK_TIME_BUDGET_SECONDS = 25.0
-ALERTS_PER_TICK = 20
 
 
 @dg.sensor(
@@ -71,17 +70,19 @@ def stripe_events_sensor(
         stripe, wh, cursor, max_events=MAX_EVENTS_PER_TICK, now=now, mirror_row=mirror_row,
         time_budget_seconds=TICK_TIME_BUDGET_SECONDS,
     )
-    delivery = deliver_event_alerts(wh, notifier, now=now, limit=ALERTS_PER_TICK)
+    delivery = deliver_event_alerts(wh, notifier, now=now)
     context.log.info(_summary(result, delivery.sent, delivery.failed))
     if delivery.last_error:
         context.log.warning(f"ops alert delivery failed, retried next tick: {delivery.last_error}")
 
     new_events = [o for o in result.outcomes if o.is_new]
     if not new_events and not delivery.sent:
-        return dg.SensorResult(
-            cursor=result.cursor.to_json(),
-            skip_reason=dg.SkipReason(f"no new Stripe events ({result.pages} page(s) read)"),
+        reason = (
+            f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
+            if result.cursor.scanning and result.more_waiting
+            else f"no new Stripe events ({result.pages} page(s) read)"
         )
+        return dg.SensorResult(cursor=result.cursor.to_json(), skip_reason=dg.SkipReason(reason))
     asset_events = []
     if new_events:
         asset_events.append(dg.AssetMaterialization(

@@ -24,6 +24,7 @@ import dagster as dg
 
 from aisyst_pipelines.billing.stripe_events import (
     WATCHED_EVENT_TYPES,
+    OpsAlertKind,
     EventsCursor,
     StripeEvent,
     retention_gap_alert,
@@ -33,14 +34,16 @@ from aisyst_pipelines.warehouse.events_store import (
     EventOutcome,
     SubscriptionRowBuilder,
     apply_events,
-    mark_event_alert_failed,
-    mark_event_alert_sent,
-    pending_event_alerts,
+    QueuedAlert,
+    claim_event_alerts,
+    mark_event_alerts_failed,
+    mark_event_alerts_sent,
     queue_event_alert,
 )
 from aisyst_pipelines.assets.stripe_sync import subscription_row
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.templates import render
 from resources.notifier import DeliveryError, NotifierResource
 from resources.stripe import PAGE_SIZE, EventCursorGone, StripeResource
 from resources.stripe_records import StripeProduct, StripeSubscription
@@ -59,8 +62,10 @@ STRIPE_INVOICES = dg.AssetSpec(
 
 defs = dg.Definitions(assets=[STRIPE_INVOICES])
 
-# The sensor walks the list down at most this many pages per tick while looking for the oldest event.
-MAX_SCAN_PAGES_PER_TICK = 20
+# While looking for the oldest event (first run, or after a retention gap) the list is walked down at
+# most this many pages per pass (≈ 12 s at Stripe's test-mode 25 requests/s); the tick's time budget
+# applies as well. The walk resumes from the cursor on the next tick.
+MAX_SCAN_PAGES_PER_TICK = 300
 
 
 @dataclass
@@ -228,34 +233,51 @@ def subscription_mirror_row(stripe: StripeResource | None, settings: Settings) -
 
 @dataclass(frozen=True)
 class AlertDelivery:
-    sent: int
+    sent: int  # alerts delivered (a digest counts each alert it carries)
     failed: int
     last_error: str | None = None
 
 
-def deliver_event_alerts(warehouse: Warehouse, notifier: NotifierResource, *, now: datetime, limit: int = 20) -> AlertDelivery:
-    """Send queued ops alerts (oldest first). A failed one stays queued and is retried next time."""
-    sent = failed = 0
-    last_error = None
-    for alert in pending_event_alerts(warehouse, limit=limit):
-        text = "\n".join(
-            [alert.detail, ""]
-            + [f"{label}: {value}" for label, value in _alert_references(alert.__dict__).items()]
-            + [f"raised: {alert.raised_at:%Y-%m-%d %H:%M:%S} UTC", "", "— stripe_events_sensor (aisyst-pipelines)"]
+# Up to this many queued alerts go out one e-mail each; more make one digest e-mail, so that a month
+# start with thousands of unannotated renewals is one message, not thousands.
+SINGLE_ALERT_EMAILS_MAX = 3
+DIGEST_MAX_ALERTS = 500
+
+_KIND_LABELS = {
+    OpsAlertKind.PAYMENT_FAILED: "payment failed",
+    OpsAlertKind.FINALIZATION_FAILED: "invoice finalization failed",
+    OpsAlertKind.SUBSCRIPTION_PAST_DUE: "subscription past due",
+    OpsAlertKind.SUBSCRIPTION_UNPAID: "subscription unpaid",
+    OpsAlertKind.RENEWAL_NOT_ANNOTATED: "renewal finalized without usage lines",
+    OpsAlertKind.EVENTS_RETENTION_GAP: "events lost to Stripe's retention",
+}
+
+
+def deliver_event_alerts(warehouse: Warehouse, notifier: NotifierResource, *, now: datetime) -> AlertDelivery:
+    """Send the queued ops alerts (oldest first): a few as one e-mail each, many as one digest.
+    What fails stays queued and is retried next time; nothing is marked sent unless delivered."""
+    pending = claim_event_alerts(warehouse, limit=DIGEST_MAX_ALERTS, now=now)
+    messages = [[alert] for alert in pending] if len(pending) <= SINGLE_ALERT_EMAILS_MAX else [pending]
+    sent = 0
+    for alerts in messages:
+        kinds = Counter(_KIND_LABELS.get(OpsAlertKind(a.kind), a.kind) for a in alerts)
+        subject = alerts[0].subject if len(alerts) == 1 else (
+            f"{len(alerts)} Stripe alerts: " + ", ".join(f"{n} {label}" for label, n in kinds.most_common()))
+        text = render(
+            "alerts/stripe_events_ops.txt.j2",
+            alerts=[_with_label(a) for a in alerts],
+            kinds=kinds.most_common(),
         )
         try:
-            notifier.send_ops_alert(f"[Aisyst ops] {alert.subject}", text)
+            notifier.send_ops_alert(f"[Aisyst ops] {subject}", text)
         except DeliveryError as error:
-            mark_event_alert_failed(warehouse, alert, str(error))
-            failed += 1
-            last_error = str(error)
-            break  # the channel is down: the rest waits for the next tick instead of failing one by one
-        mark_event_alert_sent(warehouse, alert, now=now)
-        sent += 1
-    return AlertDelivery(sent, failed, last_error)
+            # the channel is down: everything not yet sent waits for the next attempt
+            mark_event_alerts_failed(warehouse, [a for batch in messages[messages.index(alerts):] for a in batch], str(error))
+            return AlertDelivery(sent, len(pending) - sent, str(error))
+        mark_event_alerts_sent(warehouse, alerts, now=now)
+        sent += len(alerts)
+    return AlertDelivery(sent, 0)
 
 
-def _alert_references(alert: Mapping[str, Any]) -> dict[str, str]:
-    labels = {"customer_id": "customer", "subscription_id": "subscription", "invoice_id": "invoice", "event_id": "event"}
-    return {label: str(alert[key]) for key, label in labels.items() if alert.get(key)}
-
+def _with_label(alert: QueuedAlert) -> dict[str, Any]:
+    return asdict(alert) | {"kind_label": _KIND_LABELS.get(OpsAlertKind(alert.kind), alert.kind)}

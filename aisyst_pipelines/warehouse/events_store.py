@@ -7,7 +7,7 @@ insert comes first, and a second delivery finds the row and stops (on PostgreSQL
 second delivery waits on the primary key until the first commits, then finds it).
 
 Ops alerts raised by an event are queued in `stripe_event_alerts` inside the same transaction and
-sent afterwards (`pending_event_alerts` / `mark_event_alert_*`): an alert is never lost to a mail
+sent afterwards (`claim_event_alerts`, then `mark_event_alerts_sent` / `_failed`): an alert is never lost to a mail
 outage and never sent twice for one event.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -315,13 +316,18 @@ class QueuedAlert:
     attempts: int
 
 
+_ALERT_COLUMNS = ("event_id", "kind", "subject", "detail", "customer_id", "subscription_id", "invoice_id", "raised_at", "attempts")
+# A claim older than this is taken to have died with its process (the mail was not sent, or was and
+# its confirmation was lost): the alert is claimable again. At-least-once, never silently dropped.
+ALERT_CLAIM_TIMEOUT = timedelta(minutes=10)
+
+
 def pending_event_alerts(warehouse: Warehouse, *, limit: int = 50) -> list[QueuedAlert]:
-    """Alerts not yet delivered, oldest first."""
+    """Alerts not yet delivered nor being delivered, oldest first."""
     c = stripe_event_alerts.c
     with warehouse.connect() as connection:
         rows = connection.execute(
-            select(c.event_id, c.kind, c.subject, c.detail, c.customer_id, c.subscription_id, c.invoice_id,
-                   c.raised_at, c.attempts)
+            select(*(c[name] for name in _ALERT_COLUMNS))
             .where(c.status == "pending")
             .order_by(c.raised_at, c.event_id, c.kind)
             .limit(limit)
@@ -329,23 +335,42 @@ def pending_event_alerts(warehouse: Warehouse, *, limit: int = 50) -> list[Queue
     return [QueuedAlert(**row._asdict()) for row in rows]
 
 
-def mark_event_alert_sent(warehouse: Warehouse, alert: QueuedAlert, *, now: datetime) -> None:
+def claim_event_alerts(warehouse: Warehouse, *, limit: int, now: datetime) -> list[QueuedAlert]:
+    """Take up to `limit` undelivered alerts for delivery (status `sending`), oldest first.
+
+    One UPDATE … RETURNING: when the sensor and the webhook receiver deliver at the same moment, each
+    alert is claimed by one of them only (PostgreSQL re-checks the status of a row it had to wait for;
+    SQLite runs one writer at a time), so nobody mails it twice."""
     c = stripe_event_alerts.c
+    claimable = or_(c.status == "pending", and_(c.status == "sending", c.claimed_at < now - ALERT_CLAIM_TIMEOUT))
+    oldest = select(c.event_id, c.kind).where(claimable).order_by(c.raised_at, c.event_id, c.kind).limit(limit)
     with warehouse.begin() as connection:
-        connection.execute(
-            update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
-            .values(status="sent", sent_at=now, attempts=c.attempts + 1, last_error=None)
-        )
+        rows = connection.execute(
+            update(stripe_event_alerts)
+            .where(tuple_(c.event_id, c.kind).in_(oldest), claimable)
+            .values(status="sending", claimed_at=now)
+            .returning(*(c[name] for name in _ALERT_COLUMNS))
+        ).all()
+    return sorted((QueuedAlert(**row._asdict()) for row in rows), key=lambda a: (a.raised_at, a.event_id, a.kind))
 
 
-def mark_event_alert_failed(warehouse: Warehouse, alert: QueuedAlert, error: str) -> None:
-    """Keep the alert pending (the next tick retries it) and remember why it failed."""
+def mark_event_alerts_sent(warehouse: Warehouse, alerts: Sequence[QueuedAlert], *, now: datetime) -> None:
+    _finish_alerts(warehouse, alerts, status="sent", sent_at=now, last_error=None)
+
+
+def mark_event_alerts_failed(warehouse: Warehouse, alerts: Sequence[QueuedAlert], error: str) -> None:
+    """Back to pending (the next attempt retries them), with the reason delivery failed."""
+    _finish_alerts(warehouse, alerts, status="pending", last_error=error[:2000])
+
+
+def _finish_alerts(warehouse: Warehouse, alerts: Sequence[QueuedAlert], **values: Any) -> None:
     c = stripe_event_alerts.c
     with warehouse.begin() as connection:
-        connection.execute(
-            update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
-            .values(attempts=c.attempts + 1, last_error=error[:2000])
-        )
+        for alert in alerts:
+            connection.execute(
+                update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
+                .values(attempts=c.attempts + 1, claimed_at=None, **values)
+            )
 
 
 # --- reads -----------------------------------------------------------------------------------------

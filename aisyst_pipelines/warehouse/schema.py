@@ -64,7 +64,8 @@ call_records = Table(
     Column("source_line", Integer, nullable=False),
     Column("ingested_at", UtcDateTime, nullable=False),
     Index("ix_call_records_customer_ended", "customer_id", "ended_at"),
-    Index("ix_call_records_account_ended", "account_code", "ended_at"),
+    # Covers the usage_daily recompute (per account and UTC day): an index-only scan on SQLite.
+    Index("ix_call_records_account_ended", "account_code", "ended_at", "disposition", "billable_seconds", "billable_minutes"),
 )
 
 call_records_rejected = Table(
@@ -359,8 +360,9 @@ stripe_event_alerts = Table(
     Column("subject", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Column("raised_at", UtcDateTime, nullable=False),
-    Column("status", String(16), nullable=False),  # pending, sent
+    Column("status", String(16), nullable=False),  # pending, sending (claimed by a deliverer), sent
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_at", UtcDateTime, nullable=True),
     Column("sent_at", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
     Index("ix_stripe_event_alerts_status", "status", "raised_at"),

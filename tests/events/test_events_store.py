@@ -20,8 +20,8 @@ from aisyst_pipelines.warehouse.events_store import (
     apply_event,
     apply_events,
     customer_dashboard,
-    mark_event_alert_failed,
-    mark_event_alert_sent,
+    mark_event_alerts_failed,
+    mark_event_alerts_sent,
     pending_event_alerts,
 )
 from aisyst_pipelines.warehouse.schema import (
@@ -113,10 +113,10 @@ def test_payment_failed_queues_one_ops_alert(warehouse: Warehouse) -> None:
     [queued] = pending_event_alerts(warehouse)
     assert (queued.event_id, queued.kind, queued.invoice_id) == ("evt_fail", "payment_failed", "in_1")
 
-    mark_event_alert_failed(warehouse, queued, "SMTP server 127.0.0.1:1 did not accept the message")
+    mark_event_alerts_failed(warehouse, [queued], "SMTP server 127.0.0.1:1 did not accept the message")
     [retry] = pending_event_alerts(warehouse)
     assert retry.attempts == 1
-    mark_event_alert_sent(warehouse, retry, now=NOW)
+    mark_event_alerts_sent(warehouse, [retry], now=NOW)
     assert pending_event_alerts(warehouse) == []
 
 

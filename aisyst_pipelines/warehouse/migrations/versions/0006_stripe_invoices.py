@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("raised_at", UTC_TIME, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("claimed_at", UTC_TIME, nullable=True),
         sa.Column("sent_at", UTC_TIME, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
     )
