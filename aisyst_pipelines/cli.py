@@ -6,6 +6,7 @@
     aisyst simulate-calls        write sample CDR files
     aisyst emulator              the local Stripe emulator
     aisyst bootstrap-stripe      create the tier catalog and the meter in Stripe
+    aisyst reconcile             CDR minutes vs Stripe's meter, now (--repair to correct)
     aisyst webhook               the Stripe webhook receiver (push alternative to the events sensor)
     aisyst annotate              one pass of the draft-invoice sensor and its annotation runs
 """
@@ -177,6 +178,29 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(o.success and o.check_passed is not False for o in outcomes) else 1
 
 
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """One run of the nightly reconciliation now (or at --as-of); exit 1 if drift is left unrepaired."""
+    from datetime import datetime
+
+    from aisyst_pipelines.definitions import defs
+    from jobs.ingest import local_instance
+    from jobs.reconciliation import reconcile_once
+
+    as_of = datetime.fromisoformat(args.as_of.replace("Z", "+00:00")) if args.as_of else None
+    with local_instance(settings) as instance:
+        result = reconcile_once(instance, defs(), settings, repair=True if args.repair else None, as_of=as_of)
+    if not result.success:
+        print(f"run {result.run_id} failed; see `dagster dev` for its logs", file=sys.stderr)
+        return 1
+    metadata = result.asset_materializations_for_node("meter_reconciliation")[0].metadata
+    values = {key: metadata[key].value for key in ("customer_periods", "matched", "under_metered", "over_metered",
+                                                   "total_drift_minutes", "repaired_minutes", "corrections_sent")}
+    print(f"run {result.run_id}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in values.items()))
+    (check,) = result.get_asset_check_evaluations()
+    print(f"check {check.check_name}: {'passed' if check.passed else 'FAILED'} — {check.description}")
+    return 0 if check.passed else 1
+
+
 def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the Stripe webhook receiver; the signing secret comes from STRIPE_WEBHOOK_SECRET only."""
     import os
@@ -259,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument("--invoice", action="append", metavar="ID", help="annotate these invoices now (repeatable)")
     annotate.set_defaults(handler=cmd_annotate)
+
+    reconcile = commands.add_parser("reconcile", help="reconcile CDR minutes with Stripe's meter now (exit 1 if drift is left)")
+    reconcile.add_argument("--repair", action="store_true", help="send corrective meter events (default: AISYST_RECONCILIATION_REPAIR)")
+    reconcile.add_argument("--as-of", default=None, help="ISO-8601 instant to reconcile at (default: now)")
+    reconcile.set_defaults(handler=cmd_reconcile)
 
     webhook = commands.add_parser("webhook", help="the Stripe webhook receiver (STRIPE_WEBHOOK_SECRET; same handler as the events sensor)")
     webhook.add_argument("--host", default="127.0.0.1", help="put a TLS reverse proxy in front for Stripe to reach it")

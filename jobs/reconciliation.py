@@ -60,3 +60,16 @@ def nightly_schedule(settings: Settings) -> dg.ScheduleDefinition:
 def build_defs(settings: Settings) -> dg.Definitions:
     """The asset and its check, the job and the schedule (the cron comes from Settings)."""
     return dg.Definitions.merge(asset_defs, dg.Definitions(jobs=[reconciliation_job], schedules=[nightly_schedule(settings)]))
+
+
+def reconcile_once(
+    instance: dg.DagsterInstance, definitions: dg.Definitions, settings: Settings, *, repair: bool | None = None,
+    as_of: datetime | None = None,
+) -> dg.ExecuteInProcessResult:
+    """`aisyst reconcile`: one run of the job in `instance` (runs show in `dagster dev` afterwards),
+    with Settings' configuration unless `repair` / `as_of` say otherwise."""
+    config = run_config(settings, as_of)
+    if repair is not None:
+        config["ops"][OP_NAME]["config"]["repair"] = repair
+    job = definitions.resolve_job_def(JOB_NAME)
+    return job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)

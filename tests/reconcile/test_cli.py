@@ -1,0 +1,38 @@
+"""`aisyst reconcile`: the job in the local Dagster instance, exit 1 while drift is left unrepaired."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from aisyst_pipelines.billing.voice_server import VoiceServerFaults
+from aisyst_pipelines.cli import main
+
+from .conftest import ReconWorld
+
+AS_OF = datetime(2026, 3, 14, 2, 0, tzinfo=timezone.utc)
+
+
+def test_reconcile_command_reports_and_repairs(recon_world: ReconWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    world = recon_world
+    world.subscribe(["acct_a"])
+    world.load_calls(days=10, seed=4)
+    inside = sorted(c.call_id for c in world.metered_calls()
+                    if c.billable_minutes and datetime(2026, 3, 6, tzinfo=timezone.utc) <= c.ended_at < AS_OF)
+    world.plan_voice_server(VoiceServerFaults(drop=frozenset(inside[:1])))
+    world.send(AS_OF)
+    monkeypatch.setenv("AISYST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AISYST_WAREHOUSE_URL", world.warehouse.url)
+    monkeypatch.setenv("STRIPE_API_BASE", world.emulator.url)
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    assert main(["reconcile", "--as-of", AS_OF.isoformat()]) == 1
+    out = capsys.readouterr().out
+    assert "under metered 1" in out and "FAILED" in out
+    assert main(["reconcile", "--as-of", AS_OF.isoformat(), "--repair"]) == 0
+    assert "corrections sent 1" in capsys.readouterr().out
+    assert len(world.ledger()) == 1
