@@ -27,6 +27,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
@@ -68,6 +69,8 @@ T = TypeVar("T")
 
 # SQLAlchemy only keeps an INSERT's rowcount when asked to.
 _COUNT_ROWS = {"preserve_rowcount": True}
+
+_SQLITE_LOAD_CACHE_KIB = 128 * 1024
 
 # A constant key for pg_advisory_xact_lock: one CDR load at a time per warehouse (see _serialize_loads).
 _CDR_LOAD_LOCK_KEY = 0x41_49_53_43_44_52  # "AISCDR"
@@ -191,7 +194,7 @@ def load_cdr_file(
     """
     ingested_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     result = CdrLoadResult(file_path=source.path, sha256=source.sha256, format=source.format, skipped=False)
-    with warehouse.begin() as connection:
+    with warehouse.begin() as connection, _bulk_cache(connection):
         _serialize_loads(connection)
         if not _claim_file(connection, source, ingested_at):
             result.skipped = True
@@ -346,6 +349,22 @@ def _serialize_loads(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CDR_LOAD_LOCK_KEY})
         connection.execute(text("SET LOCAL TIME ZONE 'UTC'"))  # date(timestamptz) below means the UTC day
+
+
+@contextmanager
+def _bulk_cache(connection: Connection) -> Iterator[None]:
+    """SQLite's page cache is 2 MiB per connection by default: far too small for the indexes of a big
+    load, which then thrash through the OS. Give the load 128 MiB and hand the pooled connection
+    back as it was. (PostgreSQL's shared buffers are the server's business.)"""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    previous = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size = {-_SQLITE_LOAD_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size = {int(previous)}")
 
 
 def _insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]

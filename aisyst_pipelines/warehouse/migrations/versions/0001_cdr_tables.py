@@ -49,7 +49,10 @@ def upgrade() -> None:
         sa.Column("ingested_at", UTC_TIME, nullable=False),
     )
     op.create_index("ix_call_records_customer_ended", "call_records", ["customer_id", "ended_at"])
-    op.create_index("ix_call_records_account_ended", "call_records", ["account_code", "ended_at"])
+    op.create_index(
+        "ix_call_records_account_ended", "call_records",
+        ["account_code", "ended_at", "disposition", "billable_seconds", "billable_minutes"],
+    )
     op.create_table(
         "call_records_rejected",
         sa.Column("source_sha256", sa.String(64), primary_key=True),
