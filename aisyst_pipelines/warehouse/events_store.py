@@ -286,15 +286,21 @@ def _mirror_row(mirror_row: SubscriptionRowBuilder | None, event: StripeEvent) -
 # --- ops alerts ------------------------------------------------------------------------------------
 
 
+@cache
+def _alert_insert(dialect_name: str):  # type: ignore[no-untyped-def]
+    statement = (postgresql if dialect_name == "postgresql" else sqlite).insert(stripe_event_alerts)
+    return statement.on_conflict_do_nothing(index_elements=["event_id", "kind"])
+
+
 def _queue_alerts(connection: Connection, alerts: Sequence[OpsAlert], now: datetime) -> None:
-    for alert in alerts:
-        connection.execute(
-            _insert(connection, stripe_event_alerts)
-            .values(event_id=alert.event_id, kind=str(alert.kind), customer_id=alert.customer_id,
-                    subscription_id=alert.subscription_id, invoice_id=alert.invoice_id, subject=alert.subject,
-                    detail=alert.detail, raised_at=now, status="pending", attempts=0)
-            .on_conflict_do_nothing(index_elements=["event_id", "kind"])
-        )
+    if not alerts:
+        return
+    connection.execute(_alert_insert(connection.dialect.name), [
+        dict(event_id=alert.event_id, kind=str(alert.kind), customer_id=alert.customer_id,
+             subscription_id=alert.subscription_id, invoice_id=alert.invoice_id, subject=alert.subject,
+             detail=alert.detail, raised_at=now, status="pending", attempts=0)
+        for alert in alerts
+    ])
 
 
 def queue_event_alert(warehouse: Warehouse, alert: OpsAlert, *, now: datetime) -> None:
