@@ -368,6 +368,9 @@ def outcome_metadata(outcome: ReconciliationOutcome, config: ReconciliationConfi
         "corrections_sent": dg.MetadataValue.int(sum(1 for o in outcome.sends.values() if o in ("sent", "already_received"))),
         "corrections_not_sent": dg.MetadataValue.int(sum(1 for o in outcome.sends.values() if o not in ("sent", "already_received"))),
         "corrections_skipped": dg.MetadataValue.int(len(plan.skipped) if plan else 0),
+        # over-metering is for a person: how many of those days can still be cancelled (24 h window)
+        "over_metered_days": dg.MetadataValue.int(sum(1 for r in results for f in r.findings if f.delta < 0)),
+        "over_metered_days_cancellable": dg.MetadataValue.int(sum(r.over_metered_days_cancellable(as_of) for r in results)),
         "failed_customer_periods": dg.MetadataValue.int(len(outcome.failures)),
         "stripe_summary_requests": dg.MetadataValue.int(outcome.summary_requests),
         "unmapped_minutes": dg.MetadataValue.int(outcome.unmapped_minutes),

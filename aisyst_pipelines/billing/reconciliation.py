@@ -653,6 +653,10 @@ class PeriodResult:
     def unrepaired_drift(self) -> int:
         return max(self.comparison.drift_minutes - self.repaired_minutes, 0)
 
+    def over_metered_days_cancellable(self, now: datetime) -> int:
+        """Over-metered days whose events may still be cancelled by identifier (Stripe's 24 h)."""
+        return sum(1 for f in self.findings if f.delta < 0 and cancel_window_open(f.comparison.slice.span, now))
+
     def beyond_tolerance(self, tolerance_minutes: int) -> bool:
         return self.unrepaired_drift > tolerance_minutes
 
@@ -688,6 +692,11 @@ class PeriodResult:
         }
 
 
+def cancel_window_open(span: Span, now: datetime) -> bool:
+    """Can events of calls that ended in `span` (sent on time) still be cancelled at `now`?"""
+    return span.end + STRIPE_CANCEL_WINDOW > utc(now)
+
+
 def over_metering_note(span: Span, now: datetime) -> dict[str, Any]:
     """Over-metering is for a person to judge; say whether Stripe's 24 h cancel window may still apply.
 
@@ -696,11 +705,13 @@ def over_metering_note(span: Span, now: datetime) -> dict[str, Any]:
     less than 24 h ago, some of them can still be cancelled.
     """
     until = span.end + STRIPE_CANCEL_WINDOW
-    if until > utc(now):
+    if cancel_window_open(span, now):
         return {"cancel_window": "open", "cancellable_until": until.isoformat(),
                 "action": "cancel the duplicate events by identifier (meter event adjustment) before they age out"}
     return {"cancel_window": "closed",
-            "action": "past Stripe's 24 h cancel window: a negative correction or a credit note, for a person to decide"}
+            "action": "events sent on time are past Stripe's 24 h cancel window (a duplicate received within the "
+                      "last 24 h may still be cancelled by its identifier); otherwise a negative correction or a "
+                      "credit note, for a person to decide"}
 
 
 def find_causes(

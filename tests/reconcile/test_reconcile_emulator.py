@@ -66,6 +66,10 @@ def test_finds_exactly_the_injected_drift(recon_world: ReconWorld) -> None:
     assert metadata["stripe_summary_requests"].value == len(rows) + edge_splits
     assert metadata["total_drift_minutes"].value == sum(abs(v) for v in expected.values())
     assert metadata["drifting_customer_periods"].value == 2
+    over_days = [d for (c, d), v in expected.items() if v < 0]
+    assert metadata["over_metered_days"].value == len(over_days)
+    # Only yesterday's events (received < 24 h before the 02:00 run) can still be cancelled.
+    assert metadata["over_metered_days_cancellable"].value == sum(1 for d in over_days if d == AS_OF.date() - timedelta(days=1))
     table = metadata["drifting_customers"].value
     assert {record.data["customer_id"] for record in table.records} == set(by_customer[:2])
     check = _check(result)
