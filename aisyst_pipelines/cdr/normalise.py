@@ -480,7 +480,7 @@ def _parse_rfc2822(raw: pa.Array) -> np.ndarray:
 def _parse_time_leniently(value: str) -> datetime | None:
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         parsed = None
     if parsed is None:
         try:
@@ -607,7 +607,7 @@ def _validate(calls: CallFields, verdict: _Verdict) -> np.ndarray:
         checked.append(("duration", calls.total_seconds_raw, _numbers(calls.total_seconds_raw)))
     with np.errstate(invalid="ignore"):
         for name, raw, number in checked:
-            not_whole = ~_is_empty(raw) & ~(number == np.floor(number))
+            not_whole = ~_is_empty(raw) & ~(np.isfinite(number) & (number == np.floor(number)))
             verdict.flag(not_whole, MALFORMED_ROW, lambda w, r=raw, n=name: [f"{n} {v} is not a whole number of seconds" for v in _values(r, w)])
 
         started, answered, ended = calls.times["started_at"], calls.times["answered_at"], calls.times["ended_at"]

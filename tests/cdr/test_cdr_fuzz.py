@@ -1,0 +1,145 @@
+"""Whatever the lines hold, every non-blank line ends up as exactly one record or one reject."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aisyst_pipelines.cdr import CdrFileError, RatingPolicy
+
+from .conftest import read_all
+
+HEADER = b"call_id,account_code,direction,disposition,started_at,answered_at,ended_at,billable_seconds,caller,callee"
+GOOD_CSV = b"c1,acct_1,inbound,completed,2026-10-01T10:00:00Z,2026-10-01T10:00:05Z,2026-10-01T10:01:05Z,60,+14155550100,"
+GOOD_TWILIO = (
+    b'{"sid": "CA1", "account_sid": "AC1", "from": "+1", "to": "+2", "status": "completed", "start_time": '
+    b'"Thu, 01 Oct 2026 10:00:00 +0000", "end_time": "Thu, 01 Oct 2026 10:01:00 +0000", "duration": "60", "direction": "inbound"}'
+)
+GOOD_ASTERISK = (
+    b'"acme","100","200","from-pstn","","","","Dial","","2026-10-01 10:00:00","2026-10-01 10:00:05",'
+    b'"2026-10-01 10:01:05",65,60,"ANSWERED","DOCUMENTATION","1.1",""'
+)
+
+line_bytes = st.one_of(
+    st.binary(max_size=80),
+    st.text(max_size=80).map(lambda text: text.encode("utf-8", errors="surrogatepass")),
+    st.sampled_from([GOOD_CSV, GOOD_TWILIO, GOOD_ASTERISK, b"", b"\r", b'"', b"{}", b"[]", b",,,,,,,,,"]),
+).map(lambda line: line.replace(b"\n", b" "))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=st.lists(line_bytes, max_size=25), file_format=st.sampled_from(["canonical_csv", "twilio", "asterisk"]), chunk_rows=st.integers(1, 30))
+def test_every_line_is_accounted_for(lines, file_format, chunk_rows):
+    body = [HEADER] + lines if file_format == "canonical_csv" else lines
+    data = b"".join(line + b"\n" for line in body)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.dat"
+        path.write_bytes(data)
+        if data.startswith(b"\x1f\x8b"):  # gzip magic: read as gzip, and not a valid one
+            with pytest.raises(CdrFileError):
+                read_all(path, forced_format=file_format, chunk_rows=chunk_rows)
+            return
+        result = read_all(path, forced_format=file_format, chunk_rows=chunk_rows)
+    first = 2 if file_format == "canonical_csv" else 1
+    expected = [first + i for i, line in enumerate(lines) if line not in (b"", b"\r") and not (i == 0 and first == 1 and line.startswith(b"\xef\xbb\xbf") and line[3:] in (b"", b"\r"))]
+    seen = sorted(result.records["source_line"].tolist() + result.rejects["source_line"].tolist())
+    assert result.rows_total == len(seen)
+    assert set(seen) <= set(range(first, first + len(lines)))
+    assert len(seen) == len(set(seen))
+    assert set(expected) - set(seen) == set()
+    assert set(result.rejects["reason_code"]) <= {
+        "missing_field", "unparseable_time", "ended_before_started", "negative_duration", "absurd_duration",
+        "unknown_disposition", "invalid_utf8", "malformed_row", "unknown_direction", "call_not_finished",
+    }
+
+
+@given(seconds=st.lists(st.integers(0, 10**7), max_size=50), free=st.integers(0, 600))
+def test_rounding_policies_are_ordered_and_monotonic(seconds, free):
+    values = np.array(sorted(seconds), dtype=np.int64)
+    ceil = RatingPolicy("ceil", free).billable_minutes(values)
+    nearest = RatingPolicy("nearest", free).billable_minutes(values)
+    floor = RatingPolicy("floor", free).billable_minutes(values)
+    assert (ceil >= nearest).all() and (nearest >= floor).all()
+    assert (np.diff(ceil) >= 0).all()
+    assert (ceil * 60 >= np.where(values < free, 0, values)).all()
+    assert (ceil[values >= free] * 60 - values[values >= free] < 60).all()
+
+
+GOOD_FIELDS = {
+    "call_id": "c1", "account_code": "acct_1", "direction": "inbound", "disposition": "completed",
+    "started_at": "2026-10-01T10:00:00Z", "answered_at": "2026-10-01T10:00:05Z", "ended_at": "2026-10-01T10:01:05Z",
+    "billable_seconds": "60", "caller": "+14155550100", "callee": "+14155550199",
+}
+odd_values = st.one_of(
+    st.sampled_from([
+        "", " ", "inf", "-inf", "nan", "1e400", "-0", "0x10", "+60", "60.0", "9" * 30, "-1", "86401",
+        "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2026-10-01T10:00:00+99:99", "2026-02-30T10:00:00Z",
+        "2026-10-01T10:00:00", "Thu, 01 Oct 2026 10:00:00 +0000", "COMPLETED", "No-Answer", "cancelled", "outbound",
+        "null", "None", "x" * 200,
+    ]),
+    st.text(alphabet=st.characters(blacklist_characters='\n\r",', blacklist_categories=("Cs",)), max_size=30),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.dictionaries(st.sampled_from(list(GOOD_FIELDS)), odd_values, max_size=4), min_size=1, max_size=12))
+def test_odd_field_values_are_loaded_or_rejected_never_crash(rows):
+    lines = [HEADER]
+    for i, overrides in enumerate(rows):
+        fields = dict(GOOD_FIELDS, call_id=f"c{i}")
+        fields.update(overrides)
+        lines.append(",".join(fields.values()).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "calls.csv"
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        result = read_all(path)
+    assert result.rows_total == len(rows) == len(result.records) + len(result.rejects)
+    records = result.records
+    assert (records["billable_seconds"] >= 0).all() and (records["billable_seconds"] <= 86_400).all()
+    assert (records["ended_at"] >= records["started_at"]).all()
+    assert (records["ended_at"] - records["started_at"] <= np.timedelta64(86_400, "s")).all()
+    assert records["direction"].isin(["inbound", "outbound"]).all()
+    assert records["disposition"].isin(["completed", "no_answer", "busy", "failed", "canceled"]).all()
+    assert (records["call_id"].str.len() <= 128).all() and (records["account_code"].str.len() > 0).all()
+
+
+TWILIO_FIELDS = {
+    "sid": "CA1", "account_sid": "AC1", "from": "+14155550100", "to": "+14155550199", "status": "completed",
+    "start_time": "Thu, 01 Oct 2026 10:00:00 +0000", "end_time": "Thu, 01 Oct 2026 10:01:05 +0000",
+    "duration": "65", "direction": "outbound-api",
+}
+json_values = st.one_of(
+    odd_values,
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(["Thu, 01 Oct 99999 10:00:00 +0000", "01 Oct 2026 10:00:00 GMT", "Thu, 01 Oct 2026 10:00:00 -0000"]),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.dictionaries(st.sampled_from(list(TWILIO_FIELDS)), json_values, max_size=4), min_size=1, max_size=12))
+def test_odd_twilio_values_are_loaded_or_rejected_never_crash(rows):
+    import json
+
+    lines = []
+    for i, overrides in enumerate(rows):
+        fields = dict(TWILIO_FIELDS, sid=f"CA{i}")
+        fields.update(overrides)
+        lines.append(json.dumps(fields).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "calls.jsonl"
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        result = read_all(path, forced_format="twilio")
+    assert result.rows_total == len(rows) == len(result.records) + len(result.rejects)
+    records = result.records
+    assert (records["billable_seconds"] >= 0).all() and (records["ended_at"] >= records["started_at"]).all()
+    assert (records["answered_at"].isna() | (records["answered_at"] >= records["started_at"])).all()
