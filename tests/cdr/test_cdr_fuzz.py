@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +130,6 @@ json_values = st.one_of(
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.dictionaries(st.sampled_from(list(TWILIO_FIELDS)), json_values, max_size=4), min_size=1, max_size=12))
 def test_odd_twilio_values_are_loaded_or_rejected_never_crash(rows):
-    import json
-
     lines = []
     for i, overrides in enumerate(rows):
         fields = dict(TWILIO_FIELDS, sid=f"CA{i}")
@@ -143,3 +143,38 @@ def test_odd_twilio_values_are_loaded_or_rejected_never_crash(rows):
     records = result.records
     assert (records["billable_seconds"] >= 0).all() and (records["ended_at"] >= records["started_at"]).all()
     assert (records["answered_at"].isna() | (records["answered_at"] >= records["started_at"])).all()
+
+
+asterisk_times = st.one_of(
+    st.sampled_from(["", "2026-11-01 01:30:00", "2026-03-08 02:30:00", "2026-13-01 00:00:00", "garbage"]),
+    st.datetimes(min_value=datetime(2026, 3, 8), max_value=datetime(2026, 11, 2)).map(
+        lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S")
+    ),
+)
+asterisk_numbers = st.one_of(st.integers(-100, 200_000).map(str), st.sampled_from(["", "inf", "x", "1.5"]))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(asterisk_times, asterisk_times, asterisk_times, asterisk_numbers, asterisk_numbers,
+                  st.sampled_from(["ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION", "", "odd"])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_odd_asterisk_values_are_loaded_or_rejected_never_crash(rows):
+    lines = []
+    for i, (start, answer, end, duration, billsec, disposition) in enumerate(rows):
+        lines.append(
+            f'"acme","100","200","from-pstn","","","","Dial","","{start}","{answer}","{end}",{duration},{billsec},'
+            f'"{disposition}","DOCUMENTATION","u{i}",""'.encode()
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "Master.csv"
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        result = read_all(path, forced_format="asterisk", asterisk_timezone="America/New_York")
+    assert result.rows_total == len(rows) == len(result.records) + len(result.rejects)
+    records = result.records
+    assert (records["ended_at"] >= records["started_at"]).all()
+    assert (records["answered_at"].isna() | (records["answered_at"] <= records["ended_at"])).all()
