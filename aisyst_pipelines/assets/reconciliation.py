@@ -38,7 +38,8 @@ from aisyst_pipelines.billing.reconciliation import (
     StripeMinutes,
     SummaryRequest,
     WindowComparison,
-    cdr_minutes_by_window,
+    cdr_minutes_from_spans,
+    cdr_spans,
     compare,
     customer_periods,
     find_causes,
@@ -148,11 +149,9 @@ class Reconciler:
             # and the CDR side is read while they are in flight.
             fetches = {w.period.key: pool.submit(self._fetch, meter_id, w.period.customer_id, w.requests(), StripeMinutes())
                        for w in windows}
-            cover_start = min(w.cover.start for w in windows)
-            cover_end = max(w.cover.end for w in windows)
-            calls = reconciliation_store.calls_ended_between(
-                self.warehouse, [w.period.customer_id for w in windows], cover_start, cover_end)
-            cdr = cdr_minutes_by_window(calls, windows)
+            minutes = reconciliation_store.cdr_minutes_in_spans(
+                self.warehouse, [(w.period.customer_id, span) for w in windows for span in cdr_spans(w)])
+            cdr = {w.period.key: cdr_minutes_from_spans(w, minutes) for w in windows}
             phases.done("cdr_side")
             comparisons, failures = self._compare_all(pool, meter_id, windows, fetches, cdr)
         phases.done("stripe_side")
@@ -160,6 +159,8 @@ class Reconciler:
         ledger = reconciliation_store.ledger(self.warehouse, drifting_customers, (as_of - self.policy.lookback - timedelta(days=2)).date())
         results = [self._findings(c, ledger) for c in comparisons]
         outcome = ReconciliationOutcome(results, failures, self._requests, timings=phases.seconds)
+        cover_start = min(w.cover.start for w in windows)
+        cover_end = max(w.cover.end for w in windows)
         outcome.unmapped_minutes = stripe_store.unmapped_call_minutes(self.warehouse, cover_start, cover_end)
         phases.done("causes")
         if repair:

@@ -382,11 +382,34 @@ def _series_ns(moments: pd.Series) -> np.ndarray:
     return pd.to_datetime(moments, utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
+def cdr_spans(window: ReconciliationWindow) -> list[Span]:
+    """The spans whose CDR minutes the comparison of `window` needs: every whole UTC day of its
+    cover, and the window's part of each partial day."""
+    spans = []
+    for day in window.days():
+        spans.append(day.full)
+        if day.partial:
+            spans.append(day.span)
+    return spans
+
+
+def cdr_minutes_from_spans(window: ReconciliationWindow, minutes: Mapping[tuple[str, Span], int]) -> CdrMinutes:
+    """The CDR side of `window` from the minutes of its `cdr_spans` (keyed by customer and span;
+    a span without calls may be missing: 0)."""
+    customer_id = window.period.customer_id
+    by_day, in_window = {}, {}
+    for day in window.days():
+        by_day[day.day] = int(minutes.get((customer_id, day.full), 0))
+        in_window[day.day] = int(minutes.get((customer_id, day.span), 0)) if day.partial else by_day[day.day]
+    return CdrMinutes(by_day, in_window)
+
+
 def cdr_minutes_by_window(calls: pd.DataFrame, windows: Iterable[ReconciliationWindow]) -> dict[tuple[str, datetime], CdrMinutes]:
-    """The CDR side of every window, keyed by (customer_id, period_start).
+    """The CDR side of every window from calls in memory, keyed by (customer_id, period_start).
 
     `calls` has one row per call: customer_id, ended_at (aware), billable_minutes. A call counts in
     the day and window containing its `ended_at`, like Stripe counts the event stamped at call end.
+    (The warehouse sums the same spans in SQL: reconciliation_store.cdr_minutes_in_spans.)
     """
     by_customer: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if len(calls):
@@ -402,14 +425,10 @@ def cdr_minutes_by_window(calls: pd.DataFrame, windows: Iterable[ReconciliationW
     empty = (np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))
     result = {}
     for window in windows:
-        ended_ns, cumulative = by_customer.get(window.period.customer_id, empty)
-        by_day, in_window = {}, {}
-        for day in window.days():
-            by_day[day.day] = _minutes_between(ended_ns, cumulative, day.full.start, day.full.end)
-            in_window[day.day] = (
-                by_day[day.day] if not day.partial else _minutes_between(ended_ns, cumulative, day.span.start, day.span.end)
-            )
-        result[window.period.key] = CdrMinutes(by_day, in_window)
+        customer_id = window.period.customer_id
+        ended_ns, cumulative = by_customer.get(customer_id, empty)
+        minutes = {(customer_id, span): _minutes_between(ended_ns, cumulative, span.start, span.end) for span in cdr_spans(window)}
+        result[window.period.key] = cdr_minutes_from_spans(window, minutes)
     return result
 
 

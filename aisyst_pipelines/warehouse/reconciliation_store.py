@@ -2,8 +2,8 @@
 
 - `subscription_cycles`: what the Stripe mirror knows of each subscription's periods, with the
   customer's account code;
-- `calls_ended_between` / `evidence_calls`: the CDR side (minutes by `ended_at`) and the calls that
-  can explain a drifting day (duplicates, late arrivals, unmapped calls, period-edge calls);
+- `cdr_minutes_in_spans` / `evidence_calls`: the CDR side (minutes by `ended_at`, summed in SQL over
+  the spans the comparison needs) and the calls that can explain a drifting day (duplicates, late arrivals, unmapped calls, period-edge calls);
 - the corrections ledger: `record_pending` inserts a correction before it is sent (a primary-key
   conflict means another run already owns that identifier, and this one must not send it);
   `mark_sent` / `mark_failed` / `note_attempt_error` / `expire` record what happened after;
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aisyst_pipelines.billing.reconciliation import (
@@ -78,20 +78,44 @@ def subscription_cycles(warehouse: Warehouse) -> list[SubscriptionCycle]:
         ]
 
 
-def calls_ended_between(warehouse: Warehouse, customer_ids: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
-    """customer_id, ended_at, billable_minutes of the customers' calls that ended in [start, end)."""
-    c = call_records.c
-    statement = select(c.customer_id, c.ended_at, c.billable_minutes).where(
-        c.customer_id.in_(bindparam("customers", expanding=True)),
-        c.ended_at >= bindparam("start", type_=UtcDateTime),
-        c.ended_at < bindparam("end", type_=UtcDateTime),
-        c.billable_minutes > 0,
+# The spans whose minutes one run needs (per window: each UTC day of its cover and the window's
+# parts of partial days), summed in one indexed join instead of shipping every call to Python.
+_recon_spans = Table(
+    "recon_spans",
+    MetaData(),
+    Column("customer_id", String(64), primary_key=True),
+    Column("span_start", UtcDateTime, primary_key=True),
+    Column("span_end", UtcDateTime, primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+
+
+def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Span]]) -> dict[tuple[str, Span], int]:
+    """Billable minutes of each (customer_id, span) from call_records, by `ended_at` in [start, end).
+    Spans without calls are left out (0)."""
+    wanted = sorted({(customer_id, span.start, span.end) for customer_id, span in spans})
+    if not wanted:
+        return {}
+    s, c = _recon_spans.c, call_records.c
+    statement = (
+        select(s.customer_id, s.span_start, s.span_end, func.sum(c.billable_minutes))
+        .select_from(_recon_spans.join(
+            call_records,
+            and_(c.customer_id == s.customer_id, c.ended_at >= s.span_start, c.ended_at < s.span_end),
+        ))
+        .group_by(s.customer_id, s.span_start, s.span_end)
     )
-    rows: list[tuple] = []  # type: ignore[type-arg]
-    with warehouse.connect() as connection:
-        for chunk in _chunks(sorted(set(customer_ids))):
-            rows.extend(connection.execute(statement, {"customers": list(chunk), "start": start, "end": end}).all())
-    return pd.DataFrame(rows, columns=["customer_id", "ended_at", "billable_minutes"])
+    with warehouse.begin() as connection:
+        _recon_spans.create(connection)
+        try:
+            for chunk in _chunks(wanted, 5000):
+                connection.execute(insert(_recon_spans), [
+                    {"customer_id": customer_id, "span_start": start, "span_end": end} for customer_id, start, end in chunk
+                ])
+            rows = connection.execute(statement).all()
+        finally:
+            _recon_spans.drop(connection)
+    return {(row[0], Span(row[1], row[2])): int(row[3] or 0) for row in rows}
 
 
 def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | None, span: Span) -> pd.DataFrame:
