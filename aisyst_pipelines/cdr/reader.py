@@ -47,7 +47,7 @@ from .rating import RatingPolicy
 from .records import CANONICAL_COLUMNS, FORCED_FOLDERS, FORMATS, INVALID_UTF8, MALFORMED_ROW
 
 READ_SIZE = 4 * 1024 * 1024
-MAX_BLOCK_BYTES = 24 * 1024 * 1024  # a chunk holds at most chunk_rows lines and about this many bytes
+MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a chunk holds at most chunk_rows lines and about this many bytes
 PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
 JSON_BATCH_ROWS = 10_000
 JSON_NUMBER_KEYS = ("billable_seconds", "duration")  # may be JSON numbers rather than strings
