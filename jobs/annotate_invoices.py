@@ -7,8 +7,9 @@ run per batch of ids. The run key is made of the ids and the annotation version:
 somehow re-emits the same batch launches nothing twice.
 
 The cursor is the highest `created` seen (never "now": test clocks make Stripe time differ from the
-wall clock). Each scan re-lists a small overlap below it, because invoices created in the same second
-as the highest one seen can show up after our listing; the rows make that overlap harmless. Stripe
+wall clock). For ten minutes after it rose, each scan re-lists a small overlap below it, because
+invoices created in the same second as the highest one seen can show up after our listing; the rows
+make that overlap harmless. Stripe
 lists newest first, so a scan that hits the per-tick budget stores where it stopped (the page cursor
 and the highest `created` of the scan) and the next tick continues; the cursor only moves past the
 scan once it has completed. That keeps every tick well under Dagster's 60 s limit even when 10,000
@@ -63,16 +64,21 @@ annotate_draft_invoices = dg.define_asset_job(
 
 @dataclass(frozen=True)
 class SensorPolicy:
-    # Invoices per run (ids only in the run config, ~75 kB). Large, because a run's start and finish
-    # (~1–2 s) leave the rate limit unused and annotation runs go one at a time.
-    batch_size: int = 2500
+    # Invoices per run (ids only in the run config, ~30 bytes each). Large, because a run's start and
+    # finish (~1–2 s) leave the rate limit unused and annotation runs go one at a time.
+    batch_size: int = 5000
     page_size: int = 100  # Stripe's maximum
     max_pages_per_tick: int = 100  # 10,000 invoices
     # Stop listing after this and request runs for what was listed; the next tick (30 s after this one
     # started) continues the scan. Long enough to queue ~40 pages (4,000 invoices, 40 s of writing at
     # 100/s) in the first tick of a burst, short enough to start writing early and stay far from 60 s.
     tick_budget_seconds: float = 15.0
-    overlap_seconds: int = 60  # re-listed below the cursor
+    overlap_seconds: int = 60  # re-listed below the cursor …
+    # … for this long (wall clock) after the cursor last rose: an invoice is listable within seconds of
+    # its creation, so a late one in the same second shows up early or never. After that, only invoices
+    # created after the cursor are listed — which matters with test clocks, where every renewal of an
+    # advance has the same `created` and re-listing "the last minute" means re-listing all of them.
+    overlap_grace: timedelta = timedelta(minutes=10)
     stale_after: timedelta = timedelta(minutes=10)  # queued/pending this long: the run is lost or died
     failed_after: timedelta = timedelta(minutes=2)  # a failed attempt is tried again after this pause
     max_attempts: int = 5
@@ -88,6 +94,7 @@ class ScanCursor:
     out of budget — its lower bound, status filter, the last id listed and the highest `created` seen."""
 
     hwm: int | None = None
+    hwm_at: float | None = None  # wall clock (Unix seconds) when `hwm` last rose
     scan_gte: int | None = None
     scan_status: str | None = None
     scan_after: str | None = None
@@ -139,7 +146,9 @@ def scan_invoices(
     elif cursor.hwm is None:
         gte, status, after, top = None, "draft", None, None  # first tick ever: today's drafts
     else:
-        gte, status, after, top = cursor.hwm - policy.overlap_seconds, None, None, cursor.hwm
+        recent = cursor.hwm_at is not None and now.timestamp() - cursor.hwm_at < policy.overlap_grace.total_seconds()
+        gte = cursor.hwm - policy.overlap_seconds if recent else cursor.hwm + 1
+        status, after, top = None, None, cursor.hwm
     plan = TickPlan(cursor=cursor)
     deadline = time.monotonic() + policy.tick_budget_seconds
     renewals: list[ListedInvoice] = []
@@ -169,11 +178,18 @@ def scan_invoices(
                 if newest:
                     created = int(newest[0].invoice.created.timestamp())
                     top = created if top is None else max(top, created)
-            plan.cursor = ScanCursor(hwm=top if top is not None else cursor.hwm)
+            rose = top is not None and (cursor.hwm is None or top > cursor.hwm)
+            plan.cursor = ScanCursor(hwm=top if rose else cursor.hwm, hwm_at=now.timestamp() if rose else cursor.hwm_at)
             break
         if plan.pages >= policy.max_pages_per_tick or time.monotonic() >= deadline:
             plan.cursor = ScanCursor(
-                hwm=cursor.hwm, scan_gte=gte, scan_status=status, scan_after=after, scan_top=top, scanning=True
+                hwm=cursor.hwm,
+                hwm_at=cursor.hwm_at,
+                scan_gte=gte,
+                scan_status=status,
+                scan_after=after,
+                scan_top=top,
+                scanning=True,
             )
             break
     plan.renewals_seen = len(renewals)

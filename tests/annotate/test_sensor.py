@@ -132,3 +132,25 @@ def test_one_pass_in_process_respects_run_keys(world: World) -> None:
     assert annotate_once(world.instance, definitions) == []  # the pass's cursor moved on: nothing new
     (manual,) = annotate_once(world.instance, definitions, [world.renewal_invoice(subscribers[0]).id])
     assert manual.counts["already_done"] == 1 and manual.counts["annotated"] == 0
+
+
+def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -> None:
+    from jobs.annotate_invoices import ScanCursor, scan_invoices
+
+    for n in range(3):
+        world.subscribe(f"ACME-{n}", 1)
+    world.sync()
+    world.renew()
+    first = scan_invoices(world.stripe, world.warehouse, ScanCursor(), SensorPolicy(), datetime.now(timezone.utc))
+    assert len(first.queued) == 3 and first.cursor.hwm_at is not None
+    now = datetime.now(timezone.utc)
+    fresh = scan_invoices(world.stripe, world.warehouse, first.cursor, SensorPolicy(), now)
+    assert fresh.listed == 3 and fresh.queued == []  # the renewal second is re-listed (and found on record)
+    later = now + timedelta(minutes=11)
+    settled = scan_invoices(world.stripe, world.warehouse, first.cursor, SensorPolicy(), later)
+    assert settled.listed == 0 and settled.cursor == first.cursor
+    # A new renewal (the clock moves on) is still found once the overlap has settled.
+    newcomer = world.subscribe("ACME-9", 2)
+    world.advance(RENEWAL + timedelta(days=31))
+    found = scan_invoices(world.stripe, world.warehouse, first.cursor, SensorPolicy(), later)
+    assert world.renewal_invoice(newcomer).id in found.queued
