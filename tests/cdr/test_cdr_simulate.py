@@ -164,3 +164,14 @@ def test_bad_simulation_requests_are_refused(tmp_path):
         simulate_calls(2, 1, target_minutes={"acct_0009": 10})
     january = simulate_calls(1, 1, start=date(2026, 1, 1))["started_at"]
     assert january.min() >= pd.Timestamp("2026-01-01", tz="UTC") and january.max() < pd.Timestamp("2026-01-02", tz="UTC")
+
+
+@pytest.mark.parametrize("file_format", ["canonical_csv", "canonical_jsonl", "twilio", "asterisk"])
+def test_windows_line_ends_read_the_same(tmp_path, file_format):
+    calls = simulate_calls(2, 1, seed=12)
+    written = write_calls(calls, tmp_path / "unix", file_format)
+    crlf = tmp_path / "windows"
+    crlf.write_bytes(written.path.read_bytes().replace(b"\n", b"\r\n"))
+    unix, windows = read_all(written.path), read_all(crlf)
+    assert windows.rejects.empty
+    pd.testing.assert_frame_equal(windows.records, unix.records)
