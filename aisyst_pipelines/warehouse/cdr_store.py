@@ -6,7 +6,7 @@ Loading one file is ONE transaction (`load_cdr_file`):
    a `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO NOTHING. A file already loaded is
    skipped without touching anything else;
 2. per chunk of parsed records: bulk-copy the chunk into a temporary staging table (PostgreSQL
-   COPY, SQLite executemany — the only dialect-specific step), then set-based SQL:
+   COPY, SQLite executemany — the one dialect-specific step of the data path), then set-based SQL:
    `INSERT … SELECT … ON CONFLICT (call_id) DO NOTHING` with the customer resolved from
    stripe_customers, and — only when some staged rows were not inserted — one join that tells an
    identical re-delivery (counted as duplicate) from a conflicting one (a `conflicting_duplicate`
@@ -121,23 +121,12 @@ _temp_metadata = MetaData()
 cdr_staging = Table(
     "cdr_staging",
     _temp_metadata,
-    Column("call_id", String(128), nullable=False),
-    Column("account_code", String(128), nullable=False),
-    Column("direction", String(16), nullable=False),
-    Column("disposition", String(16), nullable=False),
-    Column("started_at", UtcDateTime, nullable=False),
-    Column("answered_at", UtcDateTime, nullable=True),
-    Column("ended_at", UtcDateTime, nullable=False),
-    Column("billable_seconds", Integer, nullable=False),
-    Column("billable_minutes", Integer, nullable=False),
-    Column("caller_hash", String(64), nullable=True),
-    Column("callee_hash", String(64), nullable=True),
-    Column("content_hash", String(64), nullable=False),
-    Column("source_line", Integer, nullable=False),
-    Column("is_first", SmallInteger, nullable=False),  # 1 = first occurrence of its call_id in this chunk
+    # The parsed records' columns, typed as in call_records (no key: duplicates are staged too) …
+    *(Column(name, call_records.c[name].type, nullable=call_records.c[name].nullable) for name in RECORD_COLUMNS),
+    # … and 1 for the first occurrence of its call_id within the chunk.
+    Column("is_first", SmallInteger, nullable=False),
     prefixes=["TEMPORARY"],
 )
-STAGING_COLUMNS = tuple(c.name for c in cdr_staging.columns)
 
 cdr_touched_days = Table(
     "cdr_touched_days",
