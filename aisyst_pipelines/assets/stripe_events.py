@@ -75,7 +75,7 @@ class PollResult:
     cursor: EventsCursor
     outcomes: list[EventOutcome] = field(default_factory=list)
     pages: int = 0
-    more_waiting: bool = False  # the tick stopped at its cap; the next tick continues
+    more_waiting: bool = False  # stopped at its event, page or time budget: the next tick continues
     retention_gap: bool = False
 
     @property
@@ -104,10 +104,10 @@ def poll_events(
     """Apply, oldest first, at most `max_events` events newer than the cursor — stopping between pages
     once `time_budget_seconds` have passed — and return the new cursor.
 
-    Never skips: the cursor only moves over events this pass applied (or found already applied);
-    never double-applies: `apply_events` records each event in the ledger in the transaction that
-    applies it (one transaction per page), so a crash between applying and saving the cursor only means the next pass lists
-    a few events again and finds them in the ledger.
+    Never skips: the cursor only moves over events this pass applied (or found already applied).
+    Never double-applies: `apply_events` records each event in the ledger in the transaction that
+    applies it (one transaction per page), so a crash between applying and saving the cursor only
+    means that the next pass lists those events again and finds them in the ledger.
     """
     result = PollResult(cursor=cursor)
     remaining = max_events
@@ -152,7 +152,7 @@ def poll_events(
             continue
         result.pages += 1
         scan_pages += 1
-        if page.has_more:
+        if page.has_more and page.events:
             # Continue below the second-oldest event of this page, so that the next page starts with
             # this page's oldest one: the bottom page then holds at least that event.
             result.cursor = current.scanned_down_to(page.events[-2 if len(page.events) >= 2 else -1]["id"])
