@@ -100,6 +100,7 @@ def poll_events(
     mirror_row: SubscriptionRowBuilder | None = None,
     page_size: int = PAGE_SIZE,
     time_budget_seconds: float | None = None,
+    max_scan_pages: int = MAX_SCAN_PAGES_PER_TICK,
 ) -> PollResult:
     """Apply, oldest first, at most `max_events` events newer than the cursor — stopping between pages
     once `time_budget_seconds` have passed — and return the new cursor.
@@ -139,7 +140,7 @@ def poll_events(
             continue
 
         # Scanning: walk down to the oldest listed event, a bounded number of pages per pass.
-        if scan_pages >= MAX_SCAN_PAGES_PER_TICK:
+        if scan_pages >= max_scan_pages:
             result.more_waiting = True
             break
         try:

@@ -81,6 +81,23 @@ def test_ticks_are_bounded_and_resume_from_the_cursor(world: StripeWorld, wareho
     assert invoice_states(warehouse) == stripe_invoice_states(world)
 
 
+def test_the_first_run_walks_down_to_the_oldest_event_over_several_ticks(world: StripeWorld, warehouse: Warehouse) -> None:
+    everything = world.watched_event_ids()
+    cursor, walking_ticks = EventsCursor(), 0
+    while True:
+        result = poll_events(world.stripe, warehouse, cursor, max_events=500, now=NOW, page_size=3, max_scan_pages=4)
+        if result.cursor.scanning:  # still walking down: nothing applied yet, the walk's place is kept
+            assert result.outcomes == [] and result.more_waiting
+            assert result.cursor.scan_after != cursor.scan_after
+            walking_ticks += 1
+        cursor = result.cursor
+        if not result.cursor.scanning:
+            break
+    assert walking_ticks >= 2
+    assert [o.event_id for o in result.outcomes] == everything  # from the oldest, in Stripe's order
+    assert cursor.last_event_id == everything[-1]
+
+
 def test_restart_after_a_crash_applies_each_event_once(world: StripeWorld, warehouse: Warehouse, tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     crashed = sensor_tick(warehouse, world.stripe, outbox, None)  # applied, then died before its cursor was stored
