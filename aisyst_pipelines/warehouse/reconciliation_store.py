@@ -22,12 +22,15 @@ from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aisyst_pipelines.billing.reconciliation import (
+    DAY,
     EVIDENCE_COLUMNS,
     Correction,
     CorrectionStatus,
     LedgerEntry,
     Span,
     SubscriptionCycle,
+    day_start,
+    floor_day,
 )
 
 from .database import Warehouse
@@ -78,10 +81,9 @@ def subscription_cycles(warehouse: Warehouse) -> list[SubscriptionCycle]:
         ]
 
 
-# The spans whose minutes one run needs (per window: each UTC day of its cover and the window's
-# parts of partial days), summed in one indexed join instead of shipping every call to Python.
-_recon_spans = Table(
-    "recon_spans",
+# The window parts of partial days (at most two per window), summed in one indexed join.
+_recon_parts = Table(
+    "recon_parts",
     MetaData(),
     Column("customer_id", String(64), primary_key=True),
     Column("span_start", UtcDateTime, primary_key=True),
@@ -90,32 +92,65 @@ _recon_spans = Table(
 )
 
 
+def _utc_day(warehouse: Warehouse):  # type: ignore[no-untyped-def]
+    """The UTC day of call_records.ended_at as 'YYYY-MM-DD' text. SQLite stores naive UTC text;
+    PostgreSQL converts explicitly, whatever the session's time zone."""
+    if warehouse.dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", call_records.c.ended_at), "YYYY-MM-DD")
+    return func.substr(call_records.c.ended_at, 1, 10)
+
+
 def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Span]]) -> dict[tuple[str, Span], int]:
     """Billable minutes of each (customer_id, span) from call_records, by `ended_at` in [start, end).
-    Spans without calls are left out (0)."""
-    wanted = sorted({(customer_id, span.start, span.end) for customer_id, span in spans})
-    if not wanted:
-        return {}
-    s, c = _recon_spans.c, call_records.c
-    statement = (
-        select(s.customer_id, s.span_start, s.span_end, func.sum(c.billable_minutes))
-        .select_from(_recon_spans.join(
-            call_records,
-            and_(c.customer_id == s.customer_id, c.ended_at >= s.span_start, c.ended_at < s.span_end),
-        ))
-        .group_by(s.customer_id, s.span_start, s.span_end)
-    )
-    with warehouse.begin() as connection:
-        _recon_spans.create(connection)
-        try:
-            for chunk in _chunks(wanted, 5000):
-                connection.execute(insert(_recon_spans), [
-                    {"customer_id": customer_id, "span_start": start, "span_end": end} for customer_id, start, end in chunk
-                ])
-            rows = connection.execute(statement).all()
-        finally:
-            _recon_spans.drop(connection)
-    return {(row[0], Span(row[1], row[2])): int(row[3] or 0) for row in rows}
+
+    Whole UTC days are summed with one GROUP BY per chunk of customers; other spans (the parts of
+    partial days) through a temporary table joined on the (customer_id, ended_at) index. Spans
+    without calls are left out (0).
+    """
+    wanted = {(customer_id, span) for customer_id, span in spans}
+    whole_days = {(customer_id, span) for customer_id, span in wanted
+                  if span.end - span.start == DAY and span.start == floor_day(span.start)}
+    parts = sorted((customer_id, span.start, span.end) for customer_id, span in wanted - whole_days)
+    found: dict[tuple[str, Span], int] = {}
+    if whole_days:
+        c = call_records.c
+        day = _utc_day(warehouse).label("day")
+        first = min(span.start for _c, span in whole_days)
+        last = max(span.end for _c, span in whole_days)
+        statement = (
+            select(c.customer_id, day, func.sum(c.billable_minutes))
+            .where(c.customer_id.in_(bindparam("customers", expanding=True)),
+                   c.ended_at >= bindparam("first", type_=UtcDateTime), c.ended_at < bindparam("last", type_=UtcDateTime))
+            .group_by(c.customer_id, day)
+        )
+        with warehouse.connect() as connection:
+            for chunk in _chunks(sorted({customer_id for customer_id, _span in whole_days})):
+                for customer_id, text_day, minutes in connection.execute(
+                        statement, {"customers": list(chunk), "first": first, "last": last}):
+                    start = day_start(date.fromisoformat(str(text_day)))
+                    key = (customer_id, Span(start, start + DAY))
+                    if key in whole_days:
+                        found[key] = int(minutes or 0)
+    if parts:
+        p, c = _recon_parts.c, call_records.c
+        statement = (
+            select(p.customer_id, p.span_start, p.span_end, func.sum(c.billable_minutes))
+            .select_from(_recon_parts.join(
+                call_records, and_(c.customer_id == p.customer_id, c.ended_at >= p.span_start, c.ended_at < p.span_end)))
+            .group_by(p.customer_id, p.span_start, p.span_end)
+        )
+        with warehouse.begin() as connection:
+            _recon_parts.create(connection)
+            try:
+                for chunk in _chunks(parts, 5000):
+                    connection.execute(insert(_recon_parts), [
+                        {"customer_id": customer_id, "span_start": start, "span_end": end} for customer_id, start, end in chunk
+                    ])
+                for customer_id, start, end, minutes in connection.execute(statement):
+                    found[(customer_id, Span(start, end))] = int(minutes or 0)
+            finally:
+                _recon_parts.drop(connection)
+    return found
 
 
 def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | None, span: Span) -> pd.DataFrame:
