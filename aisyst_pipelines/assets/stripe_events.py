@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import dagster as dg
+from stripe import StripeError
 
 from aisyst_pipelines.billing.stripe_events import (
     WATCHED_EVENT_TYPES,
@@ -220,7 +221,12 @@ def subscription_mirror_row(stripe: StripeResource | None, settings: Settings) -
         nonlocal fetched
         if not fetched:
             assert stripe is not None
-            products.update(stripe.list_products())
+            try:
+                products.update(stripe.list_products())
+            except StripeError as error:
+                # Without the products a tier could resolve differently from the sync's: map nothing
+                # (known subscriptions still get status and period), and try again next event.
+                raise ValueError(f"products unavailable: {error.user_message or type(error).__name__}") from None
             fetched = True
         items = (raw.get("items") or {}).get("data") or []
         row = subscription_row(StripeSubscription.from_api(raw, items, products), catalog, settings.legacy_tier_price_ids)

@@ -223,6 +223,8 @@ class SubscriptionStatus:
     status: str
     previous_status: str | None  # from `previous_attributes` when the event changed the status
     cancel_at_period_end: bool
+    canceled_at: datetime | None
+    ended_at: datetime | None
     current_period_start: datetime | None
     current_period_end: datetime | None
     event_id: str
@@ -245,6 +247,8 @@ def subscription_status(event: StripeEvent) -> SubscriptionStatus:
         status=str(subscription.get("status")),
         previous_status=event.previous_attributes.get("status"),
         cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
+        canceled_at=from_unix(subscription.get("canceled_at")),
+        ended_at=from_unix(subscription.get("ended_at")),
         current_period_start=from_unix(max(starts)) if starts else None,
         current_period_end=from_unix(min(ends)) if ends else None,
         event_id=event.id,

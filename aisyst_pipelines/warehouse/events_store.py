@@ -1,22 +1,23 @@
 """Stripe events into the warehouse: stripe_invoices, subscription status, the ledger and ops alerts.
 
-`apply_event` is the one handler behind both delivery paths (the polling sensor and the webhook).
-Each event is applied in ONE transaction together with its `stripe_events_applied` ledger row, so
-an event is applied exactly once however many times and by whichever path it arrives: the ledger
-insert comes first, and a second delivery finds the row and stops (on PostgreSQL a concurrent
-second delivery waits on the primary key until the first commits, then finds it).
+`apply_events` (and `apply_event` for one) is the one handler behind both delivery paths (the
+polling sensor, a page at a time, and the webhook, an event at a time). Events are applied in ONE
+transaction together with their `stripe_events_applied` ledger rows, so an event is applied exactly
+once however many times and by whichever path it arrives: the ledger rows are inserted first, and a
+second delivery finds its row and stops (on PostgreSQL a concurrent second delivery waits on the
+primary key until the first commits, then finds it).
 
 Ops alerts raised by an event are queued in `stripe_event_alerts` inside the same transaction and
-sent afterwards (`claim_event_alerts`, then `mark_event_alerts_sent` / `_failed`): an alert is never lost to a mail
-outage and never sent twice for one event.
+sent afterwards (`claim_event_alerts`, then `mark_event_alerts_sent` / `_failed`): an alert is never
+lost to a mail outage and never sent twice for one event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -266,7 +267,13 @@ def _apply_subscription_event(
             set_={name: statement.excluded[name] for name in values if name != "subscription_id"},
         ))
     elif stored is not None:
-        values = {"status": change.status, "cancel_at_period_end": int(change.cancel_at_period_end), "synced_at": now}
+        values = {
+            "status": change.status,
+            "cancel_at_period_end": int(change.cancel_at_period_end),
+            "canceled_at": change.canceled_at,
+            "ended_at": change.ended_at,
+            "synced_at": now,
+        }
         if change.current_period_start is not None and change.current_period_end is not None:
             values |= {"current_period_start": change.current_period_start, "current_period_end": change.current_period_end}
         connection.execute(update(stripe_subscriptions).where(subs.subscription_id == change.subscription_id).values(**values))

@@ -88,7 +88,8 @@ def test_lifecycle_on_a_test_clock(stripe_emulator, stripe_resource, warehouse: 
     # Cancellation.
     world.client.v1.subscriptions.cancel(sub_bad)
     cancelled = sensor_tick(warehouse, stripe_resource, outbox, charged.cursor)
-    assert subscription(warehouse, sub_bad).status == "canceled"
+    canceled = subscription(warehouse, sub_bad)
+    assert canceled.status == "canceled" and canceled.canceled_at is not None and canceled.ended_at is not None
     assert cancelled.asset_events[0].metadata["events_by_type"].value == {"customer.subscription.deleted": 1}
     quiet = sensor_tick(warehouse, stripe_resource, outbox, cancelled.cursor)
     assert quiet.skip_reason is not None and quiet.cursor == cancelled.cursor
