@@ -26,7 +26,6 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from aisyst_pipelines.billing.reconciliation import (
     Correction,
@@ -35,6 +34,7 @@ from aisyst_pipelines.billing.reconciliation import (
     PeriodResult,
     ReconciliationPolicy,
     ReconciliationWindow,
+    Span,
     StripeMinutes,
     SummaryRequest,
     WindowComparison,
@@ -219,9 +219,10 @@ class Reconciler:
         if not comparison.drifting:
             return PeriodResult(comparison)
         period = comparison.window.period
-        frames = [reconciliation_store.evidence_calls(self.warehouse, period.customer_id, period.account_code, day.slice.span)
-                  for day in comparison.drifting]
-        calls = pd.concat(frames, ignore_index=True).drop_duplicates("call_id") if frames else pd.DataFrame()
+        # One query per drifting customer-period, from its first to its last drifting day;
+        # day_evidence picks each day's calls out of it.
+        span = Span(min(d.slice.span.start for d in comparison.drifting), max(d.slice.span.end for d in comparison.drifting))
+        calls = reconciliation_store.evidence_calls(self.warehouse, period.customer_id, period.account_code, span)
         in_flight = in_flight_by_day(ledger, period, self.clock.start, self.policy)
         return PeriodResult(comparison, find_causes(comparison, calls, in_flight))
 
