@@ -1,15 +1,16 @@
 """The nightly reconciliation at scale: N customers against the emulator at Stripe's rate limit.
 
     .venv/bin/python bench/reconcile.py [--customers 10000] [--rps 100] [--latency-ms 200]
-                                        [--concurrency 48] [--drop-share 0.01] [--warehouse-url URL]
+                                        [--concurrency 48] [--drop-share 0.01] [--active-share 1.0]
+                                        [--max-calls 4] [--client-rps RPS] [--warehouse-url URL]
 
 What it does:
 1. starts the Stripe emulator in its own process (no faults yet) and creates the meter and N
    customers; mirrors them into a fresh warehouse with one subscription each, whose current period
    started 1–25 days before the last midnight at a random second (an anniversary that is neither
-   minute- nor day-aligned); inserts 1–4 answered calls per customer inside that window; the voice
-   server's meter events for them go to the emulator, `--drop-share` of them dropped (all of this is
-   set-up, not measured);
+   minute- nor day-aligned); inserts 1–`--max-calls` answered calls for `--active-share` of the
+   customers inside that window; the voice server's meter events for them go to the emulator,
+   `--drop-share` of them dropped (all of this is set-up, not measured);
 2. turns on the emulator's faults: `--latency-ms` on every request and `--rps` requests per rolling
    second (beyond it Stripe's 429); the StripeResource's rate limiter is set to `--rps`;
 3. runs the `meter_reconciliation` asset (report only) through `dg.materialize` and measures it
@@ -58,7 +59,8 @@ API_KEY = "sk_test_emulator"
 UTC = timezone.utc
 
 
-def set_up(emulator: Emulator, warehouse: Warehouse, customers: int, drop_share: float, seed: int, now: datetime) -> dict[str, Any]:
+def set_up(emulator: Emulator, warehouse: Warehouse, customers: int, drop_share: float, seed: int, now: datetime,
+           active_share: float = 1.0, max_calls: int = 4) -> dict[str, Any]:
     rng = random.Random(seed)
     seeding = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=5000, burst=50)
     seeding.ensure_meter(seeding.meter_event_name)
@@ -78,7 +80,7 @@ def set_up(emulator: Emulator, warehouse: Warehouse, customers: int, drop_share:
         subscription_rows.append(StripeSubscriptionRow(
             f"sub_bench_{n}", customer_id, "active", f"si_bench_{n}", "price_bench", None, "prod_bench", "Tier 1", 500,
             "price_metadata", None, "usd", start, end, start, "month", 1, start, False, None, None, None))
-        for k in range(rng.randint(1, 4)):
+        for k in range(rng.randint(1, max_calls) if rng.random() < active_share else 0):
             ended = start + timedelta(seconds=rng.randint(61, int((midnight - start).total_seconds()) - 1))
             minutes = rng.randint(1, 30)
             call_id = f"bench-{n}-{k}"
@@ -110,6 +112,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=48)
     parser.add_argument("--client-rps", type=float, default=None, help="StripeResource's limit (default: --rps)")
     parser.add_argument("--drop-share", type=float, default=0.01)
+    parser.add_argument("--active-share", type=float, default=1.0, help="share of customers with calls")
+    parser.add_argument("--max-calls", type=int, default=4, help="calls per active customer: 1..this")
     parser.add_argument("--warehouse-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
@@ -127,7 +131,8 @@ def main() -> int:
     try:
         now = datetime.now(UTC)
         started = time.monotonic()
-        report |= set_up(emulator, warehouse, args.customers, args.drop_share, args.seed, now)
+        report |= set_up(emulator, warehouse, args.customers, args.drop_share, args.seed, now, args.active_share, args.max_calls)
+        report |= {"active_share": args.active_share, "max_calls": args.max_calls}
         report["setup_seconds"] = round(time.monotonic() - started, 1)
         print(f"set-up: {json.dumps(report)}", flush=True)
 
