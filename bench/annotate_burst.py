@@ -298,6 +298,12 @@ def request_figures(entries: list[dict[str, Any]], invoices: int, rps: float) ->
 # --- main ------------------------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc): where the burst's CPU went."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def kill_midway(first: dict[str, Any], env: dict[str, str], warehouse: Warehouse, share: float) -> dict[str, Any]:
     """Run the first batch in `aisyst annotate --invoice …` and SIGKILL it when `share` of it is annotated."""
     ids = first["ops"]["invoice_annotations"]["config"]["invoice_ids"]
@@ -371,6 +377,7 @@ def main() -> int:
             clock, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())}
         )
         drafts_at = time.time()
+        cpu_before = {"emulator": cpu_seconds(emulator.process.pid), "pipeline": cpu_seconds(os.getpid())}
         first_configs = None
         if args.kill_after_share is not None:
             first_configs = daemon.tick()
@@ -381,6 +388,11 @@ def main() -> int:
             print(f"killed the first run: {report['kill']}", flush=True)
         daemon.until_done(args.invoices, args.timeout, first_configs)
         first_at, last_at = annotation_window(warehouse)
+        report["cpu_seconds"] = {
+            "emulator": round(cpu_seconds(emulator.process.pid) - cpu_before["emulator"], 1),
+            "pipeline": round(cpu_seconds(os.getpid()) - cpu_before["pipeline"], 1),
+        }
+        report["load_average"] = os.getloadavg()
         entries = emulator.call("requests_since", drafts_at)
         report["statuses"] = status_counts(warehouse)
         report["elapsed_seconds"] = round(last_at.timestamp() - drafts_at, 1) if last_at else None
