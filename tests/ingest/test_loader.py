@@ -5,6 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -297,3 +300,30 @@ def test_read_ahead_stops_its_producer_when_the_consumer_gives_up() -> None:
             if item == 2:
                 raise RuntimeError("the transaction failed")
     assert len(produced) <= 5  # one handed over, one waiting: the producer did not run on to the end
+
+
+def test_concurrent_loads_serialise_and_agree_on_usage_daily(warehouse: Warehouse) -> None:
+    """Two loads at once that touch the same account-day (each would recompute it without seeing the
+    other's uncommitted calls), one of them also re-delivering calls of the other."""
+    first = [call(f"x{i}", "a", T, 60 * i, line=i + 2) for i in range(1, 6)]
+    second = [call(f"y{i}", "a", T, 90, line=i + 2) for i in range(1, 4)]
+    files = {"first.csv": [chunk(first[:3]), chunk(first[3:])], "second.csv": [chunk(second), chunk([])]}
+    start = threading.Barrier(2)
+
+    def slow(chunks):  # a pause between chunks, so that the two loads would interleave if they could
+        for item in chunks:
+            yield item
+            time.sleep(0.3)
+
+    def load(name: str):
+        start.wait()
+        return load_cdr_file(warehouse, source(name), slow(files[name]), now=T)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(load, files))
+
+    assert [r.rows_loaded for r in results] == [5, 3]
+    assert usage(warehouse) == {("a", "2026-03-10"): (8, 60 * 15 + 270, 15 + 6, None)}
+    redelivered = load_cdr_file(warehouse, source("third.csv"), [chunk(first + second)], now=T)
+    assert (redelivered.rows_loaded, redelivered.rows_duplicate) == (0, 8)
+    assert usage(warehouse) == {("a", "2026-03-10"): (8, 60 * 15 + 270, 15 + 6, None)}
