@@ -8,6 +8,7 @@ import dagster as dg
 
 import jobs.annotate_invoices
 import jobs.ingest
+import jobs.ops
 import jobs.reconciliation
 import jobs.stripe_events
 import jobs.usage_alerts
@@ -41,5 +42,6 @@ def defs() -> dg.Definitions:
         stripe_events_assets.defs, jobs.stripe_events.defs,
         jobs.reconciliation.build_defs(settings),
         jobs.usage_alerts.usage_alerts_defs(settings),
+        jobs.ops.build_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
     )

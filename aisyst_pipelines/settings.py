@@ -52,6 +52,7 @@ class Settings:
     reconciliation_repair: bool = False  # send corrective meter events for under-metered days
     reconciliation_settle_lag_minutes: int = 60  # Stripe aggregates asynchronously: compare up to now - lag
     reconciliation_tolerance_minutes: int = 0  # unrepaired drift per customer-period the asset check allows
+    cdr_freshness_hours: float = 6.0  # the cdr_ingestion_fresh check fails when no file was loaded for longer
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -83,6 +84,7 @@ class Settings:
             reconciliation_repair=env.get("AISYST_RECONCILIATION_REPAIR", "").lower() == "true",
             reconciliation_settle_lag_minutes=int(env.get("AISYST_RECONCILIATION_SETTLE_LAG_MINUTES") or 60),
             reconciliation_tolerance_minutes=int(env.get("AISYST_RECONCILIATION_TOLERANCE_MINUTES") or 0),
+            cdr_freshness_hours=float(env.get("AISYST_CDR_FRESHNESS_HOURS") or 6),
         )
 
     def ensure_dirs(self) -> None:

@@ -310,6 +310,12 @@ class AccountMinutes:
     last_day: date
 
 
+def last_ingested_at(warehouse: Warehouse) -> datetime | None:
+    """When the newest CDR file was loaded (None before the first one): the freshness of ingestion."""
+    with warehouse.connect() as connection:
+        return connection.scalar(select(func.max(cdr_files.c.ingested_at)))
+
+
 def minutes_per_account(warehouse: Warehouse) -> list[AccountMinutes]:
     """Billable minutes per account code over all of usage_daily (the demo's summary)."""
     u = usage_daily
