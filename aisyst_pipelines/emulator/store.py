@@ -133,6 +133,9 @@ class Store:
         self._schedule: dict[str | None, list[tuple[int, int, str, str]]] = defaultdict(list)
         self._time_override: dict[str | None, int] = {}
         self.meter_events: list[MeterEventRecord] = []
+        # The same records indexed by (event_name, customer): a summaries request reads one customer's
+        # events only, so 10,000 customers' summaries don't each scan every stored event.
+        self.meter_events_by_customer: dict[tuple[str, str], list[MeterEventRecord]] = defaultdict(list)
         self.identifiers: dict[str, MeterEventRecord] = {}
         self.request = RequestContext()
 

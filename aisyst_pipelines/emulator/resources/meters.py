@@ -175,6 +175,7 @@ def create_meter_event(call: Call) -> dict[str, Any]:
         payload={k: str(v) for k, v in payload.items()},
     )
     store.meter_events.append(record)
+    store.meter_events_by_customer[(event_name, record.customer)].append(record)
     store.identifiers[identifier] = record
     return {
         "object": "billing.meter_event",
@@ -262,10 +263,8 @@ def list_summaries(call: Call) -> dict[str, Any]:
     visible_before = time.time() - store.summary_lag_seconds
     records = [
         r
-        for r in store.meter_events
-        if r.event_name == meter["event_name"]
-        and r.customer == customer_id
-        and not r.canceled
+        for r in store.meter_events_by_customer.get((meter["event_name"], customer_id), ())
+        if not r.canceled
         and start <= r.timestamp < end
         and r.received_real <= visible_before
     ]
