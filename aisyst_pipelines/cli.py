@@ -1,7 +1,7 @@
 """The `aisyst` command. Each sub-command is a small function here; the work lives in the packages.
 
     aisyst db upgrade            apply the warehouse migrations
-    aisyst demo                  the main job on the embedded defaults
+    aisyst demo                  one billing month end to end (emulator, Dagster runs, printed results)
     aisyst ingest                one pass of the landing sensor and the runs it requests
     aisyst simulate-calls        write sample CDR files
     aisyst emulator              the local Stripe emulator
@@ -132,33 +132,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Interim main job (until the demo issue replaces it): sample CDRs → landing → ingest → minutes per account."""
-    from aisyst_pipelines.cdr.simulate import write_sample_files
-    from aisyst_pipelines.warehouse.cdr_store import minutes_per_account, rejects_by_reason
-    from jobs.ingest import shown_path
+    """One billing month end to end through Dagster (see aisyst_pipelines/demo.py)."""
+    from pathlib import Path
 
-    settings.ensure_dirs()
-    written = write_sample_files(
-        settings.landing_dir, args.customers, args.days, args.seed,
-        formats=("canonical_csv", "twilio", "asterisk"), malformed_rate=0.002,
-        asterisk_timezone=settings.asterisk_timezone,
-    )
-    print(f"sample CDRs for {args.customers} customers over {args.days} days in {settings.landing_dir}:")
-    for file in written:
-        print(f"  {shown_path(str(file.path), settings.landing_dir)}: {file.rows} calls ({file.file_format})")
-    print("\ningest (one pass of cdr_files_sensor and its runs):")
-    status = cmd_ingest(args, settings)
-    warehouse = Warehouse(settings.warehouse_url)
-    print("\nbillable minutes per customer (usage_daily):")
-    print(f"  {'account':<12} {'customer':<20} {'calls':>7} {'minutes':>8}  days")
-    for row in minutes_per_account(warehouse):
-        print(f"  {row.account_code:<12} {row.customer_id or '(unmapped)':<20} {row.calls:>7} {row.billable_minutes:>8}  "
-              f"{row.first_day} … {row.last_day}")
-    print("\nrejected rows per reason (call_records_rejected):")
-    for reason, count in rejects_by_reason(warehouse).items() or [("none", 0)]:
-        print(f"  {reason:<22} {count:>6}")
-    print(f"\nwarehouse: {warehouse!r}; Dagster runs: DAGSTER_HOME={settings.dagster_home} ./run dagster dev -w workspace.yaml")
-    return status
+    from aisyst_pipelines.demo import run_demo
+
+    return run_demo(customers=args.customers, seed=args.seed, home=Path(args.home) if args.home else settings.home)
 
 
 def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
@@ -272,10 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="one pass of the landing sensor and the runs it requests (exit 1 if a file failed)")
     ingest.set_defaults(handler=cmd_ingest)
 
-    demo = commands.add_parser("demo", help="sample CDRs for some customers, ingested, minutes per customer printed")
-    demo.add_argument("--customers", type=int, default=20)
-    demo.add_argument("--days", type=int, default=30)
-    demo.add_argument("--seed", type=int, default=7)
+    demo = commands.add_parser(
+        "demo", help="one billing month end to end on the local emulator: calls, ingestion, reconciliation, alerts, "
+        "annotated renewal invoices (fresh demo state in AISYST_HOME each run; the Dagster instance is kept)"
+    )
+    demo.add_argument("--customers", type=int, default=50, help="how many Stripe customers (at least 8)")
+    demo.add_argument("--seed", type=int, default=7, help="makes the customers, calls and meter faults repeatable")
+    demo.add_argument("--home", default=None, help="demo home (default AISYST_HOME, ./.aisyst)")
     demo.set_defaults(handler=cmd_demo)
 
     annotate = commands.add_parser(

@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from aisyst_pipelines.assets.stripe_events import (
     STRIPE_INVOICES,
@@ -107,6 +108,29 @@ def _summary(result: PollResult, sent: int, failed: int) -> str:
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items())) or "no events"
     more = "; more waiting" if result.more_waiting else ""
     return f"{counts} ({result.pages} page(s)){more}; ops alerts sent {sent}, failed {failed}"
+
+
+# Where one-off passes (`aisyst demo`) keep their own cursor in the Dagster instance's key-value
+# storage: the daemon's cursor belongs to the running code location.
+CLI_CURSOR_KEY = "aisyst/stripe_events_sensor/cli_cursor"
+
+
+def events_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> SensorExecutionData:
+    """Evaluate `stripe_events_sensor` once in this process against `instance` (as `ingest_once` does
+    for the landing sensor): the events are applied, the ops alerts sent, and the tick's asset event
+    recorded in the instance so that `dagster dev` shows it."""
+    sensor = definitions.resolve_sensor_def(stripe_events_sensor.name)
+    cursor = instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}).get(CLI_CURSOR_KEY)
+    resources = {key: (definitions.resources or {})[key] for key in sensor.required_resource_keys}
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=definitions, sensor_name=sensor.name, resources=resources
+    ) as context:
+        tick = sensor.evaluate_tick(context)
+    for event in tick.asset_events:
+        instance.report_runless_asset_event(event)
+    if tick.cursor is not None:
+        instance.run_storage.set_cursor_values({CLI_CURSOR_KEY: tick.cursor})
+    return tick
 
 
 defs = dg.Definitions(sensors=[stripe_events_sensor])

@@ -1,0 +1,449 @@
+"""`aisyst demo`: one billing month of Aisyst, end to end, through Dagster (issue 8).
+
+What it does, in the order a real month would do it:
+
+1. starts the Stripe emulator in this process (a free port) and points the settings at it (no
+   STRIPE_SECRET_KEY: the emulator is meant), then creates the tier catalog (`ensure_catalog`, what
+   `aisyst bootstrap-stripe` does);
+2. signs up the customers on ONE test clock starting `MONTH_START`: the three tiers, some at about
+   60 %, 85 % and 110 % of their included minutes, one unlimited, one whose card declines at the
+   renewal; plus one account code that calls but has no Stripe customer;
+3. refreshes the Stripe mirror and the invoice brand fields (Dagster runs);
+4. plays the voice server's meter events for the month while the clock moves (a few dropped, a few
+   sent twice after Stripe's 24 h dedupe window), and lands the month's CDR files;
+5. ingests them (the landing sensor and its runs), reconciles with repair, runs the usage alerts
+   (e-mails go to the outbox), advances the clock past the renewal, lets the draft-invoice sensor
+   and the annotation runs annotate every draft, lets the hour pass (finalize, pay, one decline) and
+   lets the Stripe events sensor apply what happened;
+6. prints minutes per customer, the reconciliation findings, the alerts with their outbox files,
+   two annotated invoices as the customer reads them, and where to look in `dagster dev`.
+
+State: every run starts a fresh demo world in AISYST_HOME (the warehouse file, landing/ and outbox/
+are wiped; the emulator is new each run) while the Dagster instance in AISYST_HOME/dagster is kept,
+so run history, sensor ticks and asset history accumulate over demo runs. The one-off passes'
+sensor cursors are cleared first (they belong to the previous, gone world). The demo always works on
+the home's own SQLite warehouse and folders; AISYST_WAREHOUSE_URL / _LANDING_DIR / _OUTBOX_DIR and
+SMTP settings are ignored for its duration (the demo must never wipe or mail anything real).
+
+Dagster's run logs go to AISYST_HOME/demo-dagster.log; the terminal shows progress and results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import dagster as dg
+import pandas as pd
+
+from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
+from aisyst_pipelines.billing.voice_server import MeteredCall, MeterEventSend, VoiceServerFaults, plan_meter_events, replay
+from aisyst_pipelines.cdr.rating import rate_calls
+from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.settings import Settings
+
+UTC = timezone.utc
+MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)  # the test clock's start = every subscription's anchor
+RENEWAL = datetime(2026, 10, 1, tzinfo=UTC)  # September has 30 days: the first period ends here
+CALL_DAYS = 29  # calls on 1-29 September; the 30th is quiet, so the reconciliation sees every call
+RECONCILE_AT = datetime(2026, 9, 30, 6, tzinfo=UTC)  # the nightly run's moment, before the renewal
+METER_STEP = timedelta(hours=12)  # the clock advances in these steps while the voice server sends
+DUPLICATE_AFTER = timedelta(hours=48)  # late duplicates: past Stripe's 24 h identifier window
+UNMAPPED_ACCOUNT = "acct_9999"  # calls, but no Stripe customer carries this code
+CDR_FORMATS = ("canonical_csv", "twilio", "asterisk")  # accounts are dealt over the three sources
+STRIPE_RATE = 400.0  # requests per second against the local emulator (Stripe's own limit: 25/s test)
+# Environment the demo replaces for its duration (restored afterwards).
+DEMO_ENV_OVERRIDES = (
+    "AISYST_HOME", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "AISYST_WAREHOUSE_URL", "AISYST_LANDING_DIR",
+    "AISYST_OUTBOX_DIR", "AISYST_SMTP_URL", "DAGSTER_HOME", "AISYST_STRIPE_REQUESTS_PER_SECOND", "AISYST_PII_KEY",
+)
+
+
+@dataclass(frozen=True)
+class DemoCustomer:
+    account_code: str
+    tier_index: int  # 0-based into the catalog
+    usage_share: float  # target minutes / included minutes (unlimited: minutes / 1000)
+    note: str = ""
+    declining_card: bool = False
+
+
+@dataclass
+class Signup:
+    plan: DemoCustomer
+    customer_id: str
+    subscription_id: str
+    included_minutes: int | None
+    target_minutes: int
+
+
+def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
+    """`count` customers: the named cases first, then tiers 1/2 with usual usage shares."""
+    if count < 8:
+        raise ValueError("the demo needs at least 8 customers (one of each case)")
+    named = [
+        DemoCustomer("acct_0001", 0, 1.10, "~110 % (overage)"),
+        DemoCustomer("acct_0002", 1, 0.85, "~85 %"),
+        DemoCustomer("acct_0003", 0, 0.60, "~60 %"),
+        DemoCustomer("acct_0004", 2, 0.70, "unlimited"),
+        DemoCustomer("acct_0005", 1, 1.10, "~110 % (overage)"),
+        DemoCustomer("acct_0006", 0, 0.85, "~85 %"),
+        DemoCustomer("acct_0007", 1, 0.60, "~60 %"),
+        DemoCustomer("acct_0008", 0, 0.50, "card declines at renewal", declining_card=True),
+    ]
+    rng = random.Random(seed)
+    shares = (0.25, 0.40, 0.55, 0.60, 0.70, 0.85, 1.10)
+    weights = (3, 4, 4, 3, 3, 2, 1)
+    rest = [
+        DemoCustomer(f"acct_{n:04d}", rng.choice((0, 0, 1)), rng.choices(shares, weights)[0])
+        for n in range(len(named) + 1, count + 1)
+    ]
+    return named + rest
+
+
+class Progress:
+    """Timestamped progress lines on the terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.monotonic()
+
+    def step(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=self.out, flush=True)
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@contextlib.contextmanager
+def demo_environment(home: Path, emulator_url: str) -> Iterator[Settings]:
+    """The demo's settings: its home, the in-process emulator, no key, no SMTP; restored on exit."""
+    saved = {name: os.environ.get(name) for name in DEMO_ENV_OVERRIDES}
+    try:
+        for name in DEMO_ENV_OVERRIDES:
+            os.environ.pop(name, None)
+        os.environ["AISYST_HOME"] = str(home)
+        os.environ["STRIPE_API_BASE"] = emulator_url
+        os.environ["AISYST_STRIPE_REQUESTS_PER_SECOND"] = str(STRIPE_RATE)
+        settings = Settings.from_env()
+        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+        yield settings
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def fresh_demo_state(settings: Settings) -> None:
+    """Wipe the previous demo world (warehouse file, landing, outbox); keep the Dagster instance."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{settings.home / 'warehouse.db'}{suffix}").unlink(missing_ok=True)
+    for folder in (settings.landing_dir, settings.outbox_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    settings.ensure_dirs()
+
+
+def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: TextIO = sys.stdout) -> int:
+    """The whole demo; returns the exit status (0 when every step did what it should)."""
+    from aisyst_pipelines.emulator import EmulatorServer
+
+    home = (home or Path(os.environ.get("AISYST_HOME", "./.aisyst"))).expanduser().resolve()
+    progress = Progress(out)
+    plans = plan_customers(customers, seed)
+    with EmulatorServer(port=0) as emulator, demo_environment(home, emulator.url) as settings:
+        fresh_demo_state(settings)
+        progress.step(f"Stripe emulator on {emulator.url}; demo home {settings.home} (fresh warehouse, landing, outbox)")
+        log_path = settings.home / "demo-dagster.log"
+        with log_path.open("a") as log, contextlib.redirect_stderr(log):
+            status = _month(emulator, settings, plans, seed, progress)
+        progress.say(f"\nDagster's run logs of this demo: {log_path}")
+        progress.say(
+            "Where to look: the runs, sensor ticks and asset history of every demo run are in the instance\n"
+            f"  DAGSTER_HOME={settings.dagster_home} ./run dagster dev -w workspace.yaml\n"
+            f"  (then http://127.0.0.1:3000); the warehouse is {settings.warehouse_url}, the e-mails are in {settings.outbox_dir}"
+        )
+        progress.step(f"demo finished in {progress.elapsed:.0f} s")
+    return status
+
+
+def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress) -> int:
+    from aisyst_pipelines.definitions import defs
+    from aisyst_pipelines.emulator.testing import RunningEmulator
+    from aisyst_pipelines.warehouse import Warehouse
+    from jobs import annotate_invoices, ingest, reconciliation, stripe_events, usage_alerts
+    from resources.stripe import StripeResource
+
+    catalog = load_tier_catalog(settings.tiers_file)
+    stripe = StripeResource.from_settings(settings)
+    ids = stripe.ensure_catalog(catalog)
+    progress.step(f"tier catalog bootstrapped: {ids.created_count} objects created (products, prices, meter, tax rate)")
+
+    # Sign-ups happen in the customers' web app, not in the pipelines: they use the emulator's own
+    # client, as the tests' billing worlds do.
+    client = RunningEmulator(emulator).client()
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(MONTH_START.timestamp()), "name": "aisyst demo"})
+    signups = _sign_up(client, clock.id, catalog, [price.id for price in ids.prices], plans)
+    progress.step(f"{len(signups)} customers subscribed on test clock {clock.id} at {MONTH_START:%Y-%m-%d %H:%M} UTC")
+
+    definitions = defs()
+    warehouse = Warehouse(settings.warehouse_url)
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    with ingest.local_instance(settings) as instance:
+        instance.run_storage.set_cursor_values(
+            {key: "" for key in (ingest.CLI_CURSOR_KEY, annotate_invoices.CLI_CURSOR_KEY, stripe_events.CLI_CURSOR_KEY)}
+        )
+        branding = definitions.resolve_job_def(annotate_invoices.invoice_branding_job.name)
+        result = branding.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+        progress.step(f"Stripe mirror and invoice brand fields: run {result.run_id} {'ok' if result.success else 'FAILED'}")
+
+        calls = simulate_calls(
+            [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
+            start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
+        )
+        sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
+        progress.step(
+            f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
+            f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
+        )
+        landed = _land_cdr_files(calls, settings, seed)
+        progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
+
+        outcomes = ingest.ingest_once(instance, definitions)
+        for outcome in outcomes:
+            progress.say(f"    {outcome.status:>7}  {ingest.shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
+        progress.step(f"ingested: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingest.JOB_NAME}")
+        _print_minutes(progress, warehouse, signups)
+
+        recon = reconciliation.reconcile_once(instance, definitions, settings, repair=True, as_of=RECONCILE_AT)
+        progress.step(f"reconciliation at {RECONCILE_AT:%Y-%m-%d %H:%M} with repair: run {recon.run_id} {'ok' if recon.success else 'FAILED'}")
+        _print_reconciliation(progress, warehouse, recon, signups)
+
+        before = set(settings.outbox_dir.glob("*.eml"))
+        alerts = definitions.resolve_job_def(usage_alerts.JOB_NAME).execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={**quiet, "ops": {"usage_alerts": {"config": {"as_of": RECONCILE_AT.isoformat(),
+                                                                      "thresholds": list(settings.alert_thresholds)}}}},
+        )
+        progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {'ok' if alerts.success else 'FAILED'}")
+        _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
+
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
+        progress.step(f"test clock advanced past the renewal ({RENEWAL:%Y-%m-%d %H:%M} UTC): draft renewal invoices created")
+        annotated = annotate_invoices.annotate_once(instance, definitions)
+        for run in annotated:
+            counts = ", ".join(f"{key} {value}" for key, value in run.counts.items() if value) or run.skipped_reason or "run failed"
+            progress.say(f"    run {run.run_id}: {run.invoices} invoice(s): {counts}")
+        progress.step(f"draft_invoice_sensor tick + {len(annotated)} run(s) of {annotate_invoices.annotate_draft_invoices.name}")
+
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
+        progress.step("test clock advanced one hour: invoices finalized and paid (one card declines)")
+        before = set(settings.outbox_dir.glob("*.eml"))
+        tick = stripe_events.events_once(instance, definitions)
+        applied = tick.asset_events[0].metadata if tick.asset_events else {}
+        progress.step(
+            "stripe_events_sensor tick: "
+            + (f"{applied['events_applied'].value} events applied, {applied['ops_alerts_sent'].value} ops alert(s) sent"
+               if applied else (tick.skip_message or "nothing new"))
+        )
+        for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
+            progress.say(f"    ops alert: {_subject(path)}  →  {path}")
+        _print_invoices(progress, client, warehouse, signups)
+        return 0 if all((result.success, recon.success, alerts.success, *(o.status != "failed" for o in outcomes),
+                         *(run.success for run in annotated))) else 1
+
+
+def _sign_up(client: Any, clock_id: str, catalog: TierCatalog, prices: list[str], plans: Sequence[DemoCustomer]) -> list[Signup]:
+    signups = []
+    for plan in plans:
+        tier = catalog.tiers[plan.tier_index]
+        included = tier.included_minutes
+        customer = client.v1.customers.create({
+            "name": f"Demo customer {plan.account_code[-4:]}",
+            "email": f"{plan.account_code.replace('_', '.')}@customers.example",
+            "metadata": {"aisyst_account_code": plan.account_code},
+            "test_clock": clock_id,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        })
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": prices[plan.tier_index]}]})
+        if plan.declining_card:  # paid the first month; the card on file now declines every charge
+            client.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": customer.id})
+            client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})
+        target = round((included or 1000) * plan.usage_share)
+        signups.append(Signup(plan, customer.id, subscription.id, included, target))
+    return signups
+
+
+def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, signups: Sequence[Signup], seed: int) -> tuple[int, Any]:
+    """The voice server's meter events for the month (a few dropped, a few late duplicates), sent
+    through StripeResource as the clock moves; the clock ends at RECONCILE_AT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    customers = {s.plan.account_code: s.customer_id for s in signups}
+    minutes = rate_calls(calls["disposition"], calls["billable_seconds"])
+    metered = [
+        MeteredCall(row.call_id, customers[row.account_code], row.ended_at.to_pydatetime(), int(m))
+        for row, m in zip(calls.itertuples(index=False), minutes, strict=True)
+        if row.account_code in customers and m > 0
+    ]
+    # Faults on calls that end early enough for their duplicate to be sent before the reconciliation.
+    early = sorted(c.call_id for c in metered if c.ended_at < RECONCILE_AT - DUPLICATE_AFTER - timedelta(days=1))
+    rng = random.Random(seed)
+    picked = rng.sample(early, min(len(early), 10))
+    faults = VoiceServerFaults(drop=frozenset(picked[:6]), duplicate=frozenset(picked[6:]), duplicate_after=DUPLICATE_AFTER)
+    plan = plan_meter_events(metered, faults)
+    pending: list[MeterEventSend] = []
+
+    def deliver(item: MeterEventSend) -> None:
+        stripe.create_meter_event(item.customer_id, item.value, item.timestamp, item.identifier, idempotency_key=item.delivery_key)
+
+    def flush() -> None:  # the events due by the clock's time, several customers at once
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(deliver, pending))
+        pending.clear()
+
+    def advance_to(moment: datetime) -> None:
+        flush()
+        client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": int(moment.timestamp())})
+
+    due = [send for send in plan.sends if send.send_at <= RECONCILE_AT]
+    sent = replay(due, pending.append, advance_to, step=METER_STEP)
+    advance_to(RECONCILE_AT)
+    return sent, plan
+
+
+def _land_cdr_files(calls: pd.DataFrame, settings: Settings, seed: int) -> list[Path]:
+    """The month's CDRs as the three sources deliver them: accounts dealt over the formats."""
+    codes = sorted(calls["account_code"].unique())
+    landed = []
+    for index, file_format in enumerate(CDR_FORMATS):
+        mine = set(codes[index :: len(CDR_FORMATS)])
+        frame = calls[calls["account_code"].isin(mine)]
+        extension = "csv" if file_format != "canonical_jsonl" else "jsonl"
+        path = settings.landing_dir / file_format / f"{MONTH_START:%Y-%m}-calls.{extension}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = write_calls(frame, path, file_format, asterisk_timezone=settings.asterisk_timezone, seed=seed)
+        landed.append(written.path)
+    return landed
+
+
+def _print_minutes(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
+    from aisyst_pipelines.warehouse.cdr_store import minutes_per_account
+
+    by_code = {s.plan.account_code: s for s in signups}
+    progress.say("\nMinutes per customer (usage_daily, September):")
+    progress.say(f"  {'account':<10} {'customer':<20} {'tier':<7} {'calls':>6} {'minutes':>8} {'included':>9} {'used':>6}  note")
+    for row in minutes_per_account(warehouse):
+        signup = by_code.get(row.account_code)
+        if signup is None:
+            progress.say(f"  {row.account_code:<10} {'(unmapped)':<20} {'-':<7} {row.calls:>6} {row.billable_minutes:>8} "
+                         f"{'-':>9} {'-':>6}  no Stripe customer has this account code")
+            continue
+        included = signup.included_minutes
+        used = f"{100 * row.billable_minutes / included:.0f} %" if included else "-"
+        progress.say(f"  {row.account_code:<10} {row.customer_id or '':<20} {signup.plan.tier_index + 1:<7} {row.calls:>6} "
+                     f"{row.billable_minutes:>8} {included if included else 'unlim.':>9} {used:>6}  {signup.plan.note}")
+    progress.say()
+
+
+def _print_reconciliation(progress: Progress, warehouse: Any, result: dg.ExecuteInProcessResult, signups: Sequence[Signup]) -> None:
+    from aisyst_pipelines.warehouse.reconciliation_store import run_results
+
+    codes = {s.customer_id: s.plan.account_code for s in signups}
+    rows = run_results(warehouse, result.run_id)
+    drifting = [r for r in rows if r["status"] != "match"]
+    progress.say(f"\nReconciliation findings (meter_reconciliation, run {result.run_id}): {len(rows)} customer-periods, "
+                 f"{len(rows) - len(drifting)} match, {len(drifting)} drift")
+    progress.say(f"  {'account':<10} {'status':<14} {'cdr':>6} {'stripe':>7} {'delta':>6} {'repaired':>8} {'left':>5}  cause")
+    for row in sorted(drifting, key=lambda r: codes.get(r["customer_id"], "")):
+        progress.say(f"  {codes.get(row['customer_id'], row['customer_id']):<10} {row['status']:<14} {row['cdr_minutes']:>6} "
+                     f"{row['stripe_minutes']:>7} {row['delta_minutes']:>+6} {row['repaired_minutes']:>8} "
+                     f"{row['unrepaired_drift_minutes']:>5}  {row['cause'] or 'unexplained'}")
+    for check in result.get_asset_check_evaluations():
+        progress.say(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'} — {check.description}")
+    progress.say("  Under-metered days (the dropped meter events) were repaired with corrective meter events; over-metered\n"
+                 "  days (duplicates sent after Stripe's 24 h window) cannot be taken back by a meter event: they are left\n"
+                 "  for a person to decide (cancel or credit note, docs/reconciliation.md), so the check fails on purpose.")
+    progress.say()
+
+
+def _print_alerts(progress: Progress, warehouse: Any, mails: Sequence[Path], signups: Sequence[Signup]) -> None:
+    from aisyst_pipelines.warehouse.alerts_store import alerts_in_periods
+
+    codes = {s.customer_id: s.plan.account_code for s in signups}
+    rows = alerts_in_periods(warehouse, [(s.customer_id, MONTH_START) for s in signups])
+    progress.say(f"\nUsage alerts (usage_alerts): {len(rows)} alert(s), {len(mails)} e-mail(s) in the outbox")
+    for row in sorted(rows, key=lambda r: (codes.get(r.customer_id, ""), r.threshold_pct)):
+        progress.say(f"  {codes.get(row.customer_id, row.customer_id):<10} {row.threshold_pct:>3} %  "
+                     f"{row.minutes_used} of {row.included_minutes} minutes ({row.usage_pct:.0f} %)  {row.status}")
+    for path in mails:
+        progress.say(f"  e-mail: {_subject(path)}  →  {path}")
+    progress.say()
+
+
+def _subject(path: Path) -> str:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    return f"to {message['To']}: {str(message['Subject']).strip()}"
+
+
+def _print_invoices(progress: Progress, client: Any, warehouse: Any, signups: Sequence[Signup]) -> None:
+    """Two renewal invoices as the customer reads them: one over its minutes, one within them."""
+    shown = [s for s in signups if s.plan.account_code in ("acct_0001", "acct_0002")]
+    for signup in shown:
+        invoices = client.v1.invoices.list({"customer": signup.customer_id, "limit": 10}).data
+        invoice = next((i for i in invoices if i.billing_reason == "subscription_cycle"), None)
+        if invoice is None:
+            progress.say(f"\n(no renewal invoice for {signup.plan.account_code})")
+            continue
+        lines = client.v1.invoices.line_items.list(invoice.id, {"limit": 100}).data
+        progress.say(_invoice_text(invoice.to_dict(), [line.to_dict() for line in lines]))
+
+
+def _invoice_text(invoice: dict[str, Any], lines: Sequence[dict[str, Any]]) -> str:
+    def money(cents: int | None) -> str:
+        return f"{(cents or 0) / 100:>10,.2f} {invoice['currency'].upper()}"
+
+    def day(seconds: int) -> str:
+        return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d}"
+
+    text = [
+        "",
+        f"┌ Invoice {invoice.get('number') or invoice['id']} ({invoice['status']}) for {invoice.get('customer_name') or ''} "
+        f"<{invoice.get('customer_email') or ''}>, period {day(invoice['period_start'])} – {day(invoice['period_end'])}",
+    ]
+    for field in invoice.get("custom_fields") or []:
+        text.append(f"│ {field['name']}: {field['value']}")
+    if invoice.get("description"):
+        text.append(f"│ memo: {invoice['description']}")
+    text.append("│")
+    for line in lines:
+        text.append(f"│   {line.get('description') or '':<64} {money(line.get('amount'))}")
+    text.append("│")
+    text.append(f"│   {'Subtotal':<64} {money(invoice.get('subtotal'))}")
+    for tax in invoice.get("total_taxes") or invoice.get("total_tax_amounts") or []:
+        text.append(f"│   {'Tax':<64} {money(tax.get('amount'))}")
+    text.append(f"│   {'Total':<64} {money(invoice.get('total'))}")
+    text.append(f"│   {'Amount paid':<64} {money(invoice.get('amount_paid'))}")
+    text.append(f"│   {'Amount due':<64} {money(invoice.get('amount_remaining'))}")
+    if invoice.get("footer"):
+        text.append("│")
+        text.extend(f"│ {part}" for part in str(invoice["footer"]).splitlines())
+    text.append("└")
+    return "\n".join(text)
