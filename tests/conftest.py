@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from aisyst_pipelines.warehouse import Warehouse
 
@@ -53,14 +53,14 @@ def postgres_or_skip() -> None:
 
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (its name), dropped afterwards — for a Dagster instance."""
+    """The URL of a fresh, empty PostgreSQL database, dropped afterwards — for a Dagster instance."""
     postgres_or_skip()
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield name
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
