@@ -48,6 +48,7 @@ from aisyst_pipelines.warehouse.annotations_store import (
     touch,
 )
 from resources import WarehouseResource
+from jobs.sensor_once import evaluate_sensor_once
 from resources.stripe import ListedInvoice, StaleListCursor, StripeResource
 
 RENEWAL = "subscription_cycle"
@@ -335,19 +336,14 @@ def annotate_once(
     if invoice_ids is not None:
         config = {"ops": {op: {"config": {"invoice_ids": list(invoice_ids)}}}}
         return [execute_annotation(instance, definitions, config, {"aisyst/manual": "true"})]
-    sensor = definitions.resolve_sensor_def(draft_invoice_sensor.name)
-    cursor = instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}).get(CLI_CURSOR_KEY)
-    resources = {key: (definitions.resources or {})[key] for key in sensor.required_resource_keys}
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=definitions, sensor_name=sensor.name, resources=resources
-    ) as context:
-        tick = sensor.evaluate_tick(context)
-    if tick.cursor is not None:
-        instance.run_storage.set_cursor_values({CLI_CURSOR_KEY: tick.cursor})
+    sensor_name = draft_invoice_sensor.name
+    tick = evaluate_sensor_once(instance, definitions, sensor_name, CLI_CURSOR_KEY)
     outcomes = []
     for request in tick.run_requests or []:
-        tags = {**request.tags, RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor.name}
-        earlier = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor.name}), limit=1)
+        tags = {**request.tags, RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor_name}
+        earlier = instance.get_runs(
+            filters=dg.RunsFilter(tags={RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor_name}), limit=1
+        )
         ids = request.run_config["ops"][op]["config"]["invoice_ids"]
         if earlier:
             outcomes.append(RunOutcome(earlier[0].run_id, len(ids), {}, None, True, skipped_reason="run key used before"))

@@ -33,6 +33,7 @@ from pydantic import Field
 
 from aisyst_pipelines.billing.invoice_lines import (
     ANNOTATION_VERSION,
+    METADATA_VERSION_KEY,
     InvoiceBranding,
     InvoiceLine,
     TierTerms,
@@ -230,7 +231,7 @@ class InvoiceAnnotator:
             try:
                 self.stripe.finalize_invoice(record.invoice_id)
             except Exception as error:  # noqa: BLE001 - the lines are on; Stripe finalizes it within the hour
-                return _with_detail(figures, f"annotated; finalizing failed: {_describe(error)}")
+                return replace(figures, detail=f"annotated; finalizing failed: {_describe(error)}")
         return figures
 
     def _add_lines(self, invoice_id: str, lines: Sequence[InvoiceLine], metadata: dict[str, str]) -> None:
@@ -262,25 +263,15 @@ class InvoiceAnnotator:
         status = state.status or status
         if status == "void":
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice voided before annotation")
-        usage_metadata = {k: v for k, v in metadata.items() if k != "aisyst_annotation_version"}
+        usage_metadata = {k: v for k, v in metadata.items() if k != METADATA_VERSION_KEY}
         usage_metadata[MISSED_MARKER_KEY] = ANNOTATION_VERSION
         detail = f"invoice was {status} before annotation; usage written to its metadata"
         try:
             self.stripe.write_invoice_metadata(invoice_id, usage_metadata)
         except Exception as error:  # noqa: BLE001 - still missed; say why the metadata is not there
             detail = f"invoice was {status} before annotation; writing usage metadata failed: {_describe(error)}"
-        return AnnotationOutcome(
-            AnnotationStatus.MISSED,
-            detail=detail,
-            tier_name=figures.tier_name,
-            minutes_used=figures.minutes_used,
-            minutes_included=figures.minutes_included,
-            minutes_unused=figures.minutes_unused,
-            overage_minutes=figures.overage_minutes,
-            usage_pct=figures.usage_pct,
-            lines_added=0,
-            locale=figures.locale,
-        )
+        # The figures it would have shown, no lines and nothing charged.
+        return replace(figures, status=AnnotationStatus.MISSED, detail=detail, lines_added=0, overage_amount=None)
 
     def _already_annotated(self, invoice_id: str, metadata: dict[str, str], detail: str) -> AnnotationOutcome:
         """The row for an invoice Stripe shows annotated: figures from its metadata and our lines counted
@@ -330,10 +321,6 @@ def _outcome_of(record: AnnotationRecord) -> AnnotationOutcome:
         minutes_included=record.minutes_included,
         lines_added=record.lines_added,
     )
-
-
-def _with_detail(outcome: AnnotationOutcome, detail: str) -> AnnotationOutcome:
-    return replace(outcome, detail=detail)
 
 
 def _describe(error: Exception) -> str:
