@@ -41,7 +41,7 @@ def defs() -> dg.Definitions:
         invoice_annotation.defs, jobs.annotate_invoices.defs,
         stripe_events_assets.defs, jobs.stripe_events.defs,
         jobs.reconciliation.build_defs(settings),
-        jobs.usage_alerts.usage_alerts_defs(settings),
+        jobs.usage_alerts.build_defs(settings),
         jobs.ops.build_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
     )

@@ -57,7 +57,7 @@ def build_usage_alerts_schedule(timezone: str, thresholds: tuple[int, ...]) -> d
     return usage_alerts_daily
 
 
-def usage_alerts_defs(settings: Settings) -> dg.Definitions:
+def build_defs(settings: Settings) -> dg.Definitions:
     """The alerts' asset, check, job and schedule (resources are bound in definitions.py)."""
     return dg.Definitions.merge(
         usage_alerts_assets.defs,
