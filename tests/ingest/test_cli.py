@@ -1,11 +1,11 @@
-"""`aisyst ingest` and the interim `aisyst demo` against a persistent Dagster instance (DAGSTER_HOME)."""
+"""`aisyst ingest` against a persistent Dagster instance (DAGSTER_HOME)."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
-from ingest_samples import count_rows, expected_usage, usage_calls_minutes, write_sample
+from ingest_samples import expected_usage, usage_calls_minutes, write_sample
 
 from aisyst_pipelines.cli import main
 from aisyst_pipelines.settings import Settings
@@ -56,25 +56,3 @@ def test_ingest_exits_non_zero_when_a_file_fails_and_still_loads_the_others(
     assert "failed  twilio/broken.jsonl:" in out and "truncated" in out
     assert usage_calls_minutes(warehouse) == expected_usage(calls)
     assert sorted(run.is_success for run in runs_in(ingest_settings)) == [False, True]
-
-
-def test_the_interim_demo_runs_and_is_idempotent(
-    ingest_settings: Settings, warehouse: Warehouse, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["demo", "--customers", "4", "--days", "2"]) == 0
-    first = capsys.readouterr().out
-    rows = count_rows(warehouse)
-
-    assert main(["demo", "--customers", "4", "--days", "2"]) == 0
-    second = capsys.readouterr().out
-
-    assert first.count(" loaded  ") == 3
-    assert second.count("skipped  ") == 3 and " loaded  " not in second
-    assert count_rows(warehouse) == rows
-
-    def minutes_table(text: str) -> list[str]:
-        return [line for line in text.splitlines() if line.startswith("  acct_")]
-
-    assert len(minutes_table(first)) == 4
-    assert minutes_table(first) == minutes_table(second)
-    assert "rejected rows per reason" in second

@@ -1,0 +1,125 @@
+"""`aisyst demo --customers 12`, in this process through the CLI, in a temporary AISYST_HOME.
+
+The demo builds its own world (emulator, SQLite warehouse in its home: it wipes that state on each
+run, so it never gets a shared or PostgreSQL warehouse); the assertions read what it printed, its
+warehouse, its outbox and the Dagster instance it leaves behind, and run it a second time in the same
+home to show that re-running starts a fresh world while the instance's history accumulates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from aisyst_pipelines.cli import main
+from aisyst_pipelines.demo import UNMAPPED_ACCOUNT, plan_customers
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.schema import invoice_annotations, meter_corrections, meter_reconciliation, usage_alerts
+
+CUSTOMERS = 12
+SEED = 7
+
+
+def section(out: str, title: str) -> str:
+    """The printed block starting at `title` up to the next blank line."""
+    start = out.index(title)
+    end = out.find("\n\n", start)
+    return out[start : end if end >= 0 else None]
+
+
+def rows_of(warehouse: Warehouse, table) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+    with warehouse.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(select(table))]
+
+
+@pytest.fixture
+def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # Settings the demo must ignore (it never touches a configured warehouse, landing, outbox or SMTP).
+    monkeypatch.setenv("AISYST_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'not-the-demo.db'}")
+    monkeypatch.setenv("AISYST_SMTP_URL", "smtp://127.0.0.1:1")
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_not_for_the_demo")
+    monkeypatch.setenv("AISYST_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED)]) == 0
+    out = capsys.readouterr().out
+    warehouse = Warehouse(f"sqlite:///{demo_home / 'warehouse.db'}")
+    plans = {plan.account_code: plan for plan in plan_customers(CUSTOMERS, SEED)}
+
+    # Minutes per customer: every customer with its planned share, plus the unmapped account.
+    minutes = section(out, "Minutes per customer")
+    table = {line.split()[0]: line for line in minutes.splitlines()[2:]}
+    assert set(table) == set(plans) | {UNMAPPED_ACCOUNT}
+    assert "(unmapped)" in table[UNMAPPED_ACCOUNT] and "no Stripe customer" in table[UNMAPPED_ACCOUNT]
+    assert "1 account(s) without a Stripe customer" in out
+    assert re.search(r"acct_0001 .* 550 +500 +110 %", table["acct_0001"])
+    assert "unlim." in table["acct_0004"]
+
+    # Reconciliation: the dropped events are found and repaired, the late duplicates found and left.
+    findings = section(out, "Reconciliation findings")
+    printed = [line.split() for line in findings.splitlines()[2:] if line.startswith("  acct_")]
+    under = [f for f in printed if f[1] == "under_metered"]
+    over = [f for f in printed if f[1] == "over_metered"]
+    assert under and over
+    assert all(int(f[6]) > 0 for f in under)  # dropped meter events repaired
+    assert all(int(f[7]) > 0 for f in over)  # late duplicates left for a person
+    reconciled = rows_of(warehouse, meter_reconciliation)
+    assert len(reconciled) == CUSTOMERS
+    assert {r["status"] for r in reconciled} == {"match", "under_metered", "over_metered"}
+    repaired = sum(int(f[6]) for f in printed)
+    assert sum(r["repaired_minutes"] for r in reconciled) == repaired > 0
+    corrections = rows_of(warehouse, meter_corrections)
+    assert sum(c["value"] for c in corrections) == repaired and {c["status"] for c in corrections} == {"sent"}
+
+    # Alerts at 80 % and 100 %, each customer e-mail in the outbox.
+    alerts_text = section(out, "Usage alerts")
+    alerts = rows_of(warehouse, usage_alerts)
+    assert Counter(a["threshold_pct"] for a in alerts).keys() == {80, 100}
+    assert {a["customer_id"] for a in alerts if a["threshold_pct"] == 100} >= {
+        line.split()[1] for line in minutes.splitlines() if " 110 % " in line
+    }
+    mails = re.findall(r"e-mail: to (\S+): .*→  (\S+\.eml)", alerts_text)
+    assert len(mails) == sum(a["status"] == "notified" for a in alerts) + 1  # + the ops digest
+    assert all(Path(path).is_file() and Path(path).parent == demo_home / "outbox" for _, path in mails)
+    assert " 80 %  " in alerts_text and "100 %  " in alerts_text
+
+    # Every renewal draft annotated; the printed invoices carry our lines and brand fields.
+    annotations = rows_of(warehouse, invoice_annotations)
+    assert len(annotations) == CUSTOMERS and {a["status"] for a in annotations} == {"annotated"}
+    by_minutes = {a["customer_id"]: a["minutes_used"] for a in annotations}
+    assert sorted(by_minutes.values()) == sorted(
+        int(line.split()[4]) for line in minutes.splitlines()[2:] if UNMAPPED_ACCOUNT not in line
+    )
+    invoices = out.split("┌ Invoice ")[1:]
+    assert len(invoices) == 2
+    assert "Voice minutes used: 550 of 500" in invoices[0] and "Overage: 50 minutes" in invoices[0]
+    assert "Voice minutes used: 850 of 1,000" in invoices[1]
+    for invoice in invoices:
+        assert "(paid)" in invoice and "Client ID: acct_000" in invoice and "memo: " in invoice and "Total" in invoice
+
+    # The declining card shows up through the events sensor; the closing lines say where to look.
+    assert re.search(r"stripe_events_sensor tick: \d+ events applied", out)
+    assert "[Aisyst ops] Payment failed" in out
+    assert f"DAGSTER_HOME={demo_home / 'dagster'} ./run dagster dev -w workspace.yaml" in out
+
+    with dg.DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
+        first_runs = Counter(run.job_name for run in instance.get_runs())
+    assert first_runs["cdr_ingest"] == 3
+    assert all(first_runs[job] == 1 for job in ("meter_reconciliation_job", "usage_alerts_job", "invoice_branding_job"))
+    assert first_runs["annotate_draft_invoices"] >= 1
+
+    # Again in the same home: a fresh world (same minutes), the instance keeps both months' runs.
+    assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED)]) == 0
+    again = capsys.readouterr().out
+    assert section(again, "Minutes per customer").splitlines()[2:][0].split()[2:] == minutes.splitlines()[2:][0].split()[2:]
+    assert len(rows_of(warehouse, invoice_annotations)) == CUSTOMERS
+    with dg.DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
+        second_runs = Counter(run.job_name for run in instance.get_runs())
+    assert second_runs["cdr_ingest"] == 6 and second_runs["meter_reconciliation_job"] == 2
