@@ -177,7 +177,8 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
             status = _month(emulator, settings, plans, seed, progress)
         progress.say(f"\nDagster's run logs of this demo: {log_path}")
         progress.say(
-            "Where to look: the runs, sensor ticks and asset history of every demo run are in the instance\n"
+            "Where to look: the runs (tagged with the sensor that requested them) and the asset history of every\n"
+            "demo run are in the instance\n"
             f"  DAGSTER_HOME={settings.dagster_home} ./run dagster dev -w workspace.yaml\n"
             f"  (then http://127.0.0.1:3000); the warehouse is {settings.warehouse_url}, the e-mails are in {settings.outbox_dir}"
         )
