@@ -177,8 +177,7 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
             status = _month(emulator, settings, plans, seed, progress)
         progress.say(f"\nDagster's run logs of this demo: {log_path}")
         progress.say(
-            "Where to look: the runs (tagged with the sensor that requested them) and the asset history of every\n"
-            "demo run are in the instance\n"
+            "Where to look: the runs, the sensor ticks and the asset history of every demo run are in the instance\n"
             f"  DAGSTER_HOME={settings.dagster_home} ./run dagster dev -w workspace.yaml\n"
             f"  (then http://127.0.0.1:3000); the warehouse is {settings.warehouse_url}, the e-mails are in {settings.outbox_dir}"
         )
@@ -191,6 +190,7 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
     from aisyst_pipelines.emulator.testing import RunningEmulator
     from aisyst_pipelines.warehouse import Warehouse
     from jobs import annotate_invoices, ingest, reconciliation, stripe_events, usage_alerts
+    from jobs.ticks import record_sensor_tick
     from resources.stripe import StripeResource
 
     catalog = load_tier_catalog(settings.tiers_file)
@@ -229,6 +229,8 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
         progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
 
         outcomes = ingest.ingest_once(instance, definitions)
+        record_sensor_tick(instance, ingest.SENSOR_NAME, run_ids=[o.run_id for o in outcomes if o.run_id],
+                           skip_reason="no new CDR files")
         for outcome in outcomes:
             progress.say(f"    {outcome.status:>7}  {ingest.shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
         progress.step(f"ingested: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingest.JOB_NAME}")
@@ -250,6 +252,8 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
         client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
         progress.step(f"test clock advanced past the renewal ({RENEWAL:%Y-%m-%d %H:%M} UTC): draft renewal invoices created")
         annotated = annotate_invoices.annotate_once(instance, definitions)
+        record_sensor_tick(instance, annotate_invoices.draft_invoice_sensor.name, run_ids=[run.run_id for run in annotated],
+                           skip_reason="no renewal drafts to annotate")
         for run in annotated:
             counts = ", ".join(f"{key} {value}" for key, value in run.counts.items() if value) or run.skipped_reason or "run failed"
             progress.say(f"    run {run.run_id}: {run.invoices} invoice(s): {counts}")
@@ -259,6 +263,8 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
         progress.step("test clock advanced one hour: invoices finalized and paid (one card declines)")
         before = set(settings.outbox_dir.glob("*.eml"))
         tick = stripe_events.events_once(instance, definitions)
+        record_sensor_tick(instance, stripe_events.stripe_events_sensor.name, cursor=tick.cursor,
+                           skip_reason=None if tick.asset_events else tick.skip_message)
         applied = tick.asset_events[0].metadata if tick.asset_events else {}
         progress.step(
             "stripe_events_sensor tick: "

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from sqlalchemy import select
 
 from aisyst_pipelines.cli import main
 from aisyst_pipelines.demo import UNMAPPED_ACCOUNT, plan_customers
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import invoice_annotations, meter_corrections, meter_reconciliation, usage_alerts
+from jobs.ticks import LOCATION_NAME, sensor_selector_id
 
 CUSTOMERS = 12
 SEED = 7
@@ -35,6 +37,16 @@ def section(out: str, title: str) -> str:
 def rows_of(warehouse: Warehouse, table) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
     with warehouse.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(select(table))]
+
+
+def assert_sensor_ticks(home: Path, runs_per_sensor: dict[str, int]) -> None:
+    """One tick per sensor pass, found the way the UI looks them up (by the workspace's selector)."""
+    location = yaml.safe_load((Path(__file__).parents[2] / "workspace.yaml").read_text())["load_from"][0]["python_module"]["location_name"]
+    assert location == LOCATION_NAME
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        for sensor, runs in runs_per_sensor.items():
+            (tick,) = instance.get_ticks(sensor_selector_id(sensor), sensor_selector_id(sensor))
+            assert len(tick.run_ids) == runs and tick.status.value == "SUCCESS"
 
 
 @pytest.fixture
@@ -114,6 +126,8 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert first_runs["cdr_ingest"] == 3
     assert all(first_runs[job] == 1 for job in ("meter_reconciliation_job", "usage_alerts_job", "invoice_branding_job"))
     assert first_runs["annotate_draft_invoices"] >= 1
+    assert_sensor_ticks(demo_home, {"cdr_files_sensor": 3, "draft_invoice_sensor": first_runs["annotate_draft_invoices"],
+                                    "stripe_events_sensor": 0})
 
     # Again in the same home: a fresh world (same minutes), the instance keeps both months' runs.
     assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED)]) == 0
