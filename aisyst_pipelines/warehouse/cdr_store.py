@@ -228,20 +228,20 @@ def read_ahead(items: Iterable[T]) -> Iterator[T]:
 
     The next chunk is parsed while the database works on the current one (PostgreSQL works in its
     own process, sqlite3 releases the GIL), so a load costs about max(parse, database) instead of
-    their sum. Memory grows by one chunk. An exception of the producer (a truncated file) is raised
-    in the consumer; a consumer that stops early (an error in the transaction) stops the producer.
+    their sum. The producer starts on item n+1 only once the consumer has taken item n, so at most
+    two chunks are alive at a time. An exception of the producer (a truncated file) is raised in the
+    consumer; a consumer that stops early (an error in the transaction) stops the producer.
     """
     handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    taken = threading.Semaphore(0)
     stopped = threading.Event()
 
     def hand_over(kind: str, value: Any) -> bool:
-        while not stopped.is_set():
-            try:
-                handoff.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        handoff.put((kind, value))  # never blocks: the previous item has been taken
+        while not taken.acquire(timeout=0.1):
+            if stopped.is_set():
+                return False
+        return True
 
     def produce() -> None:
         try:
@@ -257,11 +257,13 @@ def read_ahead(items: Iterable[T]) -> Iterator[T]:
     try:
         while True:
             kind, value = handoff.get()
+            taken.release()
             if kind == "done":
                 return
             if kind == "error":
                 raise value
             yield value
+            del value  # the chunk is not kept alive while the generator waits for the next one
     finally:
         stopped.set()
         producer.join()
