@@ -41,6 +41,7 @@ from aisyst_pipelines.assets.cdr import (
 from aisyst_pipelines.cdr import forced_format_for
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse.cdr_store import loaded_sha256s
+from jobs.ops import CDR_FRESHNESS_CHECK
 from resources import WarehouseResource
 
 JOB_NAME = "cdr_ingest"
@@ -61,7 +62,9 @@ REJECT_SHARE_CHECK_OP = f"{CALL_RECORDS.to_python_identifier()}_{REJECT_SHARE_CH
 
 cdr_ingest_job = dg.define_asset_job(
     JOB_NAME,
-    selection=dg.AssetSelection.assets(CALL_RECORDS, USAGE_DAILY),
+    # The hourly freshness check (jobs/ops.py) is about the landing feed, not about one file: not run here.
+    selection=dg.AssetSelection.assets(CALL_RECORDS, USAGE_DAILY)
+    - dg.AssetSelection.checks(dg.AssetCheckKey(CALL_RECORDS, CDR_FRESHNESS_CHECK)),
     description="Load one landing CDR file (run config: path, sha256, forced format) into call_records and "
     "usage_daily in one transaction, then check its reject share.",
 )

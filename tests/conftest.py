@@ -51,6 +51,18 @@ def postgres_or_skip() -> None:
         pytest.skip(_POSTGRES_REASON)
 
 
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_left_from_an_earlier_test() -> Iterator[None]:
+    """Dagster keeps the entered instance's definitions-state storage in a context variable; an
+    instance that exits out of order leaves it pointing at a closed, collected instance, and the next
+    test that loads Definitions fails with "undefined DagsterInstance weakref". Each test starts clean."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield
+    _current_storage.set(None)
+
+
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """The URL of a fresh, empty PostgreSQL database, dropped afterwards — for a Dagster instance."""
