@@ -42,6 +42,7 @@ from aisyst_pipelines.cdr import forced_format_for
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse.cdr_store import loaded_sha256s
 from jobs.ops import CDR_FRESHNESS_CHECK
+from jobs.sensor_once import evaluate_sensor_once
 from resources import WarehouseResource
 
 JOB_NAME = "cdr_ingest"
@@ -267,22 +268,12 @@ def ingest_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> li
     never repeats a file this pass already ran. This pass keeps its own cursor in the instance's
     key-value storage: the daemon's cursor belongs to the running code location.
     """
-    sensor_def = definitions.resolve_sensor_def(SENSOR_NAME)
     job_def = definitions.resolve_job_def(JOB_NAME)
-    cursor = instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}).get(CLI_CURSOR_KEY)
-    # The daemon hands a sensor the code location's resources it asks for; do the same.
-    resources = {key: (definitions.resources or {})[key] for key in sensor_def.required_resource_keys}
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=definitions, sensor_name=SENSOR_NAME, resources=resources
-    ) as context:
-        tick = sensor_def.evaluate_tick(context)
+    tick = evaluate_sensor_once(instance, definitions, SENSOR_NAME, CLI_CURSOR_KEY)
     outcomes: list[FileOutcome] = []
     for event in tick.asset_events:
         instance.report_runless_asset_event(event)
-        metadata = event.metadata
-        outcomes.append(FileOutcome(str(metadata["file"].value), "skipped", "content already loaded"))
-    if tick.cursor is not None:
-        instance.run_storage.set_cursor_values({CLI_CURSOR_KEY: tick.cursor})
+        outcomes.append(FileOutcome(str(event.metadata["file"].value), "skipped", "content already loaded"))
 
     for request in tick.run_requests or []:
         file = request.run_config["ops"][LOAD_OP_NAME]["config"]["path"]

@@ -37,6 +37,7 @@ from aisyst_pipelines.settings import Settings
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
+from jobs.sensor_once import evaluate_sensor_once
 
 # A tick stops between two pages once TICK_TIME_BUDGET_SECONDS have passed, or after
 # MAX_EVENTS_PER_TICK events: one page (100 events, one transaction) takes ~0.05 s on SQLite and
@@ -119,17 +120,9 @@ def events_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> Se
     """Evaluate `stripe_events_sensor` once in this process against `instance` (as `ingest_once` does
     for the landing sensor): the events are applied, the ops alerts sent, and the tick's asset event
     recorded in the instance so that `dagster dev` shows it."""
-    sensor = definitions.resolve_sensor_def(stripe_events_sensor.name)
-    cursor = instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}).get(CLI_CURSOR_KEY)
-    resources = {key: (definitions.resources or {})[key] for key in sensor.required_resource_keys}
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=definitions, sensor_name=sensor.name, resources=resources
-    ) as context:
-        tick = sensor.evaluate_tick(context)
+    tick = evaluate_sensor_once(instance, definitions, stripe_events_sensor.name, CLI_CURSOR_KEY)
     for event in tick.asset_events:
         instance.report_runless_asset_event(event)
-    if tick.cursor is not None:
-        instance.run_storage.set_cursor_values({CLI_CURSOR_KEY: tick.cursor})
     return tick
 
 
