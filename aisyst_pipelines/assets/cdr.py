@@ -192,8 +192,7 @@ def describe_load(result: CdrLoadResult) -> str:
 def cdr_reject_share(
     context: dg.AssetCheckExecutionContext, config: RejectShareConfig, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(CALL_RECORDS)
-    materialization = event.asset_materialization if event else None
+    materialization = _file_materialization(context)
     if materialization is None or "sha256" not in materialization.metadata:
         return dg.AssetCheckResult(passed=True, description="no CDR file loaded yet")
     sha256 = str(materialization.metadata["sha256"].value)
@@ -220,6 +219,20 @@ def cdr_reject_share(
             "rows_rejected": row.rows_rejected,
         },
     )
+
+
+def _file_materialization(context: dg.AssetCheckExecutionContext) -> dg.AssetMaterialization | None:
+    """The call_records materialization of this check's own run; the latest one when the check runs
+    on its own. (Not simply the latest: runs of several files can overlap.)"""
+    own = [
+        entry.asset_materialization
+        for entry in context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if entry.asset_materialization is not None and entry.asset_materialization.asset_key == CALL_RECORDS
+    ]
+    if own:
+        return own[-1]
+    latest = context.instance.get_latest_materialization_event(CALL_RECORDS)
+    return latest.asset_materialization if latest else None
 
 
 defs = dg.Definitions(assets=[load_cdr_file_assets], asset_checks=[cdr_reject_share])

@@ -150,3 +150,25 @@ def test_dg_materialize_with_the_real_warehouse(ingest_settings: Settings, wareh
     with warehouse.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(call_records)) == written.rows
     assert usage_calls_minutes(warehouse) == expected_usage(calls)
+
+
+def test_the_check_on_its_own_judges_the_file_loaded_last(
+    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    messy = ingest_settings.landing_dir / "messy.csv"
+    write_sample(messy, "canonical_csv", malformed_rate=0.1, days=3)
+    clean = ingest_settings.landing_dir / "clean.csv"
+    write_sample(clean, "canonical_csv", seed=5)
+    resources = {"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=PII_KEY)}
+    check_only = dg.AssetSelection.checks(cdr_reject_share)
+
+    def check_alone() -> bool:
+        result = dg.materialize([load_cdr_file_assets, cdr_reject_share], selection=check_only, resources=resources,
+                                instance=instance, run_config={"ops": {REJECT_SHARE_CHECK_OP: {"config": {"max_reject_share": 0.01}}}})
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation.passed
+
+    assert not execute(definitions, instance, run_config(messy)).get_asset_check_evaluations()[0].passed
+    assert not check_alone()
+    assert execute(definitions, instance, run_config(clean)).get_asset_check_evaluations()[0].passed
+    assert check_alone()
