@@ -18,11 +18,11 @@ from resources import NotifierResource, WarehouseResource
 CDR_FRESHNESS_CHECK = "cdr_ingestion_fresh"
 
 
-def run_failure_text(job_name: str, run_id: str, message: str, ui_hint: str) -> str:
+def run_failure_text(job_name: str, run_id: str, message: str) -> str:
     return (
         f"The Dagster run {run_id} of job {job_name} failed.\n\n"
         f"{message}\n\n"
-        f"Runbook: docs/operations.md, section for {job_name}. Run details: {ui_hint}/runs/{run_id}\n"
+        f"Runbook: docs/operations.md, section for {job_name}. Run details: Dagster UI, Runs, {run_id}.\n"
     )
 
 
@@ -38,7 +38,7 @@ def ops_run_failure_alert(context: dg.RunFailureSensorContext, notifier: Notifie
     message = context.failure_event.message or "no failure message"
     notifier.send_ops_alert(
         subject=f"[aisyst] run failed: {run.job_name}",
-        text=run_failure_text(run.job_name, run.run_id, message, "http://localhost:3000"),
+        text=run_failure_text(run.job_name, run.run_id, message),
     )
 
 
