@@ -70,9 +70,15 @@ class SensorPolicy:
     batch_size: int = 5000
     page_size: int = 100  # Stripe's maximum
     max_pages_per_tick: int = 100  # 10,000 invoices
-    # Stop listing after this and request runs for what was listed; the next tick (30 s after this one
-    # started) continues the scan. Long enough to queue ~40 pages (4,000 invoices, 40 s of writing at
-    # 100/s) in the first tick of a burst, short enough to start writing early and stay far from 60 s.
+    # Stop listing once a tick has found this many renewals to queue, and request their runs; the next
+    # tick (30 s after this one started) continues the scan. So the first writes of a month-start burst
+    # start after seconds of listing instead of after the whole budget. None: what the runs write (one
+    # request per invoice) at the Stripe rate in `writing_seconds_per_tick`.
+    renewals_per_tick: int | None = None
+    # Longer than the 30 s to the next tick plus that tick's own listing (slower while runs write):
+    # the runs never wait for the next batch.
+    writing_seconds_per_tick: float = 40.0
+    # Never list longer than this in one tick (far from Dagster's 60 s limit).
     tick_budget_seconds: float = 15.0
     overlap_seconds: int = 60  # re-listed below the cursor …
     # … for this long (wall clock) after the cursor last rose: an invoice is listable within seconds of
@@ -142,6 +148,7 @@ def scan_invoices(
     stripe: StripeResource, warehouse: Warehouse, cursor: ScanCursor, policy: SensorPolicy, now: datetime
 ) -> TickPlan:
     """One tick's work, without Dagster: list, queue new renewals, pick rows to retry."""
+    enough = policy.renewals_per_tick or round(stripe.effective_requests_per_second * policy.writing_seconds_per_tick)
     if cursor.scanning:
         gte, status, after, top = cursor.scan_gte, cursor.scan_status, cursor.scan_after, cursor.scan_top
     elif cursor.hwm is None:
@@ -153,6 +160,7 @@ def scan_invoices(
     plan = TickPlan(cursor=cursor)
     deadline = time.monotonic() + policy.tick_budget_seconds
     renewals: list[ListedInvoice] = []
+    known: set[str] = set()  # renewals listed this tick that already have an invoice_annotations row
     while True:
         try:
             page = stripe.list_invoices_page(created_gte=gte, status=status, starting_after=after, limit=policy.page_size)
@@ -163,11 +171,14 @@ def scan_invoices(
             continue
         plan.pages += 1
         plan.listed += len(page.invoices)
+        page_renewals = []
         for listed in page.invoices:
             created = int(listed.invoice.created.timestamp())
             top = created if top is None else max(top, created)
             if listed.invoice.billing_reason == RENEWAL:
-                renewals.append(listed)
+                page_renewals.append(listed)
+        renewals.extend(page_renewals)
+        known |= invoice_ids_on_record(warehouse, [invoice.id for invoice in page_renewals])
         if page.invoices:
             after = page.invoices[-1].id
         if not page.has_more:
@@ -182,7 +193,7 @@ def scan_invoices(
             rose = top is not None and (cursor.hwm is None or top > cursor.hwm)
             plan.cursor = ScanCursor(hwm=top if rose else cursor.hwm, hwm_at=now.timestamp() if rose else cursor.hwm_at)
             break
-        if plan.pages >= policy.max_pages_per_tick or time.monotonic() >= deadline:
+        if plan.pages >= policy.max_pages_per_tick or len(renewals) - len(known) >= enough or time.monotonic() >= deadline:
             plan.cursor = ScanCursor(
                 hwm=cursor.hwm,
                 hwm_at=cursor.hwm_at,
@@ -195,7 +206,6 @@ def scan_invoices(
             break
     plan.renewals_seen = len(renewals)
 
-    known = invoice_ids_on_record(warehouse, [invoice.id for invoice in renewals])
     fresh = [invoice for invoice in renewals if invoice.id not in known]
     # Annotated by us, but no row (e.g. a restored warehouse): record it, never write it again.
     carrying = [listed for listed in fresh if annotation_version_of(listed.invoice.metadata)]

@@ -75,6 +75,27 @@ def test_a_scan_larger_than_a_tick_continues_from_the_cursor(world: World) -> No
     assert len(seen) == len(set(seen))
 
 
+def test_a_tick_stops_listing_once_it_has_enough_new_renewals_for_its_runs(world: World) -> None:
+    subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(7)]
+    world.sync()
+    world.renew()
+    # 3 new renewals are enough for one tick: it requests them after 2 pages of 2 (not 4 pages) …
+    policy = SensorPolicy(page_size=2, renewals_per_tick=3, batch_size=100)
+    first = world.tick(policy=policy)
+    assert [len(batch) for batch in ids_of(first)] == [4]
+    assert json.loads(first.cursor)["scanning"]
+    second = world.tick(first.cursor, policy=policy)
+    assert [len(batch) for batch in ids_of(second)] == [3]
+    assert not json.loads(second.cursor)["scanning"]
+    assert sorted(i for r in (first, second) for b in ids_of(r) for i in b) == sorted(
+        world.renewal_invoice(s).id for s in subscribers
+    )
+    # … and renewals already on record don't count towards it: re-listing the overlap finds nothing
+    # new and lists to the end of the window.
+    again = world.tick(second.cursor, policy=policy)
+    assert again.run_requests == [] and not json.loads(again.cursor)["scanning"]
+
+
 def test_stale_rows_are_requested_again_and_our_version_is_respected(world: World) -> None:
     stuck = world.subscribe("ACME-1", 1)
     annotated_elsewhere = world.subscribe("ACME-2", 1)
