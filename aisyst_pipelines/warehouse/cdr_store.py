@@ -5,14 +5,15 @@ Loading one file is ONE transaction (`load_cdr_file`):
 1. serialise CDR loads (PostgreSQL advisory lock; SQLite has a single writer anyway) and claim the file:
    a `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO NOTHING. A file already loaded is
    skipped without touching anything else;
-2. per chunk of parsed records: bulk-copy the chunk into a temporary staging table (PostgreSQL
-   COPY, SQLite executemany — the one dialect-specific step of the data path), then set-based SQL:
-   `INSERT … SELECT … ON CONFLICT (call_id) DO NOTHING` with the customer resolved from
-   stripe_customers, and — only when some staged rows were not inserted — one join that tells an
-   identical re-delivery (counted as duplicate) from a conflicting one (a `conflicting_duplicate`
-   reject; the first version stays). Merging chunk by chunk keeps memory and the staging table
-   bounded by the chunk size, and makes "first version wins" hold across chunks of one file too:
-   an earlier chunk's rows are already in call_records when a later chunk is compared;
+2. per chunk of parsed records: one indexed lookup of the chunk's call_ids in call_records tells
+   the new calls from re-deliveries; the new ones (first occurrence in the chunk, unknown to
+   call_records) are bulk-copied straight into call_records in call_id order (PostgreSQL COPY,
+   SQLite executemany — the one dialect-specific step of the data path), with the customer
+   resolved from stripe_customers. A re-delivery with identical content is counted as a duplicate,
+   one with different content becomes a `conflicting_duplicate` reject (the first version stays).
+   Loads are serialised, so nothing can slip in between the lookup and the copy. Merging chunk by
+   chunk keeps memory bounded by the chunk size, and makes "first version wins" hold across chunks
+   of one file too: an earlier chunk's rows are already in call_records when a later chunk is looked up;
 3. parser rejects go straight into call_records_rejected;
 4. usage_daily is recomputed from call_records (not incremented) for exactly the
    (account_code, UTC day of ended_at) pairs that the newly inserted rows touch;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +35,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -45,9 +48,11 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
-    Text,
     and_,
+    any_,
+    bindparam,
     case,
+    column,
     delete,
     exists,
     func,
@@ -71,6 +76,10 @@ T = TypeVar("T")
 _COUNT_ROWS = {"preserve_rowcount": True}
 
 _SQLITE_LOAD_CACHE_KIB = 128 * 1024
+
+# What the drivers raise when an insert meets an existing primary key (COPY and executemany go
+# through the driver connection, past SQLAlchemy's exception wrapping).
+_UNIQUE_VIOLATIONS = (psycopg.errors.UniqueViolation, sqlite3.IntegrityError)
 
 # A constant key for pg_advisory_xact_lock: one CDR load at a time per warehouse (see _serialize_loads).
 _CDR_LOAD_LOCK_KEY = 0x41_49_53_43_44_52  # "AISCDR"
@@ -117,16 +126,6 @@ class CdrLoadResult:
 # Created inside the load's transaction: PostgreSQL and SQLite both roll the DDL back with the rest.
 
 _temp_metadata = MetaData()
-
-cdr_staging = Table(
-    "cdr_staging",
-    _temp_metadata,
-    # The parsed records' columns, typed as in call_records (no key: duplicates are staged too) …
-    *(Column(name, call_records.c[name].type, nullable=call_records.c[name].nullable) for name in RECORD_COLUMNS),
-    # … and 1 for the first occurrence of its call_id within the chunk.
-    Column("is_first", SmallInteger, nullable=False),
-    prefixes=["TEMPORARY"],
-)
 
 cdr_touched_days = Table(
     "cdr_touched_days",
@@ -189,7 +188,7 @@ def load_cdr_file(
             result.skipped = True
             return result
         reasons: Counter[str] = Counter()
-        any_not_loaded = False
+        customers = _account_customer_map(connection)
         cdr_touched_days.create(connection)
         for chunk in read_ahead(chunks):
             result.rows_total += int(chunk.rows_total)
@@ -197,16 +196,13 @@ def load_cdr_file(
                 reasons.update(chunk.rejects["reason_code"].astype(str).tolist())
                 _insert_rejects(connection, source, chunk.rejects, ingested_at)
             if len(chunk.records):
-                merged = _merge_records(connection, source, chunk.records, ingested_at)
+                merged = _merge_records(connection, source, chunk.records, ingested_at, customers)
                 result.rows_loaded += merged.loaded
                 result.rows_duplicate += merged.duplicates
                 if merged.conflicts:
                     reasons[CONFLICTING_DUPLICATE] += merged.conflicts
-                any_not_loaded |= merged.loaded < len(chunk.records)
         result.rejected_by_reason = dict(sorted(reasons.items()))
         result.rows_rejected = sum(reasons.values())
-        if any_not_loaded:
-            _keep_only_days_with_new_rows(connection, source.sha256)
         result.usage_days_recomputed = _recompute_usage_daily(connection, ingested_at)
         result.unmapped_accounts = _unmapped_touched_accounts(connection)
         cdr_touched_days.drop(connection)
@@ -364,6 +360,13 @@ def _bulk_cache(connection: Connection) -> Iterator[None]:
         connection.exec_driver_sql(f"PRAGMA cache_size = {int(previous)}")
 
 
+def _account_customer_map(connection: Connection) -> dict[str, str]:
+    """account_code → Stripe customer as `account_customers` resolves it, read once per load (the
+    customer sync fills in calls of accounts mapped later)."""
+    mapping = account_customers()
+    return dict(connection.execute(select(mapping.c.account_code, mapping.c.customer_id)).all())  # type: ignore[arg-type]
+
+
 def _insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
     dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     return dialect_insert(table).on_conflict_do_nothing()
@@ -389,61 +392,105 @@ class _Merged:
 
 
 def _merge_records(
-    connection: Connection, source: CdrFileIdentity, records: pd.DataFrame, ingested_at: datetime
+    connection: Connection,
+    source: CdrFileIdentity,
+    records: pd.DataFrame,
+    ingested_at: datetime,
+    customers: dict[str, str],
 ) -> _Merged:
-    frame = records.loc[:, list(RECORD_COLUMNS)].copy()
-    # First occurrence of a call_id within the chunk: only that one may be inserted, so that
-    # "the first version stays" does not depend on the order in which the database inserts rows.
-    frame["is_first"] = (~frame["call_id"].duplicated(keep="first")).astype("int16")
-    _remember_touched_days(connection, frame)
+    """Insert the chunk's calls that are new; count identical re-deliveries; reject conflicting ones.
 
-    cdr_staging.create(connection)
-    bulk_insert(connection, cdr_staging, frame)
-    s = cdr_staging
-    customers = account_customers()
-    selected = (
-        select(
-            s.c.call_id, s.c.account_code, customers.c.customer_id, s.c.direction, s.c.disposition,
-            s.c.started_at, s.c.answered_at, s.c.ended_at, s.c.billable_seconds, s.c.billable_minutes,
-            s.c.caller_hash, s.c.callee_hash, s.c.content_hash,
-            literal(source.path, Text).label("source_file"),
-            literal(source.sha256, String).label("source_sha256"),
-            s.c.source_line,
-            literal(ingested_at, UtcDateTime).label("ingested_at"),
-        )
-        .select_from(s.outerjoin(customers, customers.c.account_code == s.c.account_code))
-        .where(s.c.is_first == 1)  # a WHERE also keeps SQLite's parser from reading ON CONFLICT as a join
-    )
-    insert_new = _insert_ignoring_conflicts(connection, call_records).from_select(
-        [c.name for c in selected.selected_columns], selected
-    )
-    loaded = connection.execute(insert_new, execution_options=_COUNT_ROWS).rowcount
-    conflicts = 0
-    if loaded < len(frame):
-        conflicts = _reject_conflicting_duplicates(connection, source, frame, ingested_at)
-    cdr_staging.drop(connection)
-    return _Merged(loaded=loaded, duplicates=len(frame) - loaded - conflicts, conflicts=conflicts)
+    A call is new when its call_id is neither in call_records nor earlier in the chunk (the first
+    version wins, whatever order the database would insert rows in). The calls go straight into
+    call_records in the database's bulk path, without a staging copy, optimistically: usually none
+    of them was loaded before, and the primary key says so while they are copied. Only when it
+    refuses one is the copy rolled back (to a savepoint) and the stored versions looked up, to
+    insert the new calls and judge the others — safe, because loads are serialised.
+
+    Calls go in call_id order: the primary key's B-tree is then filled in one sweep instead of at
+    random places, which keeps its pages in cache (the secondary indexes start with the account or
+    the customer, whose calls arrive in time order anyway).
+    """
+    frame = records.loc[:, list(RECORD_COLUMNS)].reset_index(drop=True)
+    first = frame[~frame["call_id"].duplicated(keep="first")].sort_values("call_id")
+    extra_columns = {
+        "source_file": source.path,
+        "source_sha256": source.sha256,
+        "ingested_at": pd.Timestamp(ingested_at),
+    }
+    rows = first.assign(customer_id=first["account_code"].map(customers), **extra_columns)
+    if _insert_unless_a_key_exists(connection, rows):
+        new, stored = first, _NOTHING_STORED
+    else:
+        stored = _stored_versions(connection, first["call_id"].tolist())
+        is_new = ~first["call_id"].isin(stored.index)
+        new = first[is_new]
+        if len(new):
+            bulk_insert(connection, call_records, rows[is_new])
+    _remember_touched_days(connection, new)
+    repeated = frame.drop(index=new.index)
+    conflicts = _reject_conflicting_duplicates(connection, source, repeated, new, stored, ingested_at)
+    return _Merged(loaded=len(new), duplicates=len(frame) - len(new) - conflicts, conflicts=conflicts)
+
+
+_NOTHING_STORED = pd.DataFrame(
+    {"content_hash": pd.Series(dtype=str), "kept_file": pd.Series(dtype=str), "kept_line": pd.Series(dtype="int64")},
+    index=pd.Index([], name="call_id", dtype=str),
+)
+
+
+def _insert_unless_a_key_exists(connection: Connection, rows: pd.DataFrame) -> bool:
+    """Bulk-insert the rows into call_records in a savepoint; False (and nothing inserted) when one
+    of their call_ids is there already."""
+    try:
+        with connection.begin_nested():
+            bulk_insert(connection, call_records, rows)
+    except _UNIQUE_VIOLATIONS:
+        return False
+    return True
+
+
+def _stored_versions(connection: Connection, call_ids: list[str]) -> pd.DataFrame:
+    """content_hash, kept_file and kept_line of those `call_ids` that are in call_records, by call_id.
+
+    The ids go as ONE parameter (a PostgreSQL array, a JSON array for SQLite's json_each), not as
+    100,000 bound values; each is one probe of the primary key."""
+    c = call_records.c
+    if connection.dialect.name == "postgresql":
+        wanted = c.call_id == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+        ids: Any = call_ids
+    else:
+        wanted = c.call_id.in_(select(column("value")).select_from(func.json_each(bindparam("ids"))))
+        ids = json.dumps(call_ids)
+    rows = connection.execute(
+        select(c.call_id, c.content_hash, c.source_file.label("kept_file"), c.source_line.label("kept_line")).where(wanted),
+        {"ids": ids},
+    ).all()
+    return pd.DataFrame(rows, columns=["call_id", "content_hash", "kept_file", "kept_line"]).set_index("call_id")
 
 
 def _reject_conflicting_duplicates(
-    connection: Connection, source: CdrFileIdentity, frame: pd.DataFrame, ingested_at: datetime
+    connection: Connection,
+    source: CdrFileIdentity,
+    repeated: pd.DataFrame,
+    new: pd.DataFrame,
+    stored: pd.DataFrame,
+    ingested_at: datetime,
 ) -> int:
-    """Staged rows that were not inserted: a call_id already in call_records (from an earlier file,
-    or an earlier line of this one). Identical content is a harmless re-delivery; different content
-    is rejected and the stored version stays."""
-    s, c = cdr_staging, call_records
-    conflicting = connection.execute(
-        select(s.c.source_line, c.c.source_file, c.c.source_line.label("kept_line"))
-        .select_from(s.join(c, c.c.call_id == s.c.call_id))
-        .where(
-            ~and_(c.c.source_sha256 == source.sha256, c.c.source_line == s.c.source_line),
-            c.c.content_hash != s.c.content_hash,
-        )
-    ).all()
-    if not conflicting:
+    """`repeated`: the chunk's calls that were not inserted, each a call_id already in call_records
+    (from an earlier file or chunk) or earlier in this chunk. Identical content is a harmless
+    re-delivery; different content is rejected and the kept version stays."""
+    if not len(repeated):
         return 0
-    kept = pd.DataFrame(conflicting, columns=["source_line", "kept_file", "kept_line"])
-    rows = frame.merge(kept, on="source_line", how="inner")
+    inserted_now = pd.DataFrame(
+        {"content_hash": new["content_hash"].to_numpy(), "kept_file": source.path, "kept_line": new["source_line"].to_numpy()},
+        index=pd.Index(new["call_id"], name="call_id"),
+    )
+    kept = pd.concat([stored, inserted_now])
+    rows = repeated.merge(kept, left_on="call_id", right_index=True, how="left", suffixes=("", "_kept"))
+    rows = rows[rows["content_hash"] != rows["content_hash_kept"]]
+    if not len(rows):
+        return 0
     rejects = pd.DataFrame(
         {
             "source_line": rows["source_line"],
@@ -502,8 +549,7 @@ def _storable_text(value: Any) -> str:
 
 
 def _remember_touched_days(connection: Connection, frame: pd.DataFrame) -> None:
-    """Record the (account_code, UTC day of ended_at) pairs of this chunk — a superset of the days the
-    inserted rows touch; `_keep_only_days_with_new_rows` trims it when some rows were not inserted."""
+    """Record the (account_code, UTC day of ended_at) pairs that these new calls touch."""
     days = pd.DataFrame({"account_code": frame["account_code"], "day_start": _utc(frame["ended_at"]).dt.floor("D")})
     days = days.drop_duplicates()
     rows = [
@@ -513,13 +559,6 @@ def _remember_touched_days(connection: Connection, frame: pd.DataFrame) -> None:
     ]
     if rows:
         connection.execute(_insert_ignoring_conflicts(connection, cdr_touched_days), rows)
-
-
-def _keep_only_days_with_new_rows(connection: Connection, sha256: str) -> None:
-    t, c = cdr_touched_days, call_records
-    connection.execute(
-        delete(t).where(~exists().where(_in_touched_day(c, t), c.c.source_sha256 == sha256))
-    )
 
 
 def _in_touched_day(c: Table, t: Table):  # type: ignore[no-untyped-def]
@@ -635,12 +674,12 @@ def sqlite_rows(arrow: pa.Table) -> Iterable[tuple[Any, ...]]:
     """Plain tuples for sqlite3's executemany; times as the naive UTC text SQLAlchemy's SQLite DATETIME
     stores ("YYYY-MM-DD HH:MM:SS.ffffff"), which UtcDateTime reads back as UTC."""
     columns = []
-    for column in arrow.columns:
-        if pa.types.is_timestamp(column.type):
-            column = _utc_text(column)
-        elif pa.types.is_date(column.type):
-            column = pc.cast(column, pa.string())
-        columns.append(column.to_pylist())
+    for array in arrow.columns:
+        if pa.types.is_timestamp(array.type):
+            array = _utc_text(array)
+        elif pa.types.is_date(array.type):
+            array = pc.cast(array, pa.string())
+        columns.append(array.to_pylist())
     return zip(*columns)
 
 
