@@ -77,6 +77,8 @@ _COUNT_ROWS = {"preserve_rowcount": True}
 
 _SQLITE_LOAD_CACHE_KIB = 128 * 1024
 
+_CSV_BATCH_ROWS = 8192  # rows rendered per write into a COPY (~2 MiB of call_records CSV)
+
 # What the drivers raise when an insert meets an existing primary key (COPY and executemany go
 # through the driver connection, past SQLAlchemy's exception wrapping).
 _UNIQUE_VIOLATIONS = (psycopg.errors.UniqueViolation, sqlite3.IntegrityError)
@@ -634,7 +636,7 @@ def bulk_insert(connection: Connection, table: Table, frame: pd.DataFrame) -> No
     columns = [column.name for column in table.columns if column.name in frame.columns]
     arrow = arrow_for(table, frame.loc[:, columns])
     if connection.dialect.name == "postgresql":
-        copy_postgres(connection, table.name, columns, postgres_csv(arrow))
+        copy_postgres(connection, table.name, columns, arrow)
     else:
         executemany_sqlite(connection, table.name, columns, sqlite_rows(arrow))
 
@@ -645,29 +647,57 @@ def executemany_sqlite(connection: Connection, table_name: str, columns: Sequenc
     connection.connection.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
 
 
-def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str], csv_bytes: bytes) -> None:
-    """COPY CSV bytes into a table through the SQLAlchemy connection's own psycopg connection (same transaction)."""
+def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str], rows: bytes | pa.Table) -> None:
+    """COPY rows into a table through the SQLAlchemy connection's own psycopg connection (same transaction).
+
+    `rows` is CSV already rendered, or an Arrow table that is rendered batch by batch straight into
+    the COPY: no buffer of the whole chunk, and the server parses one batch while the next is rendered.
+    """
     driver_connection = connection.connection.driver_connection
     statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
     with driver_connection.cursor() as cursor:  # type: ignore[union-attr]
         with cursor.copy(statement) as copy:
-            copy.write(csv_bytes)
+            if isinstance(rows, bytes):
+                copy.write(rows)
+            else:
+                write_postgres_csv(rows, _CopyStream(copy))
+
+
+class _CopyStream(io.RawIOBase):
+    """A psycopg COPY as the writable file Arrow's CSV writer expects."""
+
+    def __init__(self, copy: Any) -> None:
+        super().__init__()
+        self._copy = copy
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._copy.write(data)
+        return len(data)
 
 
 def postgres_csv(arrow: pa.Table) -> bytes:
-    """CSV for COPY. Times are written as "YYYY-MM-DD HH:MM:SS.ffffff+00" up front: Arrow's own CSV
-    rendering of zoned timestamps goes through strftime and costs more than the COPY itself."""
+    """The table rendered as CSV for COPY, in memory."""
+    buffer = io.BytesIO()
+    write_postgres_csv(arrow, buffer)
+    return buffer.getvalue()
+
+
+def write_postgres_csv(arrow: pa.Table, sink: Any) -> None:
+    """Write CSV for COPY to a file-like sink. Times are written as "YYYY-MM-DD HH:MM:SS.ffffff+00" up
+    front: Arrow's own CSV rendering of zoned timestamps goes through strftime and costs more than
+    the COPY itself."""
     columns = [
         pc.binary_join_element_wise(_utc_text(column), "+00", "") if pa.types.is_timestamp(column.type) else column
         for column in arrow.columns
     ]
     # all_valid quotes every non-null value: an empty string stays '' and only a missing value is NULL.
-    buffer = io.BytesIO()
     pa_csv.write_csv(
-        pa.Table.from_arrays(columns, names=arrow.column_names), buffer,
-        pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"),
+        pa.Table.from_arrays(columns, names=arrow.column_names), sink,
+        pa_csv.WriteOptions(include_header=False, quoting_style="all_valid", batch_size=_CSV_BATCH_ROWS),
     )
-    return buffer.getvalue()
 
 
 def sqlite_rows(arrow: pa.Table) -> Iterable[tuple[Any, ...]]:
