@@ -5,15 +5,16 @@ Loading one file is ONE transaction (`load_cdr_file`):
 1. serialise CDR loads (PostgreSQL advisory lock; SQLite has a single writer anyway) and claim the file:
    a `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO NOTHING. A file already loaded is
    skipped without touching anything else;
-2. per chunk of parsed records: one indexed lookup of the chunk's call_ids in call_records tells
-   the new calls from re-deliveries; the new ones (first occurrence in the chunk, unknown to
-   call_records) are bulk-copied straight into call_records in call_id order (PostgreSQL COPY,
-   SQLite executemany — the one dialect-specific step of the data path), with the customer
-   resolved from stripe_customers. A re-delivery with identical content is counted as a duplicate,
-   one with different content becomes a `conflicting_duplicate` reject (the first version stays).
-   Loads are serialised, so nothing can slip in between the lookup and the copy. Merging chunk by
-   chunk keeps memory bounded by the chunk size, and makes "first version wins" hold across chunks
-   of one file too: an earlier chunk's rows are already in call_records when a later chunk is looked up;
+2. per chunk of parsed records: the calls (the first occurrence of each call_id in the chunk) are
+   bulk-copied straight into call_records in call_id order (PostgreSQL COPY, SQLite executemany —
+   the one dialect-specific step of the data path), with the customer resolved from
+   stripe_customers, inside a savepoint. Only when the primary key refuses one is the copy rolled
+   back, the stored versions of the chunk's call_ids looked up and just the new calls copied. A
+   re-delivery with identical content is counted as a duplicate, one with different content
+   becomes a `conflicting_duplicate` reject (the first version stays). Loads are serialised, so
+   nothing slips in between the lookup and the copy. Merging chunk by chunk keeps memory bounded by
+   the chunk size, and makes "first version wins" hold across chunks of one file too: an earlier
+   chunk's rows are already in call_records when a later chunk is copied;
 3. parser rejects go straight into call_records_rejected;
 4. usage_daily is recomputed from call_records (not incremented) for exactly the
    (account_code, UTC day of ended_at) pairs that the newly inserted rows touch;
