@@ -10,10 +10,11 @@ The cursor is the highest `created` seen (never "now": test clocks make Stripe t
 wall clock). For ten minutes after it rose, each scan re-lists a small overlap below it, because
 invoices created in the same second as the highest one seen can show up after our listing; the rows
 make that overlap harmless. Stripe
-lists newest first, so a scan that hits the per-tick budget stores where it stopped (the page cursor
-and the highest `created` of the scan) and the next tick continues; the cursor only moves past the
-scan once it has completed. That keeps every tick well under Dagster's 60 s limit even when 10,000
-drafts appear at once.
+lists newest first, so a scan that stops early stores where it stopped (the page cursor and the
+highest `created` of the scan) and the next tick continues; the cursor only moves past the scan once
+it has completed. A tick stops once it has found enough new renewals to keep the runs writing until
+the next tick's batch is ready (so a month-start burst starts writing after seconds), or after its
+time budget: every tick stays well under Dagster's 60 s limit even when 10,000 drafts appear at once.
 
 The listing is not limited to drafts (except on the very first scan, which starts from today's drafts
 and the newest invoice's `created`):
