@@ -178,8 +178,9 @@ def scan_invoices(
             top = created if top is None else max(top, created)
             if listed.invoice.billing_reason == RENEWAL:
                 page_renewals.append(listed)
-        renewals.extend(page_renewals)
-        known |= invoice_ids_on_record(warehouse, [invoice.id for invoice in page_renewals])
+        if page_renewals:
+            renewals.extend(page_renewals)
+            known |= invoice_ids_on_record(warehouse, [invoice.id for invoice in page_renewals])
         if page.invoices:
             after = page.invoices[-1].id
         if not page.has_more:
