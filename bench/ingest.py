@@ -133,9 +133,9 @@ def child_bulk(url: str, path: Path, chunk_rows: int, keys: str = "none") -> dic
             connection.execute(text(f"CREATE TABLE bulk_call_records ({definitions})"))  # no key, no index
         else:
             copy = call_records.to_metadata(MetaData(), name="bulk_call_records")
-            for index in list(copy.indexes):
-                if keys == "primary":
-                    copy.indexes.discard(index)
+            if keys == "primary":
+                copy.indexes.clear()
+            for index in copy.indexes:
                 index.name = f"bulk_{index.name}"
             copy.create(connection)
         for chunk in read_cdr_file(path, ReadOptions(pii_key=BENCH_KEY, chunk_rows=chunk_rows)):

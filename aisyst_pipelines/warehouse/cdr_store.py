@@ -416,12 +416,12 @@ def _merge_records(
     """
     frame = records.loc[:, list(RECORD_COLUMNS)].reset_index(drop=True)
     first = frame[~frame["call_id"].duplicated(keep="first")].sort_values("call_id")
-    extra_columns = {
-        "source_file": source.path,
-        "source_sha256": source.sha256,
-        "ingested_at": pd.Timestamp(ingested_at),
-    }
-    rows = first.assign(customer_id=first["account_code"].map(customers), **extra_columns)
+    rows = first.assign(
+        customer_id=first["account_code"].map(customers),
+        source_file=source.path,
+        source_sha256=source.sha256,
+        ingested_at=pd.Timestamp(ingested_at),
+    )
     if _insert_unless_a_key_exists(connection, rows):
         new, stored = first, _NOTHING_STORED
     else:
