@@ -41,6 +41,9 @@ cdr_files = Table(
     Column("rows_duplicate", Integer, nullable=False),  # identical copies of calls already loaded
     Column("rows_rejected", Integer, nullable=False),
     Column("ingested_at", UtcDateTime, nullable=False),
+    # migration 0007: a file the pipeline could not take keeps a row that says why
+    Column("status", String(16), nullable=False, server_default="loaded"),  # loaded | failed
+    Column("failure_reason", Text, nullable=True),
 )
 
 call_records = Table(
@@ -366,4 +369,15 @@ stripe_event_alerts = Table(
     Column("sent_at", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
     Index("ix_stripe_event_alerts_status", "status", "raised_at"),
+)
+
+
+# --- the warehouse's own properties (migration 0007) ------------------------------------------------
+
+warehouse_properties = Table(
+    "warehouse_properties",
+    metadata,
+    Column("name", String(64), primary_key=True),  # e.g. pii_key_fingerprint
+    Column("value", Text, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
 )
