@@ -74,11 +74,13 @@ def stripe_events_sensor(
     )
     delivery = deliver_event_alerts(wh, notifier, now=now)
     context.log.info(_summary(result, delivery.sent, delivery.failed))
+    for skipped in result.unreadable:
+        context.log.warning(f"Stripe event {skipped.reference} cannot be read, skipped (ops alerted): {skipped.reason}")
     if delivery.last_error:
         context.log.warning(f"ops alert delivery failed, retried next tick: {delivery.last_error}")
 
     new_events = [o for o in result.outcomes if o.is_new]
-    if not new_events and not delivery.sent:
+    if not new_events and not delivery.sent and not result.unreadable:
         reason = (
             f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
             if result.cursor.scanning and result.more_waiting
@@ -94,6 +96,7 @@ def stripe_events_sensor(
                 "events_applied": dg.MetadataValue.int(len(result.applied)),
                 "events_stale": dg.MetadataValue.int(result.counts().get("stale", 0)),
                 "events_duplicate": dg.MetadataValue.int(result.counts().get("duplicate", 0)),
+                "events_unreadable": dg.MetadataValue.int(len(result.unreadable)),
                 "events_by_type": dg.MetadataValue.json(result.by_type()),
                 "ops_alerts_raised": dg.MetadataValue.int(sum(len(o.alerts) for o in result.outcomes)),
                 "ops_alerts_sent": dg.MetadataValue.int(delivery.sent),
@@ -106,7 +109,8 @@ def stripe_events_sensor(
 
 
 def _summary(result: PollResult, sent: int, failed: int) -> str:
-    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items())) or "no events"
+    counted = sorted(result.counts().items()) + ([("unreadable", len(result.unreadable))] if result.unreadable else [])
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in counted) or "no events"
     more = "; more waiting" if result.more_waiting else ""
     return f"{counts} ({result.pages} page(s)){more}; ops alerts sent {sent}, failed {failed}"
 
