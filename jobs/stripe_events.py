@@ -11,7 +11,8 @@ history with a run every 30 s, and add a queue between Stripe and the table that
 within a minute" promise does not need. The 60 s evaluation limit is respected by a budget per tick
 (`TICK_TIME_BUDGET_SECONDS`, `MAX_EVENTS_PER_TICK` events, `MAX_SCAN_PAGES_PER_TICK` pages while
 looking for the oldest event); a backlog is worked through over several ticks, the cursor moving only
-over applied events. A page of events is applied in one transaction.
+over applied events — and over an event that cannot be read, skipped with a warning and an
+`event_unreadable` ops alert rather than failing every tick. A page of events is applied in one transaction.
 
 Exactly once: each event is applied in the same transaction as its `stripe_events_applied` row, so
 when a tick dies after applying but before Dagster stores the new cursor, the next tick lists those

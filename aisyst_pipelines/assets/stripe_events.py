@@ -118,7 +118,8 @@ def poll_events(
     """Apply, oldest first, at most `max_events` events newer than the cursor — stopping between pages
     once `time_budget_seconds` have passed — and return the new cursor.
 
-    Never skips: the cursor only moves over events this pass applied (or found already applied).
+    Never skips in silence: the cursor only moves over events this pass applied (or found already
+    applied), and over events it cannot read, each reported (`unreadable`, an ops alert).
     Never double-applies: `apply_events` records each event in the ledger in the transaction that
     applies it (one transaction per page), so a crash between applying and saving the cursor only
     means that the next pass lists those events again and finds them in the ledger.

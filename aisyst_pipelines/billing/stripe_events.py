@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 # The invoice and subscription events we keep the warehouse current with. `GET /v1/events` takes at
@@ -103,7 +104,7 @@ class _Fields:
     names the field (`data.object.amount_due`)."""
 
     def __init__(self, raw: Any, path: str) -> None:
-        if not isinstance(raw, Mapping):
+        if not isinstance(raw, dict) and not isinstance(raw, Mapping):  # dict first: the ABC check is slow
             raise EventPayloadError(f"{path} is not an object: {_shown(raw)}")
         self.raw, self.path = raw, path
 
@@ -140,7 +141,7 @@ class _Fields:
         value = self.raw.get(key)
         if value is None:
             return 0
-        if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is not int:  # noqa: E721 - exactly int: True is no amount
             raise self._refuse(key, f"is not an integer: {_shown(value)}")
         if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
             raise self._refuse(key, f"does not fit {bits} bits: {_shown(value)}")
@@ -152,7 +153,7 @@ class _Fields:
             if required:
                 raise self._refuse(key, "is missing")
             return None
-        if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is not int:  # noqa: E721 - exactly int: True is no time
             raise self._refuse(key, f"is not Unix seconds: {_shown(value)}")
         if not EARLIEST_STRIPE_TIME <= value < LATEST_STRIPE_TIME:
             raise self._refuse(key, f"is not a time Stripe sends (2010 to 2100): {_shown(value)}")
@@ -223,7 +224,13 @@ class StripeEvent:
             previous_attributes=data.object("previous_attributes").raw,
             livemode=bool(payload.get("livemode", False)),
         )
-        _read_what_applying_reads(event)
+        # A sensor page is one transaction: an odd event found while applying would roll back them all.
+        if event.is_invoice_event:
+            event.invoice_row  # noqa: B018 - read (and kept for events_store) for its checks
+            finalization_error(event)
+            _Fields(event.object, "data.object").object("metadata")  # where our annotation marker is looked for
+        elif event.is_subscription_event:
+            event.subscription_status  # noqa: B018
         return event
 
     @classmethod
@@ -242,6 +249,16 @@ class StripeEvent:
         ok = isinstance(value, str) and len(value) <= ID_WIDTH and "\x00" not in value
         return value if ok else None
 
+    @cached_property
+    def invoice_row(self) -> "InvoiceRow":
+        """`invoice_row(self)`, read once (by `from_payload`, for an invoice event)."""
+        return invoice_row(self)
+
+    @cached_property
+    def subscription_status(self) -> "SubscriptionStatus":
+        """`subscription_status(self)`, read once (by `from_payload`, for a subscription event)."""
+        return subscription_status(self)
+
     @property
     def is_watched(self) -> bool:
         return self.type in WATCHED_EVENT_TYPES
@@ -253,17 +270,6 @@ class StripeEvent:
     @property
     def is_subscription_event(self) -> bool:
         return self.type in SUBSCRIPTION_EVENT_TYPES
-
-
-def _read_what_applying_reads(event: StripeEvent) -> None:
-    """Read now what `events_store.apply_events` reads later, so that an odd value is refused before
-    anything is stored (and a sensor page is not rolled back for one event)."""
-    if event.is_invoice_event:
-        invoice_row(event)
-        finalization_error(event)
-        _Fields(event.object, "data.object").object("metadata")  # where our annotation marker is looked for
-    elif event.is_subscription_event:
-        subscription_status(event)
 
 
 def invoice_subscription_id(invoice: Mapping[str, Any]) -> str | None:
@@ -507,9 +513,9 @@ def unreadable_event_alert(*, event_reference: str, reason: str) -> OpsAlert:
         OpsAlertKind.EVENT_UNREADABLE,
         event_id=event_reference,
         subject=f"Stripe event {event_reference} could not be read and was skipped",
-        detail=(f"Stripe listed event {event_reference}, but it cannot be applied: {reason}. Whatever it says "
-                "about its invoice or subscription is not in the warehouse — look the event up in the Stripe "
-                "dashboard and run the Stripe sync to refresh subscriptions."),
+        detail=(f"Stripe listed event {event_reference}, but it cannot be applied: {reason}. What it says about "
+                "its invoice or subscription is not in the warehouse until the next event about that object — "
+                "look the event up in the Stripe dashboard; the Stripe sync refreshes subscriptions."),
     )
 
 

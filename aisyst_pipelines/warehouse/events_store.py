@@ -47,9 +47,7 @@ from aisyst_pipelines.billing.stripe_events import (
     OpsAlert,
     StripeEvent,
     invoice_alerts,
-    invoice_row,
     subscription_alerts,
-    subscription_status,
 )
 
 from .annotations_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
@@ -209,7 +207,7 @@ def _invoice_upsert(dialect_name: str):  # type: ignore[no-untyped-def]
 
 
 def _apply_invoice_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
-    row = invoice_row(event)
+    row = event.invoice_row
     written = connection.execute(_invoice_upsert(connection.dialect.name), asdict(row) | {"updated_at": now}).first()
     if written is None:
         return "stale", []
@@ -234,7 +232,7 @@ def _renewal_annotated(connection: Connection, event: StripeEvent, invoice_id: s
 def _apply_subscription_event(
     connection: Connection, event: StripeEvent, now: datetime, mirror_row: SubscriptionRowBuilder | None, batch: _Batch
 ) -> tuple[str, list[OpsAlert]]:
-    change = subscription_status(event)
+    change = event.subscription_status
     subs = stripe_subscriptions.c
     # Lock the subscription's row (PostgreSQL; SQLite holds the database write lock already since
     # the ledger insert), so two deliveries of different events of one subscription serialize.

@@ -112,6 +112,9 @@ def event(
     }
 
 
+_DROP = object()  # odd_events: leave the key out
+
+
 def odd_events() -> list[tuple[str, Any]]:
     """Signed-but-odd events: each one is not an event the warehouse can take, and must be refused with
     a reason naming what is wrong (the text given here) — never a 500, never half-applied. The class:
@@ -184,6 +187,3 @@ def odd_events() -> list[tuple[str, Any]]:
         ("data.object.canceled_at", sub(canceled_at=T0 * 1000)),
         ("data.previous_attributes.status", sub(previous={"status": 5})),
     ]
-
-
-_DROP = object()  # leave the key out
