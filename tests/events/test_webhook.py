@@ -121,16 +121,14 @@ def test_a_subscription_the_mirror_cannot_hold_is_left_to_the_sync(warehouse: Wa
     """The event's own fields are fine, but the sync's mapping cannot read its price, or its row would
     not fit stripe_subscriptions: applied (status and period for a known subscription), not a 500."""
     mirror_row = subscription_mirror_row(None, Settings.from_env({"AISYST_HOME": str(tmp_path)}))
-    price = subscription()["items"]["data"][0]["price"]
-    subscriptions = {
-        "sub_fine": subscription("sub_fine"),
-        "sub_price_unread": subscription("sub_price_unread") | {"items": {"data": [
-            subscription()["items"]["data"][0] | {"price": "price_tier1"}]}},
-        "sub_key_too_wide": subscription("sub_key_too_wide") | {"items": {"data": [
-            subscription()["items"]["data"][0] | {"price": price | {"lookup_key": "k" * 201}}]}},
-    }
+    item = subscription()["items"]["data"][0]
+    subscriptions = [
+        subscription("sub_fine"),
+        subscription("sub_price_unread") | {"items": {"data": [item | {"price": "price_tier1"}]}},
+        subscription("sub_key_too_wide") | {"items": {"data": [item | {"price": item["price"] | {"lookup_key": "k" * 201}}]}},
+    ]
     with TestClient(create_webhook_app(warehouse, SECRET, mirror_row=mirror_row)) as client:
-        for sub in subscriptions.values():
+        for sub in subscriptions:
             body = json.dumps(event("customer.subscription.created", sub))
             response = client.post(WEBHOOK_PATH, content=body, headers=signed(body))
             assert response.status_code == 200 and response.json()["outcome"] == "applied", response.text
