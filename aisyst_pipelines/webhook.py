@@ -6,25 +6,37 @@
 It verifies the signature over the raw body with the endpoint's signing secret (`whsec_…`, given
 through the environment, never logged) and Stripe's 300-second tolerance, then hands the event to
 the same handler as `stripe_events_sensor` (`events_store.apply_event`), which applies an event once
-whichever path delivers it first. Answers:
-- 400 for a missing, malformed, wrong or stale signature, or a body that is not a Stripe event;
+whichever path delivers it first. Answers (errors as `{"error": "<reason>"}`):
+- 413 for a body over MAX_BODY_BYTES: from its Content-Length before any of it is read, or — sent
+  chunked, without a length — as soon as the bytes read pass the limit. The connection is closed
+  rather than the rest read. Memory per request stays within the limit plus one chunk;
+- 400 for a Content-Length that is not a byte count, a body longer than its Content-Length, a
+  missing, malformed, wrong or stale signature, or a signed body that is not a Stripe event we can
+  read (`StripeEvent.from_json` says why: a null or absurd `created`, an invoice event whose
+  `data.object` is no invoice, a value the warehouse cannot hold…) — Stripe shows the reason in its
+  dashboard; nothing is stored;
 - 200 for an applied, duplicate (a replay, or the sensor was first), stale or ignored event;
-- 500 when the warehouse cannot take the event — Stripe then retries the delivery.
+- 500 only when the warehouse cannot store a well-formed event — Stripe then retries the delivery.
 Ops alerts the event raised are queued in the same transaction and sent after the answer.
+
+uvicorn itself bounds no request body: it hands the app each piece as it arrives and only pauses the
+socket while more than 64 KiB wait unread (uvicorn.protocols.http.flow_control.HIGH_WATER_LIMIT).
+Its parsers' limits are on the header block only (h11: 16 KiB, `h11_max_incomplete_event_size`), and
+nothing times out a slow body: the reverse proxy in front (TLS) should set a body timeout.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
+from contextlib import aclosing
 from datetime import datetime, timezone
 
 import stripe
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -56,13 +68,12 @@ def create_webhook_app(
         raise ValueError("the webhook signing secret (STRIPE_WEBHOOK_SECRET) is empty")
 
     async def receive(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _refuse("payload too large")
+        body = await _read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         try:
-            stripe.WebhookSignature.verify_header(
-                body.decode("utf-8"), request.headers.get("stripe-signature"), signing_secret, tolerance_seconds
-            )
+            text = body.decode("utf-8")
+            stripe.WebhookSignature.verify_header(text, request.headers.get("stripe-signature"), signing_secret, tolerance_seconds)
         except stripe.SignatureVerificationError as error:
             # The SDK's message says which check failed (no header, no match, too old); it never
             # contains the secret. The payload is not echoed back.
@@ -70,9 +81,10 @@ def create_webhook_app(
         except UnicodeDecodeError:
             return _refuse("payload is not UTF-8")
         try:
-            event = StripeEvent.from_payload(json.loads(body))
-        except (json.JSONDecodeError, EventPayloadError, TypeError, AttributeError) as error:
-            return _refuse(f"not a Stripe event: {error}")
+            event = StripeEvent.from_json(text)
+        except EventPayloadError as error:
+            log.warning("webhook: refused a signed payload: %s", error)
+            return _refuse(f"not a Stripe event we can read: {error}")
 
         try:
             outcome = await run_in_threadpool(
@@ -97,5 +109,33 @@ def create_webhook_app(
     return Starlette(routes=[Route(WEBHOOK_PATH, receive, methods=["POST"]), Route("/healthz", health)])
 
 
-def _refuse(reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=400)
+async def _read_body(request: Request) -> bytes | JSONResponse:
+    """The raw body, or the refusal of a body too large to read: never more than MAX_BODY_BYTES plus
+    the chunk that crossed it is held."""
+    lengths = request.headers.getlist("content-length")
+    if len(lengths) > 1 or any(not (value.isascii() and value.isdigit()) for value in lengths):
+        return _refuse("Content-Length is not one byte count", close=True)
+    declared = int(lengths[0]) if lengths else None
+    if declared is not None and declared > MAX_BODY_BYTES:
+        return _too_large()
+    limit = MAX_BODY_BYTES if declared is None else declared
+    body = bytearray()
+    try:
+        async with aclosing(request.stream()) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > limit:
+                    return _too_large() if declared is None else _refuse("body longer than its Content-Length", close=True)
+    except ClientDisconnect:
+        return _refuse("the client went away before the body was complete", close=True)
+    return bytes(body)
+
+
+def _too_large() -> JSONResponse:
+    return _refuse(f"payload too large: a Stripe event is at most {MAX_BODY_BYTES:,} bytes", status=413, close=True)
+
+
+def _refuse(reason: str, *, status: int = 400, close: bool = False) -> JSONResponse:
+    """An error answer. `close`: the body was not read to its end, so the connection cannot carry
+    another request — uvicorn closes it after the answer instead of reading the rest."""
+    return JSONResponse({"error": reason}, status_code=status, headers={"Connection": "close"} if close else None)

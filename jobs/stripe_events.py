@@ -11,7 +11,8 @@ history with a run every 30 s, and add a queue between Stripe and the table that
 within a minute" promise does not need. The 60 s evaluation limit is respected by a budget per tick
 (`TICK_TIME_BUDGET_SECONDS`, `MAX_EVENTS_PER_TICK` events, `MAX_SCAN_PAGES_PER_TICK` pages while
 looking for the oldest event); a backlog is worked through over several ticks, the cursor moving only
-over applied events. A page of events is applied in one transaction.
+over applied events — and over an event that cannot be read, skipped with a warning and an
+`event_unreadable` ops alert rather than failing every tick. A page of events is applied in one transaction.
 
 Exactly once: each event is applied in the same transaction as its `stripe_events_applied` row, so
 when a tick dies after applying but before Dagster stores the new cursor, the next tick lists those
@@ -74,11 +75,13 @@ def stripe_events_sensor(
     )
     delivery = deliver_event_alerts(wh, notifier, now=now)
     context.log.info(_summary(result, delivery.sent, delivery.failed))
+    for skipped in result.unreadable:
+        context.log.warning(f"Stripe event {skipped.reference} cannot be read, skipped (ops alerted): {skipped.reason}")
     if delivery.last_error:
         context.log.warning(f"ops alert delivery failed, retried next tick: {delivery.last_error}")
 
     new_events = [o for o in result.outcomes if o.is_new]
-    if not new_events and not delivery.sent:
+    if not new_events and not delivery.sent and not result.unreadable:
         reason = (
             f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
             if result.cursor.scanning and result.more_waiting
@@ -94,6 +97,7 @@ def stripe_events_sensor(
                 "events_applied": dg.MetadataValue.int(len(result.applied)),
                 "events_stale": dg.MetadataValue.int(result.counts().get("stale", 0)),
                 "events_duplicate": dg.MetadataValue.int(result.counts().get("duplicate", 0)),
+                "events_unreadable": dg.MetadataValue.int(len(result.unreadable)),
                 "events_by_type": dg.MetadataValue.json(result.by_type()),
                 "ops_alerts_raised": dg.MetadataValue.int(sum(len(o.alerts) for o in result.outcomes)),
                 "ops_alerts_sent": dg.MetadataValue.int(delivery.sent),
@@ -106,7 +110,8 @@ def stripe_events_sensor(
 
 
 def _summary(result: PollResult, sent: int, failed: int) -> str:
-    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items())) or "no events"
+    counted = sorted(result.counts().items()) + ([("unreadable", len(result.unreadable))] if result.unreadable else [])
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in counted) or "no events"
     more = "; more waiting" if result.more_waiting else ""
     return f"{counts} ({result.pages} page(s)){more}; ops alerts sent {sent}, failed {failed}"
 

@@ -25,10 +25,13 @@ from stripe import StripeError
 
 from aisyst_pipelines.billing.stripe_events import (
     WATCHED_EVENT_TYPES,
+    EventPayloadError,
     OpsAlertKind,
     EventsCursor,
     StripeEvent,
+    event_reference,
     retention_gap_alert,
+    unreadable_event_alert,
 )
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.events_store import (
@@ -78,6 +81,7 @@ class PollResult:
     pages: int = 0
     more_waiting: bool = False  # stopped at its event, page or time budget: the next tick continues
     retention_gap: bool = False
+    unreadable: list["UnreadableEvent"] = field(default_factory=list)  # skipped, ops alerted
 
     @property
     def applied(self) -> list[EventOutcome]:
@@ -88,6 +92,14 @@ class PollResult:
 
     def by_type(self) -> dict[str, int]:
         return dict(Counter(o.event_type for o in self.outcomes if o.is_new))
+
+
+@dataclass(frozen=True)
+class UnreadableEvent:
+    """An event Stripe listed that could not be read (skipped, with an ops alert)."""
+
+    reference: str  # its id, or a picture of whatever stood in its place
+    reason: str
 
 
 def poll_events(
@@ -106,7 +118,8 @@ def poll_events(
     """Apply, oldest first, at most `max_events` events newer than the cursor — stopping between pages
     once `time_budget_seconds` have passed — and return the new cursor.
 
-    Never skips: the cursor only moves over events this pass applied (or found already applied).
+    Never skips in silence: the cursor only moves over events this pass applied (or found already
+    applied), and over events it cannot read, each reported (`unreadable`, an ops alert).
     Never double-applies: `apply_events` records each event in the ledger in the transaction that
     applies it (one transaction per page), so a crash between applying and saving the cursor only
     means that the next pass lists those events again and finds them in the ledger.
@@ -184,15 +197,29 @@ def _apply_oldest_first(
     mirror_row: SubscriptionRowBuilder | None,
 ) -> int:
     """Apply a newest-first page from its oldest end, at most `budget` events, in one transaction;
-    the cursor moves to the newest event applied. Returns how many were taken."""
-    oldest_first = [StripeEvent.from_payload(payload) for payload in reversed(stripe_events)]
-    taken = oldest_first[:budget]
-    if len(taken) < len(oldest_first):
+    the cursor moves to the newest event taken. Returns how many were taken.
+
+    An event that cannot be read (`EventPayloadError`: a null `created`, an invoice event without
+    an invoice…) is skipped with an `event_unreadable` ops alert rather than failing the page: it
+    would fail again on every tick, and the sensor would never get past it."""
+    taken = list(reversed(stripe_events))[:budget]
+    if len(taken) < len(stripe_events):
         result.more_waiting = True
     if not taken:
         return 0
-    result.outcomes += apply_events(warehouse, taken, source=source, now=now, mirror_row=mirror_row)
-    result.cursor = result.cursor.applied(taken[-1].id, int(taken[-1].created.timestamp()))
+    readable: list[StripeEvent] = []
+    for payload in taken:
+        try:
+            readable.append(StripeEvent.from_payload(payload))
+        except EventPayloadError as error:
+            reference = event_reference(payload)
+            queue_event_alert(warehouse, unreadable_event_alert(event_reference=reference, reason=str(error)), now=now)
+            result.unreadable.append(UnreadableEvent(reference, str(error)))
+    result.outcomes += apply_events(warehouse, readable, source=source, now=now, mirror_row=mirror_row)
+    # On past the newest event taken, read or not (an item of Stripe's list always has its id: the
+    # list's cursors are ids). `last_created`, the floor of a rescan, stays a time read from an event.
+    last_created = int(readable[-1].created.timestamp()) if readable else result.cursor.last_created
+    result.cursor = result.cursor.applied(taken[-1]["id"], last_created)
     return len(taken)
 
 
@@ -257,6 +284,7 @@ _KIND_LABELS = {
     OpsAlertKind.SUBSCRIPTION_UNPAID: "subscription unpaid",
     OpsAlertKind.RENEWAL_NOT_ANNOTATED: "renewal finalized without usage lines",
     OpsAlertKind.EVENTS_RETENTION_GAP: "events lost to Stripe's retention",
+    OpsAlertKind.EVENT_UNREADABLE: "unreadable event skipped",
 }
 
 

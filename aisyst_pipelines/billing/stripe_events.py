@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 # The invoice and subscription events we keep the warehouse current with. `GET /v1/events` takes at
@@ -67,14 +68,128 @@ RENEWAL_BILLING_REASON = "subscription_cycle"
 
 
 class EventPayloadError(ValueError):
-    """The payload is not a Stripe event we can read (missing id, type, created or data.object)."""
+    """The payload is not a Stripe event we can read: the reason names the field and what is wrong."""
 
 
-def from_unix(seconds: int | float | None) -> datetime | None:
-    """Stripe's Unix seconds as an aware UTC datetime (None stays None)."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(int(seconds), timezone.utc)
+# What the warehouse keeps of an event (warehouse/schema.py, checked by tests/events/test_event_rules):
+# ids and event types in 64 characters, an invoice status in 16, a billing reason in 48, a subscription
+# status in 32, a currency in 3, amounts in 64 bits and counts in 32. A value that does not fit is
+# refused when the event is read — not by PostgreSQL half-way through applying it (a 500 that Stripe
+# retries for days, or a sensor tick failing on every attempt), nor stored by SQLite unchecked.
+ID_WIDTH = 64
+EVENT_TYPE_WIDTH = 64
+INVOICE_STATUS_WIDTH = 16
+BILLING_REASON_WIDTH = 48
+SUBSCRIPTION_STATUS_WIDTH = 32
+CURRENCY_WIDTH = 3
+AMOUNT_BITS = 64
+COUNT_BITS = 32
+
+# Stripe times are Unix seconds between Stripe's founding and 2100: nothing it sends predates 2010, and
+# not even a test clock (it advances at most two years at a time) reaches 2100. A time outside is not
+# one Stripe sent — and an event dated 9999 would pin its invoice forever (newer events lose to it).
+EARLIEST_STRIPE_TIME = 1_262_304_000  # 2010-01-01 00:00:00 UTC
+LATEST_STRIPE_TIME = 4_102_444_800  # 2100-01-01 00:00:00 UTC
+
+
+def _shown(value: Any) -> str:
+    """A short, printable picture of an odd value for a refusal (never the whole payload)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Fields:
+    """Typed reads of one JSON object of an event. Whatever is odd — a missing or mistyped field, a NUL
+    character, a value wider than its column, a time outside Stripe's — raises EventPayloadError that
+    names the field (`data.object.amount_due`)."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if not isinstance(raw, dict) and not isinstance(raw, Mapping):  # dict first: the ABC check is slow
+            raise EventPayloadError(f"{path} is not an object: {_shown(raw)}")
+        self.raw, self.path = raw, path
+
+    def _refuse(self, key: str, problem: str) -> EventPayloadError:
+        return EventPayloadError(f"{self.path}.{key} {problem}")
+
+    def text(self, key: str, *, width: int | None = None, required: bool = False) -> str | None:
+        value = self.raw.get(key)
+        if value is None or (required and value == ""):
+            if required:
+                raise self._refuse(key, "is missing")
+            return None
+        if not isinstance(value, str):
+            raise self._refuse(key, f"is not a string: {_shown(value)}")
+        if "\x00" in value:
+            raise self._refuse(key, "contains a NUL character")
+        if width is not None and len(value) > width:
+            raise self._refuse(key, f"is longer than {width} characters: {_shown(value)}")
+        return value
+
+    def required_text(self, key: str, *, width: int) -> str:
+        value = self.text(key, width=width, required=True)
+        assert value is not None
+        return value
+
+    def reference(self, key: str) -> str | None:
+        """An expandable reference: the id, or the expanded object carrying it."""
+        if isinstance(self.raw.get(key), Mapping):
+            return self.object(key).text("id", width=ID_WIDTH)
+        return self.text(key, width=ID_WIDTH)
+
+    def integer(self, key: str, *, bits: int = AMOUNT_BITS) -> int:
+        """A whole number (missing: 0) that fits a signed integer column of `bits`."""
+        value = self.raw.get(key)
+        if value is None:
+            return 0
+        if type(value) is not int:  # noqa: E721 - exactly int: True is no amount
+            raise self._refuse(key, f"is not an integer: {_shown(value)}")
+        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            raise self._refuse(key, f"does not fit {bits} bits: {_shown(value)}")
+        return value
+
+    def time(self, key: str, *, required: bool = False) -> datetime | None:
+        value = self.raw.get(key)
+        if value is None:
+            if required:
+                raise self._refuse(key, "is missing")
+            return None
+        if type(value) is not int:  # noqa: E721 - exactly int: True is no time
+            raise self._refuse(key, f"is not Unix seconds: {_shown(value)}")
+        if not EARLIEST_STRIPE_TIME <= value < LATEST_STRIPE_TIME:
+            raise self._refuse(key, f"is not a time Stripe sends (2010 to 2100): {_shown(value)}")
+        return datetime.fromtimestamp(value, timezone.utc)
+
+    def required_time(self, key: str) -> datetime:
+        value = self.time(key, required=True)
+        assert value is not None
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self.raw.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self._refuse(key, f"is not true or false: {_shown(value)}")
+        return bool(value)
+
+    def object(self, key: str) -> "_Fields":
+        """A nested object (missing or null: an empty one)."""
+        value = self.raw.get(key)
+        return _Fields({} if value is None else value, f"{self.path}.{key}")
+
+    def objects(self, key: str) -> list["_Fields"]:
+        """A list of objects (missing or null: none)."""
+        value = self.raw.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._refuse(key, f"is not a list: {_shown(value)}")
+        return [_Fields(item, f"{self.path}.{key}[{n}]") for n, item in enumerate(value)]
+
+
+def event_reference(payload: Any) -> str:
+    """The event's id for logs and alerts, whatever the payload looks like (printable, ≤ 64 characters)."""
+    raw = payload.get("id") if isinstance(payload, Mapping) else None
+    text = raw if isinstance(raw, str) and raw.isprintable() else _shown(raw)
+    return text[:ID_WIDTH]
 
 
 @dataclass(frozen=True)
@@ -89,27 +204,60 @@ class StripeEvent:
     livemode: bool = False
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> "StripeEvent":
-        """Read an event as Stripe sends it (`GET /v1/events` item or webhook body)."""
+    def from_payload(cls, payload: Any) -> "StripeEvent":
+        """Read an event as Stripe sends it (`GET /v1/events` item or webhook body).
+
+        Everything that applying the event will read is read here, so that an odd event — a null or
+        absurd `created`, a `data.object` that is not the invoice or subscription its type promises, a
+        value the warehouse cannot hold — is refused with its reason before anything is stored."""
+        envelope = _Fields(payload, "event")
         if payload.get("object") not in (None, "event"):
-            raise EventPayloadError(f"expected an event object, got {payload.get('object')!r}")
-        try:
-            data = payload["data"]
-            event_id, event_type, created, obj = payload["id"], payload["type"], payload["created"], data["object"]
-        except (KeyError, TypeError) as error:
-            raise EventPayloadError(f"event payload lacks {error}") from None
-        if not isinstance(obj, Mapping) or not isinstance(event_id, str) or not isinstance(event_type, str):
-            raise EventPayloadError("event payload has a malformed id, type or data.object")
-        created_at = from_unix(created)
-        assert created_at is not None
-        return cls(
-            id=event_id,
-            type=event_type,
-            created=created_at,
-            object=obj,
-            previous_attributes=data.get("previous_attributes") or {},
+            raise EventPayloadError(f"expected an event object, got {_shown(payload.get('object'))}")
+        data = _Fields(payload.get("data"), "data")
+        if data.raw.get("object") is None:
+            raise EventPayloadError("data.object is missing")
+        event = cls(
+            id=envelope.required_text("id", width=ID_WIDTH),
+            type=envelope.required_text("type", width=EVENT_TYPE_WIDTH),
+            created=envelope.required_time("created"),
+            object=_Fields(data.raw["object"], "data.object").raw,
+            previous_attributes=data.object("previous_attributes").raw,
             livemode=bool(payload.get("livemode", False)),
         )
+        # A sensor page is one transaction: an odd event found while applying would roll back them all.
+        if event.is_invoice_event:
+            event.invoice_row  # noqa: B018 - read (and kept for events_store) for its checks
+            finalization_error(event)
+            _Fields(event.object, "data.object").object("metadata")  # where our annotation marker is looked for
+        elif event.is_subscription_event:
+            event.subscription_status  # noqa: B018
+        return event
+
+    @classmethod
+    def from_json(cls, body: str) -> "StripeEvent":
+        """Read a webhook body: anything that is not a readable event is EventPayloadError."""
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as error:  # not JSON, a number of 5,000 digits, deep nesting
+            raise EventPayloadError(f"the body is not JSON ({type(error).__name__})") from None
+        return cls.from_payload(payload)
+
+    @property
+    def object_id(self) -> str | None:
+        """The id of the event's object when it is one the ledger can hold (any type of event)."""
+        value = self.object.get("id")
+        ok = isinstance(value, str) and len(value) <= ID_WIDTH and "\x00" not in value
+        return value if ok else None
+
+    @cached_property
+    def invoice_row(self) -> "InvoiceRow":
+        """`invoice_row(self)`, read once (by `from_payload`, for an invoice event)."""
+        return invoice_row(self)
+
+    @cached_property
+    def subscription_status(self) -> "SubscriptionStatus":
+        """`subscription_status(self)`, read once (by `from_payload`, for a subscription event)."""
+        return subscription_status(self)
 
     @property
     def is_watched(self) -> bool:
@@ -124,20 +272,9 @@ class StripeEvent:
         return self.type in SUBSCRIPTION_EVENT_TYPES
 
 
-def _id_of(value: Any) -> str | None:
-    """An expandable reference: either an id string or the expanded object."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        return value.get("id")
-    return None
-
-
 def invoice_subscription_id(invoice: Mapping[str, Any]) -> str | None:
     """The subscription of an invoice: `parent.subscription_details.subscription` since basil."""
-    parent = invoice.get("parent") or {}
-    details = parent.get("subscription_details") or {}
-    return _id_of(details.get("subscription"))
+    return _Fields(invoice, "data.object").object("parent").object("subscription_details").reference("subscription")
 
 
 # --- invoices --------------------------------------------------------------------------------------
@@ -175,40 +312,45 @@ class InvoiceRow:
 
 def invoice_row(event: StripeEvent) -> InvoiceRow:
     """The invoice row an `invoice.*` event implies. `invoice.deleted` (a deleted draft) → status `deleted`."""
-    invoice = event.object
-    if invoice.get("object") != "invoice":
+    invoice = _Fields(event.object, "data.object")
+    if invoice.raw.get("object") != "invoice":
         raise EventPayloadError(f"{event.type} {event.id} does not carry an invoice")
-    transitions = invoice.get("status_transitions") or {}
-    created = from_unix(invoice.get("created")) or event.created
-    status = "deleted" if event.type == "invoice.deleted" else str(invoice.get("status") or "draft")
+    transitions = invoice.object("status_transitions")
+    stated_status = invoice.text("status", width=INVOICE_STATUS_WIDTH) or "draft"
     return InvoiceRow(
-        invoice_id=invoice["id"],
-        customer_id=_id_of(invoice.get("customer")) or "",
-        subscription_id=invoice_subscription_id(invoice),
-        status=status,
-        billing_reason=invoice.get("billing_reason"),
-        number=invoice.get("number"),
-        amount_due=int(invoice.get("amount_due") or 0),
-        amount_paid=int(invoice.get("amount_paid") or 0),
-        amount_remaining=int(invoice.get("amount_remaining") or 0),
-        total=int(invoice.get("total") or 0),
-        currency=str(invoice.get("currency") or ""),
+        invoice_id=invoice.required_text("id", width=ID_WIDTH),
+        customer_id=invoice.reference("customer") or "",
+        subscription_id=invoice_subscription_id(event.object),
+        status="deleted" if event.type == "invoice.deleted" else stated_status,
+        billing_reason=invoice.text("billing_reason", width=BILLING_REASON_WIDTH),
+        number=invoice.text("number", width=ID_WIDTH),
+        amount_due=invoice.integer("amount_due"),
+        amount_paid=invoice.integer("amount_paid"),
+        amount_remaining=invoice.integer("amount_remaining"),
+        total=invoice.integer("total"),
+        currency=invoice.text("currency", width=CURRENCY_WIDTH) or "",
         # Invoice periods are Unix seconds already in our half-open convention: period_end is the
         # first second after the period (only line item periods are inclusive, STRIPE.md §3.2).
-        period_start=from_unix(invoice.get("period_start")),
-        period_end=from_unix(invoice.get("period_end")),
-        hosted_invoice_url=invoice.get("hosted_invoice_url"),
-        invoice_pdf=invoice.get("invoice_pdf"),
-        attempt_count=int(invoice.get("attempt_count") or 0),
-        next_payment_attempt=from_unix(invoice.get("next_payment_attempt")),
-        due_date=from_unix(invoice.get("due_date")),
-        finalized_at=from_unix(transitions.get("finalized_at")),
-        paid_at=from_unix(transitions.get("paid_at")),
-        created=created,
+        period_start=invoice.time("period_start"),
+        period_end=invoice.time("period_end"),
+        hosted_invoice_url=invoice.text("hosted_invoice_url"),
+        invoice_pdf=invoice.text("invoice_pdf"),
+        attempt_count=invoice.integer("attempt_count", bits=COUNT_BITS),
+        next_payment_attempt=invoice.time("next_payment_attempt"),
+        due_date=invoice.time("due_date"),
+        finalized_at=transitions.time("finalized_at"),
+        paid_at=transitions.time("paid_at"),
+        created=invoice.time("created") or event.created,
         last_event_id=event.id,
         last_event_type=event.type,
         last_event_created=event.created,
     )
+
+
+def finalization_error(event: StripeEvent) -> str:
+    """Why Stripe could not finalize the invoice (`last_finalization_error.message`)."""
+    error = _Fields(event.object, "data.object").object("last_finalization_error")
+    return error.text("message") or "no reason given"
 
 
 # --- subscriptions ---------------------------------------------------------------------------------
@@ -233,24 +375,25 @@ class SubscriptionStatus:
 
 def subscription_status(event: StripeEvent) -> SubscriptionStatus:
     """Status and period of a subscription event. Since basil the period lives on the items."""
-    subscription = event.object
-    if subscription.get("object") != "subscription":
+    subscription = _Fields(event.object, "data.object")
+    if subscription.raw.get("object") != "subscription":
         raise EventPayloadError(f"{event.type} {event.id} does not carry a subscription")
-    items = ((subscription.get("items") or {}).get("data")) or []
+    items = subscription.object("items").objects("data")
     # With flexible billing the items may differ; the plan's own item is the licensed one, and the
     # earliest-ending period is the one the next invoice closes.
-    starts = [item["current_period_start"] for item in items if item.get("current_period_start") is not None]
-    ends = [item["current_period_end"] for item in items if item.get("current_period_end") is not None]
+    starts = [start for item in items if (start := item.time("current_period_start")) is not None]
+    ends = [end for item in items if (end := item.time("current_period_end")) is not None]
+    previous = _Fields(event.previous_attributes, "data.previous_attributes")
     return SubscriptionStatus(
-        subscription_id=subscription["id"],
-        customer_id=_id_of(subscription.get("customer")) or "",
-        status=str(subscription.get("status")),
-        previous_status=event.previous_attributes.get("status"),
-        cancel_at_period_end=bool(subscription.get("cancel_at_period_end")),
-        canceled_at=from_unix(subscription.get("canceled_at")),
-        ended_at=from_unix(subscription.get("ended_at")),
-        current_period_start=from_unix(max(starts)) if starts else None,
-        current_period_end=from_unix(min(ends)) if ends else None,
+        subscription_id=subscription.required_text("id", width=ID_WIDTH),
+        customer_id=subscription.reference("customer") or "",
+        status=subscription.required_text("status", width=SUBSCRIPTION_STATUS_WIDTH),
+        previous_status=previous.text("status", width=SUBSCRIPTION_STATUS_WIDTH),
+        cancel_at_period_end=subscription.flag("cancel_at_period_end"),
+        canceled_at=subscription.time("canceled_at"),
+        ended_at=subscription.time("ended_at"),
+        current_period_start=max(starts) if starts else None,
+        current_period_end=min(ends) if ends else None,
         event_id=event.id,
         event_created=event.created,
     )
@@ -266,6 +409,7 @@ class OpsAlertKind(StrEnum):
     SUBSCRIPTION_UNPAID = "subscription_unpaid"
     RENEWAL_NOT_ANNOTATED = "renewal_not_annotated"
     EVENTS_RETENTION_GAP = "events_retention_gap"
+    EVENT_UNREADABLE = "event_unreadable"
 
 
 @dataclass(frozen=True)
@@ -299,7 +443,7 @@ def invoice_alerts(event: StripeEvent, row: InvoiceRow, *, annotated: bool) -> l
             **refs,
         )]
     if event.type == "invoice.finalization_failed":
-        error = (event.object.get("last_finalization_error") or {}).get("message") or "no reason given"
+        error = finalization_error(event)
         return [OpsAlert(
             OpsAlertKind.FINALIZATION_FAILED, event.id,
             subject=f"Invoice finalization failed: {row.invoice_id} of {row.customer_id}",
@@ -363,6 +507,18 @@ def retention_gap_alert(*, cursor_event_id: str, cursor_created: datetime | None
     )
 
 
+def unreadable_event_alert(*, event_reference: str, reason: str) -> OpsAlert:
+    """An event Stripe listed that cannot be read: the sensor skipped it, so what it says is not applied."""
+    return OpsAlert(
+        OpsAlertKind.EVENT_UNREADABLE,
+        event_id=event_reference,
+        subject=f"Stripe event {event_reference} could not be read and was skipped",
+        detail=(f"Stripe listed event {event_reference}, but it cannot be applied: {reason}. What it says about "
+                "its invoice or subscription is not in the warehouse until the next event about that object — "
+                "look the event up in the Stripe dashboard; the Stripe sync refreshes subscriptions."),
+    )
+
+
 # --- the sensor's place in Stripe's event list -----------------------------------------------------
 
 
@@ -377,7 +533,8 @@ class EventsCursor:
     - scanning: there is no usable cursor (first run, or the cursor's event fell out of Stripe's
       30-day retention), so the sensor walks the list down (`starting_after=scan_after`, optionally
       `created ≥ scan_floor`) to the oldest event still listed, then applies upwards from there.
-    The cursor only ever names events already applied (or, while scanning, events merely listed).
+    The cursor only ever names events already applied or skipped as unreadable (or, while scanning,
+    events merely listed).
     """
 
     last_event_id: str | None = None
@@ -386,8 +543,8 @@ class EventsCursor:
     scan_after: str | None = None
     scan_floor: int | None = None
 
-    def applied(self, event_id: str, created: int) -> "EventsCursor":
-        """Follow on from an event just applied."""
+    def applied(self, event_id: str, created: int | None) -> "EventsCursor":
+        """Follow on from an event just applied (or skipped as unreadable)."""
         return EventsCursor(last_event_id=event_id, last_created=created, scanning=False)
 
     def scanned_down_to(self, event_id: str) -> "EventsCursor":

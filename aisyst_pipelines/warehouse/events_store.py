@@ -47,9 +47,7 @@ from aisyst_pipelines.billing.stripe_events import (
     OpsAlert,
     StripeEvent,
     invoice_alerts,
-    invoice_row,
     subscription_alerts,
-    subscription_status,
 )
 
 from .annotations_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
@@ -147,20 +145,15 @@ class _Batch:
     newest: dict[str, datetime] = field(default_factory=dict)
 
     def record(self, event: StripeEvent, outcome: str) -> None:
-        object_id = _object_id(event)
+        object_id = event.object_id
         if outcome == "applied" and object_id is not None:
             self.newest[object_id] = max(self.newest.get(object_id, event.created), event.created)
-
-
-def _object_id(event: StripeEvent) -> str | None:
-    value = event.object.get("id")
-    return value if isinstance(value, str) else None
 
 
 def _claim(connection: Connection, events: Sequence[StripeEvent], *, source: str, now: datetime) -> set[str]:
     """Insert the ledger rows; the ids returned are the events no delivery has applied before."""
     rows = [
-        dict(event_id=e.id, event_type=e.type, object_id=_object_id(e), created=e.created, source=source,
+        dict(event_id=e.id, event_type=e.type, object_id=e.object_id, created=e.created, source=source,
              outcome="claimed", applied_at=now)
         for e in {e.id: e for e in events}.values()
     ]
@@ -214,7 +207,7 @@ def _invoice_upsert(dialect_name: str):  # type: ignore[no-untyped-def]
 
 
 def _apply_invoice_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
-    row = invoice_row(event)
+    row = event.invoice_row
     written = connection.execute(_invoice_upsert(connection.dialect.name), asdict(row) | {"updated_at": now}).first()
     if written is None:
         return "stale", []
@@ -239,7 +232,7 @@ def _renewal_annotated(connection: Connection, event: StripeEvent, invoice_id: s
 def _apply_subscription_event(
     connection: Connection, event: StripeEvent, now: datetime, mirror_row: SubscriptionRowBuilder | None, batch: _Batch
 ) -> tuple[str, list[OpsAlert]]:
-    change = subscription_status(event)
+    change = event.subscription_status
     subs = stripe_subscriptions.c
     # Lock the subscription's row (PostgreSQL; SQLite holds the database write lock already since
     # the ledger insert), so two deliveries of different events of one subscription serialize.
@@ -282,12 +275,37 @@ def _apply_subscription_event(
 
 
 def _mirror_row(mirror_row: SubscriptionRowBuilder | None, event: StripeEvent) -> Mapping[str, Any] | None:
+    """The full mirror row, or None when the sync's mapping cannot read the subscription (no items,
+    unreadable tier metadata, an odd price) or its row would not fit `stripe_subscriptions`: such a
+    subscription is left to the sync, which reports it, and the event still moves status and period."""
     if mirror_row is None:
         return None
     try:
-        return mirror_row(event.object)
-    except (ValueError, KeyError):  # no items, unreadable tier metadata: left to the sync, which reports it
+        row = mirror_row(event.object)
+    except Exception:  # noqa: BLE001 - a pure mapping of an object from an event: any failure is "cannot map"
         return None
+    return row if _storable(stripe_subscriptions, row) else None
+
+
+def _storable(table: Table, row: Mapping[str, Any]) -> bool:
+    """Every value fits its column on both backends (PostgreSQL refuses what SQLite would store):
+    text without NUL and within the column's length, whole numbers within its range, aware times."""
+    for name, value in row.items():
+        column_type = table.c[name].type
+        if value is None:
+            continue
+        if isinstance(column_type, String):  # Text too
+            length = column_type.length
+            if not isinstance(value, str) or "\x00" in value or (length is not None and len(value) > length):
+                return False
+        elif isinstance(column_type, Integer):  # BigInteger too
+            bits = 64 if isinstance(column_type, BigInteger) else 32
+            if not isinstance(value, int) or not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                return False
+        elif isinstance(column_type, UtcDateTime):
+            if not isinstance(value, datetime) or value.tzinfo is None:
+                return False
+    return True
 
 
 # --- ops alerts ------------------------------------------------------------------------------------

@@ -110,3 +110,80 @@ def event(
         "type": event_type,
         "data": data,
     }
+
+
+_DROP = object()  # odd_events: leave the key out
+
+
+def odd_events() -> list[tuple[str, Any]]:
+    """Signed-but-odd events: each one is not an event the warehouse can take, and must be refused with
+    a reason naming what is wrong (the text given here) — never a 500, never half-applied. The class:
+    the envelope (id, type, created, data), an invoice or subscription object of the wrong shape, a
+    value the warehouse cannot hold (NUL, too wide, too large), a time no Stripe object carries."""
+    def inv(**changes: Any) -> dict[str, Any]:
+        return event("invoice.paid", invoice(status="paid") | changes)
+
+    def sub(previous: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+        return event("customer.subscription.updated", subscription() | changes, previous_attributes=previous)
+
+    def envelope(**changes: Any) -> dict[str, Any]:
+        base = event("invoice.paid", invoice(status="paid"))
+        return {k: v for k, v in (base | changes).items() if v is not _DROP}
+
+    item = subscription()["items"]["data"][0]
+    return [
+        ("event.created", envelope(created=None)),
+        ("event.created", envelope(created=_DROP)),
+        ("event.created", envelope(created=str(T0))),
+        ("event.created", envelope(created=float(T0))),
+        ("event.created", envelope(created=True)),
+        ("event.created", envelope(created=-1)),
+        ("event.created", envelope(created=0)),
+        ("event.created", envelope(created=253_402_300_799)),  # 9999-12-31: would pin its invoice forever
+        ("event.created", envelope(created=10**20)),  # past what a datetime can hold
+        ("event.id", envelope(id=_DROP)),
+        ("event.id", envelope(id=5)),
+        ("event.id", envelope(id="")),
+        ("event.id", envelope(id="evt_" + "x" * 61)),
+        ("event.id", envelope(id="evt_\x00")),
+        ("event.type", envelope(type=_DROP)),
+        ("event.type", envelope(type=["invoice.paid"])),
+        ("event.type", envelope(type="x" * 65)),
+        ("data is not an object", envelope(data=_DROP)),
+        ("data is not an object", envelope(data=[invoice()])),
+        ("data.object is missing", envelope(data={"previous_attributes": {}})),
+        ("data.object is not an object", envelope(data={"object": "in_1"})),
+        ("data.previous_attributes", envelope(data={"object": invoice(), "previous_attributes": ["status"]})),
+        ("does not carry an invoice", event("invoice.paid", subscription())),
+        ("data.object.id", inv(id=None)),
+        ("data.object.id", inv(id={"id": "in_1"})),
+        ("data.object.amount_due", inv(amount_due="29900")),
+        ("data.object.amount_paid", inv(amount_paid=29_900.5)),
+        ("data.object.total", inv(total=2**63)),
+        ("data.object.attempt_count", inv(attempt_count=2**31)),
+        ("data.object.currency", inv(currency="dollars")),
+        ("data.object.status", inv(status={"paid": True})),
+        ("data.object.number", inv(number="NR\x00-1")),
+        ("data.object.billing_reason", inv(billing_reason="r" * 49)),
+        ("data.object.hosted_invoice_url", inv(hosted_invoice_url=["https://invoice.example"])),
+        ("data.object.customer", inv(customer={"id": 5})),
+        ("data.object.parent", inv(parent=["sub_1"])),
+        ("data.object.parent.subscription_details.subscription",
+         inv(parent={"subscription_details": {"subscription": "s" * 65}})),
+        ("data.object.status_transitions.paid_at", inv(status_transitions={"paid_at": 10**20})),
+        ("data.object.period_end", inv(period_end="soon")),
+        ("data.object.created", inv(created=-86_400)),
+        ("data.object.metadata", inv(metadata=["aisyst_annotation_version"])),
+        ("data.object.last_finalization_error", event("invoice.finalization_failed", invoice() | {
+            "last_finalization_error": "tax location invalid"})),
+        ("does not carry a subscription", event("customer.subscription.updated", invoice())),
+        ("data.object.status", sub(status=None)),
+        ("data.object.status", sub(status="s" * 33)),
+        ("data.object.items", sub(items="si_1")),
+        ("data.object.items.data", sub(items={"data": {"si_1": item}})),
+        ("data.object.items.data[0]", sub(items={"data": ["si_1"]})),
+        ("data.object.items.data[0].current_period_end", sub(items={"data": [item | {"current_period_end": "soon"}]})),
+        ("data.object.cancel_at_period_end", sub(cancel_at_period_end="false")),
+        ("data.object.canceled_at", sub(canceled_at=T0 * 1000)),
+        ("data.previous_attributes.status", sub(previous={"status": 5})),
+    ]

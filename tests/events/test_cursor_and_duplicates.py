@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -192,3 +193,45 @@ def test_sensor_then_webhook_applies_once(world: StripeWorld, warehouse: Warehou
         outcomes = {post_signed(client, payload) for payload in stripe_events_oldest_first(world)}
     assert outcomes == {"duplicate"}
     assert {source for _, _, source in ledger(warehouse)} == {"sensor"}
+
+
+def spoil_event(stripe_emulator, event_id: str, change: Callable[[dict], None]) -> None:
+    """Make an event the emulator lists odd, as a bug or an API change on Stripe's side might."""
+    store = stripe_emulator.server.store
+    with store.lock:
+        change(store.tables["event"][event_id])
+
+
+def test_events_that_cannot_be_read_are_skipped_with_an_alert_not_retried_forever(
+    stripe_emulator, world: StripeWorld, warehouse: Warehouse, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    listed = stripe_events_oldest_first(world)
+    invoice_event = next(e["id"] for e in listed[5:] if e["type"].startswith("invoice."))
+    subscription_event = next(e["id"] for e in listed[5:] if e["type"].startswith("customer.subscription."))
+    newest = listed[-1]["id"]
+    spoil_event(stripe_emulator, invoice_event, lambda e: e["data"].update(object=dict(e["data"]["object"], amount_due="lots")))
+    spoil_event(stripe_emulator, subscription_event, lambda e: e["data"].update(object="sub_gone"))
+    spoil_event(stripe_emulator, newest, lambda e: e.update(created=10**20))  # still listed newest
+    spoiled = {invoice_event, subscription_event, newest}
+    outbox = tmp_path / "outbox"
+
+    first = sensor_tick(warehouse, world.stripe, outbox, None)
+    tick_log = capfd.readouterr().err
+    assert sorted(e for e, _, _ in ledger(warehouse)) == sorted(e["id"] for e in listed if e["id"] not in spoiled)
+    assert EventsCursor.from_json(first.cursor).last_event_id == newest  # past them, not stuck before them
+    [materialization] = first.asset_events
+    assert materialization.metadata["events_unreadable"].value == 3
+    c = stripe_event_alerts.c
+    with warehouse.connect() as connection:
+        skipped = {row.event_id: row for row in connection.execute(
+            select(c.event_id, c.detail, c.status).where(c.kind == OpsAlertKind.EVENT_UNREADABLE.value))}
+    assert set(skipped) == spoiled and {row.status for row in skipped.values()} == {"sent"}  # mailed to ops
+    assert "data.object.amount_due" in skipped[invoice_event].detail and "event.created" in skipped[newest].detail
+    assert all(f"Stripe event {event_id} cannot be read, skipped" in tick_log for event_id in spoiled)
+    mails, alerts = ops_mail_subjects(outbox), alert_count(warehouse)
+
+    again = sensor_tick(warehouse, world.stripe, outbox, first.cursor)
+    assert again.skip_reason is not None and again.cursor == first.cursor
+    crashed_before_its_cursor = sensor_tick(warehouse, world.stripe, outbox, None)  # lists them all again
+    assert crashed_before_its_cursor.cursor == first.cursor
+    assert (ops_mail_subjects(outbox), alert_count(warehouse)) == (mails, alerts)  # no alert twice

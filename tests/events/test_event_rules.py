@@ -8,7 +8,13 @@ import pytest
 
 from aisyst_pipelines.billing.invoice_lines import METADATA_VERSION_KEY
 from aisyst_pipelines.billing.stripe_events import (
+    BILLING_REASON_WIDTH,
+    CURRENCY_WIDTH,
+    EVENT_TYPE_WIDTH,
+    ID_WIDTH,
+    INVOICE_STATUS_WIDTH,
     MAX_TYPES_PER_LISTING,
+    SUBSCRIPTION_STATUS_WIDTH,
     WATCHED_EVENT_TYPES,
     EventPayloadError,
     OpsAlertKind,
@@ -20,7 +26,7 @@ from aisyst_pipelines.billing.stripe_events import (
     subscription_status,
 )
 
-from .payloads import DAY, T0, event, invoice, subscription
+from .payloads import DAY, T0, event, invoice, odd_events, subscription
 
 
 def utc(seconds: int) -> datetime:
@@ -138,3 +144,30 @@ def test_retention_gap_alert_names_the_lost_cursor() -> None:
     alert = retention_gap_alert(cursor_event_id="evt_old", cursor_created=utc(T0), now=utc(T0 + 40 * DAY))
     assert alert.kind is OpsAlertKind.EVENTS_RETENTION_GAP and alert.event_id == "gap:evt_old"
     assert "evt_old" in alert.detail and "2026-03-01 00:00" in alert.detail
+
+
+@pytest.mark.parametrize(("named", "payload"), odd_events(), ids=lambda value: value if isinstance(value, str) else "")
+def test_odd_events_are_refused_with_the_field_named(named: str, payload: dict) -> None:
+    with pytest.raises(EventPayloadError) as refused:
+        StripeEvent.from_payload(payload)
+    assert named in str(refused.value)
+
+
+def test_the_widths_checked_are_the_warehouse_columns() -> None:
+    from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices, stripe_subscriptions
+
+    assert stripe_events_applied.c.event_id.type.length == ID_WIDTH
+    assert stripe_events_applied.c.event_type.type.length == EVENT_TYPE_WIDTH
+    invoices = stripe_invoices.c
+    assert {invoices.invoice_id.type.length, invoices.customer_id.type.length, invoices.subscription_id.type.length,
+            invoices.number.type.length, stripe_subscriptions.c.subscription_id.type.length} == {ID_WIDTH}
+    assert invoices.status.type.length == INVOICE_STATUS_WIDTH
+    assert invoices.billing_reason.type.length == BILLING_REASON_WIDTH
+    assert invoices.currency.type.length == CURRENCY_WIDTH
+    assert stripe_subscriptions.c.status.type.length == SUBSCRIPTION_STATUS_WIDTH
+
+
+def test_an_unwatched_event_keeps_an_object_id_the_ledger_cannot_hold_out_of_it() -> None:
+    long_id = StripeEvent.from_payload(event("charge.succeeded", {"id": "ch_" + "x" * 70, "object": "charge"}))
+    assert long_id.object_id is None and long_id.type == "charge.succeeded"
+    assert StripeEvent.from_payload(event("charge.succeeded", {"id": "ch_1", "object": "charge"})).object_id == "ch_1"

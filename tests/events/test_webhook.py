@@ -11,13 +11,15 @@ import stripe
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from aisyst_pipelines.assets.stripe_events import subscription_mirror_row
+from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.events_store import pending_event_alerts
-from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices
+from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices, stripe_subscriptions
 from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
 from resources.notifier import NotifierResource
 
-from .payloads import event, invoice
+from .payloads import event, invoice, odd_events, subscription
 
 SECRET = "whsec_test_5f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
@@ -79,10 +81,59 @@ def test_stale_signature_and_late_replay_are_refused(client: TestClient, warehou
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused(client: TestClient, warehouse: Warehouse) -> None:
-    for body in ("not json", json.dumps({"object": "invoice", "id": "in_1"}), json.dumps([1, 2])):
+    nested = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser recurses
+    huge_number = '{"id": "evt_1", "created": ' + "1" * 5_000 + "}"  # more digits than int() takes
+    for body in ("not json", json.dumps({"object": "invoice", "id": "in_1"}), json.dumps([1, 2]), nested, huge_number):
         response = client.post(WEBHOOK_PATH, content=body, headers=signed(body))
-        assert response.status_code == 400, body
+        assert response.status_code == 400, body[:40]
     assert ledger(warehouse) == {}
+
+
+def test_a_content_length_that_is_not_the_body_is_refused(client: TestClient, warehouse: Warehouse) -> None:
+    """Behind an ASGI server that does not check framing itself: a Content-Length that is no byte
+    count, or a body longer than it says, is refused even when the body is a validly signed event."""
+    body = json.dumps(event("invoice.paid", invoice(status="paid"), event_id="evt_wh_length"))
+    for length in ("abc", "-5", "+10", "1e3", str(len(body) // 2)):
+        response = client.post(WEBHOOK_PATH, content=body, headers=signed(body) | {"Content-Length": length})
+        assert response.status_code == 400 and "Content-Length" in response.json()["error"], (length, response.text)
+        assert response.headers["connection"] == "close"
+    too_large = client.post(WEBHOOK_PATH, content=body, headers=signed(body) | {"Content-Length": "50000000"})
+    assert too_large.status_code == 413 and "too large" in too_large.json()["error"]
+    assert ledger(warehouse) == {}
+
+
+def test_signed_but_odd_events_are_refused_with_their_reason(client: TestClient, warehouse: Warehouse) -> None:
+    """A null or absurd `created`, an object of the wrong shape, a value the warehouse cannot hold: 400
+    naming the field on both backends (a 500 would have Stripe retry it for days), nothing stored."""
+    for named, payload in odd_events():
+        body = json.dumps(payload)
+        response = client.post(WEBHOOK_PATH, content=body, headers=signed(body))
+        assert response.status_code == 400 and named in response.json()["error"], (named, response.text)
+    assert ledger(warehouse) == {}
+    with warehouse.connect() as connection:
+        assert connection.execute(select(stripe_invoices.c.invoice_id)).all() == []
+    assert pending_event_alerts(warehouse) == []
+    body = json.dumps(event("invoice.paid", invoice(status="paid"), event_id="evt_wh_after"))  # still receiving
+    assert client.post(WEBHOOK_PATH, content=body, headers=signed(body)).json()["outcome"] == "applied"
+
+
+def test_a_subscription_the_mirror_cannot_hold_is_left_to_the_sync(warehouse: Warehouse, tmp_path: Path) -> None:
+    """The event's own fields are fine, but the sync's mapping cannot read its price, or its row would
+    not fit stripe_subscriptions: applied (status and period for a known subscription), not a 500."""
+    mirror_row = subscription_mirror_row(None, Settings.from_env({"AISYST_HOME": str(tmp_path)}))
+    item = subscription()["items"]["data"][0]
+    subscriptions = [
+        subscription("sub_fine"),
+        subscription("sub_price_unread") | {"items": {"data": [item | {"price": "price_tier1"}]}},
+        subscription("sub_key_too_wide") | {"items": {"data": [item | {"price": item["price"] | {"lookup_key": "k" * 201}}]}},
+    ]
+    with TestClient(create_webhook_app(warehouse, SECRET, mirror_row=mirror_row)) as client:
+        for sub in subscriptions:
+            body = json.dumps(event("customer.subscription.created", sub))
+            response = client.post(WEBHOOK_PATH, content=body, headers=signed(body))
+            assert response.status_code == 200 and response.json()["outcome"] == "applied", response.text
+    with warehouse.connect() as connection:
+        assert connection.scalars(select(stripe_subscriptions.c.subscription_id)).all() == ["sub_fine"]
 
 
 def test_unwatched_types_are_acknowledged(client: TestClient, warehouse: Warehouse) -> None:
