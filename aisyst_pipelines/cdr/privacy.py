@@ -3,8 +3,8 @@
 The hash is HMAC-SHA256 with a secret key (AISYST_PII_KEY) over a normalised form of the number, so
 that "+1 (415) 555-0100" and "+14155550100" give the same hash while someone without the key cannot
 test guesses against the stored values. The warehouse records which key its hashes were made with
-by a fingerprint of it (`pii_key_fingerprint`), never the key. Rejected rows keep their raw text for diagnosis; numbers in
-it are masked (see `redact_record_text`).
+as a fingerprint of it (`pii_key_fingerprint`), never the key. Rejected rows keep their raw text for
+diagnosis; numbers in it are masked (see `redact_record_text`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ class PiiKeyMismatch(CdrFileError):
             "(docs/operations.md, \"The phone-number key\")"
         )
         self.recorded = recorded
-        self.offered = offered
 
 
 def require_pii_key_fingerprint(connection: Connection, fingerprint: str, now: datetime) -> None:
@@ -46,12 +45,8 @@ def require_pii_key_fingerprint(connection: Connection, fingerprint: str, now: d
         .values(name=PII_KEY_FINGERPRINT, value=fingerprint, recorded_at=now)
         .on_conflict_do_nothing()
     )
-    recorded = recorded_pii_key_fingerprint(connection)
-    if recorded != fingerprint:
-        raise PiiKeyMismatch(str(recorded), fingerprint)
-
-
-def recorded_pii_key_fingerprint(connection: Connection) -> str | None:
-    return connection.scalar(
+    recorded = connection.scalar(
         select(warehouse_properties.c.value).where(warehouse_properties.c.name == PII_KEY_FINGERPRINT)
     )
+    if recorded != fingerprint:
+        raise PiiKeyMismatch(str(recorded), fingerprint)
