@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,11 @@ from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+# Every file a command creates is its owner's alone (0600, folders 0700): the warehouse, the key, the
+# e-mails, and the files Dagster writes under DAGSTER_HOME (run storage, event logs, compute logs),
+# which only a umask reaches. Services set the same (UMask=0077, docs/operations.md).
+PRIVATE_UMASK = 0o077
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -253,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="one billing month end to end on the local emulator: calls, ingestion, reconciliation, alerts, "
-        "annotated renewal invoices (fresh demo state in AISYST_HOME each run; the Dagster instance is kept)"
+        "annotated renewal invoices (fresh demo state in AISYST_HOME each run; the Dagster instance is kept). "
+        "Runs only in a home it made itself (new or empty, then marked), never with a configured warehouse, "
+        "landing or outbox folder or a live Stripe key"
     )
     demo.add_argument("--customers", type=int, default=50, help="how many Stripe customers (at least 8)")
     demo.add_argument("--seed", type=int, default=7, help="makes the customers, calls and meter faults repeatable")
@@ -283,7 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     handler: Command = args.handler
-    return handler(args, settings)
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        return handler(args, settings)
+    finally:
+        os.umask(previous)
 
 
 if __name__ == "__main__":

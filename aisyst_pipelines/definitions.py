@@ -15,21 +15,31 @@ import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
-from aisyst_pipelines.settings import Settings, ensure_local_pii_key
+from aisyst_pipelines.settings import Settings
 from resources import NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     warehouse_url = dg.EnvVar("AISYST_WAREHOUSE_URL") if os.environ.get("AISYST_WAREHOUSE_URL") else settings.warehouse_url
-    ensure_local_pii_key(settings)  # no-op when AISYST_PII_KEY is set (production)
     return {
         "warehouse": WarehouseResource(url=warehouse_url),
-        "pii_key": PiiKeyResource(key=dg.EnvVar("AISYST_PII_KEY")),
+        "pii_key": pii_key_resource(settings),
         # STRIPE_SECRET_KEY via dg.EnvVar, or the local emulator when it is unset (see from_settings)
         "stripe": StripeResource.from_settings(settings),
         # AISYST_SMTP_URL via dg.EnvVar (it carries the password), or .eml files in the outbox
         "notifier": NotifierResource.from_settings(settings),
     }
+
+
+def pii_key_resource(settings: Settings) -> PiiKeyResource:
+    """AISYST_PII_KEY through dg.EnvVar when set (production); else the home's key file, but only for
+    the embedded warehouse it lives beside. Resolved when a run uses it: loading the definitions
+    writes nothing (resources/pii.py)."""
+    if os.environ.get("AISYST_PII_KEY"):
+        return PiiKeyResource(key=dg.EnvVar("AISYST_PII_KEY"))
+    if settings.uses_embedded_warehouse:
+        return PiiKeyResource(local_key_file=str(settings.pii_key_file()))
+    return PiiKeyResource()  # its use fails with "set AISYST_PII_KEY"
 
 
 @dg.definitions

@@ -22,8 +22,13 @@ State: every run starts a fresh demo world in AISYST_HOME (the warehouse file, l
 are wiped; the emulator is new each run) while the Dagster instance in AISYST_HOME/dagster is kept,
 so run history, sensor ticks and asset history accumulate over demo runs. The one-off passes'
 sensor cursors are cleared first (they belong to the previous, gone world). The demo always works on
-the home's own SQLite warehouse and folders; AISYST_WAREHOUSE_URL / _LANDING_DIR / _OUTBOX_DIR and
-SMTP settings are ignored for its duration (the demo must never wipe or mail anything real).
+the home's own SQLite warehouse and folders, and SMTP settings are ignored for its duration.
+
+Because it wipes, the demo only runs in a home it made itself: one that did not exist or was empty,
+which it marks with DEMO_MARKER. Before touching anything it refuses (`demo_refusal`) any other
+home, and a shell that looks set up for real work: AISYST_WAREHOUSE_URL, AISYST_LANDING_DIR or
+AISYST_OUTBOX_DIR pointing elsewhere than the demo home, or a STRIPE_SECRET_KEY that is not a test
+key (a test key is harmless: the demo always uses its own emulator and never reads it).
 
 Dagster's run logs go to AISYST_HOME/demo-dagster.log; the terminal shows progress and results.
 """
@@ -37,8 +42,9 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,7 +57,7 @@ from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.billing.voice_server import MeteredCall, MeterEventSend, VoiceServerFaults, plan_meter_events, replay
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
-from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.settings import Settings, embedded_warehouse_url
 
 UTC = timezone.utc
 MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)  # the test clock's start = every subscription's anchor
@@ -68,6 +74,12 @@ DEMO_ENV_OVERRIDES = (
     "AISYST_HOME", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "AISYST_WAREHOUSE_URL", "AISYST_LANDING_DIR",
     "AISYST_OUTBOX_DIR", "AISYST_SMTP_URL", "DAGSTER_HOME", "AISYST_STRIPE_REQUESTS_PER_SECOND", "AISYST_PII_KEY",
 )
+DEMO_MARKER = ".aisyst-demo-home"
+MARKER_TEXT = (
+    "This folder was made by `aisyst demo`. Every demo run wipes its warehouse.db, landing/ and outbox/:\n"
+    "keep nothing real here. The demo refuses to run in a non-empty folder without this file.\n"
+)
+TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,73 @@ def demo_environment(home: Path, emulator_url: str) -> Iterator[Settings]:
                 os.environ[name] = value
 
 
+def demo_refusal(home: Path, environ: Mapping[str, str]) -> str | None:
+    """Why the demo must not run in `home` with this environment, and how to run it safely; None
+    when it may. Looks only, writes nothing."""
+    demo_paths = {
+        "AISYST_WAREHOUSE_URL": embedded_warehouse_url(home),
+        "AISYST_LANDING_DIR": str(home / "landing"),
+        "AISYST_OUTBOX_DIR": str(home / "outbox"),
+    }
+    unset = [name for name, own in demo_paths.items() if environ.get(name) and not _same_place(name, environ[name], own)]
+    reasons = [
+        f"{name} is set to somewhere other than the demo home: this shell looks set up for real data "
+        "(the demo only uses the SQLite warehouse and folders in its own home)"
+        for name in unset
+    ]
+    key = environ.get("STRIPE_SECRET_KEY", "")
+    if key and not key.startswith(TEST_KEY_PREFIXES):
+        unset.append("STRIPE_SECRET_KEY")
+        reasons.append("STRIPE_SECRET_KEY is not a test key (sk_test_/rk_test_): this shell looks set up for production "
+                       "(the demo only talks to its own Stripe emulator)")
+    other_home = _not_a_demo_home(home)
+    if other_home:
+        reasons.append(other_home)
+    if not reasons:
+        return None
+    command = ["aisyst", "demo"]
+    if other_home:
+        command += ["--home", str(Path(tempfile.gettempdir()) / "aisyst-demo")]
+    if unset:
+        command = ["env", *(f"-u {name}" for name in unset), *command]
+    return "\n".join(
+        ["aisyst demo refused, nothing was touched:", *(f"  - {reason}" for reason in reasons),
+         f"Run it safely with:  {' '.join(command)}"]
+    )
+
+
+def _same_place(name: str, configured: str, demo_own: str) -> bool:
+    if name == "AISYST_WAREHOUSE_URL":
+        return configured == demo_own
+    return Path(configured).expanduser().resolve() == Path(demo_own)
+
+
+def _not_a_demo_home(home: Path) -> str | None:
+    if not home.exists():
+        return None
+    if not home.is_dir():
+        return f"{home} is not a folder"
+    if (home / DEMO_MARKER).is_file():
+        return None
+    contents = sorted(path.name for path in home.iterdir())
+    if not contents:
+        return None
+    shown = ", ".join(contents[:5]) + (" …" if len(contents) > 5 else "")
+    return (
+        f"{home} is not a demo home: it holds {shown} and no {DEMO_MARKER} (the demo wipes the warehouse, "
+        "landing/ and outbox/ of its home, so it only runs in a home it made itself; if this is an earlier "
+        "demo's home, delete it)"
+    )
+
+
+def claim_demo_home(home: Path) -> None:
+    """Mark `home` (new or empty, `demo_refusal` made sure) as the demo's own."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker = home / DEMO_MARKER
+    if not marker.exists():
+        marker.write_text(MARKER_TEXT)
+
+
 def fresh_demo_state(settings: Settings) -> None:
     """Wipe the previous demo world (warehouse file, landing, outbox); keep the Dagster instance."""
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -167,8 +246,13 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
     from aisyst_pipelines.emulator import EmulatorServer
 
     home = (home or Path(os.environ.get("AISYST_HOME", "./.aisyst"))).expanduser().resolve()
-    progress = Progress(out)
     plans = plan_customers(customers, seed)
+    refusal = demo_refusal(home, os.environ)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    claim_demo_home(home)
+    progress = Progress(out)
     with EmulatorServer(port=0) as emulator, demo_environment(home, emulator.url) as settings:
         fresh_demo_state(settings)
         progress.step(f"Stripe emulator on {emulator.url}; demo home {settings.home} (fresh warehouse, landing, outbox)")

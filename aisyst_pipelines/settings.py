@@ -8,7 +8,6 @@ This object only says *where* things are and which optional behaviours are on.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,11 @@ DEFAULT_METER_EVENT_NAME = "voice_call_minutes"
 # by default and the test-mode key it accepts (not a secret: it opens nothing but the emulator).
 DEFAULT_EMULATOR_URL = "http://127.0.0.1:12111"
 EMULATOR_API_KEY = "sk_test_emulator"
+
+
+def embedded_warehouse_url(home: Path) -> str:
+    """The default warehouse: a SQLite file in the home."""
+    return f"sqlite:///{home / 'warehouse.db'}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class Settings:
         home = Path(env.get("AISYST_HOME", "./.aisyst")).expanduser().resolve()
         return cls(
             home=home,
-            warehouse_url=env.get("AISYST_WAREHOUSE_URL") or f"sqlite:///{home / 'warehouse.db'}",
+            warehouse_url=env.get("AISYST_WAREHOUSE_URL") or embedded_warehouse_url(home),
             landing_dir=Path(env.get("AISYST_LANDING_DIR") or home / "landing").resolve(),
             outbox_dir=Path(env.get("AISYST_OUTBOX_DIR") or home / "outbox").resolve(),
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),
@@ -88,24 +92,15 @@ class Settings:
         )
 
     def ensure_dirs(self) -> None:
+        """Create the home's folders owner-only (0700): they hold CDRs, e-mails and run logs. A folder
+        that exists keeps its mode (an operator may have set up the landing folder for an uploader)."""
         for path in (self.home, self.landing_dir, self.outbox_dir, self.dagster_home):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @property
+    def uses_embedded_warehouse(self) -> bool:
+        return self.warehouse_url == embedded_warehouse_url(self.home)
 
     def pii_key_file(self) -> Path:
+        """The generated phone-number key of the embedded warehouse, beside warehouse.db."""
         return self.home / "pii.key"
-
-
-def ensure_local_pii_key(settings: Settings) -> None:
-    """Generate the local HMAC key for phone-number hashes once, unless AISYST_PII_KEY is set.
-
-    The key is written with owner-only permissions and exported into this process's environment
-    under AISYST_PII_KEY, so that resources read it through `EnvVar` like any other secret.
-    """
-    if os.environ.get("AISYST_PII_KEY"):
-        return
-    key_file = settings.pii_key_file()
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
-    os.environ["AISYST_PII_KEY"] = key_file.read_text().strip()

@@ -36,6 +36,7 @@ from sqlalchemy import MetaData, create_engine, text
 
 from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
+from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.simulate import CdrFileWriter, iter_simulated_calls
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
@@ -110,7 +111,8 @@ def child_end_to_end(url: str, path: Path, chunk_rows: int) -> dict:
     started = time.perf_counter()
     sha256 = file_sha256(path)
     chunks = read_cdr_file(path, ReadOptions(pii_key=BENCH_KEY, chunk_rows=chunk_rows))
-    result = load_cdr_file(warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", path.stat().st_size), chunks)
+    result = load_cdr_file(warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", path.stat().st_size), chunks,
+                           pii_key_fingerprint=pii_key_fingerprint(BENCH_KEY))
     seconds = time.perf_counter() - started
     warehouse.dispose()
     return {"seconds": seconds, "rows_loaded": result.rows_loaded, "rows_total": result.rows_total,

@@ -337,6 +337,7 @@ def local_instance(settings: Settings) -> Iterator[dg.DagsterInstance]:
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     config = settings.dagster_home / "dagster.yaml"
     if not config.exists():
+        config.touch(mode=0o600)
         config.write_text(LOCAL_INSTANCE_CONFIG)
     with dg.DagsterInstance.get() as instance:
         yield instance

@@ -195,7 +195,8 @@ class NotifierResource(dg.ConfigurableResource):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", message_id.strip("<>").split("@")[0])[:80]
         target = outbox / f"{stamp}-{slug}.eml"
         try:
-            outbox.mkdir(parents=True, exist_ok=True)
+            outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # mkstemp's mode 0600 stays with the message: it holds a customer's address and usage.
             with tempfile.NamedTemporaryFile("wb", dir=outbox, suffix=".tmp", delete=False) as handle:
                 handle.write(message.as_bytes())
             os.replace(handle.name, target)  # readers never see a half-written message

@@ -23,6 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from aisyst_pipelines.cdr import CdrFileError, RatingPolicy, ReadOptions, detect_format, forced_format_for, read_cdr_file
+from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.records import FORMATS, FORCED_FOLDERS, REASON_CODES
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, CdrLoadResult, cdr_file, load_cdr_file
@@ -134,6 +135,7 @@ def load_cdr_file_assets(
             warehouse.get(),
             CdrFileIdentity(path=str(path), sha256=sha256, format=file_format, size_bytes=path.stat().st_size),
             read_cdr_file(path, options),
+            pii_key_fingerprint=pii_key_fingerprint(options.pii_key),
         )
     except CdrFileError as error:
         # The message names the file and the cause, never its content (CDRs carry phone numbers).

@@ -2,17 +2,20 @@
 
 The hash is HMAC-SHA256 with a secret key (AISYST_PII_KEY) over a normalised form of the number, so
 that "+1 (415) 555-0100" and "+14155550100" give the same hash while someone without the key cannot
-test guesses against the stored values. Rejected rows keep their raw text for diagnosis; numbers in
-it are masked (see `redact_record_text`).
+test guesses against the stored values. The warehouse records which key its hashes were made with
+as a fingerprint of it (`pii_key_fingerprint`), never the key. Rejected rows keep their raw text for
+diagnosis; numbers in it are masked (see `redact_record_text`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Iterable
 
 REDACTED = "[redacted]"
+FINGERPRINT_LABEL = b"aisyst pii key fingerprint v1"
 
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 _PHONE_LIKE = re.compile(r"\+?[\d\s().\-/]+")
@@ -54,6 +57,13 @@ def hash_phone_number(number: str | None, key: bytes) -> str | None:
     if normalised is None:
         return None
     return hmac.digest(key, normalised.encode("utf-8"), "sha256").hex()
+
+
+def pii_key_fingerprint(key: bytes) -> str:
+    """HMAC-SHA256 of a fixed label under the key, in hex: tells keys apart without revealing them,
+    and the label keeps it distinct from anything else computed with the key (a phone-number hash,
+    or a plain sha256 of the key kept somewhere else)."""
+    return hmac.new(key, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
 
 
 def redact_record_text(raw: str, values: Iterable[str | None] = ()) -> str:

@@ -431,8 +431,7 @@ class CdrFileWriter:
         self._out.close()
         if self._out is not self._raw:
             self._raw.close()
-        os.chmod(self._temp, 0o644)  # mkstemp creates owner-only files
-        os.replace(self._temp, self.path)
+        os.replace(self._temp, self.path)  # keeps mkstemp's owner-only mode: CDRs carry phone numbers
         return WrittenFile(self.path, self.format, self.rows, dict(self.malformed))
 
     def abort(self) -> None:

@@ -2,7 +2,8 @@
 
 Loading one file is ONE transaction (`load_cdr_file`):
 
-1. serialise CDR loads (PostgreSQL advisory lock; SQLite has a single writer anyway) and claim the file:
+1. serialise CDR loads (PostgreSQL advisory lock; SQLite has a single writer anyway), make sure the
+   phone numbers were hashed with the warehouse's key (properties.py) and claim the file:
    a `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO NOTHING. A file already loaded is
    skipped without touching anything else;
 2. per chunk of parsed records: the calls (the first occurrence of each call_id in the chunk) are
@@ -67,6 +68,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from aisyst_pipelines.cdr.records import CONFLICTING_DUPLICATE, RECORD_COLUMNS, REJECT_COLUMNS
 
 from .database import Warehouse
+from .properties import require_pii_key_fingerprint
 from .schema import call_records, call_records_rejected, cdr_files, stripe_customers, usage_daily
 from .types import UtcDateTime
 
@@ -176,17 +178,21 @@ def load_cdr_file(
     source: CdrFileIdentity,
     chunks: Iterable[ParsedChunk],
     *,
+    pii_key_fingerprint: str,
     now: datetime | None = None,
 ) -> CdrLoadResult:
     """Load one parsed file in one transaction; see the module docstring for the steps.
 
     `chunks` is consumed lazily inside the transaction, so an exception raised while reading the
-    file (a truncated file, a crash) rolls back everything written for it.
+    file (a truncated file, a crash) rolls back everything written for it. `pii_key_fingerprint`
+    names the key the chunks' phone numbers were hashed with (PiiKeyMismatch when it is not the
+    warehouse's).
     """
     ingested_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     result = CdrLoadResult(file_path=source.path, sha256=source.sha256, format=source.format, skipped=False)
     with warehouse.begin() as connection, _bulk_cache(connection):
         _serialize_loads(connection)
+        require_pii_key_fingerprint(connection, pii_key_fingerprint, ingested_at)
         if not _claim_file(connection, source, ingested_at):
             result.skipped = True
             return result
@@ -341,7 +347,7 @@ def minutes_per_account(warehouse: Warehouse) -> list[AccountMinutes]:
 def _serialize_loads(connection: Connection) -> None:
     """One CDR load at a time: concurrent loads of overlapping calls would each recompute a shared
     usage_daily day without seeing the other's uncommitted rows. SQLite serialises writers by
-    itself (the claim below is the first write, so a second loader waits on the busy timeout)."""
+    itself (the first write below takes its lock, so a second loader waits on the busy timeout)."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CDR_LOAD_LOCK_KEY})
         connection.execute(text("SET LOCAL TIME ZONE 'UTC'"))  # date(timestamptz) below means the UTC day

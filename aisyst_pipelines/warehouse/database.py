@@ -61,7 +61,12 @@ class Warehouse:
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only, whatever the umask: the file holds every call. SQLite gives its -wal and
+                # -shm files the database file's mode.
+                database = Path(parsed.database)
+                database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not database.exists():
+                    database.touch(mode=0o600)
             engine = create_engine(parsed, connect_args={"timeout": 30})
             _configure_sqlite(engine)
             return engine

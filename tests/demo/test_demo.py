@@ -1,7 +1,7 @@
 """`aisyst demo --customers 12`, in this process through the CLI, in a temporary AISYST_HOME.
 
 The demo builds its own world (emulator, SQLite warehouse in its home: it wipes that state on each
-run, so it never gets a shared or PostgreSQL warehouse); the assertions read what it printed, its
+run, so it only runs in a home it made itself, see test_demo_refusal.py); the assertions read what it printed, its
 warehouse, its outbox and the Dagster instance it leaves behind, and run it a second time in the same
 home to show that re-running starts a fresh world while the instance's history accumulates.
 """
@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import select
 
 from aisyst_pipelines.cli import main
-from aisyst_pipelines.demo import UNMAPPED_ACCOUNT, plan_customers
+from aisyst_pipelines.demo import DEMO_MARKER, UNMAPPED_ACCOUNT, plan_customers
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import invoice_annotations, meter_corrections, meter_reconciliation, usage_alerts
 from jobs.ticks import LOCATION_NAME, sensor_selector_id
@@ -51,8 +51,10 @@ def assert_sensor_ticks(home: Path, runs_per_sensor: dict[str, int]) -> None:
 
 @pytest.fixture
 def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # Settings the demo must ignore (it never touches a configured warehouse, landing, outbox or SMTP).
-    monkeypatch.setenv("AISYST_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'not-the-demo.db'}")
+    # Settings the demo ignores (it mails to its outbox and talks to its own emulator); a configured
+    # warehouse, landing or outbox folder or a live key it refuses (test_demo_refusal.py).
+    for name in ("AISYST_WAREHOUSE_URL", "AISYST_LANDING_DIR", "AISYST_OUTBOX_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AISYST_SMTP_URL", "smtp://127.0.0.1:1")
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_not_for_the_demo")
     monkeypatch.setenv("AISYST_HOME", str(tmp_path / "home"))
@@ -62,6 +64,7 @@ def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED)]) == 0
     out = capsys.readouterr().out
+    assert (demo_home / DEMO_MARKER).is_file()  # the home is the demo's: the second run below may wipe it
     warehouse = Warehouse(f"sqlite:///{demo_home / 'warehouse.db'}")
     plans = {plan.account_code: plan for plan in plan_customers(CUSTOMERS, SEED)}
 

@@ -12,13 +12,15 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import select
 
+from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.simulate import WrittenFile, simulate_calls, write_calls
-from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import RECORD_COLUMNS, REJECT_COLUMNS, CdrFileIdentity
+from aisyst_pipelines.warehouse import Warehouse, cdr_store
+from aisyst_pipelines.warehouse.cdr_store import RECORD_COLUMNS, REJECT_COLUMNS, CdrFileIdentity, CdrLoadResult
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, cdr_files, usage_daily
 
 UTC = timezone.utc
 PII_KEY = "test-pii-key-not-a-secret"
+PII_KEY_FINGERPRINT = pii_key_fingerprint(PII_KEY.encode())
 
 
 @dataclass
@@ -79,6 +81,14 @@ def chunk(calls: Iterable[dict], rejects: Iterable[dict] = ()) -> Chunk:
 def source(name: str, *, fmt: str = "canonical_csv") -> CdrFileIdentity:
     """A file identity whose sha256 is derived from its name (the loader trusts what it is given)."""
     return CdrFileIdentity(path=f"/landing/{name}", sha256=hashlib.sha256(name.encode()).hexdigest(), format=fmt, size_bytes=1000)
+
+
+def load_cdr_file(
+    warehouse: Warehouse, source: CdrFileIdentity, chunks: Iterable[Chunk], *, now: datetime | None = None,
+    pii_key_fingerprint: str = PII_KEY_FINGERPRINT,
+) -> CdrLoadResult:
+    """cdr_store.load_cdr_file, its chunks' numbers hashed with the tests' PII_KEY unless told otherwise."""
+    return cdr_store.load_cdr_file(warehouse, source, chunks, pii_key_fingerprint=pii_key_fingerprint, now=now)
 
 
 def crashing(chunks: Iterable[Chunk], after: int) -> Iterator[Chunk]:

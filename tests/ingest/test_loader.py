@@ -19,6 +19,7 @@ from ingest_samples import (
     count_rows,
     crashing,
     expected_usage,
+    load_cdr_file,
     reject,
     snapshot,
     source,
@@ -31,7 +32,7 @@ from sqlalchemy import insert, select
 from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, load_cdr_file, read_ahead, rejects_by_reason
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, read_ahead, rejects_by_reason
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, stripe_customers, usage_daily
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -254,7 +255,7 @@ def killed_after(chunks, n):
 
 url, path, sha256 = sys.argv[1:]
 chunks = read_cdr_file(Path(path), ReadOptions(pii_key=b"k", chunk_rows=25))
-load_cdr_file(Warehouse(url), CdrFileIdentity(path, sha256, "canonical_csv", 0), killed_after(chunks, 3))
+load_cdr_file(Warehouse(url), CdrFileIdentity(path, sha256, "canonical_csv", 0), killed_after(chunks, 3), pii_key_fingerprint="k")
 """
 
 
@@ -269,7 +270,8 @@ def test_a_process_killed_mid_file_leaves_nothing_and_the_file_loads_afterwards(
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     assert count_rows(warehouse) == {"cdr_files": 0, "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
     result = load_cdr_file(
-        warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", 0), read_cdr_file(path, ReadOptions(pii_key=b"k", chunk_rows=25))
+        warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", 0), read_cdr_file(path, ReadOptions(pii_key=b"k", chunk_rows=25)),
+        pii_key_fingerprint="k",
     )
     assert result.rows_loaded == written.rows
     assert usage_calls_minutes(warehouse) == expected_usage(calls)

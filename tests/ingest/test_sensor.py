@@ -10,13 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from ingest_samples import call, chunk, write_sample
+from ingest_samples import call, chunk, load_cdr_file, write_sample
 
 import jobs.ingest
 from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, file_sha256
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity
 from jobs.ingest import (
     JOB_NAME,
     OVERLAP_NS,

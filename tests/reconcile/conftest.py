@@ -25,6 +25,7 @@ from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.reconciliation import Span
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.billing.voice_server import MeteredCall, VoiceServerFaults, VoiceServerPlan, plan_meter_events, replay
+from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.reader import ReadOptions, read_cdr_file
 from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
 from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store
@@ -34,6 +35,7 @@ from resources import WarehouseResource
 from resources.stripe import StripeResource
 
 UTC = timezone.utc
+RECONCILIATION_TESTS_KEY = b"reconciliation-tests-key"
 T0 = datetime(2026, 3, 4, 14, 23, 17, tzinfo=UTC)
 OP = reconciliation_assets.ASSET_KEY.to_python_identifier()
 
@@ -87,11 +89,11 @@ class ReconWorld:
         import hashlib
 
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        options = ReadOptions(pii_key=b"reconciliation-tests-key")
+        options = ReadOptions(pii_key=RECONCILIATION_TESTS_KEY)
         # Loaded "now" on the test clock, so that ingested_at and the periods share one timeline.
         load_cdr_file(self.warehouse, CdrFileIdentity(path=str(path), sha256=sha, format="canonical_csv",
                                                       size_bytes=path.stat().st_size), read_cdr_file(path, options),
-                      now=self.clock)
+                      pii_key_fingerprint=pii_key_fingerprint(RECONCILIATION_TESTS_KEY), now=self.clock)
 
     def metered_calls(self) -> list[MeteredCall]:
         c = call_records.c
