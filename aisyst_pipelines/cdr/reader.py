@@ -3,8 +3,8 @@
 The file is read as bytes in blocks of whole lines (at most `chunk_rows` lines each), so memory is
 bounded by the chunk size whatever the file size. Per block:
 
-1. The lines are screened for the whole block at once: UTF-8 (Arrow), line lengths and NUL bytes
-   (numpy); only a block with a hit is taken apart line by line. A line longer than
+1. The lines are screened for the whole block at once: UTF-8 (Arrow), line lengths (numpy), NUL
+   (a regular-expression scan); only a block with a hit is taken apart line by line. A line longer than
    `max_record_bytes` is a `record_too_long` reject (one still being read is skipped to its newline,
    never held: memory stays bounded whatever the input); a line with bad bytes is `invalid_utf8`;
    a line holding a NUL (a byte, or `\u0000` in JSON: PostgreSQL text cannot store it) is
@@ -334,11 +334,10 @@ def _screen(block: _Block, max_record_bytes: int, json_lines: bool) -> tuple[Lin
 
     A line is rejected for the first of: longer than `max_record_bytes` (`record_too_long`), not
     UTF-8 (`invalid_utf8`), holding a NUL — a byte 0, or in JSON lines a `\\u0000` escape
-    (`nul_byte`). A clean block costs three scans in C and no copy.
+    (`nul_byte`). A clean block costs a few scans in C and no copy.
     """
     data, ends = block.data, block.ends
-    n = block.n_lines
-    numbers = np.arange(block.first_line, block.first_line + n, dtype=np.int64)
+    numbers = np.arange(block.first_line, block.first_line + block.n_lines, dtype=np.int64)
     starts = np.concatenate([[0], ends[:-1] + 1])
     bytes_ = np.frombuffer(data, dtype=np.uint8)
     lengths = ends - starts
