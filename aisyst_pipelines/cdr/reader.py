@@ -72,6 +72,7 @@ MAX_FIELD_CHARS_IN_REASON = 60
 JSON_FORMATS = ("canonical_jsonl", "twilio")
 NUL = re.compile(b"\x00")
 JSON_NUL_ESCAPE = re.compile(rb"\\u0000")
+JSON_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # half of a character: valid only in a pair
 
 @dataclass(frozen=True, kw_only=True)
 class ReadOptions:
@@ -333,8 +334,9 @@ def _screen(block: _Block, max_record_bytes: int, json_lines: bool) -> tuple[Lin
     """The block's readable lines (blank ones dropped) and a reject for each line that is not.
 
     A line is rejected for the first of: longer than `max_record_bytes` (`record_too_long`), not
-    UTF-8 (`invalid_utf8`), holding a NUL — a byte 0, or in JSON lines a `\\u0000` escape
-    (`nul_byte`). A clean block costs a few scans in C and no copy.
+    UTF-8 (`invalid_utf8`; in JSON lines also a `\\ud800`-style escape of half a character without
+    its other half, text no database can store), holding a NUL — a byte 0, or in JSON lines a
+    `\\u0000` escape (`nul_byte`). A clean block costs a few scans in C and no copy.
     """
     data, ends = block.data, block.ends
     numbers = np.arange(block.first_line, block.first_line + block.n_lines, dtype=np.int64)
@@ -344,10 +346,12 @@ def _screen(block: _Block, max_record_bytes: int, json_lines: bool) -> tuple[Lin
     blank = (lengths == 0) | ((lengths == 1) & (bytes_[np.minimum(starts, max(data.size - 1, 0))] == 13))
     too_long = lengths > max_record_bytes
     nul = _first_hits(NUL, data, ends)
+    surrogates: dict[int, int] = {}
     if json_lines:
         nul = _first_hits(JSON_NUL_ESCAPE, data, ends, escapable=True) | nul
+        surrogates = _first_hits(JSON_SURROGATE_ESCAPE, data, ends, escapable=True)
     utf8 = _is_utf8(data)
-    if utf8 and not nul and not blank.any() and not too_long.any():
+    if utf8 and not nul and not surrogates and not blank.any() and not too_long.any():
         return Lines(data, numbers, ends), RejectList()
     rejects = RejectList()
     for long in block.skipped:
@@ -367,6 +371,11 @@ def _screen(block: _Block, max_record_bytes: int, json_lines: bool) -> tuple[Lin
             except UnicodeDecodeError as error:
                 keep[i] = False
                 rejects.add(int(numbers[i]), INVALID_UTF8, f"invalid UTF-8 at byte {error.start + 1} of the line", _line_text(line))
+    for i in sorted(surrogates):
+        line = bytes(view[int(starts[i]) : int(ends[i])])
+        if keep[i] and _holds_lone_surrogate(line):
+            keep[i] = False
+            rejects.add(int(numbers[i]), INVALID_UTF8, "a \\u escape of half a character (a lone surrogate): not text", _line_text(line))
     for i, at in sorted(nul.items()):
         if keep[i]:
             keep[i] = False
@@ -395,6 +404,19 @@ def _first_hits(pattern: re.Pattern[bytes], data: pa.Buffer, ends: np.ndarray, e
         hits[line] = at
         position = int(ends[line]) + 1
     return hits
+
+
+def _holds_lone_surrogate(line: bytes) -> bool:
+    """Whether a JSON line's strings hold half a character (a line that is not JSON is left to the parser)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _backslashes_before(view: memoryview, at: int) -> int:

@@ -140,6 +140,7 @@ TWILIO_FIELDS = {
 }
 json_values = st.one_of(
     odd_values,
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=6),  # NUL and lone surrogates too: JSON escapes them
     st.none(),
     st.booleans(),
     st.integers(-(10**20), 10**20),

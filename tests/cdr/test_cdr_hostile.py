@@ -205,6 +205,21 @@ def test_an_escaped_backslash_before_u0000_is_text_not_a_nul(write, fmt):
     assert only_reject(result, "nul_byte")["source_line"] == 2
 
 
+@pytest.mark.parametrize("fmt", ["canonical_jsonl", "twilio"])
+def test_a_json_escape_of_half_a_character_is_invalid_text_not_a_crash(write, fmt):
+    # "\ud800" alone is no character: no database stores it (it used to stop the whole file)
+    calls = [
+        Call("high", callee="+1415\ud800555"),
+        Call("low", note="\\\udc00"),  # a backslash (escaped in JSON), then a lone low half
+        Call("pair", note="\U0001F600"),  # json.dumps writes it as the pair \ud83d\ude00: one character
+        Call("text", note="\\ud800"),  # a backslash and "ud800"
+    ]
+    result = read(write_calls(write, fmt, calls), fmt)
+    assert result.records["call_id"].tolist() == ["pair", "text"]
+    assert result.rejects["source_line"].tolist() == [1, 2]
+    assert set(result.rejects["reason_code"]) == {"invalid_utf8"} and "half a character" in result.rejects["reason"].iloc[0]
+
+
 # --- item 5: records too long -----------------------------------------------------------------
 
 
