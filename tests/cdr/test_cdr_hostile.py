@@ -240,6 +240,15 @@ def test_a_record_longer_than_the_limit_is_rejected_and_cut(write, monkeypatch, 
     assert "+14155550100" not in reject["raw_record"]  # still masked
 
 
+@pytest.mark.parametrize("fmt", ["canonical_jsonl", "twilio", "asterisk"])
+def test_a_first_line_too_long_to_sniff_does_not_hide_the_format(write, fmt):
+    # 100 KiB: more than detection reads (64 KiB) and than a record may be; the lines after it tell the format
+    path = write_calls(write, fmt, [Call("long", callee="9" * 100_000), Call("ok1"), Call("ok2")])
+    result = read_all(path)  # not forced
+    assert result.records["call_id"].tolist() == ["ok1", "ok2"]
+    assert only_reject(result, "record_too_long")["source_line"] == 1
+
+
 def test_a_long_first_line_of_a_canonical_csv_is_a_header_that_cannot_be_read(write):
     header = CANONICAL_HEADER + "," + "x" * 2000
     path = write("calls.csv", [header, line("canonical_csv", Call("ok"))])
