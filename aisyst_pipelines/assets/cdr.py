@@ -17,6 +17,7 @@ metadata plots.
 
 import hashlib
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +25,14 @@ from pydantic import Field
 
 from aisyst_pipelines.cdr import CdrFileError, RatingPolicy, ReadOptions, detect_format, forced_format_for, read_cdr_file
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
-from aisyst_pipelines.cdr.records import FORMATS, FORCED_FOLDERS, REASON_CODES
+from aisyst_pipelines.cdr.records import (
+    DEFAULT_EARLIEST_CALL,
+    DEFAULT_FUTURE_TOLERANCE,
+    DEFAULT_MAX_RECORD_BYTES,
+    FORCED_FOLDERS,
+    FORMATS,
+    REASON_CODES,
+)
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, CdrLoadResult, cdr_file, load_cdr_file
 from resources import PiiKeyResource, WarehouseResource
@@ -55,6 +63,18 @@ class CdrFileConfig(dg.Config):
     rounding: str = Field(default="ceil", description="Rating of answered calls: ceil (per-call ceiling), nearest or floor.")
     free_seconds: int = Field(default=0, description="Answered calls shorter than this bill 0 minutes.")
     chunk_rows: int = Field(default=200_000, description="Rows per chunk: bounds the memory of a load.")
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES,
+        description="A line longer than this many bytes is rejected (record_too_long) without being held in memory.",
+    )
+    future_tolerance_hours: float = Field(
+        default=DEFAULT_FUTURE_TOLERANCE / timedelta(hours=1),
+        description="Calls that end more than this many hours after the load are rejected (call_in_future).",
+    )
+    earliest_call: str = Field(
+        default=DEFAULT_EARLIEST_CALL.isoformat(),
+        description="ISO 8601 time with offset: calls that end before it are rejected (call_too_old).",
+    )
 
 
 class RejectShareConfig(dg.Config):
@@ -122,13 +142,21 @@ def load_cdr_file_assets(
     forced = config.forced_format or forced_format_for(path, settings.landing_dir)
     if forced is not None and forced not in FORCED_FOLDERS + FORMATS:
         raise dg.Failure(description=f"unknown forced_format {forced!r}: use one of {FORCED_FOLDERS + FORMATS}")
-    options = ReadOptions(
-        pii_key=pii_key.key_bytes(),
-        forced_format=forced,
-        asterisk_timezone=settings.asterisk_timezone,
-        policy=RatingPolicy(rounding=config.rounding, free_seconds=config.free_seconds),  # type: ignore[arg-type]
-        chunk_rows=config.chunk_rows,
-    )
+    loaded_at = datetime.now(timezone.utc)
+    try:
+        options = ReadOptions(
+            pii_key=pii_key.key_bytes(),
+            forced_format=forced,
+            asterisk_timezone=settings.asterisk_timezone,
+            policy=RatingPolicy(rounding=config.rounding, free_seconds=config.free_seconds),  # type: ignore[arg-type]
+            chunk_rows=config.chunk_rows,
+            loaded_at=loaded_at,
+            future_tolerance=timedelta(hours=config.future_tolerance_hours),
+            earliest_call=datetime.fromisoformat(config.earliest_call),
+            max_record_bytes=config.max_record_bytes,
+        )
+    except ValueError as error:
+        raise dg.Failure(description=f"CDR file not loaded, the run config is invalid: {error}") from error
     try:
         file_format = detect_format(path, forced)
         result = load_cdr_file(
@@ -136,6 +164,7 @@ def load_cdr_file_assets(
             CdrFileIdentity(path=str(path), sha256=sha256, format=file_format, size_bytes=path.stat().st_size),
             read_cdr_file(path, options),
             pii_key_fingerprint=pii_key_fingerprint(options.pii_key),
+            now=loaded_at,
         )
     except CdrFileError as error:
         # The message names the file and the cause, never its content (CDRs carry phone numbers).

@@ -1,6 +1,6 @@
 """Which CDR format a landing file is in: sniffed from its content, or forced by its sub-folder.
 
-Detection looks at the first non-blank lines only (at most 64 KiB):
+Detection looks at the first non-blank lines only (at most 64 KiB, after a first line longer than that):
 - a JSON object with `call_id` → canonical JSONL; with `sid` and `account_sid` (or `status`) → Twilio;
 - a CSV header naming the canonical columns → canonical CSV;
 - a CSV row of 17–21 fields whose 10th field is a "YYYY-MM-DD HH:MM:SS" time → Asterisk Master.csv
@@ -121,6 +121,14 @@ def canonical_header(line: str, path: Path) -> list[str]:
 def _first_lines(path: Path) -> list[str]:
     with open_cdr_stream(path) as stream:
         head = _read_head(stream, path)
+        # a first line longer than the sniffed bytes tells nothing (the reader rejects it as
+        # record_too_long): sniff the lines after it, reading past it without holding it
+        while len(head) >= SNIFF_BYTES and b"\n" not in head:
+            head = _read_head(stream, path)
+            cut = head.find(b"\n")
+            if cut >= 0:
+                head = head[cut + 1 :] + _read_head(stream, path)
+                break
     if head.startswith(UTF8_BOM):
         head = head[len(UTF8_BOM) :]
     text = head.decode("utf-8", errors="replace")

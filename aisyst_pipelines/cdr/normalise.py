@@ -22,16 +22,22 @@ Format rules worth knowing (DESIGN.md §2.1):
   starting with "out" (out, outbound, outgoing, outrt-…), "dialout", or a context starting with
   "from-internal" (calls placed by the PBX's own phones); inbound otherwise.
 - All formats: billable seconds of a call that was not answered are 0; a call_id or account code
-  longer than 128 characters is a `malformed_row` (the warehouse keys hold 128).
+  longer than 128 characters is a `malformed_row` (the warehouse keys hold 128). A call never bills
+  more than it lasted: billable seconds above the seconds from answered_at (as written in the
+  record; Twilio has none) or else started_at to ended_at, rounded up, plus 1 s of truncation, are
+  `billable_exceeds_call`; so is an Asterisk `billsec` above its `duration` + 1 s, and a `duration`
+  more than 1 s off end − start is `duration_mismatch`. A call that ends more than
+  `future_tolerance` after `loaded_at` is `call_in_future`, one that ends before `earliest_call`
+  is `call_too_old`.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,15 +49,21 @@ from .privacy import hash_phone_number, redact_record_text
 from .records import (
     ABSURD_DURATION,
     ANSWERED_DISPOSITION,
+    BILLABLE_EXCEEDS_CALL,
+    CALL_IN_FUTURE,
     CALL_NOT_FINISHED,
+    CALL_TOO_OLD,
     CANONICAL_COLUMNS,
+    DURATION_MISMATCH,
     ENDED_BEFORE_STARTED,
     MALFORMED_ROW,
     MAX_CALL_SECONDS,
+    MAX_RAW_RECORD_CHARS,
     MISSING_FIELD,
     NEGATIVE_DURATION,
     RECORD_COLUMNS,
     REJECT_COLUMNS,
+    TRUNCATION_TOLERANCE_SECONDS,
     UNKNOWN_DIRECTION,
     UNKNOWN_DISPOSITION,
     UNPARSEABLE_TIME,
@@ -65,6 +77,7 @@ PHONE_CACHE_LIMIT = 1_000_000
 HASH_BATCH_ROWS = 20_000
 UTF8_END = 2**31 - 1  # "to the end" for utf8_slice_codeunits  # distinct numbers remembered per file (bounds memory)
 QUOTE_CHARS = 60  # at most this much of a bad value is quoted in a reason
+CUT_MARKER = "…[cut]"  # ends a raw_record that holds only the start of its row
 UTC = "UTC"
 TIME_UNIT = "us"
 
@@ -151,11 +164,12 @@ class RejectList:
     raw_record: list[str] = field(default_factory=list)
     call_id: list[str | None] = field(default_factory=list)
 
-    def add(self, line: int, code: str, reason: str, raw: str, call_id: str | None = None) -> None:
+    def add(self, line: int, code: str, reason: str, raw: str, call_id: str | None = None, *, cut: bool = False) -> None:
+        """One rejected row; `cut`: `raw` is only the start of the row."""
         self.source_line.append(line)
         self.reason_code.append(code)
         self.reason.append(reason)
-        self.raw_record.append(redact_record_text(raw))
+        self.raw_record.append(rejected_text(raw, cut=cut))
         self.call_id.append(call_id)
 
     def extend(self, other: "RejectList") -> None:
@@ -171,6 +185,9 @@ class RejectList:
     def first_line(self) -> int:
         return min(self.source_line)
 
+    def first_reason(self) -> str:
+        return self.reason[self.source_line.index(self.first_line())]
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {
@@ -182,6 +199,16 @@ class RejectList:
             },
             columns=list(REJECT_COLUMNS),
         )
+
+
+def rejected_text(raw: str, personal: Iterable[str | None] = (), *, cut: bool = False) -> str:
+    """What a reject keeps of its row's text (`raw_record`): phone numbers and names masked, NUL
+    escaped as \\x00 (PostgreSQL text cannot hold it), at most MAX_RAW_RECORD_CHARS characters —
+    and CUT_MARKER at the end when that is not the whole row."""
+    text = redact_record_text(raw, personal).replace("\x00", "\\x00")
+    if cut or len(text) > MAX_RAW_RECORD_CHARS:
+        text = text[:MAX_RAW_RECORD_CHARS] + CUT_MARKER
+    return text
 
 
 def empty_rejects() -> pd.DataFrame:
@@ -256,7 +283,7 @@ def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, o
     calls = ADAPTERS[file_format](parsed.fields, parsed.n_rows, options)
     parsed.fields = {}  # the adapter's columns replace them: let the memory go
     verdict = _Verdict(parsed.n_rows)
-    seconds = _validate(calls, verdict)
+    seconds = _validate(calls, verdict, options)
     good = np.flatnonzero(verdict.open)
     bad = np.flatnonzero(~verdict.open)
     records = _records(calls, seconds, good, parsed.line_numbers, options, {} if phone_hashes is None else phone_hashes)
@@ -566,7 +593,7 @@ class _Verdict:
         self.open[where] = False
 
 
-def _validate(calls: CallFields, verdict: _Verdict) -> np.ndarray:
+def _validate(calls: CallFields, verdict: _Verdict, options: "ReadOptions") -> np.ndarray:
     """Flag every row that fails a check; returns the billable seconds as given (NaN when empty)."""
     if calls.unfinished is not None:
         status = calls.disposition_raw
@@ -600,11 +627,14 @@ def _validate(calls: CallFields, verdict: _Verdict) -> np.ndarray:
             verdict.flag(np.not_equal(specific, None), UNPARSEABLE_TIME, lambda w, s=specific, n=name: [f"{n}: {m}" for m in s[w]])
         unreadable = ~_is_empty(raw) & np.isnat(parsed)
         verdict.flag(unreadable, UNPARSEABLE_TIME, lambda w, r=raw, n=name: [f"cannot read {n} {v} as a time" for v in _values(r, w)])
+    _check_billing_window(calls.times["ended_at"], verdict, options)
 
     seconds = _numbers(calls.seconds_raw)
     checked = [(calls.seconds_name, calls.seconds_raw, seconds)]
+    duration = None
     if calls.total_seconds_raw is not None:
-        checked.append(("duration", calls.total_seconds_raw, _numbers(calls.total_seconds_raw)))
+        duration = _numbers(calls.total_seconds_raw)
+        checked.append(("duration", calls.total_seconds_raw, duration))
     with np.errstate(invalid="ignore"):
         for name, raw, number in checked:
             not_whole = ~_is_empty(raw) & ~(np.isfinite(number) & (number == np.floor(number)))
@@ -622,10 +652,74 @@ def _validate(calls: CallFields, verdict: _Verdict) -> np.ndarray:
         verdict.flag(length > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w: [f"the call lasted {int(v)} s, more than 24 h" for v in length[w]])
         for name, _, number in checked:
             verdict.flag(number > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w, s=number, n=name: [f"{n} is {int(v)} s, more than 24 h" for v in s[w]])
+        _check_call_length(calls, verdict, seconds, duration)
 
     completed = _mask(pc.equal(calls.disposition, ANSWERED_DISPOSITION))
     verdict.flag(completed & np.isnan(seconds) & np.isnat(answered), MISSING_FIELD, f"a completed call needs {calls.seconds_name} or answered_at")
     return seconds
+
+
+def _check_billing_window(ended: np.ndarray, verdict: _Verdict, options: "ReadOptions") -> None:
+    """A call billed in a period that has not begun, or long closed, is a broken record (issue 12 item 2)."""
+    loaded_at = _utc_instant(options.loaded_at)
+    latest = loaded_at + np.timedelta64(options.future_tolerance // timedelta(microseconds=1), "us")
+    tolerance = f"{options.future_tolerance / timedelta(hours=1):g} h"
+    verdict.flag(
+        ended > latest,
+        CALL_IN_FUTURE,
+        lambda w: [f"the call ended {_utc_text(t)}, more than {tolerance} after this load ({_utc_text(loaded_at)})" for t in ended[w]],
+    )
+    earliest = _utc_instant(options.earliest_call)
+    verdict.flag(
+        ended < earliest,
+        CALL_TOO_OLD,
+        lambda w: [f"the call ended {_utc_text(t)}, before the earliest call accepted ({_utc_text(earliest)})" for t in ended[w]],
+    )
+
+
+def _check_call_length(calls: CallFields, verdict: _Verdict, seconds: np.ndarray, duration: np.ndarray | None) -> None:
+    """A call is never billed for more than it lasted (issue 12 item 1).
+
+    It lasted from answered_at (when the record states it: Twilio's is derived from the very
+    duration checked here) or else started_at to ended_at, rounded up to a whole second. Sources
+    write whole seconds and truncate each time on its own, so 1 s more is allowed
+    (TRUNCATION_TOLERANCE_SECONDS). Asterisk's own `duration` is checked too: billsec at most
+    duration (+1 s: `initiatedseconds` rounds billsec up), and duration within 1 s of end − start.
+    """
+    started, answered, ended = calls.times["started_at"], calls.times["answered_at"], calls.times["ended_at"]
+    tolerance = TRUNCATION_TOLERANCE_SECONDS
+    stated_answer = ~_is_empty(calls.times_raw["answered_at"]) & ~np.isnat(answered)
+    lasted = np.ceil((ended - np.where(stated_answer, answered, started)) / np.timedelta64(1, "s"))
+    name = calls.seconds_name
+    verdict.flag(
+        seconds > lasted + tolerance,
+        BILLABLE_EXCEEDS_CALL,
+        lambda w: [
+            f"{name} is {int(s)} s but the call lasted {int(t)} s ({'answered_at' if a else 'started_at'} to ended_at)"
+            for s, t, a in zip(seconds[w], lasted[w], stated_answer[w])
+        ],
+    )
+    if duration is None:
+        return
+    verdict.flag(
+        seconds > duration + tolerance,
+        BILLABLE_EXCEEDS_CALL,
+        lambda w: [f"{name} is {int(s)} s but the call's duration is {int(d)} s" for s, d in zip(seconds[w], duration[w])],
+    )
+    total = (ended - started) / np.timedelta64(1, "s")
+    verdict.flag(
+        np.abs(duration - total) > tolerance,
+        DURATION_MISMATCH,
+        lambda w: [f"duration is {int(d)} s but the call lasted {t:g} s (started_at to ended_at)" for d, t in zip(duration[w], total[w])],
+    )
+
+
+def _utc_instant(moment: datetime) -> np.datetime64:
+    return np.datetime64(moment.astimezone(timezone.utc).replace(tzinfo=None), "us")
+
+
+def _utc_text(moment: np.datetime64) -> str:
+    return f"{np.datetime_as_string(moment, unit='s')}Z"
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -740,7 +834,7 @@ def _validation_rejects(calls: CallFields, verdict: _Verdict, bad: np.ndarray, p
         rejects.source_line.append(int(parsed.line_numbers[row]))
         rejects.reason_code.append(verdict.code[row])
         rejects.reason.append(verdict.reason[row])
-        rejects.raw_record.append(redact_record_text(raw_lines[k], [values[k] for values in personal]))
+        rejects.raw_record.append(rejected_text(raw_lines[k], [values[k] for values in personal]))
         call_id = call_ids[k]
         rejects.call_id.append(call_id[:MAX_KEY_CHARS] if call_id else None)
     return rejects

@@ -3,8 +3,12 @@
 The file is read as bytes in blocks of whole lines (at most `chunk_rows` lines each), so memory is
 bounded by the chunk size whatever the file size. Per block:
 
-1. UTF-8 is checked for the whole block at once; only a block with bad bytes is split into lines,
-   and its bad lines become `invalid_utf8` rejects. Blank lines are skipped (not counted).
+1. The lines are screened for the whole block at once: UTF-8 (Arrow), line lengths (numpy), NUL
+   (a regular-expression scan); only a block with a hit is taken apart line by line. A line longer than
+   `max_record_bytes` is a `record_too_long` reject (one still being read is skipped to its newline,
+   never held: memory stays bounded whatever the input); a line with bad bytes is `invalid_utf8`;
+   a line holding a NUL (a byte, or `\u0000` in JSON: PostgreSQL text cannot store it) is
+   `nul_byte`. Blank lines are skipped (not counted).
 2. The lines are split into fields by a vectorised parser (pyarrow's CSV reader for CSV; one
    `json.loads` over the whole block for JSON lines). Rows of the wrong width or broken JSON fall
    back to a per-line parser and, if still broken, become `malformed_row` rejects.
@@ -19,9 +23,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,7 +50,18 @@ from .formats import (
 )
 from .normalise import ASTERISK_COLUMNS, ASTERISK_UNUSED, TWILIO_KEYS, ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
 from .rating import RatingPolicy
-from .records import CANONICAL_COLUMNS, FORCED_FOLDERS, FORMATS, INVALID_UTF8, MALFORMED_ROW
+from .records import (
+    CANONICAL_COLUMNS,
+    DEFAULT_EARLIEST_CALL,
+    DEFAULT_FUTURE_TOLERANCE,
+    DEFAULT_MAX_RECORD_BYTES,
+    FORCED_FOLDERS,
+    FORMATS,
+    INVALID_UTF8,
+    MALFORMED_ROW,
+    NUL_BYTE,
+    RECORD_TOO_LONG,
+)
 
 READ_SIZE = 4 * 1024 * 1024
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a chunk holds at most chunk_rows lines and about this many bytes
@@ -52,16 +69,29 @@ PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
 JSON_BATCH_ROWS = 10_000
 JSON_NUMBER_KEYS = ("billable_seconds", "duration")  # may be JSON numbers rather than strings
 MAX_FIELD_CHARS_IN_REASON = 60
+JSON_FORMATS = ("canonical_jsonl", "twilio")
+NUL = re.compile(b"\x00")
+JSON_NUL_ESCAPE = re.compile(rb"\\u0000")
+JSON_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # half of a character: valid only in a pair
 
 @dataclass(frozen=True, kw_only=True)
 class ReadOptions:
-    """How to read one file. `pii_key` is the HMAC key for phone numbers (never printed)."""
+    """How to read one file. `pii_key` is the HMAC key for phone numbers (never printed).
+
+    Calls that end more than `future_tolerance` after `loaded_at` (`call_in_future`) or before
+    `earliest_call` (`call_too_old`) are rejected; so is a line longer than `max_record_bytes`
+    (`record_too_long`). `loaded_at` defaults to the moment the options are made.
+    """
 
     pii_key: bytes = field(repr=False)
     forced_format: str | None = None
     asterisk_timezone: str = "UTC"
     policy: RatingPolicy = RatingPolicy()
     chunk_rows: int = 200_000
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
+    earliest_call: datetime = DEFAULT_EARLIEST_CALL
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     def __post_init__(self) -> None:
         if not self.pii_key:
@@ -70,6 +100,13 @@ class ReadOptions:
             object.__setattr__(self, "pii_key", self.pii_key.encode("utf-8"))
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
+        for name in ("loaded_at", "earliest_call"):
+            if getattr(self, name).utcoffset() is None:
+                raise ValueError(f"{name} must carry a time zone (UTC)")
+        if self.future_tolerance < timedelta(0):
+            raise ValueError("future_tolerance must not be negative")
+        if self.max_record_bytes < 1:
+            raise ValueError("max_record_bytes must be at least 1")
         if self.forced_format is not None and self.forced_format not in (*FORCED_FOLDERS, *FORMATS):
             raise ValueError(f"unknown forced format {self.forced_format!r}: use one of {tuple(dict.fromkeys((*FORCED_FOLDERS, *FORMATS)))}")
         try:
@@ -132,40 +169,36 @@ def _check_complete(path: Path) -> None:
 
 
 @dataclass
+class _LongLine:
+    """A line longer than max_record_bytes that was skipped while reading: only its head is kept."""
+
+    line: int  # 1-based line number
+    length: int  # bytes, without the newline
+    head: bytes  # its first max_record_bytes bytes
+
+
+@dataclass
 class _Block:
     data: pa.Buffer  # whole lines, each ending with b"\n" (a zero-copy slice of what was read)
     first_line: int  # 1-based line number of its first line
     n_lines: int
     ends: np.ndarray  # offsets of its newlines
+    skipped: list[_LongLine]  # long lines of this block, each standing in data as an empty line
 
 
-def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int) -> Iterator[_Block]:
+def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int, max_record_bytes: int) -> Iterator[_Block]:
     """Blocks of at most `chunk_rows` whole lines; a last line without its newline means truncated."""
     pieces: list[bytes] = []
+    skipped: list[_LongLine] = []
     n_lines = 0
     n_bytes = 0
     next_line = 1
-    pending = b""
-    first = True
-    at_end = False
-    while not at_end:
-        piece = _read(stream, path)
-        at_end = not piece
-        if first and piece:
-            first = False
-            if piece.startswith(UTF8_BOM):
-                piece = piece[len(UTF8_BOM) :]
-        cut = piece.rfind(b"\n")
-        if cut < 0:
-            pending += piece
-            if not at_end:
-                continue
-        else:
-            complete = pending + piece[: cut + 1]
-            pending = piece[cut + 1 :]
+    for complete, n_new, long_lines, at_end in _whole_lines(stream, path, max_record_bytes):
+        if complete:
             pieces.append(complete)
-            n_lines += complete.count(b"\n")
+            n_lines += n_new
             n_bytes += len(complete)
+        skipped += long_lines
         # wide rows (Twilio's ~700 bytes) reach the byte cap before chunk_rows: memory stays bounded
         if n_lines and (n_lines >= chunk_rows or n_bytes >= MAX_BLOCK_BYTES or at_end):
             data = pa.py_buffer(b"".join(pieces))
@@ -179,15 +212,64 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int) -> Iterator[_Blo
                 if count == remaining and count < chunk_rows and not at_end:
                     break  # a short block: wait for more lines
                 end = int(ends[taken + count - 1]) + 1
-                yield _Block(data.slice(start, end - start), next_line, count, ends[taken : taken + count] - start)
+                mine = [long for long in skipped if long.line < next_line + count]
+                skipped = skipped[len(mine) :]
+                yield _Block(data.slice(start, end - start), next_line, count, ends[taken : taken + count] - start, mine)
                 next_line += count
                 taken += count
                 start = end
             pieces = [data.slice(start).to_pybytes()] if start < data.size else []
             n_lines -= taken
             n_bytes = data.size - start
-    if pending:
-        raise CdrFileError(f"{path}: truncated: the last line does not end with a newline (is the file still being written?)")
+
+
+def _whole_lines(stream: BinaryIO, path: Path, max_record_bytes: int) -> Iterator[tuple[bytes, int, list[_LongLine], bool]]:
+    """The stream as pieces of whole lines, per read: (lines, their count, long lines skipped, at end).
+
+    The unfinished line at the end of a read waits for the next one, but never beyond
+    `max_record_bytes`: a longer line keeps its head only, the rest is read and dropped up to its
+    newline, and an empty line takes its place in the pieces so that line numbers stay right.
+    (A long line that arrives whole within one read is left to `_screen`.)
+    """
+    pending = b""  # the start of the unfinished line, at most max_record_bytes
+    skipping: _LongLine | None = None  # the long line being dropped
+    lines_before = 0  # lines yielded so far: the unfinished line is number lines_before + 1
+    first = True
+    while True:
+        piece = _read(stream, path)
+        if first and piece.startswith(UTF8_BOM):
+            piece = piece[len(UTF8_BOM) :]
+        first = False
+        if not piece:
+            if pending or skipping is not None:
+                raise CdrFileError(f"{path}: truncated: the last line does not end with a newline (is the file still being written?)")
+            yield b"", 0, [], True
+            return
+        found: list[_LongLine] = []
+        placeholder = b""
+        if skipping is not None:
+            cut = piece.find(b"\n")
+            if cut < 0:
+                skipping.length += len(piece)
+                continue
+            skipping.length += cut
+            found.append(skipping)
+            skipping = None
+            placeholder = b"\n"
+            piece = piece[cut + 1 :]
+        cut = piece.rfind(b"\n")
+        if cut < 0:
+            complete, rest = b"", pending + piece
+        else:
+            complete, rest = pending + piece[: cut + 1], piece[cut + 1 :]
+        count = complete.count(b"\n") + len(placeholder)
+        lines_before += count
+        pending = rest
+        if len(rest) > max_record_bytes:
+            skipping = _LongLine(lines_before + 1, len(rest), rest[:max_record_bytes])
+            pending = b""
+        if count:
+            yield placeholder + complete, count, found, False
 
 
 def _read(stream: BinaryIO, path: Path) -> bytes:
@@ -248,38 +330,109 @@ class Lines:
         return header, Lines(self.data.slice(cut), self.line_numbers[1:], self.ends[1:] - cut)
 
 
-def _decode(block: _Block) -> tuple[Lines, RejectList]:
-    """The block's valid lines (blank ones dropped) and an `invalid_utf8` reject for each bad line."""
+def _screen(block: _Block, max_record_bytes: int, json_lines: bool) -> tuple[Lines, RejectList]:
+    """The block's readable lines (blank ones dropped) and a reject for each line that is not.
+
+    A line is rejected for the first of: longer than `max_record_bytes` (`record_too_long`), not
+    UTF-8 (`invalid_utf8`; in JSON lines also a `\\ud800`-style escape of half a character without
+    its other half, text no database can store), holding a NUL — a byte 0, or in JSON lines a
+    `\\u0000` escape (`nul_byte`). A clean block costs a few scans in C and no copy.
+    """
     data, ends = block.data, block.ends
     numbers = np.arange(block.first_line, block.first_line + block.n_lines, dtype=np.int64)
     starts = np.concatenate([[0], ends[:-1] + 1])
     bytes_ = np.frombuffer(data, dtype=np.uint8)
     lengths = ends - starts
     blank = (lengths == 0) | ((lengths == 1) & (bytes_[np.minimum(starts, max(data.size - 1, 0))] == 13))
-    if not blank.any() and _is_utf8(data):
+    too_long = lengths > max_record_bytes
+    nul = _first_hits(NUL, data, ends)
+    surrogates: dict[int, int] = {}
+    if json_lines:
+        nul = _first_hits(JSON_NUL_ESCAPE, data, ends, escapable=True) | nul
+        surrogates = _first_hits(JSON_SURROGATE_ESCAPE, data, ends, escapable=True)
+    utf8 = _is_utf8(data)
+    if utf8 and not nul and not surrogates and not blank.any() and not too_long.any():
         return Lines(data, numbers, ends), RejectList()
     rejects = RejectList()
+    for long in block.skipped:
+        rejects.add(long.line, RECORD_TOO_LONG, _too_long_reason(long.length, max_record_bytes), _line_text(long.head), cut=True)
     view = memoryview(data)
-    good: list[bytes] = []
-    good_numbers: list[int] = []
-    for number, start, end, is_blank in zip(numbers.tolist(), starts.tolist(), ends.tolist(), blank.tolist()):
-        if is_blank:
+    keep = ~(blank | too_long)
+    for i in np.flatnonzero(too_long).tolist():
+        start = int(starts[i])
+        head = bytes(view[start : start + max_record_bytes])
+        reason = _too_long_reason(int(lengths[i]), max_record_bytes)
+        rejects.add(int(numbers[i]), RECORD_TOO_LONG, reason, _line_text(head), cut=True)
+    if not utf8:
+        for i in np.flatnonzero(keep).tolist():
+            line = bytes(view[int(starts[i]) : int(ends[i])])
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                keep[i] = False
+                rejects.add(int(numbers[i]), INVALID_UTF8, f"invalid UTF-8 at byte {error.start + 1} of the line", _line_text(line))
+    for i in sorted(surrogates):
+        line = bytes(view[int(starts[i]) : int(ends[i])])
+        if keep[i] and _holds_lone_surrogate(line):
+            keep[i] = False
+            rejects.add(int(numbers[i]), INVALID_UTF8, "a \\u escape of half a character (a lone surrogate): not text", _line_text(line))
+    for i, at in sorted(nul.items()):
+        if keep[i]:
+            keep[i] = False
+            line = bytes(view[int(starts[i]) : int(ends[i])])
+            reason = f"a NUL character at byte {at - int(starts[i]) + 1} of the line (PostgreSQL text cannot hold it)"
+            rejects.add(int(numbers[i]), NUL_BYTE, reason, _line_text(line))
+    kept = pa.py_buffer(bytes_[np.repeat(keep, lengths + 1)])  # each kept line with its newline
+    return Lines(kept, numbers[keep], _line_ends(kept)), rejects
+
+
+def _first_hits(pattern: re.Pattern[bytes], data: pa.Buffer, ends: np.ndarray, escapable: bool = False) -> dict[int, int]:
+    """The lines holding `pattern`: line index → offset of its first hit in `data`.
+
+    One scan in C; Python works only per line hit. `escapable`: a hit preceded by an odd number
+    of backslashes is text, not a hit (JSON's "\\\\u0000" is a backslash and "u0000").
+    """
+    hits: dict[int, int] = {}
+    view = memoryview(data)
+    position = 0
+    while (match := pattern.search(view, position)) is not None:
+        at = match.start()
+        line = int(np.searchsorted(ends, at))
+        if escapable and _backslashes_before(view, at) % 2:
+            position = at + 1
             continue
-        line = bytes(view[start:end])
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            rejects.add(
-                number,
-                INVALID_UTF8,
-                f"invalid UTF-8 at byte {error.start + 1} of the line",
-                line.decode("utf-8", errors="backslashreplace").rstrip("\r"),
-            )
-            continue
-        good.append(line)
-        good_numbers.append(number)
-    joined = pa.py_buffer(b"\n".join(good) + b"\n" if good else b"")
-    return Lines(joined, np.asarray(good_numbers, dtype=np.int64), _line_ends(joined)), rejects
+        hits[line] = at
+        position = int(ends[line]) + 1
+    return hits
+
+
+def _holds_lone_surrogate(line: bytes) -> bool:
+    """Whether a JSON line's strings hold half a character (a line that is not JSON is left to the parser)."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _backslashes_before(view: memoryview, at: int) -> int:
+    count = 0
+    while at - count > 0 and view[at - count - 1] == 0x5C:
+        count += 1
+    return count
+
+
+def _too_long_reason(length: int, max_record_bytes: int) -> str:
+    return f"the record is {length} bytes long, more than the limit of {max_record_bytes} bytes"
+
+
+def _line_text(line: bytes) -> str:
+    """A line's text for a reject: undecodable bytes escaped, the line end dropped."""
+    return line.decode("utf-8", errors="backslashreplace").rstrip("\r")
 
 
 # --- field splitting ---------------------------------------------------------------------------
@@ -469,16 +622,14 @@ class _FileReader:
     def chunks(self) -> Iterator[CdrChunk]:
         produced = False
         with open_cdr_stream(self.path) as stream:
-            for block in _iter_blocks(stream, self.path, self.options.chunk_rows):
-                lines, rejects = _decode(block)
+            for block in _iter_blocks(stream, self.path, self.options.chunk_rows, self.options.max_record_bytes):
+                lines, rejects = _screen(block, self.options.max_record_bytes, self.format in JSON_FORMATS)
                 if self.format == "canonical_csv" and self.csv_names is None:
+                    # the header is the first readable line: a rejected line before it was the header
+                    if len(rejects) and (len(lines) == 0 or rejects.first_line() < int(lines.line_numbers[0])):
+                        raise CdrFileError(f"{self.path}: the canonical CSV header cannot be read: {rejects.first_reason()}")
                     if len(lines) == 0:
-                        # only blank or undecodable lines so far: the header is not among them
-                        if len(rejects):
-                            raise CdrFileError(f"{self.path}: the canonical CSV header is not valid UTF-8")
-                        continue
-                    if len(rejects) and rejects.first_line() < int(lines.line_numbers[0]):
-                        raise CdrFileError(f"{self.path}: the canonical CSV header is not valid UTF-8")
+                        continue  # only blank lines so far
                     header, lines = lines.drop_first()
                     self.csv_names = canonical_header(header, self.path)
                 chunk = self._chunk(lines, rejects)

@@ -6,6 +6,7 @@ simulator and the warehouse loader cannot disagree on a spelling.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Final
 
 FORMATS: Final = ("canonical_csv", "canonical_jsonl", "twilio", "asterisk")
@@ -63,6 +64,12 @@ MALFORMED_ROW: Final = "malformed_row"
 UNKNOWN_DIRECTION: Final = "unknown_direction"
 CALL_NOT_FINISHED: Final = "call_not_finished"
 CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
+BILLABLE_EXCEEDS_CALL: Final = "billable_exceeds_call"
+DURATION_MISMATCH: Final = "duration_mismatch"
+CALL_IN_FUTURE: Final = "call_in_future"
+CALL_TOO_OLD: Final = "call_too_old"
+NUL_BYTE: Final = "nul_byte"
+RECORD_TOO_LONG: Final = "record_too_long"
 REASON_CODES: Final = (
     MISSING_FIELD,
     UNPARSEABLE_TIME,
@@ -75,7 +82,26 @@ REASON_CODES: Final = (
     UNKNOWN_DIRECTION,
     CALL_NOT_FINISHED,
     CONFLICTING_DUPLICATE,
+    BILLABLE_EXCEEDS_CALL,
+    DURATION_MISMATCH,
+    CALL_IN_FUTURE,
+    CALL_TOO_OLD,
+    NUL_BYTE,
+    RECORD_TOO_LONG,
 )
 
 # A call longer than a day is a broken record, not a long call (issue 2 item 5).
 MAX_CALL_SECONDS: Final = 24 * 60 * 60
+
+# Sources write whole seconds and truncate each time on its own, so the seconds a record bills may
+# exceed the difference of its written times by up to 1 s (issue 12 item 1); more is not a call.
+TRUNCATION_TOLERANCE_SECONDS: Final = 1
+
+# Calls that end more than this after the load, or before EARLIEST_CALL, are not billed (issue 12 item 2).
+DEFAULT_FUTURE_TOLERANCE: Final = timedelta(days=1)
+DEFAULT_EARLIEST_CALL: Final = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+# A record (a line of the file) longer than this is rejected unread: memory stays bounded whatever
+# the input (issue 12 item 5). A rejected row keeps at most MAX_RAW_RECORD_CHARS of its text.
+DEFAULT_MAX_RECORD_BYTES: Final = 64 * 1024
+MAX_RAW_RECORD_CHARS: Final = 2048

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,9 @@ import pytest
 from aisyst_pipelines.cdr import CdrChunk, ReadOptions, read_cdr_file
 
 PII_KEY = b"test-pii-key-not-a-secret"
+# The load time the tests read files at, so that no test depends on today's date (the sample calls
+# are of 2026; calls ending more than a day after this are rejected as call_in_future).
+LOADED_AT = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -24,6 +28,7 @@ class ReadResult:
 
 def read_all(path: Path, **options: object) -> ReadResult:
     options.setdefault("pii_key", PII_KEY)
+    options.setdefault("loaded_at", LOADED_AT)
     chunks = list(read_cdr_file(path, ReadOptions(**options)))  # type: ignore[arg-type]
     records = pd.concat([chunk.records for chunk in chunks], ignore_index=True)
     rejects = pd.concat([chunk.rejects for chunk in chunks], ignore_index=True)

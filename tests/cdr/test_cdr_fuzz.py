@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aisyst_pipelines.cdr import CdrFileError, RatingPolicy
+from aisyst_pipelines.cdr import CdrFileError, RatingPolicy, reader
+from aisyst_pipelines.cdr.records import MAX_RAW_RECORD_CHARS
 
 from .conftest import read_all
 
@@ -29,24 +30,33 @@ GOOD_ASTERISK = (
 
 line_bytes = st.one_of(
     st.binary(max_size=80),
+    st.binary(min_size=200, max_size=600),  # longer than some max_record_bytes below
     st.text(max_size=80).map(lambda text: text.encode("utf-8", errors="surrogatepass")),
     st.sampled_from([GOOD_CSV, GOOD_TWILIO, GOOD_ASTERISK, b"", b"\r", b'"', b"{}", b"[]", b",,,,,,,,,"]),
 ).map(lambda line: line.replace(b"\n", b" "))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lines=st.lists(line_bytes, max_size=25), file_format=st.sampled_from(["canonical_csv", "twilio", "asterisk"]), chunk_rows=st.integers(1, 30))
-def test_every_line_is_accounted_for(lines, file_format, chunk_rows):
+@given(
+    lines=st.lists(line_bytes, max_size=25),
+    file_format=st.sampled_from(["canonical_csv", "twilio", "asterisk"]),
+    chunk_rows=st.integers(1, 30),
+    max_record_bytes=st.integers(len(HEADER), 700),
+    read_size=st.integers(3, 300),  # small reads: long lines also arrive across reads, and are skipped there
+)
+def test_every_line_is_accounted_for(lines, file_format, chunk_rows, max_record_bytes, read_size):
     body = [HEADER] + lines if file_format == "canonical_csv" else lines
     data = b"".join(line + b"\n" for line in body)
-    with tempfile.TemporaryDirectory() as folder:
+    options = {"forced_format": file_format, "chunk_rows": chunk_rows, "max_record_bytes": max_record_bytes}
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reader, "READ_SIZE", read_size)
         path = Path(folder) / "fuzz.dat"
         path.write_bytes(data)
         if data.startswith(b"\x1f\x8b"):  # gzip magic: read as gzip, and not a valid one
             with pytest.raises(CdrFileError):
-                read_all(path, forced_format=file_format, chunk_rows=chunk_rows)
+                read_all(path, **options)
             return
-        result = read_all(path, forced_format=file_format, chunk_rows=chunk_rows)
+        result = read_all(path, **options)
     first = 2 if file_format == "canonical_csv" else 1
     expected = [first + i for i, line in enumerate(lines) if line not in (b"", b"\r") and not (i == 0 and first == 1 and line.startswith(b"\xef\xbb\xbf") and line[3:] in (b"", b"\r"))]
     seen = sorted(result.records["source_line"].tolist() + result.rejects["source_line"].tolist())
@@ -56,8 +66,20 @@ def test_every_line_is_accounted_for(lines, file_format, chunk_rows):
     assert set(expected) - set(seen) == set()
     assert set(result.rejects["reason_code"]) <= {
         "missing_field", "unparseable_time", "ended_before_started", "negative_duration", "absurd_duration",
-        "unknown_disposition", "invalid_utf8", "malformed_row", "unknown_direction", "call_not_finished",
+        "unknown_disposition", "invalid_utf8", "malformed_row", "unknown_direction", "call_not_finished", "nul_byte",
+        "record_too_long",
     }
+    bom = 3 if first == 1 and lines and lines[0].startswith(b"\xef\xbb\xbf") else 0  # dropped from the first line
+    too_long = [first + i for i, line in enumerate(lines) if len(line) - (bom if i == 0 else 0) > max_record_bytes]
+    assert sorted(result.rejects.loc[result.rejects["reason_code"] == "record_too_long", "source_line"]) == too_long
+    assert (result.rejects["raw_record"].str.len() <= MAX_RAW_RECORD_CHARS + len("…[cut]")).all()
+    assert not result.rejects["raw_record"].str.contains("\x00", regex=False).any()
+
+
+def never_billed_beyond_the_call(records) -> bool:
+    """Issue 12 item 1: a call bills at most its own length, rounded up, + 1 s of truncation."""
+    lasted = np.ceil((records["ended_at"] - records["started_at"]).dt.total_seconds())
+    return bool((records["billable_seconds"] <= lasted + 1).all())
 
 
 @given(seconds=st.lists(st.integers(0, 10**7), max_size=50), free=st.integers(0, 600))
@@ -105,6 +127,7 @@ def test_odd_field_values_are_loaded_or_rejected_never_crash(rows):
     assert (records["billable_seconds"] >= 0).all() and (records["billable_seconds"] <= 86_400).all()
     assert (records["ended_at"] >= records["started_at"]).all()
     assert (records["ended_at"] - records["started_at"] <= np.timedelta64(86_400, "s")).all()
+    assert never_billed_beyond_the_call(records)
     assert records["direction"].isin(["inbound", "outbound"]).all()
     assert records["disposition"].isin(["completed", "no_answer", "busy", "failed", "canceled"]).all()
     assert (records["call_id"].str.len() <= 128).all() and (records["account_code"].str.len() > 0).all()
@@ -117,6 +140,7 @@ TWILIO_FIELDS = {
 }
 json_values = st.one_of(
     odd_values,
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=6),  # NUL and lone surrogates too: JSON escapes them
     st.none(),
     st.booleans(),
     st.integers(-(10**20), 10**20),
@@ -143,6 +167,7 @@ def test_odd_twilio_values_are_loaded_or_rejected_never_crash(rows):
     records = result.records
     assert (records["billable_seconds"] >= 0).all() and (records["ended_at"] >= records["started_at"]).all()
     assert (records["answered_at"].isna() | (records["answered_at"] >= records["started_at"])).all()
+    assert never_billed_beyond_the_call(records)
 
 
 asterisk_times = st.one_of(
@@ -178,3 +203,4 @@ def test_odd_asterisk_values_are_loaded_or_rejected_never_crash(rows):
     records = result.records
     assert (records["ended_at"] >= records["started_at"]).all()
     assert (records["answered_at"].isna() | (records["answered_at"] <= records["ended_at"])).all()
+    assert never_billed_beyond_the_call(records)

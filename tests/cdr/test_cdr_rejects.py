@@ -9,6 +9,7 @@ import pytest
 from aisyst_pipelines.cdr import REASON_CODES
 
 from .conftest import read_all
+from .test_cdr_hostile import COVERED as HOSTILE_CASES
 
 HEADER = "call_id,account_code,direction,disposition,started_at,answered_at,ended_at,billable_seconds,caller,callee"
 GOOD = "good{n},acct_1,inbound,completed,2026-10-01T10:00:00Z,2026-10-01T10:00:05Z,2026-10-01T10:01:05Z,60,+14155550100,+14155550199"
@@ -120,6 +121,6 @@ def test_twilio_rejects(write):
 
 
 def test_every_reason_code_the_reader_can_give_is_covered():
-    covered = {code for code, _, _ in CANONICAL_CASES} | {"invalid_utf8", "call_not_finished"}
+    covered = {code for code, _, _ in CANONICAL_CASES} | {"invalid_utf8", "call_not_finished"} | HOSTILE_CASES
     # conflicting_duplicate is the loader's: only it knows what was loaded before
     assert covered == set(REASON_CODES) - {"conflicting_duplicate"}

@@ -41,7 +41,7 @@ def test_twilio_calls_map_onto_canonical_calls(write):
             twilio(sid="CA3", status="no-answer", duration=None, start_time="Mon, 10 Aug 2026 09:03:05 -0500"),
             twilio(sid="CA4", status="canceled", duration=0),
             twilio(sid="CA5", status="failed", duration=""),
-            twilio(sid="CA6", duration=125),
+            twilio(sid="CA6", duration=66),
             twilio(sid="CA7", duration=None),
         ],
     )
@@ -64,8 +64,9 @@ def test_twilio_calls_map_onto_canonical_calls(write):
     # duration is the billable seconds; answered_at = end_time - duration
     assert records.loc["CA1", "billable_seconds"] == 61 and records.loc["CA1", "billable_minutes"] == 2
     assert records.loc["CA1", "answered_at"] == utc("2026-08-10 12:03:09")
-    assert records.loc["CA6", "billable_seconds"] == 125 and records.loc["CA6", "billable_minutes"] == 3
-    # Twilio's duration can exceed end - start by rounding: answered_at never goes before the start
+    assert records.loc["CA6", "billable_seconds"] == 66 and records.loc["CA6", "billable_minutes"] == 2
+    # Twilio's duration can exceed end - start (65 s) by a second of rounding: answered_at never goes
+    # before the start (a longer duration is billable_exceeds_call)
     assert records.loc["CA6", "answered_at"] == records.loc["CA6", "started_at"]
     # a completed call without a duration bills from start to end
     assert records.loc["CA7", "billable_seconds"] == 65 and records.loc["CA7", "answered_at"] == records.loc["CA7", "started_at"]

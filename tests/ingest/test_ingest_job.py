@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -113,6 +114,39 @@ def test_the_reject_share_check_fails_above_its_limit_and_passes_below(
                                                       LOAD_OP_NAME: {"config": {"path": str(messy)}}}})
     (check,) = lenient.get_asset_check_evaluations()
     assert check.passed
+
+
+def test_the_billing_window_and_the_record_limit_come_from_the_run_config(
+    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    soon = datetime.now(timezone.utc) + timedelta(hours=2)  # the run loads "now": within a day, not within an hour
+
+    def row(call_id: str, ended: datetime, callee: str = "") -> str:
+        times = [(ended - timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%SZ") for s in (10, 9, 0)]
+        return ",".join([call_id, "acct_a", "inbound", "completed", *times, "9", "+14155550100", callee])
+
+    path = ingest_settings.landing_dir / "window.csv"
+    path.write_text("\n".join([
+        "call_id,account_code,direction,disposition,started_at,answered_at,ended_at,billable_seconds,caller,callee",
+        row("oct1", datetime(2026, 10, 1, 10, tzinfo=timezone.utc)),
+        row("oct5", datetime(2026, 10, 5, 10, tzinfo=timezone.utc)),
+        row("soon", soon),
+        row("far", datetime(2099, 1, 1, tzinfo=timezone.utc)),
+        row("long", datetime(2026, 10, 5, 11, tzinfo=timezone.utc), callee="x" * 3000),
+    ]) + "\n")
+    load = {"path": str(path), "future_tolerance_hours": 1, "earliest_call": "2026-10-02T00:00:00Z", "max_record_bytes": 2048}
+
+    result = execute(definitions, instance, {"ops": {LOAD_OP_NAME: {"config": load}}})
+
+    assert result.success, failure_message(result)
+    metadata = call_records_metadata(result)
+    assert (metadata["rows_total"], metadata["rows_loaded"]) == (5, 1)
+    assert (metadata["rejected_call_too_old"], metadata["rejected_call_in_future"], metadata["rejected_record_too_long"]) == (1, 2, 1)
+
+    refused = execute(definitions, instance, {"ops": {LOAD_OP_NAME: {"config": {**load, "earliest_call": "2026-10-02"}}}})
+
+    assert not refused.success
+    assert "the run config is invalid: earliest_call must carry a time zone" in failure_message(refused)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "changed"])
