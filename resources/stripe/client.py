@@ -105,7 +105,9 @@ class _PacedHttpClient(stripe.RequestsClient):
         super().__init__(timeout=timeout)
         self._bucket = bucket
 
-    def request(self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None) -> tuple[bytes, int, Mapping[str, str]]:
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
         self._bucket.acquire()
         return super().request(method, url, headers, post_data)
 
@@ -200,51 +202,37 @@ class StripeCalls:
         timeout_seconds: float,
         allow_live_mode: bool,
     ) -> None:
+        self.is_live_mode = is_live_key(api_key)
+        if self.is_live_mode and not allow_live_mode:
+            raise LiveModeRefused(
+                "STRIPE_SECRET_KEY is a live-mode key (sk_live_…/rk_live_…); refusing to use it. "
+                "Set AISYST_ALLOW_LIVE_MODE=true to work against live Stripe."
+            )
         if max_retries < 1:
             raise ValueError("max_network_retries must be at least 1")
         self.api_key = api_key
         self.base_url = (api_base or stripe.DEFAULT_API_BASE).rstrip("/")
-        self._own_base = api_base is not None  # the emulator: it serves the meter-events host too
-        self._requests_per_second = requests_per_second
-        self._burst = burst
         self._max_retries = max_retries
         self._first_retry_delay = first_retry_delay
-        self._timeout_seconds = timeout_seconds
-        self._allow_live_mode = allow_live_mode
-        self._client: stripe.StripeClient | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def is_live_mode(self) -> bool:
-        return is_live_key(self.api_key)
-
-    def client(self) -> stripe.StripeClient:
-        with self._lock:
-            if self._client is None:
-                if self.is_live_mode and not self._allow_live_mode:
-                    raise LiveModeRefused(
-                        "STRIPE_SECRET_KEY is a live-mode key (sk_live_…/rk_live_…); refusing to use it. "
-                        "Set AISYST_ALLOW_LIVE_MODE=true to work against live Stripe."
-                    )
-                bucket = shared_bucket(self.base_url, self.api_key, self._requests_per_second, self._burst)
-                self._client = stripe.StripeClient(
-                    self.api_key,
-                    base_addresses={"api": self.base_url, "meter_events": self.base_url} if self._own_base else None,
-                    max_network_retries=0,  # ours, below
-                    http_client=_PacedHttpClient(bucket, self._timeout_seconds),
-                )
-            return self._client
+        bucket = shared_bucket(self.base_url, api_key, requests_per_second, burst)
+        self.client = stripe.StripeClient(
+            api_key,
+            # Another base is the emulator's: it serves the meter-events host too.
+            base_addresses={"api": self.base_url, "meter_events": self.base_url} if api_base else None,
+            max_network_retries=0,  # ours, below
+            http_client=_PacedHttpClient(bucket, timeout_seconds),
+        )
 
     def read(self, operation: Callable[[stripe.StripeClient], T]) -> T:
         """A GET (or a whole listing, its pages included: a retry starts the listing again)."""
-        return self._with_retries(lambda: operation(self.client()))
+        return self._with_retries(lambda: operation(self.client))
 
     def write(
         self, operation: Callable[[stripe.StripeClient, stripe.RequestOptions], T], idempotency_key: str | None = None
     ) -> T:
         """A POST, every attempt under one idempotency key (the caller's, or one chosen now)."""
         options: stripe.RequestOptions = {"idempotency_key": idempotency_key or str(uuid.uuid4())}
-        return self._with_retries(lambda: operation(self.client(), options))
+        return self._with_retries(lambda: operation(self.client, options))
 
     def get_json(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """A GET whose answer stays plain JSON, for pages where building StripeObjects would cost more

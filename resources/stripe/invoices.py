@@ -98,7 +98,10 @@ class InvoiceGateway:
         """Our usage lines (each tagged with its kind in line metadata) and the invoice metadata in one
         `add_lines` call under the caller's idempotency key. Raises InvoiceNotEditable (finalized),
         InvoiceGone (deleted) or AnnotationWriteConflict (the key was used with other parameters)."""
-        params: InvoiceAddLinesParams = {"lines": [_line_params(line) for line in lines], "invoice_metadata": dict(invoice_metadata)}
+        params: InvoiceAddLinesParams = {
+            "lines": [_line_params(line) for line in lines],
+            "invoice_metadata": dict(invoice_metadata),
+        }
         with _draft_write(invoice_id):
             self._calls.write(lambda c, o: c.v1.invoices.add_lines(invoice_id, params, o), idempotency_key=idempotency_key)
 

@@ -76,7 +76,9 @@ class MeterGateway:
         }
         if group_by_day:
             params["value_grouping_window"] = "day"
-        summaries = self._calls.list_all(lambda c: c.v1.billing.meters.event_summaries.list(meter_id, params), MeterUsage.from_api)
+        summaries = self._calls.list_all(
+            lambda c: c.v1.billing.meters.event_summaries.list(meter_id, params), MeterUsage.from_api
+        )
         return sorted(summaries, key=lambda summary: summary.start)
 
     def send_correction(self, customer_id: str, value: int, timestamp: datetime, identifier: str) -> CorrectionSend:
