@@ -8,7 +8,7 @@ SDK's own TypedDicts (a wrong parameter name fails the type check) and returns t
 `records.py`, never a StripeObject. A new Stripe call goes into the gateway of its domain.
 """
 
-from .client import PAGE_SIZE, LiveModeRefused, scrub, transient_stripe_error
+from .client import PAGE_SIZE, LiveModeRefused, transient_stripe_error
 from .events import EventCursorGone
 from .invoices import AnnotationWriteConflict, InvoiceGone, InvoiceNotEditable, StaleListCursor
 from .meters import MeterNotFound
@@ -26,6 +26,5 @@ __all__ = [
     "MeterNotFound",
     "StaleListCursor",
     "StripeResource",
-    "scrub",
     "transient_stripe_error",
 ]

@@ -34,13 +34,13 @@ def _customer_lock(api_base: str, event_name: str, customer_id: str) -> threadin
 class MeterGateway:
     def __init__(self, calls: StripeCalls, meter_event_name: str) -> None:
         self._calls = calls
-        self.event_name = meter_event_name
+        self._event_name = meter_event_name
 
     def meter_id(self) -> str:
         """Our meter's id (found by event name); MeterNotFound until `aisyst bootstrap-stripe` ran."""
-        meter = find_meter(self._calls, self.event_name)
+        meter = find_meter(self._calls, self._event_name)
         if meter is None:
-            raise MeterNotFound(f"no Stripe meter for event name {self.event_name!r}: run `aisyst bootstrap-stripe`")
+            raise MeterNotFound(f"no Stripe meter for event name {self._event_name!r}: run `aisyst bootstrap-stripe`")
         return meter.id
 
     def create_event(
@@ -53,12 +53,12 @@ class MeterGateway:
         a separate delivery attempt (the voice-server simulation's late duplicates).
         """
         params: MeterEventCreateParams = {
-            "event_name": self.event_name,
+            "event_name": self._event_name,
             "payload": {"stripe_customer_id": customer_id, "value": str(int(value))},
             "identifier": identifier,
             "timestamp": int(timestamp.timestamp()),
         }
-        with _customer_lock(self._calls.base_url, self.event_name, customer_id):
+        with _customer_lock(self._calls.base_url, self._event_name, customer_id):
             key = idempotency_key or f"meter-event-{identifier}"
             self._calls.write(lambda c, o: c.v1.billing.meter_events.create(params, o), idempotency_key=key)
         return identifier

@@ -67,10 +67,6 @@ class StripeResource(dg.ConfigurableResource):
         return LIVE_MODE_REQUESTS_PER_SECOND if self.is_live_mode else TEST_MODE_REQUESTS_PER_SECOND
 
     @property
-    def base_url(self) -> str:
-        return self._core().base_url
-
-    @property
     def catalog(self) -> CatalogGateway:
         return CatalogGateway(self._core(), self.meter_event_name)
 
