@@ -100,7 +100,7 @@ def cmd_bootstrap_stripe(args: argparse.Namespace, settings: Settings) -> int:
         else f"Stripe ({'live' if resource.is_live_mode else 'test'} mode)"
     )
     try:
-        ids = resource.ensure_catalog(catalog)
+        ids = resource.catalog.ensure(catalog)
     except LiveModeRefused as error:
         print(f"bootstrap-stripe: {error}", file=sys.stderr)
         return 2

@@ -279,7 +279,7 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
 
     catalog = load_tier_catalog(settings.tiers_file)
     stripe = StripeResource.from_settings(settings)
-    ids = stripe.ensure_catalog(catalog)
+    ids = stripe.catalog.ensure(catalog)
     progress.step(f"tier catalog bootstrapped: {ids.created_count} objects created (products, prices, meter, tax rate)")
 
     # Sign-ups happen in the customers' web app, not in the pipelines: they use the emulator's own
@@ -405,7 +405,7 @@ def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, 
     pending: list[MeterEventSend] = []
 
     def deliver(item: MeterEventSend) -> None:
-        stripe.create_meter_event(item.customer_id, item.value, item.timestamp, item.identifier, idempotency_key=item.delivery_key)
+        stripe.meters.create_event(item.customer_id, item.value, item.timestamp, item.identifier, idempotency_key=item.delivery_key)
 
     def flush() -> None:  # the events due by the clock's time, several customers at once
         with ThreadPoolExecutor(max_workers=8) as pool:

@@ -346,14 +346,14 @@ def main() -> int:
     try:
         setup_started = time.monotonic()
         roomy = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=2000, burst=50)
-        prices = [price.id for price in roomy.ensure_catalog(load_tier_catalog()).prices]
+        prices = [price.id for price in roomy.catalog.ensure(load_tier_catalog()).prices]
         clock = emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())}).id
         subscribers = create_subscribers(emulator, args.invoices, prices, clock)
         catalog = load_tier_catalog()
         now = datetime.now(timezone.utc)
-        stripe_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.list_customers([clock])], now)
+        stripe_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.customers.list_customers([clock])], now)
         stripe_store.sync_subscriptions(
-            warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.list_subscriptions([clock])], now
+            warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
         )
         report["calls"] = insert_calls(warehouse, subscribers, args.seed)
         branding = invoice_annotation.apply_invoice_branding(roomy, warehouse, load_brand(), concurrency=16)

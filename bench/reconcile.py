@@ -63,7 +63,7 @@ def set_up(emulator: Emulator, warehouse: Warehouse, customers: int, drop_share:
            active_share: float = 1.0, max_calls: int = 4) -> dict[str, Any]:
     rng = random.Random(seed)
     seeding = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=5000, burst=50)
-    seeding.ensure_meter(seeding.meter_event_name)
+    seeding.catalog.ensure_meter()
     client = emulator.client()
     with ThreadPoolExecutor(max_workers=16) as pool:
         ids = list(pool.map(lambda n: client.v1.customers.create(
@@ -99,7 +99,7 @@ def set_up(emulator: Emulator, warehouse: Warehouse, customers: int, drop_share:
         for offset in range(0, len(calls), 5000):
             connection.execute(call_records.insert(), calls[offset : offset + 5000])
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(lambda e: seeding.create_meter_event(*e), events))
+        list(pool.map(lambda e: seeding.meters.create_event(*e), events))
     return {"calls": len(calls), "meter_events": len(events), "dropped_events": len(calls) - len(events),
             "dropped_minutes": dropped_minutes}
 

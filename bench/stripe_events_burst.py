@@ -76,7 +76,7 @@ def start_emulator(home: Path) -> tuple[subprocess.Popen, str]:
 
 
 def set_up(client: stripe.StripeClient, resource: StripeResource, subscriptions: int) -> tuple[str, int]:
-    prices = [entry.id for entry in resource.ensure_catalog(load_tier_catalog()).prices]
+    prices = [entry.id for entry in resource.catalog.ensure(load_tier_catalog()).prices]
     clock = client.v1.test_helpers.test_clocks.create({"frozen_time": T0})
 
     def one(n: int) -> int:

@@ -164,7 +164,7 @@ def scan_invoices(
     known: set[str] = set()  # renewals listed this tick that already have an invoice_annotations row
     while True:
         try:
-            page = stripe.list_invoices_page(created_gte=gte, status=status, starting_after=after, limit=policy.page_size)
+            page = stripe.invoices.list_page(created_gte=gte, status=status, starting_after=after, limit=policy.page_size)
         except StaleListCursor:
             # The invoice we were to continue after is gone: list the window again from its newest end
             # (what was already queued is recognised by its row).
@@ -188,7 +188,7 @@ def scan_invoices(
                 # First scan ever: its drafts may all be older than the newest invoice (or there are
                 # none). The newest invoice of any status sets the watermark, so that from now on a
                 # renewal finalized before a tick saw it is still listed (and recorded as missed).
-                newest = stripe.list_invoices_page(limit=1).invoices
+                newest = stripe.invoices.list_page(limit=1).invoices
                 if newest:
                     created = int(newest[0].invoice.created.timestamp())
                     top = created if top is None else max(top, created)

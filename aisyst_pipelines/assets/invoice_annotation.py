@@ -178,7 +178,7 @@ class InvoiceAnnotator:
         finalized_status: str | None = None
         if record.status is AnnotationStatus.PENDING:
             # A previous attempt may have written before it died: Stripe has the last word.
-            state = self.stripe.invoice_if_exists(record.invoice_id)
+            state = self.stripe.invoices.if_exists(record.invoice_id)
             if state is None:
                 return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
             if annotation_version_of(state.metadata):
@@ -221,7 +221,7 @@ class InvoiceAnnotator:
                 # `invoice_branding` below): this one invoice gets them directly, a second write.
                 account_code = inputs.profile.account_code if inputs.profile else None
                 branding = invoice_branding(account_code, terms.tier_name, texts.locale, self.brand)
-                self.stripe.write_invoice_branding(record.invoice_id, branding)
+                self.stripe.invoices.write_branding(record.invoice_id, branding)
             self._add_lines(record.invoice_id, lines, metadata)
         except InvoiceGone:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
@@ -229,7 +229,7 @@ class InvoiceAnnotator:
             return self._not_a_draft(record.invoice_id, error.status, metadata, figures)
         if self.finalize:
             try:
-                self.stripe.finalize_invoice(record.invoice_id)
+                self.stripe.invoices.finalize(record.invoice_id)
             except Exception as error:  # noqa: BLE001 - the lines are on; Stripe finalizes it within the hour
                 return replace(figures, detail=f"annotated; finalizing failed: {_describe(error)}")
         return figures
@@ -237,24 +237,24 @@ class InvoiceAnnotator:
     def _add_lines(self, invoice_id: str, lines: Sequence[InvoiceLine], metadata: dict[str, str]) -> None:
         key = annotation_idempotency_key(invoice_id)
         try:
-            self.stripe.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=key)
+            self.stripe.invoices.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=key)
         except AnnotationWriteConflict:
             # Stripe already has a request under this key with other parameters (the minutes changed
             # between two attempts, or its first answer was an error it keeps replaying). If the lines
             # are on, we are done; if not, the earlier request did not add them, and a fresh key is safe.
-            state = self.stripe.invoice_if_exists(invoice_id)
+            state = self.stripe.invoices.if_exists(invoice_id)
             if state is None:
                 raise InvoiceGone(invoice_id) from None
             if annotation_version_of(state.metadata):
                 return
             if state.status != "draft":
                 raise InvoiceNotEditable(invoice_id, state.status) from None
-            self.stripe.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=f"{key}-retry")
+            self.stripe.invoices.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=f"{key}-retry")
 
     def _not_a_draft(
         self, invoice_id: str, status: str | None, metadata: dict[str, str], figures: AnnotationOutcome
     ) -> AnnotationOutcome:
-        state = self.stripe.invoice_if_exists(invoice_id)
+        state = self.stripe.invoices.if_exists(invoice_id)
         if state is None:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
         if annotation_version_of(state.metadata):
@@ -267,7 +267,7 @@ class InvoiceAnnotator:
         usage_metadata[MISSED_MARKER_KEY] = ANNOTATION_VERSION
         detail = f"invoice was {status} before annotation; usage written to its metadata"
         try:
-            self.stripe.write_invoice_metadata(invoice_id, usage_metadata)
+            self.stripe.invoices.write_metadata(invoice_id, usage_metadata)
         except Exception as error:  # noqa: BLE001 - still missed; say why the metadata is not there
             detail = f"invoice was {status} before annotation; writing usage metadata failed: {_describe(error)}"
         # The figures it would have shown, no lines and nothing charged.
@@ -291,7 +291,7 @@ class InvoiceAnnotator:
             minutes_unused=number("minutes_unused"),
             overage_minutes=number("overage_minutes") or 0,
             usage_pct=float(percentage) if percentage else None,
-            lines_added=len(self.stripe.annotation_lines(invoice_id)),
+            lines_added=len(self.stripe.invoices.annotation_lines(invoice_id)),
         )
 
 
@@ -445,7 +445,7 @@ def apply_invoice_branding(stripe: StripeResource, warehouse: Warehouse, brand: 
     def write(item: tuple[BrandingTarget, InvoiceBranding, str]) -> tuple[str, str | None]:
         target, branding, digest = item
         try:
-            stripe.set_subscription_invoice_branding(target.subscription_id, branding)
+            stripe.invoices.set_subscription_branding(target.subscription_id, branding)
         except Exception as error:  # noqa: BLE001 - one subscription must not stop the others
             return target.subscription_id, _describe(error)
         fields = [(f.name, f.value) for f in branding.custom_fields]

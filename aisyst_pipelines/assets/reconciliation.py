@@ -143,7 +143,7 @@ class Reconciler:
         phases.done("windows")
         if not windows:
             return ReconciliationOutcome([], {}, 0, timings=phases.seconds)
-        meter_id = self.stripe.meter_id()
+        meter_id = self.stripe.meters.meter_id()
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as pool:
             # Stripe first: the rate limit sets the pace of the run, so the requests start at once
             # and the CDR side is read while they are in flight.
@@ -175,7 +175,7 @@ class Reconciler:
 
     def _fetch(self, meter_id: str, customer_id: str, requests: Sequence[SummaryRequest], stripe: StripeMinutes) -> StripeMinutes:
         for request in requests:
-            usages = self.stripe.meter_event_summaries(meter_id, customer_id, request.span.start, request.span.end, request.by_day)
+            usages = self.stripe.meters.summaries(meter_id, customer_id, request.span.start, request.span.end, request.by_day)
             with self._lock:
                 self._requests += 1
             stripe.add(request, [(u.start, u.end, u.minutes) for u in usages])
@@ -256,7 +256,7 @@ class Reconciler:
         """A customer's corrections one after the other (Stripe: one concurrent call per customer)."""
         outcomes = {}
         for item in items:
-            result = self.stripe.send_meter_correction(item.customer_id, item.value, item.event_timestamp, item.identifier)
+            result = self.stripe.meters.send_correction(item.customer_id, item.value, item.event_timestamp, item.identifier)
             if result.counted:
                 reconciliation_store.mark_sent(self.warehouse, item.identifier, self.clock.now())
             elif result.outcome == "rejected":

@@ -50,7 +50,7 @@ from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.templates import render
 from resources.notifier import DeliveryError, NotifierResource
 from resources.stripe import PAGE_SIZE, EventCursorGone, StripeResource
-from resources.stripe_records import StripeProduct, StripeSubscription
+from resources.stripe.records import StripeProduct, StripeSubscription
 
 STRIPE_INVOICES = dg.AssetSpec(
     "stripe_invoices",
@@ -136,7 +136,7 @@ def poll_events(
         if not current.scanning:
             assert current.last_event_id is not None
             try:
-                page = stripe.list_events_page(
+                page = stripe.events.list_page(
                     WATCHED_EVENT_TYPES, ending_before=current.last_event_id, limit=min(page_size, remaining)
                 )
             except EventCursorGone:
@@ -158,7 +158,7 @@ def poll_events(
             result.more_waiting = True
             break
         try:
-            page = stripe.list_events_page(
+            page = stripe.events.list_page(
                 WATCHED_EVENT_TYPES, starting_after=current.scan_after, created_gte=current.scan_floor, limit=page_size
             )
         except EventCursorGone:  # the page boundary itself expired meanwhile: walk again from the top
@@ -249,7 +249,7 @@ def subscription_mirror_row(stripe: StripeResource | None, settings: Settings) -
         if not fetched:
             assert stripe is not None
             try:
-                products.update(stripe.list_products())
+                products.update(stripe.catalog.products())
             except StripeError as error:
                 # Without the products a tier could resolve differently from the sync's: map nothing
                 # (known subscriptions still get status and period), and try again next event.

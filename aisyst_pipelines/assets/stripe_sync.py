@@ -28,7 +28,7 @@ from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import stripe_store
 from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow, UsageByPeriodRow
 from resources import StripeResource, WarehouseResource
-from resources.stripe_records import StripeCustomer, StripeSubscription
+from resources.stripe.records import StripeCustomer, StripeSubscription
 
 GROUP = "stripe"
 OWNERS = ["team:billing-data"]
@@ -66,7 +66,7 @@ def customer_row(customer: StripeCustomer) -> StripeCustomerRow:
     description="Stripe customers with their Aisyst account code (metadata.aisyst_account_code).",
 )
 def stripe_customers(context: dg.AssetExecutionContext, stripe: StripeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    customers = stripe.list_customers()
+    customers = stripe.customers.list_customers()
     result = stripe_store.sync_customers(warehouse.get(), [customer_row(c) for c in customers], synced_at=_now())
     without_code = sorted(c.id for c in customers if c.account_code is None)
     if result.ambiguous_account_codes:
@@ -160,7 +160,7 @@ def stripe_subscriptions(context: dg.AssetExecutionContext, stripe: StripeResour
     catalog = load_tier_catalog(settings.tiers_file)
     rows: list[StripeSubscriptionRow] = []
     problems: list[str] = []
-    for subscription in stripe.list_subscriptions():
+    for subscription in stripe.customers.list_subscriptions():
         try:
             rows.append(subscription_row(subscription, catalog, settings.legacy_tier_price_ids))
         except ValueError as error:

@@ -20,7 +20,6 @@ the clock's frozen time, so their "days left" is counted from it.
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Iterable
 from typing import Protocol
 
 import dagster as dg
@@ -61,6 +60,8 @@ from aisyst_pipelines.warehouse.alerts_store import AlertFacts, AlertKey, AlertR
 from resources import WarehouseResource
 from resources.notifier import Delivery, DeliveryError, NotifierResource
 from resources.stripe import StripeResource
+from resources.stripe.customers import CustomerGateway
+from resources.stripe.portal import PortalGateway
 
 ASSET_KEY = dg.AssetKey("usage_alerts")
 DELIVERED_CHECK = "usage_alerts_delivered"
@@ -94,10 +95,12 @@ class UsageAlertsConfig(dg.Config):
 
 
 class AlertStripe(Protocol):
-    """The two Stripe calls of the alerts (StripeResource in production and tests)."""
+    """The two Stripe gateways of the alerts (StripeResource in production and tests)."""
 
-    def create_portal_session(self, customer_id: str, return_url: str) -> str: ...
-    def test_clock_times(self, clock_ids: Iterable[str]) -> dict[str, datetime]: ...
+    @property
+    def portal(self) -> PortalGateway: ...
+    @property
+    def customers(self) -> CustomerGateway: ...
 
 
 class Log(Protocol):
@@ -163,7 +166,7 @@ def _customer_alert(
     now: datetime,
     brand: Brand,
     catalog: TierCatalog,
-    portal: AlertStripe,
+    portal: PortalGateway,
     log: Log,
 ) -> CustomerAlert:
     assert period.included_minutes is not None and period.customer_email
@@ -171,7 +174,7 @@ def _customer_alert(
     portal_url = None
     if upgrade is not None:
         try:
-            portal_url = portal.create_portal_session(period.customer_id, brand.portal_return_url)
+            portal_url = portal.session_url(period.customer_id, brand.portal_return_url)
         except Exception as error:  # noqa: BLE001 - the alert matters more than the link
             log.warning(f"no portal link for {period.customer_id} ({type(error).__name__}); the e-mail links the sign-in page")
     return CustomerAlert(subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url)
@@ -223,7 +226,7 @@ def run_usage_alerts(
     outcome = AlertRunOutcome(as_of=as_of, thresholds=thresholds)
     served = alerts_store.current_period_usage(warehouse)
     clocks = {p.test_clock for p in served if p.test_clock}
-    clock_times = stripe.test_clock_times(clocks) if clocks else {}  # test clock id → its frozen time
+    clock_times = stripe.customers.test_clock_times(clocks) if clocks else {}  # test clock id → its frozen time
     periods: list[CurrentPeriodUsage] = []
     seen: set[tuple[str, datetime]] = set()
     for period in served:
@@ -272,7 +275,7 @@ def run_usage_alerts(
         alert = None
         missing = "the Stripe customer has no e-mail address" if not period.customer_email else None
         if missing is None:
-            alert = _customer_alert(period, plan.notify, now, brand, catalog, stripe, log)
+            alert = _customer_alert(period, plan.notify, now, brand, catalog, stripe.portal, log)
         error = _deliver(warehouse, notifier, alert, key, missing, brand)
         if error is None:
             outcome.sent[plan.notify] += 1

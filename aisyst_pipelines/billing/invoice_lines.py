@@ -1,6 +1,6 @@
 """What we write onto a renewal invoice (DESIGN.md §2.4): the usage lines, their metadata, the brand fields.
 
-Plain values in, plain values out; the Stripe wire shape is made in `resources/stripe.py`.
+Plain values in, plain values out; the Stripe wire shape is made in `resources/stripe/invoices.py`.
 
 The period on a renewal invoice. Stripe puts the *previous* billing period on a renewal invoice
 (`invoice.period_start`/`period_end`) while its licensed subscription line covers the period ahead

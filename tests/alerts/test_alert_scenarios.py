@@ -40,7 +40,7 @@ def test_exactly_80_percent_alerts_once_with_portal_link_and_digest(world: Alert
     assert "400 of 500 (80 %)" in text and "Minutes remaining:  100" in text
     assert "Days left:          21 (your plan renews on 1 April 2026)" in text
     assert "Tier 2 includes 1,000 minutes for $499 / month." in text
-    assert f"{world.stripe.base_url}/_emulator/portal/" in text  # a real portal session of the emulator
+    assert f"{world.stripe.api_base}/_emulator/portal/" in text  # a real portal session of the emulator
     [digest] = world.digests()
     assert "ACME Ltd (" in text_of(digest) and "80 % of Tier 1" in text_of(digest) and "e-mail sent" in text_of(digest)
     assert world.statuses("ACME", MARCH) == [(500, 80, "notified")]

@@ -74,7 +74,7 @@ def test_job_alerts_with_portal_links_reruns_quietly_and_re_arms_after_renewal(
     location: Path, warehouse: Warehouse, stripe_resource, stripe_emulator  # noqa: ANN001
 ) -> None:
     client = stripe_emulator.client()
-    prices = [price.id for price in stripe_resource.ensure_catalog(load_tier_catalog()).prices]
+    prices = [price.id for price in stripe_resource.catalog.ensure(load_tier_catalog()).prices]
     clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
     customers = {}
     for account, tier in (("ACME", 1), ("BETA", 2), ("GIGA", 3)):

@@ -77,8 +77,8 @@ class World:
     def sync(self) -> None:
         """The Stripe sync's own row builders and store: what its assets write."""
         catalog = load_tier_catalog()
-        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.list_customers()], datetime.now(UTC))
-        rows = [subscription_row(s, catalog, {}) for s in self.stripe.list_subscriptions()]
+        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
+        rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
         stripe_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
     def calls(self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True) -> None:
@@ -146,12 +146,12 @@ class World:
         return [self.run(request.run_config) for request in result.run_requests or []]
 
     def our_lines(self, invoice_id: str) -> list[tuple[str, str, int]]:
-        return self.stripe.annotation_lines(invoice_id)
+        return self.stripe.invoices.annotation_lines(invoice_id)
 
 
 @pytest.fixture
 def world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, warehouse_url: str) -> Iterator[World]:
-    prices = [price.id for price in stripe_resource.ensure_catalog(load_tier_catalog()).prices]
+    prices = [price.id for price in stripe_resource.catalog.ensure(load_tier_catalog()).prices]
     clock = stripe_emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
     with dg.instance_for_test() as instance:
         yield World(stripe_emulator, stripe_resource, warehouse, warehouse_url, clock.id, prices, instance)

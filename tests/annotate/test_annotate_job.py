@@ -139,7 +139,7 @@ def test_an_interrupted_attempt_is_read_back_not_written_twice(world: World) -> 
     from aisyst_pipelines.billing.periods import BillingPeriod
     terms = TierTerms("Tier 1", 500)
     usage = period_usage(50, terms, BillingPeriod(T0, RENEWAL))
-    world.stripe.add_annotation_lines(
+    world.stripe.invoices.add_annotation_lines(
         invoice.id, invoice_lines(terms, usage, invoice_texts(None)), invoice_metadata(terms, usage),
         annotation_idempotency_key(invoice.id) + "-elsewhere",  # not even the same key: the metadata decides
     )

@@ -32,7 +32,7 @@ class StripeWorld:
     @classmethod
     def create(cls, emulator: Any, stripe: StripeResource) -> "StripeWorld":
         client = emulator.client()
-        catalog = stripe.ensure_catalog(load_tier_catalog())
+        catalog = stripe.catalog.ensure(load_tier_catalog())
         clock = client.v1.test_helpers.test_clocks.create({"frozen_time": T0, "name": "events tests"})
         return cls(client, stripe, clock.id, [price.id for price in catalog.prices])
 
@@ -65,7 +65,7 @@ class StripeWorld:
         ids: list[str] = []
         after = None
         while True:
-            page = self.stripe.list_events_page(WATCHED_EVENT_TYPES, starting_after=after)
+            page = self.stripe.events.list_page(WATCHED_EVENT_TYPES, starting_after=after)
             ids += [event["id"] for event in page.events]
             if not page.has_more:
                 return list(reversed(ids))

@@ -163,7 +163,7 @@ def post_signed(client: TestClient, payload: dict) -> str:
 
 
 def stripe_events_oldest_first(world: StripeWorld) -> list[dict]:
-    page = world.stripe.list_events_page(WATCHED_EVENT_TYPES, limit=100)
+    page = world.stripe.events.list_page(WATCHED_EVENT_TYPES, limit=100)
     assert not page.has_more
     return list(reversed(page.events))
 

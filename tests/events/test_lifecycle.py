@@ -67,7 +67,7 @@ def test_lifecycle_on_a_test_clock(stripe_emulator, stripe_resource, warehouse: 
     renewals = {i: v for i, v in invoices(warehouse).items() if v[1] == "subscription_cycle"}
     assert sorted(v[2] for v in renewals.values()) == ["draft", "draft"]
     good_renewal = next(i for i, v in renewals.items() if v[0] == good)
-    stripe_resource.write_invoice_metadata(good_renewal, {METADATA_VERSION_KEY: ANNOTATION_VERSION})
+    stripe_resource.invoices.write_metadata(good_renewal, {METADATA_VERSION_KEY: ANNOTATION_VERSION})
     assert subscription(warehouse, sub_good).current_period_start == utc(period_end)
 
     world.advance_to(period_end + 2 * HOUR)  # one clock-hour after the drafts: finalized, charged

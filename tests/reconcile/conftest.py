@@ -71,8 +71,8 @@ class ReconWorld:
 
     def sync(self) -> None:
         catalog = load_tier_catalog()
-        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.list_customers()], datetime.now(UTC))
-        rows = [subscription_row(s, catalog, {}) for s in self.stripe.list_subscriptions()]
+        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
+        rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
         stripe_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
     def load_calls(self, days: int, seed: int = 1, mean_calls_per_day: float = 5.0, extra: pd.DataFrame | None = None,
@@ -117,7 +117,7 @@ class ReconWorld:
         due = [s for s in self.plan.sends if s.send_at <= until and (since is None or s.send_at > since)]
 
         def deliver(item: Any) -> None:
-            self.stripe.create_meter_event(item.customer_id, item.value, item.timestamp, item.identifier,
+            self.stripe.meters.create_event(item.customer_id, item.value, item.timestamp, item.identifier,
                                            idempotency_key=item.delivery_key)
 
         count = replay(due, deliver, self.advance, step=timedelta(hours=2))
@@ -163,7 +163,7 @@ def expected_drift_in_windows(plan: VoiceServerPlan, rows: list[dict[str, Any]],
 
 @pytest.fixture
 def recon_world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, tmp_path: Path) -> Iterator[ReconWorld]:
-    catalog_ids = stripe_resource.ensure_catalog(load_tier_catalog())
+    catalog_ids = stripe_resource.catalog.ensure(load_tier_catalog())
     clock = stripe_emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
     yield ReconWorld(stripe_emulator, stripe_resource, warehouse, tmp_path, clock.id, catalog_ids.prices[0].id)
 

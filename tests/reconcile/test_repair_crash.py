@@ -30,7 +30,7 @@ def crashed_repair(world: ReconWorld, as_of: datetime, *, sent: bool) -> list:
     assert recorded == [c.identifier for c in plan.new]
     if sent:
         for correction in plan.new:
-            result = world.stripe.send_meter_correction(correction.customer_id, correction.value,
+            result = world.stripe.meters.send_correction(correction.customer_id, correction.value,
                                                         correction.event_timestamp, correction.identifier)
             assert result.counted
     return list(plan.new)

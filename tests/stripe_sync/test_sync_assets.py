@@ -46,7 +46,7 @@ def create_customer(client, name: str, account_code: str | None, clock: str | No
 
 @pytest.fixture
 def stripe_account(stripe_emulator, stripe_resource: StripeResource, monkeypatch: pytest.MonkeyPatch) -> dict[str, Account]:
-    prices = stripe_resource.ensure_catalog(load_tier_catalog()).prices
+    prices = stripe_resource.catalog.ensure(load_tier_catalog()).prices
     client = stripe_emulator.client()
     legacy_product = client.v1.products.create({"name": "Voice plan (2024)"})
     legacy_price = client.v1.prices.create(

@@ -1,6 +1,6 @@
-"""Plain, typed values that `StripeResource` returns instead of StripeObjects.
+"""Plain, typed values that the Stripe gateways return instead of StripeObjects.
 
-The pipelines never see a StripeObject: each method of the resource turns Stripe's JSON (as the
+The pipelines never see a StripeObject: each gateway method turns Stripe's JSON (as the
 pinned API version shapes it, see reference/STRIPE.md §1.2 and §12) into one of these frozen
 dataclasses. Stripe times (Unix seconds) become aware UTC datetimes here, at the edge; amounts stay
 integers in the currency's smallest unit. The `from_api` constructors take the plain dict of the
@@ -9,10 +9,10 @@ object (`StripeObject.to_dict()`), so they hold no SDK dependency.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 
 def utc_from_unix(seconds: int | None) -> datetime | None:
@@ -145,7 +145,7 @@ class StripeSubscription:
 
     @classmethod
     def from_api(
-        cls, raw: Mapping[str, Any], items: list[Mapping[str, Any]], products: Mapping[str, StripeProduct]
+        cls, raw: Mapping[str, Any], items: Sequence[Mapping[str, Any]], products: Mapping[str, StripeProduct]
     ) -> "StripeSubscription":
         return cls(
             id=raw["id"],
@@ -245,22 +245,6 @@ class StripeInvoice:
 
 
 @dataclass(frozen=True)
-class NewInvoiceLine:
-    """A line for `add_lines` on a draft invoice.
-
-    The period is ours, half-open [start, end); Stripe's line period is inclusive at both ends, so
-    the resource sends `end - 1 s` (DESIGN.md §1: convert at the edge).
-    """
-
-    description: str
-    amount: int = 0  # in the invoice currency's smallest unit; 0 for the informational lines
-    period_start: datetime | None = None
-    period_end: datetime | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    tax_rates: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class CatalogEntry:
     """One object `aisyst bootstrap-stripe` ensured: its id and whether this run created it."""
 
@@ -295,3 +279,38 @@ class CatalogIds:
         if self.tax_rate is not None:
             lines.append(f"STRIPE_TAX_RATE_ID={self.tax_rate.id}")
         return lines
+
+
+@dataclass(frozen=True)
+class ListedInvoice:
+    invoice: StripeInvoice
+    branded: bool  # carries custom fields and a footer (from the subscription's invoice settings)
+
+    @property
+    def id(self) -> str:
+        return self.invoice.id
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    invoices: list[ListedInvoice]
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[dict[str, Any]]  # newest first, each the event's JSON as Stripe sends it
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class CorrectionSend:
+    """What became of one corrective meter event: sent, already_received, rejected or uncertain."""
+
+    outcome: Literal["sent", "already_received", "rejected", "uncertain"]
+    message: str | None
+
+    @property
+    def counted(self) -> bool:
+        """Stripe has the event (now or from an earlier attempt)."""
+        return self.outcome in ("sent", "already_received")

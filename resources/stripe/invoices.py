@@ -1,0 +1,174 @@
+"""The invoices gateway: renewal drafts for the annotation and the brand fields.
+
+The draft_invoice_sensor pages the invoice list itself (one page per call, so a tick can stop at
+its time budget and continue from its cursor); the annotation writes ONE add_lines per invoice and
+reads an invoice back only when a previous attempt may have written. Stripe's answers that decide
+what happens next are turned into the exceptions below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, Literal, cast
+
+import stripe
+from stripe.params import (
+    InvoiceAddLinesParams,
+    InvoiceAddLinesParamsLine,
+    InvoiceLineItemListParams,
+    InvoiceListParams,
+    InvoiceUpdateParams,
+    SubscriptionUpdateParamsInvoiceSettings,
+)
+
+from aisyst_pipelines.billing.invoice_lines import LINE_KIND_KEY, InvoiceBranding, InvoiceLine
+
+from .client import PAGE_SIZE, StripeCalls
+from .records import InvoicePage, ListedInvoice, StripeInvoice
+
+InvoiceStatus = Literal["draft", "open", "paid", "uncollectible", "void"]
+
+
+class InvoiceNotEditable(RuntimeError):
+    """The invoice is no longer a draft: lines cannot be added any more."""
+
+    def __init__(self, invoice_id: str, status: str | None) -> None:
+        super().__init__(f"invoice {invoice_id} is not a draft ({status or 'finalized'})")
+        self.invoice_id = invoice_id
+        self.status = status
+
+
+class InvoiceGone(RuntimeError):
+    """The invoice does not exist (a deleted draft)."""
+
+
+class StaleListCursor(RuntimeError):
+    """The invoice a list page was to continue after no longer matches the listing (deleted)."""
+
+
+class AnnotationWriteConflict(RuntimeError):
+    """Stripe holds another request under this idempotency key, with other parameters."""
+
+
+class InvoiceGateway:
+    def __init__(self, calls: StripeCalls) -> None:
+        self._calls = calls
+
+    def list_page(
+        self,
+        *,
+        created_gte: int | None = None,
+        status: str | None = None,
+        starting_after: str | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> InvoicePage:
+        """One page of `GET /v1/invoices` (newest first), with whether each invoice carries brand fields."""
+        params: InvoiceListParams = {"limit": limit}
+        if created_gte is not None:
+            params["created"] = {"gte": int(created_gte)}
+        if status:
+            params["status"] = cast(InvoiceStatus, status)  # a status name the sensor keeps in its cursor
+        if starting_after:
+            params["starting_after"] = starting_after
+        try:
+            # Plain JSON: turning 100 invoices into StripeObjects costs ~5x the HTTP round trip in CPU,
+            # and the sensor only reads a few fields.
+            page = self._calls.get_json("/v1/invoices", params)
+        except stripe.InvalidRequestError as error:
+            if starting_after and error.param == "starting_after":
+                raise StaleListCursor(starting_after) from None
+            raise
+        invoices = [ListedInvoice(StripeInvoice.from_api(raw), branded=_carries_brand_fields(raw)) for raw in page["data"]]
+        return InvoicePage(invoices=invoices, has_more=bool(page["has_more"]))
+
+    def if_exists(self, invoice_id: str) -> StripeInvoice | None:
+        """The invoice as Stripe has it now, or None when it was deleted (a deleted draft is gone)."""
+        try:
+            return StripeInvoice.from_api(self._calls.read(lambda c: c.v1.invoices.retrieve(invoice_id)).to_dict())
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                return None
+            raise
+
+    def add_annotation_lines(
+        self, invoice_id: str, lines: Sequence[InvoiceLine], invoice_metadata: Mapping[str, str], idempotency_key: str
+    ) -> None:
+        """Our usage lines (each tagged with its kind in line metadata) and the invoice metadata in one
+        `add_lines` call under the caller's idempotency key. Raises InvoiceNotEditable (finalized),
+        InvoiceGone (deleted) or AnnotationWriteConflict (the key was used with other parameters)."""
+        params: InvoiceAddLinesParams = {
+            "lines": [_line_params(line) for line in lines],
+            "invoice_metadata": dict(invoice_metadata),
+        }
+        with _draft_write(invoice_id):
+            self._calls.write(lambda c, o: c.v1.invoices.add_lines(invoice_id, params, o), idempotency_key=idempotency_key)
+
+    def write_metadata(self, invoice_id: str, metadata: Mapping[str, str]) -> None:
+        """Merge keys into an invoice's metadata (allowed on finalized invoices too)."""
+        params: InvoiceUpdateParams = {"metadata": dict(metadata)}
+        self._calls.write(lambda c, o: c.v1.invoices.update(invoice_id, params, o))
+
+    def write_branding(self, invoice_id: str, branding: InvoiceBranding) -> None:
+        """Brand fields on one draft invoice: only for a draft whose subscription was not branded yet."""
+        params: InvoiceUpdateParams = {
+            "custom_fields": [{"name": f.name, "value": f.value} for f in branding.custom_fields] or "",
+            "description": branding.memo,
+            "footer": branding.footer,
+        }
+        with _draft_write(invoice_id):
+            self._calls.write(lambda c, o: c.v1.invoices.update(invoice_id, params, o))
+
+    def finalize(self, invoice_id: str) -> None:
+        self._calls.write(lambda c, o: c.v1.invoices.finalize_invoice(invoice_id, {"auto_advance": True}, o))
+
+    def set_subscription_branding(self, subscription_id: str, branding: InvoiceBranding) -> None:
+        """Brand fields on the subscription's invoice settings: every invoice it creates carries them."""
+        settings: SubscriptionUpdateParamsInvoiceSettings = {
+            "custom_fields": [{"name": f.name, "value": f.value} for f in branding.custom_fields] or "",
+            "description": branding.memo,
+            "footer": branding.footer,
+        }
+        self._calls.write(lambda c, o: c.v1.subscriptions.update(subscription_id, {"invoice_settings": settings}, o))
+
+    def annotation_lines(self, invoice_id: str) -> list[tuple[str, str, int]]:
+        """(kind, description, amount) of our lines on an invoice, all pages — to count them."""
+        params: InvoiceLineItemListParams = {"limit": PAGE_SIZE}
+        lines = self._calls.list_all(lambda c: c.v1.invoices.line_items.list(invoice_id, params), _annotation_line)
+        return [line for line in lines if line is not None]
+
+
+def _line_params(line: InvoiceLine) -> InvoiceAddLinesParamsLine:
+    # Stripe's line period is inclusive at both ends; ours is [start, end).
+    inclusive_end = line.period_end - timedelta(seconds=1)
+    return {
+        "description": line.description,
+        "amount": int(line.amount),
+        "period": {"start": int(line.period_start.timestamp()), "end": int(inclusive_end.timestamp())},
+        "metadata": {LINE_KIND_KEY: line.kind.value},
+    }
+
+
+@contextmanager
+def _draft_write(invoice_id: str) -> Iterator[None]:
+    """Stripe's answers to a write on a draft that decide what the annotation does next."""
+    try:
+        yield
+    except stripe.IdempotencyError:
+        raise AnnotationWriteConflict(invoice_id) from None
+    except stripe.InvalidRequestError as error:
+        if error.http_status == 404:
+            raise InvoiceGone(invoice_id) from None
+        if error.code == "invoice_not_editable":
+            raise InvoiceNotEditable(invoice_id, None) from None
+        raise
+
+
+def _carries_brand_fields(raw: Mapping[str, Any]) -> bool:
+    return bool(raw.get("custom_fields")) and bool(raw.get("footer"))
+
+
+def _annotation_line(raw: Mapping[str, Any]) -> tuple[str, str, int] | None:
+    kind = (raw.get("metadata") or {}).get(LINE_KIND_KEY)
+    return (kind, raw.get("description") or "", int(raw.get("amount") or 0)) if kind else None
