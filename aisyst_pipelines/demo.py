@@ -48,10 +48,17 @@ import dagster as dg
 import pandas as pd
 
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
-from aisyst_pipelines.billing.voice_server import MeteredCall, MeterEventSend, VoiceServerFaults, plan_meter_events, replay
 from aisyst_pipelines.cdr.rating import rate_calls
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
 from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.simulation import (
+    MeteredCall,
+    MeterEventSend,
+    VoiceServerFaults,
+    plan_meter_events,
+    replay,
+    simulate_calls,
+    write_calls,
+)
 
 UTC = timezone.utc
 MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)  # the test clock's start = every subscription's anchor

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.billing.periods import BillingCycle, BillingPeriod, recent_periods
+from aisyst_pipelines.billing.periods import BillingCycle, Period, recent_periods
 from aisyst_pipelines.billing.tiers import PriceFacts, TierCatalog, load_tier_catalog, resolve_tier
 from aisyst_pipelines.billing.usage import PeriodUsage
 from aisyst_pipelines.settings import Settings
@@ -189,10 +189,10 @@ def stripe_subscriptions(context: dg.AssetExecutionContext, stripe: StripeResour
 # --- usage per billing period ------------------------------------------------------------------------
 
 
-def periods_to_recompute(subscription: StripeSubscriptionRow, count: int = 2) -> list[BillingPeriod]:
+def periods_to_recompute(subscription: StripeSubscriptionRow, count: int = 2) -> list[Period]:
     """The subscription's current period and the one before it (none before its start)."""
     assert subscription.current_period_start and subscription.current_period_end
-    current = BillingPeriod(subscription.current_period_start, subscription.current_period_end)
+    current = Period(subscription.current_period_start, subscription.current_period_end)
     cycle = BillingCycle.from_current_period(
         current,
         interval=subscription.billing_interval or "month",

@@ -25,7 +25,7 @@ from typing import Any
 
 from aisyst_pipelines.templates import TEMPLATES_DIR, Brand, render, template_environment
 
-from .periods import BillingPeriod
+from .periods import Period
 from .usage import CallTotals, PeriodUsage
 
 ANNOTATION_VERSION = "1"
@@ -60,7 +60,7 @@ class TierTerms:
         return self.included_minutes is None
 
 
-def period_usage(minutes_used: int, terms: TierTerms, period: BillingPeriod) -> PeriodUsage:
+def period_usage(minutes_used: int, terms: TierTerms, period: Period) -> PeriodUsage:
     """The period's minutes against the tier (unused, overage and percentage are `PeriodUsage`'s)."""
     if minutes_used < 0:
         raise ValueError(f"minutes used cannot be negative: {minutes_used}")

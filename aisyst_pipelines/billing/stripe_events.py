@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from .periods import from_unix
 
 # The invoice and subscription events we keep the warehouse current with. `GET /v1/events` takes at
 # most 20 names in `types[]` (STRIPE.md §5); these are 19, so one filtered listing covers them all
@@ -68,13 +70,6 @@ RENEWAL_BILLING_REASON = "subscription_cycle"
 
 class EventPayloadError(ValueError):
     """The payload is not a Stripe event we can read (missing id, type, created or data.object)."""
-
-
-def from_unix(seconds: int | float | None) -> datetime | None:
-    """Stripe's Unix seconds as an aware UTC datetime (None stays None)."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(int(seconds), timezone.utc)
 
 
 @dataclass(frozen=True)

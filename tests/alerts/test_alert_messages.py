@@ -17,13 +17,13 @@ from aisyst_pipelines.billing.alert_messages import (
     ops_digest_texts,
     percent_text,
 )
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
 from aisyst_pipelines.templates import load_brand
 
 BRAND = load_brand()
-PERIOD = BillingPeriod(datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 4, 1, tzinfo=timezone.utc))
+PERIOD = Period(datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 4, 1, tzinfo=timezone.utc))
 AS_OF = datetime(2026, 3, 22, 6, 0, tzinfo=timezone.utc)
 
 

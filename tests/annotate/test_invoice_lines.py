@@ -19,7 +19,7 @@ from aisyst_pipelines.billing.invoice_lines import (
     period_usage,
     validate_custom_fields,
 )
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.templates import load_brand
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -28,7 +28,7 @@ TIER1 = TierTerms("Tier 1", 500)
 TIER2 = TierTerms("Tier 2", 1000)
 TIER3 = TierTerms("Tier 3", None)
 EN = invoice_texts("en")
-PERIOD = BillingPeriod(START, END)
+PERIOD = Period(START, END)
 
 
 def lines_for(terms, minutes, texts=EN):
@@ -104,9 +104,9 @@ def test_template_locale_falls_back_to_english(preferred, locale) -> None:
 
 def test_bad_periods_and_usage_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        BillingPeriod(START.replace(tzinfo=None), END)
+        Period(START.replace(tzinfo=None), END)
     with pytest.raises(ValueError, match="not after"):
-        BillingPeriod(END, START)
+        Period(END, START)
     with pytest.raises(ValueError, match="negative"):
         period_usage(-1, TIER1, PERIOD)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from aisyst_pipelines.cdr.normalise import content_hashes
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.simulation import simulate_calls, write_calls
 
 from .conftest import read_all
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import select
 
-from aisyst_pipelines.cdr.simulate import WrittenFile, simulate_calls, write_calls
+from aisyst_pipelines.simulation import WrittenFile, simulate_calls, write_calls
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import RECORD_COLUMNS, REJECT_COLUMNS, CdrFileIdentity
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, cdr_files, usage_daily
