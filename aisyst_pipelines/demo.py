@@ -47,6 +47,7 @@ from typing import Any, TextIO
 import dagster as dg
 import pandas as pd
 
+from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.settings import Settings
@@ -437,8 +438,8 @@ def _print_invoices(progress: Progress, client: Any, warehouse: Any, signups: Se
 
 
 def _invoice_text(invoice: dict[str, Any], lines: Sequence[dict[str, Any]]) -> str:
-    def money(cents: int | None) -> str:
-        return f"{(cents or 0) / 100:>10,.2f} {invoice['currency'].upper()}"
+    def money(amount: int | None) -> str:
+        return f"{format_money(amount or 0, invoice['currency'], iso_code=True):>14}"
 
     def day(seconds: int) -> str:
         return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d}"

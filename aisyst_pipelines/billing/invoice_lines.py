@@ -103,8 +103,7 @@ class InvoiceTexts:
     locale: str
 
     def _macro(self, name: str, *args: Any) -> str:
-        module = template_environment().get_template(f"invoice/{self.locale}/lines.txt.j2").module
-        return str(getattr(module, name)(*args)).strip()
+        return str(getattr(_line_macros(self.locale), name)(*args)).strip()
 
     def minutes_used(self, usage: PeriodUsage) -> str:
         if usage.included_minutes is None:
@@ -124,6 +123,12 @@ class InvoiceTexts:
 
     def tier_field(self) -> str:
         return self._macro("tier_field")
+
+
+@cache
+def _line_macros(locale: str) -> Any:
+    """The macros of `invoice/<locale>/lines.txt.j2`, which format numbers and amounts for `locale`."""
+    return template_environment().get_template(f"invoice/{locale}/lines.txt.j2").make_module({"locale": locale})
 
 
 def invoice_texts(preferred_locale: str | None) -> InvoiceTexts:

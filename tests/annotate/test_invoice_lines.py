@@ -94,6 +94,14 @@ def test_german_texts_follow_the_preferred_locale() -> None:
     assert lines_for(priced, 1001, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
 
 
+def test_overage_rate_in_a_zero_decimal_currency_is_not_divided_by_100() -> None:
+    yen = TierTerms("Tier 1", 500, overage_unit_amount=5, currency="jpy")
+    assert lines_for(yen, 1734, EN)[1].description == "Overage: 1,234 minutes at 5 JPY per minute"
+    assert lines_for(yen, 1734, invoice_texts("de"))[1].description == "Mehrverbrauch: 1.234 Minuten zu je 5 JPY"
+    dinar = TierTerms("Tier 1", 500, overage_unit_amount=1250, currency="kwd")  # three decimals
+    assert lines_for(dinar, 501, EN)[1].description == "Overage: 1 minutes at 1.250 KWD per minute"
+
+
 @pytest.mark.parametrize(
     ("preferred", "locale"),
     [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr", "en")],
