@@ -83,10 +83,20 @@ def _spaced(pattern: NumberPattern, symbol: str) -> NumberPattern:
     letter is kept a no-break space away from them — "CHF 50.00" but "$50.00" and "CA$50.00"."""
     spaced = copy(pattern)
     if symbol and _is_letter_like(symbol[-1]):
-        spaced.prefix = tuple(p + NO_BREAK_SPACE if p.endswith("¤") else p for p in pattern.prefix)
+        positive, negative = pattern.prefix
+        spaced.prefix = (_gap_after_symbol(positive), _gap_after_symbol(negative))
     if symbol and _is_letter_like(symbol[0]):
-        spaced.suffix = tuple(NO_BREAK_SPACE + s if s.startswith("¤") else s for s in pattern.suffix)
+        positive, negative = pattern.suffix
+        spaced.suffix = (_gap_before_symbol(positive), _gap_before_symbol(negative))
     return spaced
+
+
+def _gap_after_symbol(prefix: str) -> str:
+    return prefix + NO_BREAK_SPACE if prefix.endswith("¤") else prefix
+
+
+def _gap_before_symbol(suffix: str) -> str:
+    return NO_BREAK_SPACE + suffix if suffix.startswith("¤") else suffix
 
 
 def _is_letter_like(character: str) -> bool:

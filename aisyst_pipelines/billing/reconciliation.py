@@ -133,6 +133,7 @@ class CustomerPeriod:
             # Stripe's periods are Unix seconds; a correction's whole-second timestamp must fit inside.
             raise ValueError(f"period of {self.customer_id} is not on whole seconds (Stripe times are Unix seconds)")
 
+    # meter_reconciliation's and meter_corrections' names for the edges.
     @property
     def period_start(self) -> datetime:
         return self.period.start
