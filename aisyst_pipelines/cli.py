@@ -41,7 +41,7 @@ def cmd_simulate_calls(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import date
     from pathlib import Path
 
-    from aisyst_pipelines.cdr.simulate import write_sample_files
+    from aisyst_pipelines.simulation import write_sample_files
 
     written = write_sample_files(
         Path(args.out),

@@ -53,11 +53,19 @@ from typing import Any, TextIO
 import dagster as dg
 import pandas as pd
 
+from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
-from aisyst_pipelines.billing.voice_server import MeteredCall, MeterEventSend, VoiceServerFaults, plan_meter_events, replay
 from aisyst_pipelines.cdr.rating import rate_calls
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
 from aisyst_pipelines.settings import Settings, embedded_warehouse_url
+from aisyst_pipelines.simulation import (
+    MeteredCall,
+    MeterEventSend,
+    VoiceServerFaults,
+    plan_meter_events,
+    replay,
+    simulate_calls,
+    write_calls,
+)
 
 UTC = timezone.utc
 MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)  # the test clock's start = every subscription's anchor
@@ -514,8 +522,8 @@ def _print_invoices(progress: Progress, client: Any, warehouse: Any, signups: Se
 
 
 def _invoice_text(invoice: dict[str, Any], lines: Sequence[dict[str, Any]]) -> str:
-    def money(cents: int | None) -> str:
-        return f"{(cents or 0) / 100:>10,.2f} {invoice['currency'].upper()}"
+    def money(amount: int | None) -> str:
+        return f"{format_money(amount or 0, invoice['currency'], iso_code=True):>14}"
 
     def day(seconds: int) -> str:
         return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d}"

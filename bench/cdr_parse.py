@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from aisyst_pipelines.cdr import FORMATS, ReadOptions, read_cdr_file
-from aisyst_pipelines.cdr.simulate import CdrFileWriter, iter_simulated_calls
+from aisyst_pipelines.simulation import CdrFileWriter, iter_simulated_calls
 from aisyst_pipelines.settings import Settings
 
 GOAL_ROWS_PER_SECOND = 300_000

@@ -37,7 +37,7 @@ from sqlalchemy import MetaData, create_engine, text
 from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
-from aisyst_pipelines.cdr.simulate import CdrFileWriter, iter_simulated_calls
+from aisyst_pipelines.simulation import CdrFileWriter, iter_simulated_calls
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import (

@@ -47,8 +47,7 @@ import dagster as dg  # noqa: E402
 from annotate_burst import Emulator  # noqa: E402  (the emulator in its own process, shared with that bench)
 
 from aisyst_pipelines.assets import reconciliation as reconciliation_assets  # noqa: E402
-from aisyst_pipelines.billing.periods import BillingCycle  # noqa: E402
-from aisyst_pipelines.billing.reconciliation import floor_day  # noqa: E402
+from aisyst_pipelines.billing.periods import BillingCycle, floor_day  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store  # noqa: E402
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
 from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow  # noqa: E402

@@ -47,7 +47,7 @@ from aisyst_pipelines.billing.invoice_lines import (
 )
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.templates import Brand, load_brand
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.annotations_store import (
     FINAL_STATUSES,
@@ -196,7 +196,7 @@ class InvoiceAnnotator:
         # instead of after thousands of queries, and the figure is as fresh as it can be.
         window = _window(record)
         minutes_used = call_totals_in_windows(self.warehouse, [window])[window].billable_minutes
-        usage = period_usage(minutes_used, terms, BillingPeriod(record.period_start, record.period_end))
+        usage = period_usage(minutes_used, terms, Period(record.period_start, record.period_end))
         texts = invoice_texts(inputs.profile.preferred_locale if inputs.profile else None)
         lines = invoice_lines(terms, usage, texts)
         metadata = invoice_metadata(terms, usage)

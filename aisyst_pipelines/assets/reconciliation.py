@@ -27,6 +27,7 @@ from typing import Any
 
 import dagster as dg
 
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.reconciliation import (
     Correction,
     CorrectionPlan,
@@ -34,12 +35,9 @@ from aisyst_pipelines.billing.reconciliation import (
     PeriodResult,
     ReconciliationPolicy,
     ReconciliationWindow,
-    Span,
     StripeMinutes,
     SummaryRequest,
     WindowComparison,
-    cdr_minutes_from_spans,
-    cdr_spans,
     compare,
     customer_periods,
     find_causes,
@@ -149,9 +147,7 @@ class Reconciler:
             # and the CDR side is read while they are in flight.
             fetches = {w.period.key: pool.submit(self._fetch, meter_id, w.period.customer_id, w.requests(), StripeMinutes())
                        for w in windows}
-            minutes = reconciliation_store.cdr_minutes_in_spans(
-                self.warehouse, [(w.period.customer_id, span) for w in windows for span in cdr_spans(w)])
-            cdr = {w.period.key: cdr_minutes_from_spans(w, minutes) for w in windows}
+            cdr = reconciliation_store.cdr_minutes_by_window(self.warehouse, windows)
             phases.done("cdr_side")
             comparisons, failures = self._compare_all(pool, meter_id, windows, fetches, cdr)
         phases.done("stripe_side")
@@ -221,7 +217,7 @@ class Reconciler:
         period = comparison.window.period
         # One query per drifting customer-period, from its first to its last drifting day;
         # day_evidence picks each day's calls out of it.
-        span = Span(min(d.slice.span.start for d in comparison.drifting), max(d.slice.span.end for d in comparison.drifting))
+        span = Period(min(d.slice.span.start for d in comparison.drifting), max(d.slice.span.end for d in comparison.drifting))
         calls = reconciliation_store.evidence_calls(self.warehouse, period.customer_id, period.account_code, span)
         in_flight = in_flight_by_day(ledger, period, self.clock.start, self.policy)
         return PeriodResult(comparison, find_causes(comparison, calls, in_flight))

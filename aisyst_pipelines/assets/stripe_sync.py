@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.billing.periods import BillingCycle, BillingPeriod, recent_periods
+from aisyst_pipelines.billing.formatting import format_number
+from aisyst_pipelines.billing.periods import BillingCycle, Period, recent_periods
 from aisyst_pipelines.billing.tiers import PriceFacts, TierCatalog, load_tier_catalog, resolve_tier
 from aisyst_pipelines.billing.usage import PeriodUsage
 from aisyst_pipelines.settings import Settings
@@ -143,7 +144,7 @@ def tiers_table(rows: list[StripeSubscriptionRow]) -> str:
     counts = Counter((r.tier_name or "(no tier)", r.included_minutes, r.tier_source, r.status) for r in rows)
     lines = ["| tier | included minutes | source | status | subscriptions |", "|---|---:|---|---|---:|"]
     for (tier, included, source, status), count in sorted(counts.items(), key=lambda item: (item[0][0], item[0][3])):
-        shown = "unlimited" if included is None and source != "unknown" else ("?" if included is None else f"{included:,}")
+        shown = "unlimited" if included is None and source != "unknown" else ("?" if included is None else format_number(included))
         lines.append(f"| {tier} | {shown} | {source} | {status} | {count} |")
     return "\n".join(lines)
 
@@ -189,10 +190,10 @@ def stripe_subscriptions(context: dg.AssetExecutionContext, stripe: StripeResour
 # --- usage per billing period ------------------------------------------------------------------------
 
 
-def periods_to_recompute(subscription: StripeSubscriptionRow, count: int = 2) -> list[BillingPeriod]:
+def periods_to_recompute(subscription: StripeSubscriptionRow, count: int = 2) -> list[Period]:
     """The subscription's current period and the one before it (none before its start)."""
     assert subscription.current_period_start and subscription.current_period_end
-    current = BillingPeriod(subscription.current_period_start, subscription.current_period_end)
+    current = Period(subscription.current_period_start, subscription.current_period_end)
     cycle = BillingCycle.from_current_period(
         current,
         interval=subscription.billing_interval or "month",

@@ -37,7 +37,7 @@ from aisyst_pipelines.billing.alert_messages import (
     next_tier,
     ops_digest_texts,
 )
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.thresholds import (
     DEFAULT_THRESHOLDS,
     AlertStatus,
@@ -156,7 +156,7 @@ def subscription_usage(period: CurrentPeriodUsage) -> SubscriptionUsage:
         period.customer_id,
         period.subscription_id,
         period.tier_name,
-        PeriodUsage(BillingPeriod(period.period_start, period.period_end), period.included_minutes, totals),
+        PeriodUsage(Period(period.period_start, period.period_end), period.included_minutes, totals),
     )
 
 

@@ -15,12 +15,10 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any, Protocol
 
+from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.thresholds import days_left_in_period
 from aisyst_pipelines.billing.usage import PeriodUsage
 from aisyst_pipelines.templates import Brand, render
-
-CURRENCY_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "aud": "A$", "cad": "CA$"}
-
 
 class TierOffer(Protocol):
     """What the upgrade hint needs to know about a tier of the catalog."""
@@ -44,10 +42,7 @@ def next_tier(included_minutes: int, catalog: Sequence[TierOffer]) -> TierOffer 
 
 def format_price(unit_amount: int, currency: str, interval: str | None = "month") -> str:
     """29900, "usd", "month" → "$299 / month"; cents are shown only when there are some."""
-    units, cents = divmod(unit_amount, 100)
-    number = f"{units:,}" if cents == 0 else f"{unit_amount / 100:,.2f}"
-    symbol = CURRENCY_SYMBOLS.get(currency.lower())
-    amount = f"{symbol}{number}" if symbol else f"{number} {currency.upper()}"
+    amount = format_money(unit_amount, currency, drop_zero_decimals=True)
     return f"{amount} / {interval}" if interval else amount
 
 

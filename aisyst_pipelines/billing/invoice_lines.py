@@ -25,7 +25,7 @@ from typing import Any
 
 from aisyst_pipelines.templates import TEMPLATES_DIR, Brand, render, template_environment
 
-from .periods import BillingPeriod
+from .periods import Period
 from .usage import CallTotals, PeriodUsage
 
 ANNOTATION_VERSION = "1"
@@ -60,7 +60,7 @@ class TierTerms:
         return self.included_minutes is None
 
 
-def period_usage(minutes_used: int, terms: TierTerms, period: BillingPeriod) -> PeriodUsage:
+def period_usage(minutes_used: int, terms: TierTerms, period: Period) -> PeriodUsage:
     """The period's minutes against the tier (unused, overage and percentage are `PeriodUsage`'s)."""
     if minutes_used < 0:
         raise ValueError(f"minutes used cannot be negative: {minutes_used}")
@@ -103,8 +103,7 @@ class InvoiceTexts:
     locale: str
 
     def _macro(self, name: str, *args: Any) -> str:
-        module = template_environment().get_template(f"invoice/{self.locale}/lines.txt.j2").module
-        return str(getattr(module, name)(*args)).strip()
+        return str(getattr(_line_macros(self.locale), name)(*args)).strip()
 
     def minutes_used(self, usage: PeriodUsage) -> str:
         if usage.included_minutes is None:
@@ -124,6 +123,12 @@ class InvoiceTexts:
 
     def tier_field(self) -> str:
         return self._macro("tier_field")
+
+
+@cache
+def _line_macros(locale: str) -> Any:
+    """The macros of `invoice/<locale>/lines.txt.j2`, which format numbers and amounts for `locale`."""
+    return template_environment().get_template(f"invoice/{locale}/lines.txt.j2").make_module({"locale": locale})
 
 
 def invoice_texts(preferred_locale: str | None) -> InvoiceTexts:

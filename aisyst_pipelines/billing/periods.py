@@ -1,4 +1,8 @@
-"""Billing periods on Stripe's anniversary cycle, half-open [start, end) in UTC.
+"""Time in billing: aware UTC instants, half-open periods [start, end), and Stripe's anniversary cycle.
+
+Every period here — a subscription's billing period, a reconciliation window, the part of a UTC day
+it covers — is one `Period`: half-open, so a call that ends exactly at `end` belongs to the next
+one, and in UTC, so two periods compare equal whatever zone their datetimes arrived in.
 
 Stripe counts every period boundary from the subscription's `billing_cycle_anchor`: boundary k is
 "anchor + k intervals" with the day clamped to the month's length. A monthly subscription anchored
@@ -13,48 +17,79 @@ pair of neighbouring months has a 31-day month), so the anchor day is the larger
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
-_FIXED_INTERVALS = {"day": timedelta(days=1), "week": timedelta(weeks=1)}
+from dateutil.relativedelta import relativedelta
+
+UTC = timezone.utc
+DAY = timedelta(days=1)
+
+_FIXED_INTERVALS = {"day": DAY, "week": timedelta(weeks=1)}
 _MONTHS_PER = {"month": 1, "year": 12}
 
 
-def _require_aware(moment: datetime, what: str) -> datetime:
+# --- UTC instants ---------------------------------------------------------------------------------
+
+
+def utc(moment: datetime) -> datetime:
+    """`moment` in UTC. A naive datetime is refused: which zone it meant cannot be known."""
     if moment.tzinfo is None:
-        raise ValueError(f"{what} {moment!r} is naive; billing periods are aware UTC datetimes")
-    return moment.astimezone(timezone.utc)
+        raise ValueError(f"naive datetime {moment!r}: billing works in aware UTC datetimes")
+    return moment.astimezone(UTC)
+
+
+def from_unix(seconds: int | float | None) -> datetime | None:
+    """Stripe's Unix seconds as an aware UTC datetime (None stays None)."""
+    return None if seconds is None else datetime.fromtimestamp(int(seconds), UTC)
+
+
+def floor_minute(moment: datetime) -> datetime:
+    return utc(moment).replace(second=0, microsecond=0)
+
+
+def floor_day(moment: datetime) -> datetime:
+    return utc(moment).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def ceil_day(moment: datetime) -> datetime:
+    start = floor_day(moment)
+    return start if start == utc(moment) else start + DAY
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), UTC)
+
+
+# --- periods --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, order=True)
-class BillingPeriod:
-    """A billing period [start, end): a call that ends exactly at `end` belongs to the next one."""
+class Period:
+    """A half-open period [start, end) between two aware UTC datetimes, start < end."""
 
     start: datetime
     end: datetime
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _require_aware(self.start, "period start"))
-        object.__setattr__(self, "end", _require_aware(self.end, "period end"))
+        object.__setattr__(self, "start", utc(self.start))
+        object.__setattr__(self, "end", utc(self.end))
         if self.end <= self.start:
             raise ValueError(f"period end {self.end} is not after its start {self.start}")
 
     def contains(self, moment: datetime) -> bool:
-        return self.start <= _require_aware(moment, "moment") < self.end
+        return self.start <= utc(moment) < self.end
 
-    @classmethod
-    def from_unix(cls, start: int, end: int) -> "BillingPeriod":
-        """From Stripe's Unix seconds (`current_period_start`, `current_period_end`)."""
-        return cls(datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc))
+    def covers(self, other: Period) -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+    def iso(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
 
 
 def add_months(moment: datetime, months: int, anchor_day: int) -> datetime:
     """`moment` moved by `months` calendar months, on `anchor_day` clamped to the target month."""
-    month_index = moment.month - 1 + months
-    year = moment.year + month_index // 12
-    month = month_index % 12 + 1
-    return moment.replace(year=year, month=month, day=min(anchor_day, calendar.monthrange(year, month)[1]))
+    return moment + relativedelta(months=months, day=anchor_day)
 
 
 @dataclass(frozen=True)
@@ -72,7 +107,7 @@ class BillingCycle:
     interval_count: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reference", _require_aware(self.reference, "cycle reference"))
+        object.__setattr__(self, "reference", utc(self.reference))
         if self.interval not in (*_FIXED_INTERVALS, *_MONTHS_PER):
             raise ValueError(f"unknown billing interval {self.interval!r}")
         if self.interval_count < 1:
@@ -82,13 +117,13 @@ class BillingCycle:
 
     @classmethod
     def from_anchor(cls, anchor: datetime, interval: str = "month", interval_count: int = 1) -> "BillingCycle":
-        anchor = _require_aware(anchor, "billing cycle anchor")
+        anchor = utc(anchor)
         return cls(reference=anchor, anchor_day=anchor.day, interval=interval, interval_count=interval_count)
 
     @classmethod
     def from_current_period(
         cls,
-        period: BillingPeriod,
+        period: Period,
         interval: str = "month",
         interval_count: int = 1,
         anchor: datetime | None = None,
@@ -117,29 +152,29 @@ class BillingCycle:
             k += 1
         return k
 
-    def period_containing(self, moment: datetime) -> BillingPeriod:
-        k = self._index_at_or_before(_require_aware(moment, "moment"))
-        return BillingPeriod(self.boundary(k), self.boundary(k + 1))
+    def period_containing(self, moment: datetime) -> Period:
+        k = self._index_at_or_before(utc(moment))
+        return Period(self.boundary(k), self.boundary(k + 1))
 
-    def previous_period(self, period: BillingPeriod) -> BillingPeriod:
+    def previous_period(self, period: Period) -> Period:
         """The period that ends where `period` starts.
 
         When `period` starts off-cycle (a trial that ended mid-cycle, a proration), the previous
         period runs from the last boundary before that start.
         """
-        return BillingPeriod(self.boundary(self._index_at_or_before(period.start - timedelta(microseconds=1))), period.start)
+        return Period(self.boundary(self._index_at_or_before(period.start - timedelta(microseconds=1))), period.start)
 
-    def next_period(self, period: BillingPeriod) -> BillingPeriod:
+    def next_period(self, period: Period) -> Period:
         k = self._index_at_or_before(period.end)
-        return BillingPeriod(period.end, self.boundary(k + 1))
+        return Period(period.end, self.boundary(k + 1))
 
 
 def recent_periods(
-    current: BillingPeriod,
+    current: Period,
     cycle: BillingCycle,
     count: int = 2,
     not_before: datetime | None = None,
-) -> list[BillingPeriod]:
+) -> list[Period]:
     """The current period and the `count - 1` before it, oldest first.
 
     Periods that end on or before `not_before` (the subscription's start) are left out: a
@@ -148,7 +183,7 @@ def recent_periods(
     periods = [current]
     while len(periods) < count:
         previous = cycle.previous_period(periods[0])
-        if not_before is not None and previous.end <= _require_aware(not_before, "not_before"):
+        if not_before is not None and previous.end <= utc(not_before):
             break
         periods.insert(0, previous)
     return periods

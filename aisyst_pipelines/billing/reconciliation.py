@@ -55,18 +55,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from .periods import BillingCycle, BillingPeriod
+from .periods import DAY, BillingCycle, Period, ceil_day, day_start, floor_day, floor_minute, utc
 
-UTC = timezone.utc
-MINUTE = timedelta(minutes=1)
-DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
 
 # Stripe's limits (reference/STRIPE.md §2.2, §2.4).
@@ -120,80 +116,35 @@ class ReconciliationPolicy:
             raise ValueError("identifier_window must lie within Stripe's 24 hours")
 
 
-# --- time ---------------------------------------------------------------------------------------
-
-
-def utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment!r}: reconciliation works in aware UTC datetimes")
-    return moment.astimezone(UTC)
-
-
-def floor_minute(moment: datetime) -> datetime:
-    return utc(moment).replace(second=0, microsecond=0)
-
-
-def floor_day(moment: datetime) -> datetime:
-    return utc(moment).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def ceil_day(moment: datetime) -> datetime:
-    start = floor_day(moment)
-    return start if start == utc(moment) else start + DAY
-
-
-def day_start(day: date) -> datetime:
-    return datetime.combine(day, time(0), UTC)
-
-
-@dataclass(frozen=True, order=True)
-class Span:
-    """A half-open time span [start, end) in UTC."""
-
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "start", utc(self.start))
-        object.__setattr__(self, "end", utc(self.end))
-        if self.end <= self.start:
-            raise ValueError(f"empty span [{self.start}, {self.end})")
-
-    def contains(self, moment: datetime) -> bool:
-        return self.start <= moment < self.end
-
-    def covers(self, other: "Span") -> bool:
-        return self.start <= other.start and other.end <= self.end
-
-    def iso(self) -> dict[str, str]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
-
-
 # --- customer-periods and their windows ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CustomerPeriod:
-    """A Stripe billing period [period_start, period_end) of one customer."""
+    """One customer's Stripe billing period: what is reconciled, keyed like meter_reconciliation."""
 
     customer_id: str
-    period_start: datetime
-    period_end: datetime
+    period: Period
     subscription_id: str | None = None
     account_code: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "period_start", utc(self.period_start))
-        object.__setattr__(self, "period_end", utc(self.period_end))
-        if self.period_end <= self.period_start:
-            raise ValueError(f"period of {self.customer_id} ends before it starts")
-        if self.period_start.microsecond or self.period_end.microsecond:
+        if self.period.start.microsecond or self.period.end.microsecond:
             # Stripe's periods are Unix seconds; a correction's whole-second timestamp must fit inside.
             raise ValueError(f"period of {self.customer_id} is not on whole seconds (Stripe times are Unix seconds)")
 
+    # meter_reconciliation's and meter_corrections' names for the edges.
+    @property
+    def period_start(self) -> datetime:
+        return self.period.start
+
+    @property
+    def period_end(self) -> datetime:
+        return self.period.end
+
     @property
     def key(self) -> tuple[str, datetime]:
-        return (self.customer_id, self.period_start)
+        return (self.customer_id, self.period.start)
 
 
 def in_scope(period: CustomerPeriod, now: datetime, lookback: timedelta = STRIPE_TIMESTAMP_WINDOW) -> bool:
@@ -228,7 +179,7 @@ def subscription_periods(
     still yields the period running now; an ended subscription's last period stops at `ended_at`.
     """
     now = utc(now)
-    current = BillingPeriod(subscription.current_period_start, subscription.current_period_end)
+    current = Period(subscription.current_period_start, subscription.current_period_end)
     cycle = BillingCycle.from_current_period(
         current, subscription.interval or "month", subscription.interval_count or 1, subscription.billing_cycle_anchor
     )
@@ -240,7 +191,7 @@ def subscription_periods(
         end = period.end if subscription.ended_at is None else min(period.end, utc(subscription.ended_at))
         start = period.start if started is None else max(period.start, started)
         if start < end and start <= now:
-            found.insert(0, CustomerPeriod(subscription.customer_id, start, end, subscription.subscription_id,
+            found.insert(0, CustomerPeriod(subscription.customer_id, Period(start, end), subscription.subscription_id,
                                            subscription.account_code))
         period = cycle.previous_period(period)
     return found
@@ -258,11 +209,11 @@ def customer_periods(
     tiled = []
     for customer_id in sorted(by_customer):
         covered_until: datetime | None = None
-        for period in sorted(by_customer[customer_id], key=lambda p: (p.period_start, p.period_end)):
+        for period in sorted(by_customer[customer_id], key=lambda p: p.period):
             if covered_until is not None and period.period_start < covered_until:
                 if period.period_end <= covered_until:
                     continue
-                period = replace(period, period_start=covered_until)
+                period = replace(period, period=Period(covered_until, period.period_end))
             tiled.append(period)
             covered_until = period.period_end
     return tiled
@@ -272,7 +223,7 @@ def customer_periods(
 class SummaryRequest:
     """One `GET /v1/billing/meters/{id}/event_summaries` call: a span, grouped by UTC day or not."""
 
-    span: Span
+    span: Period
     by_day: bool
 
     def __post_init__(self) -> None:
@@ -286,13 +237,13 @@ class DaySlice:
     """The window's part of one UTC day; `grouped`: read from the day-grouped request."""
 
     day: date
-    span: Span
+    span: Period
     grouped: bool
 
     @property
-    def full(self) -> Span:
+    def full(self) -> Period:
         start = day_start(self.day)
-        return Span(start, start + DAY)
+        return Period(start, start + DAY)
 
     @property
     def partial(self) -> bool:
@@ -304,15 +255,15 @@ class ReconciliationWindow:
     """The span compared for one customer-period and the summary requests that read it."""
 
     period: CustomerPeriod
-    span: Span
+    span: Period
     closed: bool  # the window reaches the period's end; False while the period is running or settling
-    grouped: Span | None  # whole UTC days, read with value_grouping_window=day
-    tail: Span | None  # a last partial day that is not fully settled yet, read ungrouped
+    grouped: Period | None  # whole UTC days, read with value_grouping_window=day
+    tail: Period | None  # a last partial day that is not fully settled yet, read ungrouped
 
     @property
-    def cover(self) -> Span:
+    def cover(self) -> Period:
         """The whole UTC days the window touches."""
-        return Span(floor_day(self.span.start), ceil_day(self.span.end))
+        return Period(floor_day(self.span.start), ceil_day(self.span.end))
 
     def requests(self) -> list[SummaryRequest]:
         """The requests every comparison needs (splits of drifting edge days come on top)."""
@@ -328,7 +279,7 @@ class ReconciliationWindow:
         moment = self.cover.start
         while moment < self.span.end:
             nxt = moment + DAY
-            part = Span(max(moment, self.span.start), min(nxt, self.span.end))
+            part = Period(max(moment, self.span.start), min(nxt, self.span.end))
             grouped = self.grouped is not None and nxt <= self.grouped.end
             slices.append(DaySlice(moment.date(), part, grouped))
             moment = nxt
@@ -347,9 +298,9 @@ def reconciliation_window(
     if end <= start:
         return None
     grouped_end = ceil_day(end) if ceil_day(end) <= settled else floor_day(end)
-    grouped = Span(floor_day(start), grouped_end) if grouped_end > floor_day(start) else None
-    tail = Span(max(grouped_end, start), end) if grouped_end < end else None
-    return ReconciliationWindow(period, Span(start, end), closed, grouped, tail)
+    grouped = Period(floor_day(start), grouped_end) if grouped_end > floor_day(start) else None
+    tail = Period(max(grouped_end, start), end) if grouped_end < end else None
+    return ReconciliationWindow(period, Period(start, end), closed, grouped, tail)
 
 
 # --- the two sides ------------------------------------------------------------------------------
@@ -367,22 +318,7 @@ class CdrMinutes:
         return sum(self.in_window.values())
 
 
-def _minutes_between(ended_ns: np.ndarray, cumulative: np.ndarray, start: datetime, end: datetime) -> int:
-    lo = np.searchsorted(ended_ns, _ns(start), side="left")
-    hi = np.searchsorted(ended_ns, _ns(end), side="left")
-    return int(cumulative[hi] - cumulative[lo])
-
-
-def _ns(moment: datetime) -> np.int64:
-    return np.int64(pd.Timestamp(moment).as_unit("ns").value)
-
-
-def _series_ns(moments: pd.Series) -> np.ndarray:
-    """Aware timestamps as int64 nanoseconds since the epoch (UTC)."""
-    return pd.to_datetime(moments, utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
-
-
-def cdr_spans(window: ReconciliationWindow) -> list[Span]:
+def cdr_spans(window: ReconciliationWindow) -> list[Period]:
     """The spans whose CDR minutes the comparison of `window` needs: every whole UTC day of its
     cover, and the window's part of each partial day."""
     spans = []
@@ -393,7 +329,7 @@ def cdr_spans(window: ReconciliationWindow) -> list[Span]:
     return spans
 
 
-def cdr_minutes_from_spans(window: ReconciliationWindow, minutes: Mapping[tuple[str, Span], int]) -> CdrMinutes:
+def cdr_minutes_from_spans(window: ReconciliationWindow, minutes: Mapping[tuple[str, Period], int]) -> CdrMinutes:
     """The CDR side of `window` from the minutes of its `cdr_spans` (keyed by customer and span;
     a span without calls may be missing: 0)."""
     customer_id = window.period.customer_id
@@ -402,34 +338,6 @@ def cdr_minutes_from_spans(window: ReconciliationWindow, minutes: Mapping[tuple[
         by_day[day.day] = int(minutes.get((customer_id, day.full), 0))
         in_window[day.day] = int(minutes.get((customer_id, day.span), 0)) if day.partial else by_day[day.day]
     return CdrMinutes(by_day, in_window)
-
-
-def cdr_minutes_by_window(calls: pd.DataFrame, windows: Iterable[ReconciliationWindow]) -> dict[tuple[str, datetime], CdrMinutes]:
-    """The CDR side of every window from calls in memory, keyed by (customer_id, period_start).
-
-    `calls` has one row per call: customer_id, ended_at (aware), billable_minutes. A call counts in
-    the day and window containing its `ended_at`, like Stripe counts the event stamped at call end.
-    (The warehouse sums the same spans in SQL: reconciliation_store.cdr_minutes_in_spans.)
-    """
-    by_customer: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if len(calls):
-        frame = pd.DataFrame({
-            "customer_id": calls["customer_id"].to_numpy(),
-            "ns": _series_ns(calls["ended_at"]),
-            "minutes": calls["billable_minutes"].to_numpy(dtype=np.int64),
-        })
-        frame = frame.sort_values(["customer_id", "ns"], kind="stable")
-        for customer_id, group in frame.groupby("customer_id", sort=False):
-            cumulative = np.concatenate([[0], np.cumsum(group["minutes"].to_numpy(dtype=np.int64))])
-            by_customer[str(customer_id)] = (group["ns"].to_numpy(dtype=np.int64), cumulative)
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))
-    result = {}
-    for window in windows:
-        customer_id = window.period.customer_id
-        ended_ns, cumulative = by_customer.get(customer_id, empty)
-        minutes = {(customer_id, span): _minutes_between(ended_ns, cumulative, span.start, span.end) for span in cdr_spans(window)}
-        result[window.period.key] = cdr_minutes_from_spans(window, minutes)
-    return result
 
 
 def summary_minutes(aggregated_value: float) -> int:
@@ -444,7 +352,7 @@ class StripeMinutes:
     """What Stripe's summaries said for one window: whole UTC days, and ungrouped spans."""
 
     by_day: dict[date, int] = field(default_factory=dict)
-    by_span: dict[Span, int] = field(default_factory=dict)
+    by_span: dict[Period, int] = field(default_factory=dict)
 
     def add(self, request: SummaryRequest, summaries: Iterable[tuple[datetime, datetime, float]]) -> None:
         """Record the summaries (start, end, aggregated_value) answering `request`.
@@ -571,7 +479,7 @@ class DayEvidence:
 
 
 def day_evidence(
-    period: CustomerPeriod, span: Span, calls: pd.DataFrame, in_flight_minutes: int = 0
+    period: CustomerPeriod, span: Period, calls: pd.DataFrame, in_flight_minutes: int = 0
 ) -> DayEvidence:
     """Evidence for one day's part `span` of `period`'s window.
 
@@ -711,12 +619,12 @@ class PeriodResult:
         }
 
 
-def cancel_window_open(span: Span, now: datetime) -> bool:
+def cancel_window_open(span: Period, now: datetime) -> bool:
     """Can events of calls that ended in `span` (sent on time) still be cancelled at `now`?"""
     return span.end + STRIPE_CANCEL_WINDOW > utc(now)
 
 
-def over_metering_note(span: Span, now: datetime) -> dict[str, Any]:
+def over_metering_note(span: Period, now: datetime) -> dict[str, Any]:
     """Over-metering is for a person to judge; say whether Stripe's 24 h cancel window may still apply.
 
     Stripe cancels an event by identifier (the call id) only within 24 h of receiving it. Events of
@@ -805,7 +713,7 @@ def correction_identifier(customer_id: str, day: date, sequence: int) -> str:
     return f"aisyst-correction-{customer_id}-{day:%Y%m%d}-{sequence}"
 
 
-def correction_timestamp(span: Span) -> datetime:
+def correction_timestamp(span: Period) -> datetime:
     """The last second of the day's part of the window: inside that day and that period, and as
     recent as possible (Stripe accepts timestamps up to 35 days old)."""
     return span.end - SECOND

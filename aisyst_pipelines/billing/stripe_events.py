@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
+
+from .formatting import format_money
+from .periods import from_unix
 
 # The invoice and subscription events we keep the warehouse current with. `GET /v1/events` takes at
 # most 20 names in `types[]` (STRIPE.md §5); these are 19, so one filtered listing covers them all
@@ -157,7 +160,7 @@ class _Fields:
             raise self._refuse(key, f"is not Unix seconds: {_shown(value)}")
         if not EARLIEST_STRIPE_TIME <= value < LATEST_STRIPE_TIME:
             raise self._refuse(key, f"is not a time Stripe sends (2010 to 2100): {_shown(value)}")
-        return datetime.fromtimestamp(value, timezone.utc)
+        return from_unix(value)
 
     def required_time(self, key: str) -> datetime:
         value = self.time(key, required=True)
@@ -425,21 +428,17 @@ class OpsAlert:
     invoice_id: str | None = None
 
 
-def _money(amount: int, currency: str) -> str:
-    return f"{amount / 100:,.2f} {currency.upper()}" if currency else str(amount)
-
-
 def invoice_alerts(event: StripeEvent, row: InvoiceRow, *, annotated: bool) -> list[OpsAlert]:
     """Alerts an invoice event raises. `annotated`: our usage annotation is on record for the invoice
     (invoice_annotations or the invoice's metadata) — only asked about for a finalized renewal."""
     refs = dict(customer_id=row.customer_id, subscription_id=row.subscription_id, invoice_id=row.invoice_id)
     if event.type == "invoice.payment_failed":
         retry = f"; next attempt {row.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if row.next_payment_attempt else ""
+        amount = format_money(row.amount_due, row.currency, iso_code=True) if row.currency else str(row.amount_due)
         return [OpsAlert(
             OpsAlertKind.PAYMENT_FAILED, event.id,
             subject=f"Payment failed: invoice {row.number or row.invoice_id} of {row.customer_id}",
-            detail=(f"Invoice {row.invoice_id} ({_money(row.amount_due, row.currency)}) could not be charged, "
-                    f"attempt {row.attempt_count}{retry}."),
+            detail=f"Invoice {row.invoice_id} ({amount}) could not be charged, attempt {row.attempt_count}{retry}.",
             **refs,
         )]
     if event.type == "invoice.finalization_failed":

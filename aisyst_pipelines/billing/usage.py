@@ -8,11 +8,9 @@ rounded up on its own, as the meter events are) — never the rounded sum of sec
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from .periods import BillingPeriod
+from .periods import Period
 from .thresholds import usage_percentage
 
 
@@ -24,35 +22,12 @@ class CallTotals:
     billable_seconds: int = 0
     billable_minutes: int = 0
 
-    def __add__(self, other: "CallTotals") -> "CallTotals":
-        return CallTotals(
-            self.calls + other.calls,
-            self.billable_seconds + other.billable_seconds,
-            self.billable_minutes + other.billable_minutes,
-        )
-
-
-@dataclass(frozen=True)
-class RatedCall:
-    ended_at: datetime
-    billable_seconds: int
-    billable_minutes: int
-
-
-def totals_in_period(calls: Iterable[RatedCall], period: BillingPeriod) -> CallTotals:
-    """Sum the calls whose `ended_at` lies in [period.start, period.end)."""
-    total = CallTotals()
-    for call in calls:
-        if period.contains(call.ended_at):
-            total += CallTotals(1, call.billable_seconds, call.billable_minutes)
-    return total
-
 
 @dataclass(frozen=True)
 class PeriodUsage:
     """One row of `usage_by_period`: minutes used against the included minutes (None = unlimited)."""
 
-    period: BillingPeriod
+    period: Period
     included_minutes: int | None
     totals: CallTotals
 

@@ -804,26 +804,6 @@ def _content_hashes(table: pa.Table) -> pa.Array:
     return pa.concat_arrays(hashed) if hashed else pa.array([], type=pa.string())
 
 
-def content_hashes(records: pd.DataFrame) -> pd.Series:
-    """The content hash of each record of a records frame (as `read_cdr_file` computes it)."""
-    table = pa.table(
-        {
-            "call_id": pa.array(records["call_id"].astype(object).tolist(), type=pa.string()),
-            "account_code": pa.array(records["account_code"].astype(object).tolist(), type=pa.string()),
-            "direction": pa.array(records["direction"].astype(object).tolist(), type=pa.string()),
-            "disposition": pa.array(records["disposition"].astype(object).tolist(), type=pa.string()),
-            **{
-                name: _utc_timestamps(records[name].dt.tz_convert(UTC).dt.tz_localize(None).to_numpy(dtype="datetime64[us]"))
-                for name in ("started_at", "answered_at", "ended_at")
-            },
-            "billable_seconds": pa.array(records["billable_seconds"].to_numpy(dtype=np.int64)),
-            "caller_hash": pa.array(records["caller_hash"].tolist(), type=pa.string()),
-            "callee_hash": pa.array(records["callee_hash"].tolist(), type=pa.string()),
-        }
-    )
-    return pd.Series(_content_hashes(table).to_pylist(), index=records.index, dtype="str")
-
-
 def _validation_rejects(calls: CallFields, verdict: _Verdict, bad: np.ndarray, parsed: ParsedRows) -> RejectList:
     rejects = RejectList()
     rows = pa.array(bad)

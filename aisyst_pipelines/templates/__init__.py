@@ -16,6 +16,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from aisyst_pipelines.billing.formatting import DEFAULT_LOCALE, format_money, format_number
+
 TEMPLATES_DIR = Path(__file__).parent
 DEFAULT_BRAND_FILE = TEMPLATES_DIR / "brand.json"
 
@@ -50,9 +52,9 @@ def load_brand(path: Path | str | None = None) -> Brand:
     return Brand(**{name: str(data[name]) for name in names})
 
 
-def format_minutes(value: int | None) -> str:
-    """1234 → "1,234" (minutes are whole numbers; None stands for unlimited)."""
-    return "unlimited" if value is None else f"{value:,}"
+def format_minutes(value: int | None, locale: str | None = DEFAULT_LOCALE) -> str:
+    """1234 → "1,234" in English, "1.234" in German (minutes are whole numbers; None stands for unlimited)."""
+    return "unlimited" if value is None else format_number(value, locale)
 
 
 def _autoescape(template_name: str | None) -> bool:
@@ -72,6 +74,7 @@ def template_environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters["minutes"] = format_minutes
+    environment.filters["money"] = format_money
     return environment
 
 

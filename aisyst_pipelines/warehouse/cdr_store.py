@@ -298,15 +298,6 @@ def cdr_file(warehouse: Warehouse, sha256: str) -> CdrFileRow | None:
     return CdrFileRow(*row) if row else None
 
 
-def rejects_by_reason(warehouse: Warehouse, sha256: str | None = None) -> dict[str, int]:
-    """Rejected rows per reason code, for one file or the whole warehouse."""
-    query = select(call_records_rejected.c.reason_code, func.count()).group_by(call_records_rejected.c.reason_code)
-    if sha256 is not None:
-        query = query.where(call_records_rejected.c.source_sha256 == sha256)
-    with warehouse.connect() as connection:
-        return {code: int(n) for code, n in connection.execute(query.order_by(call_records_rejected.c.reason_code))}
-
-
 @dataclass(frozen=True)
 class AccountMinutes:
     account_code: str

@@ -21,15 +21,8 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    Float,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
     and_,
     case,
     func,
@@ -53,7 +46,6 @@ from aisyst_pipelines.billing.stripe_events import (
 from .annotations_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
 from .database import Warehouse
 from .schema import invoice_annotations, stripe_event_alerts, stripe_events_applied, stripe_invoices, stripe_subscriptions
-from .types import UtcDateTime
 
 
 # A Stripe subscription object (JSON) → the stripe_subscriptions columns (ValueError: cannot map it).
@@ -402,61 +394,3 @@ def _finish_alerts(warehouse: Warehouse, alerts: Sequence[QueuedAlert], **values
                 update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
                 .values(attempts=c.attempts + 1, claimed_at=None, **values)
             )
-
-
-# --- reads -----------------------------------------------------------------------------------------
-
-
-def applied_event_ids(warehouse: Warehouse, event_ids: Sequence[str]) -> set[str]:
-    """Which of these events are already in the ledger."""
-    if not event_ids:
-        return set()
-    with warehouse.connect() as connection:
-        return set(connection.scalars(
-            select(stripe_events_applied.c.event_id).where(stripe_events_applied.c.event_id.in_(list(event_ids)))
-        ))
-
-
-# The view's columns with their types, so that timestamps come back as aware UTC datetimes on both
-# backends (SQLite returns a view's timestamps as text). Not part of `schema.metadata`: migrations
-# create the view from sql/views/v_customer_dashboard.sql.
-_views = MetaData()
-v_customer_dashboard = Table(
-    "v_customer_dashboard",
-    _views,
-    Column("customer_id", String),
-    Column("account_code", String),
-    Column("name", Text),
-    Column("email", Text),
-    Column("subscription_id", String),
-    Column("subscription_status", String),
-    Column("plan", Text),
-    Column("price_id", String),
-    Column("current_period_start", UtcDateTime),
-    Column("current_period_end", UtcDateTime),
-    Column("minutes_used", BigInteger),
-    Column("minutes_included", Integer),
-    Column("minutes_unused", BigInteger),
-    Column("overage_minutes", BigInteger),
-    Column("usage_pct", Float),
-    Column("next_invoice_date", UtcDateTime),
-    Column("last_invoice_id", String),
-    Column("last_invoice_number", String),
-    Column("last_invoice_status", String),
-    Column("last_invoice_amount_due", BigInteger),
-    Column("last_invoice_amount_paid", BigInteger),
-    Column("last_invoice_currency", String),
-    Column("last_invoice_created", UtcDateTime),
-    Column("last_invoice_paid_at", UtcDateTime),
-    Column("hosted_invoice_url", Text),
-    Column("invoice_pdf", Text),
-)
-
-
-def customer_dashboard(warehouse: Warehouse, customer_id: str | None = None) -> list[dict[str, object]]:
-    """Rows of v_customer_dashboard (all customers, or one)."""
-    query = select(v_customer_dashboard)
-    if customer_id is not None:
-        query = query.where(v_customer_dashboard.c.customer_id == customer_id)
-    with warehouse.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query.order_by(v_customer_dashboard.c.customer_id))]

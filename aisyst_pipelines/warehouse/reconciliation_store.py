@@ -2,7 +2,7 @@
 
 - `subscription_cycles`: what the Stripe mirror knows of each subscription's periods, with the
   customer's account code;
-- `cdr_minutes_in_spans` / `evidence_calls`: the CDR side (minutes by `ended_at`, summed in SQL over
+- `cdr_minutes_by_window` / `evidence_calls`: the CDR side (minutes by `ended_at`, summed in SQL over
   the spans the comparison needs) and the calls that can explain a drifting day (duplicates, late arrivals, unmapped calls, period-edge calls);
 - the corrections ledger: `record_pending` inserts a correction before it is sent (a primary-key
   conflict means another run already owns that identifier, and this one must not send it);
@@ -21,16 +21,17 @@ import pandas as pd
 from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aisyst_pipelines.billing.periods import DAY, Period, day_start, floor_day
 from aisyst_pipelines.billing.reconciliation import (
-    DAY,
     EVIDENCE_COLUMNS,
+    CdrMinutes,
     Correction,
     CorrectionStatus,
     LedgerEntry,
-    Span,
+    ReconciliationWindow,
     SubscriptionCycle,
-    day_start,
-    floor_day,
+    cdr_minutes_from_spans,
+    cdr_spans,
 )
 
 from .database import Warehouse
@@ -100,7 +101,7 @@ def _utc_day(warehouse: Warehouse):  # type: ignore[no-untyped-def]
     return func.substr(call_records.c.ended_at, 1, 10)
 
 
-def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Span]]) -> dict[tuple[str, Span], int]:
+def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Period]]) -> dict[tuple[str, Period], int]:
     """Billable minutes of each (customer_id, span) from call_records, by `ended_at` in [start, end).
 
     Whole UTC days are summed with one GROUP BY per chunk of customers; other spans (the parts of
@@ -111,7 +112,7 @@ def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Span]]
     whole_days = {(customer_id, span) for customer_id, span in wanted
                   if span.end - span.start == DAY and span.start == floor_day(span.start)}
     parts = sorted((customer_id, span.start, span.end) for customer_id, span in wanted - whole_days)
-    found: dict[tuple[str, Span], int] = {}
+    found: dict[tuple[str, Period], int] = {}
     if whole_days:
         c = call_records.c
         day = _utc_day(warehouse).label("day")
@@ -128,7 +129,7 @@ def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Span]]
                 for customer_id, text_day, minutes in connection.execute(
                         statement, {"customers": list(chunk), "first": first, "last": last}):
                     start = day_start(date.fromisoformat(str(text_day)))
-                    key = (customer_id, Span(start, start + DAY))
+                    key = (customer_id, Period(start, start + DAY))
                     if key in whole_days:
                         found[key] = int(minutes or 0)
     if parts:
@@ -147,13 +148,19 @@ def cdr_minutes_in_spans(warehouse: Warehouse, spans: Iterable[tuple[str, Span]]
                         {"customer_id": customer_id, "span_start": start, "span_end": end} for customer_id, start, end in chunk
                     ])
                 for customer_id, start, end, minutes in connection.execute(statement):
-                    found[(customer_id, Span(start, end))] = int(minutes or 0)
+                    found[(customer_id, Period(start, end))] = int(minutes or 0)
             finally:
                 _recon_parts.drop(connection)
     return found
 
 
-def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | None, span: Span) -> pd.DataFrame:
+def cdr_minutes_by_window(warehouse: Warehouse, windows: Sequence[ReconciliationWindow]) -> dict[tuple[str, datetime], CdrMinutes]:
+    """The CDR side of every window, keyed by (customer_id, period_start): its `cdr_spans` summed in SQL."""
+    minutes = cdr_minutes_in_spans(warehouse, [(w.period.customer_id, span) for w in windows for span in cdr_spans(w)])
+    return {w.period.key: cdr_minutes_from_spans(w, minutes) for w in windows}
+
+
+def evidence_calls(warehouse: Warehouse, customer_id: str, account_code: str | None, span: Period) -> pd.DataFrame:
     """The calls that can explain a drifting day `span` of a customer: its own calls and its account
     code's unmapped ones, that ended in the span or started in it (those may end after the period)."""
     c = call_records.c

@@ -17,13 +17,13 @@ from aisyst_pipelines.billing.alert_messages import (
     ops_digest_texts,
     percent_text,
 )
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
 from aisyst_pipelines.templates import load_brand
 
 BRAND = load_brand()
-PERIOD = BillingPeriod(datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 4, 1, tzinfo=timezone.utc))
+PERIOD = Period(datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 4, 1, tzinfo=timezone.utc))
 AS_OF = datetime(2026, 3, 22, 6, 0, tzinfo=timezone.utc)
 
 
@@ -97,7 +97,9 @@ def test_next_tier_from_the_catalog() -> None:
 def test_price_and_percent_texts() -> None:
     assert format_price(29900, "usd") == "$299 / month"
     assert format_price(123456, "eur", "year") == "€1,234.56 / year"
-    assert format_price(5000, "chf", None) == "50 CHF"
+    assert format_price(5000, "chf", None) == "CHF\u00a050"  # CLDR English: the code before, a no-break space
+    assert format_price(29900, "jpy") == "¥29,900 / month"  # no minor unit: 29900 is yen, not cents
+    assert format_price(1250, "usd", None) == "$12.50"
     assert percent_text(79.96) == "79.9"  # never rounded up to a threshold
     assert percent_text(80.0) == "80" and percent_text(None) == "–"
 

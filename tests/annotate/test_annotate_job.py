@@ -136,9 +136,9 @@ def test_an_interrupted_attempt_is_read_back_not_written_twice(world: World) -> 
     # A run sent add_lines and died before recording it: the row is pending, the lines are on.
     mark_pending(world.warehouse, invoice.id, "dead-run", RENEWAL)
     from aisyst_pipelines.billing.invoice_lines import TierTerms, invoice_lines, invoice_metadata, invoice_texts, period_usage
-    from aisyst_pipelines.billing.periods import BillingPeriod
+    from aisyst_pipelines.billing.periods import Period
     terms = TierTerms("Tier 1", 500)
-    usage = period_usage(50, terms, BillingPeriod(T0, RENEWAL))
+    usage = period_usage(50, terms, Period(T0, RENEWAL))
     world.stripe.invoices.add_annotation_lines(
         invoice.id, invoice_lines(terms, usage, invoice_texts(None)), invoice_metadata(terms, usage),
         annotation_idempotency_key(invoice.id) + "-elsewhere",  # not even the same key: the metadata decides

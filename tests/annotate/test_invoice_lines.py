@@ -19,7 +19,7 @@ from aisyst_pipelines.billing.invoice_lines import (
     period_usage,
     validate_custom_fields,
 )
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.templates import load_brand
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -28,7 +28,7 @@ TIER1 = TierTerms("Tier 1", 500)
 TIER2 = TierTerms("Tier 2", 1000)
 TIER3 = TierTerms("Tier 3", None)
 EN = invoice_texts("en")
-PERIOD = BillingPeriod(START, END)
+PERIOD = Period(START, END)
 
 
 def lines_for(terms, minutes, texts=EN):
@@ -94,6 +94,14 @@ def test_german_texts_follow_the_preferred_locale() -> None:
     assert lines_for(priced, 1001, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
 
 
+def test_overage_rate_in_a_zero_decimal_currency_is_not_divided_by_100() -> None:
+    yen = TierTerms("Tier 1", 500, overage_unit_amount=5, currency="jpy")
+    assert lines_for(yen, 1734, EN)[1].description == "Overage: 1,234 minutes at 5 JPY per minute"
+    assert lines_for(yen, 1734, invoice_texts("de"))[1].description == "Mehrverbrauch: 1.234 Minuten zu je 5 JPY"
+    dinar = TierTerms("Tier 1", 500, overage_unit_amount=1250, currency="kwd")  # three decimals
+    assert lines_for(dinar, 501, EN)[1].description == "Overage: 1 minutes at 1.250 KWD per minute"
+
+
 @pytest.mark.parametrize(
     ("preferred", "locale"),
     [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr", "en")],
@@ -104,9 +112,9 @@ def test_template_locale_falls_back_to_english(preferred, locale) -> None:
 
 def test_bad_periods_and_usage_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        BillingPeriod(START.replace(tzinfo=None), END)
+        Period(START.replace(tzinfo=None), END)
     with pytest.raises(ValueError, match="not after"):
-        BillingPeriod(END, START)
+        Period(END, START)
     with pytest.raises(ValueError, match="negative"):
         period_usage(-1, TIER1, PERIOD)
 

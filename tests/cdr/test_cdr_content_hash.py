@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
-from aisyst_pipelines.cdr.normalise import content_hashes
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.simulation import simulate_calls, write_calls
 
 from .conftest import read_all
 
@@ -57,10 +54,3 @@ def test_any_change_to_the_call_changes_the_hash(write):
     ]
     changed = {hashes(write(f"changed{i}.csv", [HEADER, row]))["c1"] for i, row in enumerate(changes)}
     assert original not in changed and len(changed) == len(changes)
-
-
-def test_the_public_helper_recomputes_the_readers_hash(tmp_path):
-    calls = simulate_calls(3, 1, seed=8)
-    records = read_all(write_calls(calls, tmp_path / "c.jsonl", "canonical_jsonl").path).records
-    recomputed = content_hashes(records)
-    pd.testing.assert_series_equal(recomputed, records["content_hash"], check_names=False)

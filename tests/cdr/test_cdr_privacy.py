@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from aisyst_pipelines.cdr import ReadOptions, hash_phone_number, normalise_phone_number
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.simulation import simulate_calls, write_calls
 
 from .conftest import PII_KEY, read_all
 

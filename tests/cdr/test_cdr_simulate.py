@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from aisyst_pipelines.cdr import CANONICAL_COLUMNS, hash_phone_number, rate_calls
-from aisyst_pipelines.cdr.simulate import (
+from aisyst_pipelines.simulation import (
     account_profiles,
     iter_simulated_calls,
     simulate_calls,

@@ -103,6 +103,9 @@ def test_payment_failed_and_finalization_failed_alert() -> None:
     assert failed.kind is OpsAlertKind.PAYMENT_FAILED
     assert (failed.customer_id, failed.subscription_id, failed.invoice_id) == ("cus_1", "sub_1", "in_1")
     assert "299.00 USD" in failed.detail and "attempt 1" in failed.detail
+    # A zero-decimal currency's amount is already in yen: 29,900 JPY, not 299.00.
+    [in_yen] = _invoice_alerts("invoice.payment_failed", invoice(status="open", attempt_count=1) | {"currency": "jpy"})
+    assert "(29,900 JPY)" in in_yen.detail
     broken = invoice(status="draft") | {"last_finalization_error": {"message": "tax location invalid"}}
     [finalization] = _invoice_alerts("invoice.finalization_failed", broken)
     assert finalization.kind is OpsAlertKind.FINALIZATION_FAILED and "tax location invalid" in finalization.detail

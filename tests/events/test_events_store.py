@@ -19,7 +19,6 @@ from aisyst_pipelines.warehouse.annotations_store import (
 from aisyst_pipelines.warehouse.events_store import (
     apply_event,
     apply_events,
-    customer_dashboard,
     mark_event_alerts_failed,
     mark_event_alerts_sent,
     pending_event_alerts,
@@ -32,6 +31,7 @@ from aisyst_pipelines.warehouse.schema import (
     usage_by_period,
 )
 
+from .dashboard import customer_dashboard
 from .payloads import DAY, T0, event, invoice, subscription
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
-from aisyst_pipelines.cdr.simulate import WrittenFile, simulate_calls, write_calls
+from aisyst_pipelines.simulation import WrittenFile, simulate_calls, write_calls
 from aisyst_pipelines.warehouse import Warehouse, cdr_store
 from aisyst_pipelines.warehouse.cdr_store import RECORD_COLUMNS, REJECT_COLUMNS, CdrFileIdentity, CdrLoadResult
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, cdr_files, usage_daily
@@ -123,7 +123,7 @@ def at(text: str) -> datetime:
 
 def write_sample(path: Path, fmt: str, *, accounts: Sequence[str] = ("acct_a", "acct_b"), days: int = 2, seed: int = 1,
                  malformed_rate: float = 0.0, calls_per_day: float = 15.0) -> tuple[WrittenFile, pd.DataFrame]:
-    """A simulated CDR file (aisyst_pipelines.cdr.simulate) and the canonical calls written into it."""
+    """A simulated CDR file (aisyst_pipelines.simulation) and the canonical calls written into it."""
     calls = simulate_calls(list(accounts), days, seed, mean_calls_per_day=calls_per_day)
     return write_calls(calls, path, fmt, malformed_rate=malformed_rate, seed=seed), calls
 

@@ -19,7 +19,7 @@ from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.records import MAX_RAW_RECORD_CHARS
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.simulation import simulate_calls, write_calls
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected

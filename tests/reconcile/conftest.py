@@ -22,12 +22,19 @@ from sqlalchemy import select
 
 from aisyst_pipelines.assets import reconciliation as reconciliation_assets
 from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
-from aisyst_pipelines.billing.reconciliation import Span
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.tiers import load_tier_catalog
-from aisyst_pipelines.billing.voice_server import MeteredCall, VoiceServerFaults, VoiceServerPlan, plan_meter_events, replay
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.reader import ReadOptions, read_cdr_file
-from aisyst_pipelines.cdr.simulate import simulate_calls, write_calls
+from aisyst_pipelines.simulation import (
+    MeteredCall,
+    VoiceServerFaults,
+    VoiceServerPlan,
+    plan_meter_events,
+    replay,
+    simulate_calls,
+    write_calls,
+)
 from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
 from aisyst_pipelines.warehouse.schema import call_records
@@ -155,7 +162,7 @@ def reported_drift(rows: list[dict[str, Any]]) -> dict[tuple[str, date], int]:
 
 def expected_drift_in_windows(plan: VoiceServerPlan, rows: list[dict[str, Any]], as_of: datetime) -> dict[tuple[str, date], int]:
     """The injected drift of the calls that ended inside the compared windows."""
-    windows = {(r["customer_id"], r["period_start"]): Span(r["window_start"], r["window_end"]) for r in rows}
+    windows = {(r["customer_id"], r["period_start"]): Period(r["window_start"], r["window_end"]) for r in rows}
     inside = [c for c in plan.calls if any(k[0] == c.customer_id and w.contains(c.ended_at) for k, w in windows.items())]
     sub_plan = VoiceServerPlan(plan.sends, tuple(inside))
     return sub_plan.expected_drift(as_of)

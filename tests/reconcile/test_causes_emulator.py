@@ -8,8 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from aisyst_pipelines.billing.voice_server import MeteredCall
-from aisyst_pipelines.cdr.simulate import simulate_calls
+from aisyst_pipelines.simulation import MeteredCall, simulate_calls
 
 from .conftest import T0, ReconWorld
 

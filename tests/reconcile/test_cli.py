@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aisyst_pipelines.billing.voice_server import VoiceServerFaults
+from aisyst_pipelines.simulation import VoiceServerFaults
 from aisyst_pipelines.cli import main
 
 from .conftest import ReconWorld

@@ -1,5 +1,6 @@
 """The comparison finds exactly the injected drift per day, against a reference Stripe that sums
-meter events by timestamp (property-based), and names causes from warehouse evidence."""
+meter events by timestamp and the CDR side read from the warehouse as production reads it
+(property-based, on SQLite and PostgreSQL), and names causes from warehouse evidence."""
 
 from __future__ import annotations
 
@@ -7,21 +8,20 @@ from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import delete, insert
 
-from aisyst_pipelines.billing.periods import BillingCycle
+from aisyst_pipelines.billing.periods import BillingCycle, Period, ceil_day, floor_minute
 from aisyst_pipelines.billing.reconciliation import (
     Cause,
     CdrMinutes,
     CustomerPeriod,
     DayEvidence,
     MissingSplit,
-    Span,
     Status,
     StripeMinutes,
     SummaryRequest,
-    cdr_minutes_by_window,
     compare,
     day_evidence,
     find_causes,
@@ -30,6 +30,10 @@ from aisyst_pipelines.billing.reconciliation import (
     splits_needed,
     summary_minutes,
 )
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store
+from aisyst_pipelines.warehouse.schema import call_records
+
+from .cdr_oracle import cdr_minutes_in_memory
 
 UTC = timezone.utc
 
@@ -50,22 +54,40 @@ def reference_summaries(events: list[tuple[datetime, int]], request: SummaryRequ
 def scenarios(draw: st.DrawFn):
     anchor = datetime(2026, draw(st.integers(1, 12)), draw(st.integers(1, 28)), tzinfo=UTC) + timedelta(seconds=draw(st.integers(0, 86399)))
     cycle = BillingCycle.from_anchor(anchor)
-    periods = [CustomerPeriod("cus_1", cycle.boundary(k), cycle.boundary(k + 1)) for k in range(3)]
+    periods = [CustomerPeriod("cus_1", Period(cycle.boundary(k), cycle.boundary(k + 1))) for k in range(3)]
     now = periods[1].period_start + timedelta(seconds=draw(st.integers(0, 40 * 86400)))
     n = draw(st.integers(0, 60))
     span = (periods[2].period_end - periods[0].period_start).total_seconds()
+    # The edges of the windows and of their days, where an off-by-one in [start, end) would show.
+    edges = [edge for p in periods for edge in (p.period_start, floor_minute(p.period_start), ceil_day(p.period_start))]
     calls = []
     for i in range(n):
-        ended = periods[0].period_start + timedelta(seconds=draw(st.integers(0, int(span))))
+        if draw(st.booleans()):
+            ended = periods[0].period_start + timedelta(seconds=draw(st.integers(0, int(span))))
+        else:
+            ended = draw(st.sampled_from(edges))
         ended = min(ended, now - timedelta(seconds=1))
         fate = draw(st.sampled_from(["ok", "ok", "ok", "drop", "duplicate"]))
         calls.append((f"call_{i}", ended, draw(st.integers(1, 30)), fate))
     return periods, now, calls
 
 
-@settings(max_examples=300, deadline=None)
+def load_calls(warehouse: Warehouse, calls: list[tuple[str, datetime, int, str]]) -> None:
+    """The scenario's calls as the only rows of call_records."""
+    with warehouse.begin() as connection:
+        connection.execute(delete(call_records))
+        if calls:
+            connection.execute(insert(call_records), [dict(
+                call_id=call_id, account_code="ACME", customer_id="cus_1", direction="inbound", disposition="completed",
+                started_at=ended - timedelta(minutes=minutes), answered_at=ended - timedelta(minutes=minutes),
+                ended_at=ended, billable_seconds=minutes * 60, billable_minutes=minutes, content_hash=call_id,
+                source_file="calls.csv", source_sha256="0" * 64, source_line=1, ingested_at=ended,
+            ) for call_id, ended, minutes, _fate in calls])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=scenarios(), lag=st.sampled_from([timedelta(hours=1), timedelta(minutes=5)]))
-def test_comparison_finds_exactly_the_injected_drift(scenario, lag: timedelta) -> None:
+def test_comparison_finds_exactly_the_injected_drift(warehouse: Warehouse, scenario, lag: timedelta) -> None:
     periods, now, calls = scenario
     events = []
     for _call_id, ended, minutes, fate in calls:
@@ -73,12 +95,14 @@ def test_comparison_finds_exactly_the_injected_drift(scenario, lag: timedelta) -
             events.append((ended, minutes))
         if fate == "duplicate":
             events.append((ended, minutes))
+    windows = [w for p in periods if (w := reconciliation_window(p, now, lag)) is not None]
+    load_calls(warehouse, calls)
+    cdr = reconciliation_store.cdr_minutes_by_window(warehouse, windows)
     frame = pd.DataFrame({"customer_id": ["cus_1"] * len(calls), "ended_at": [c[1] for c in calls],
                           "billable_minutes": [c[2] for c in calls]})
-    windows = [w for p in periods if (w := reconciliation_window(p, now, lag)) is not None]
-    cdr = cdr_minutes_by_window(frame, windows)
+    assert cdr == cdr_minutes_in_memory(frame, windows)
 
-    def drift_in(span: Span) -> int:
+    def drift_in(span: Period) -> int:
         return sum(m if fate == "drop" else -m for _i, ended, m, fate in calls if fate != "ok" and span.contains(ended))
 
     for window in windows:
@@ -121,7 +145,7 @@ def test_fractional_summary_values_are_refused() -> None:
 
 
 T = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
-PERIOD = CustomerPeriod("cus_1", T(2026, 3, 4, 14, 23, 17), T(2026, 4, 4, 14, 23, 17), "sub_1", "ACME")
+PERIOD = CustomerPeriod("cus_1", Period(T(2026, 3, 4, 14, 23, 17), T(2026, 4, 4, 14, 23, 17)), "sub_1", "ACME")
 
 
 def call(call_id, ended, minutes, *, customer="cus_1", started=None, account="ACME", ingested=None, caller="h1"):
@@ -135,7 +159,7 @@ def evidence(rows, span, in_flight=0):
     return day_evidence(PERIOD, span, pd.DataFrame(rows), in_flight)
 
 
-DAY10 = Span(T(2026, 3, 10), T(2026, 3, 11))
+DAY10 = Period(T(2026, 3, 10), T(2026, 3, 11))
 
 
 def test_duplicate_cdr_under_another_call_id_is_named() -> None:
@@ -161,11 +185,11 @@ def test_late_cdr_after_the_period_closed() -> None:
 
 
 def test_calls_straddling_the_period_edges() -> None:
-    head = Span(T(2026, 3, 4, 14, 23), T(2026, 3, 5))
+    head = Period(T(2026, 3, 4, 14, 23), T(2026, 3, 5))
     rows = [call("a", T(2026, 3, 4, 14, 30), 10, started=T(2026, 3, 4, 14, 20)), call("b", T(2026, 3, 4, 20), 3)]
     ev = evidence(rows, head)
     assert ev.edge_in_minutes == 10 and name_cause(10, ev) == Cause.PERIOD_EDGE
-    tail = Span(T(2026, 4, 4), T(2026, 4, 4, 14, 23))
+    tail = Period(T(2026, 4, 4), T(2026, 4, 4, 14, 23))
     rows = [call("c", T(2026, 4, 4, 14, 40), 20, started=T(2026, 4, 4, 14, 20))]
     ev = evidence(rows, tail)
     assert ev.edge_out_minutes == 20 and name_cause(-20, ev) == Cause.PERIOD_EDGE
@@ -182,7 +206,7 @@ def test_findings_and_detail_of_a_drifting_period() -> None:
     assert window is not None
     rows = [call("a", T(2026, 3, 10, 9), 4), call("a-copy", T(2026, 3, 10, 9), 4), call("x", T(2026, 3, 11, 8), 9)]
     frame = pd.DataFrame(rows)
-    cdr = cdr_minutes_by_window(frame, [window])[PERIOD.key]
+    cdr = cdr_minutes_in_memory(frame, [window])[PERIOD.key]
     stripe = StripeMinutes()
     stripe.add(window.requests()[0], [(T(2026, 3, 10), T(2026, 3, 11), 4.0), (T(2026, 3, 11), T(2026, 3, 12), 12.0)])
     comparison = compare(window, cdr, stripe)

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.reconciliation import (
     Cause,
     CorrectionStatus,
@@ -15,7 +16,6 @@ from aisyst_pipelines.billing.reconciliation import (
     PeriodResult,
     ReconciliationPolicy,
     StripeMinutes,
-    cdr_minutes_by_window,
     compare,
     correction_identifier,
     find_causes,
@@ -24,10 +24,12 @@ from aisyst_pipelines.billing.reconciliation import (
     with_repairs,
 )
 
+from .cdr_oracle import cdr_minutes_in_memory
+
 UTC = timezone.utc
 T = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
 POLICY = ReconciliationPolicy()
-PERIOD = CustomerPeriod("cus_1", T(2026, 3, 4, 14, 23, 17), T(2026, 4, 4, 14, 23, 17), "sub_1", "ACME")
+PERIOD = CustomerPeriod("cus_1", Period(T(2026, 3, 4, 14, 23, 17), T(2026, 4, 4, 14, 23, 17)), "sub_1", "ACME")
 NOW = T(2026, 3, 12, 2)
 
 
@@ -39,7 +41,7 @@ def result_with(stripe_by_day: dict[date, float], calls: list[tuple[str, datetim
         "started_at": [c[1] - timedelta(minutes=c[2]) for c in calls], "ended_at": [c[1] for c in calls],
         "billable_seconds": [c[2] * 60 for c in calls], "billable_minutes": [c[2] for c in calls],
         "caller_hash": ["h" if same_caller else c[0] for c in calls], "callee_hash": "x", "ingested_at": [c[1] for c in calls]})
-    cdr = cdr_minutes_by_window(frame, [window])[period.key]
+    cdr = cdr_minutes_in_memory(frame, [window])[period.key]
     stripe = StripeMinutes()
     request = window.requests()[0]
     stripe.add(request, [(datetime.combine(d, datetime.min.time(), UTC), None, v) for d, v in stripe_by_day.items()])
@@ -127,7 +129,7 @@ def test_failed_rows_do_not_count_as_repairs() -> None:
 
 
 def test_days_beyond_stripes_35_days_and_unrepairable_causes_are_skipped() -> None:
-    long_period = CustomerPeriod("cus_1", T(2026, 1, 4, 14, 23, 17), T(2026, 2, 4, 14, 23, 17), "sub_1", "ACME")
+    long_period = CustomerPeriod("cus_1", Period(T(2026, 1, 4, 14, 23, 17), T(2026, 2, 4, 14, 23, 17)), "sub_1", "ACME")
     now = T(2026, 3, 1, 2)
     calls = [("a", T(2026, 1, 20, 10), 5), ("b", T(2026, 2, 2, 10), 4)]
     result = result_with({}, calls, now=now, period=long_period)

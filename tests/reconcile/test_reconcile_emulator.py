@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from aisyst_pipelines.assets.reconciliation import CHECK_NAME
-from aisyst_pipelines.billing.voice_server import VoiceServerFaults
+from aisyst_pipelines.simulation import VoiceServerFaults
 
 from .conftest import T0, ReconWorld, expected_drift_in_windows, reported_drift
 

@@ -6,7 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import insert, select, text
 
-from aisyst_pipelines.billing.reconciliation import Correction, Span
+from aisyst_pipelines.billing.periods import Period
+from aisyst_pipelines.billing.reconciliation import Correction
 from aisyst_pipelines.warehouse import Warehouse, reconciliation_store
 from aisyst_pipelines.warehouse.reconciliation_store import ReconciliationRow
 from aisyst_pipelines.warehouse.schema import call_records, stripe_customers
@@ -80,14 +81,14 @@ def test_cdr_side_and_evidence_queries(warehouse: Warehouse) -> None:
         add_call(connection, "c3", "ACME", None, T(2026, 3, 5, 12), 6)  # unmapped copy of the account
         add_call(connection, "c4", "OTHER", "cus_2", T(2026, 3, 5, 12), 7)
         add_call(connection, "c5", "ACME", "cus_1", T(2026, 3, 6, 0, 30), 40, started=T(2026, 3, 5, 23, 50))
-    day5, day6 = Span(T(2026, 3, 5), T(2026, 3, 6)), Span(T(2026, 3, 6), T(2026, 3, 7))
-    part = Span(T(2026, 3, 5, 11), T(2026, 3, 6))
+    day5, day6 = Period(T(2026, 3, 5), T(2026, 3, 6)), Period(T(2026, 3, 6), T(2026, 3, 7))
+    part = Period(T(2026, 3, 5, 11), T(2026, 3, 6))
     minutes = reconciliation_store.cdr_minutes_in_spans(
         warehouse, [("cus_1", day5), ("cus_1", day6), ("cus_1", part), ("cus_2", day5), ("cus_2", day5), ("cus_3", day5)])
     # [start, end) by ended_at; unmapped calls count for nobody; spans without calls are left out.
     assert minutes == {("cus_1", day5): 3, ("cus_1", day6): 44, ("cus_2", day5): 7}
     assert ("cus_1", part) not in minutes and reconciliation_store.cdr_minutes_in_spans(warehouse, []) == {}
-    evidence = reconciliation_store.evidence_calls(warehouse, "cus_1", "ACME", Span(T(2026, 3, 5), T(2026, 3, 6)))
+    evidence = reconciliation_store.evidence_calls(warehouse, "cus_1", "ACME", Period(T(2026, 3, 5), T(2026, 3, 6)))
     # its calls, its account's unmapped one, and c2 and c5 that started that day (they may end past the period)
     assert sorted(evidence["call_id"]) == ["c1", "c2", "c3", "c5"]
     assert evidence["ended_at"].iloc[0].tzinfo is not None

@@ -9,7 +9,7 @@ import pytest
 
 from aisyst_pipelines.assets.reconciliation import Reconciler, ReconciliationConfig, RunClock
 from aisyst_pipelines.billing.reconciliation import plan_corrections
-from aisyst_pipelines.billing.voice_server import VoiceServerFaults
+from aisyst_pipelines.simulation import VoiceServerFaults
 from aisyst_pipelines.warehouse import reconciliation_store
 
 from .conftest import ReconWorld, expected_drift_in_windows, reported_drift

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from aisyst_pipelines.billing.voice_server import (
+from aisyst_pipelines.simulation import (
     MeteredCall,
     SendKind,
     VoiceServerFaults,

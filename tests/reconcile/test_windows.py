@@ -9,16 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aisyst_pipelines.billing.periods import BillingCycle
+from aisyst_pipelines.billing.periods import DAY, BillingCycle, Period, ceil_day, floor_day, floor_minute
 from aisyst_pipelines.billing.reconciliation import (
-    DAY,
     CustomerPeriod,
-    Span,
     SummaryRequest,
-    ceil_day,
     correction_timestamp,
-    floor_day,
-    floor_minute,
     in_scope,
     reconciliation_window,
 )
@@ -45,7 +40,7 @@ def anchors(draw: st.DrawFn) -> datetime:
 
 def periods_from(anchor: datetime, count: int, interval: str = "month") -> list[CustomerPeriod]:
     cycle = BillingCycle.from_anchor(anchor, interval)
-    return [CustomerPeriod("cus_1", cycle.boundary(k), cycle.boundary(k + 1)) for k in range(count)]
+    return [CustomerPeriod("cus_1", Period(cycle.boundary(k), cycle.boundary(k + 1))) for k in range(count)]
 
 
 lags = st.sampled_from([timedelta(0), timedelta(minutes=1), timedelta(hours=1), timedelta(hours=6), timedelta(hours=30)])
@@ -123,28 +118,28 @@ def test_scope_is_the_current_period_and_those_closed_within_35_days(anchor: dat
 
 
 def test_nightly_run_reads_one_day_grouped_request_up_to_midnight() -> None:
-    period = CustomerPeriod("cus_1", datetime(2026, 1, 31, 9, 15, 42, tzinfo=UTC), datetime(2026, 2, 28, 9, 15, 42, tzinfo=UTC))
+    period = CustomerPeriod("cus_1", Period(datetime(2026, 1, 31, 9, 15, 42, tzinfo=UTC), datetime(2026, 2, 28, 9, 15, 42, tzinfo=UTC)))
     window = reconciliation_window(period, datetime(2026, 2, 10, 2, 0, tzinfo=UTC))
     assert window is not None
-    assert window.span == Span(datetime(2026, 1, 31, 9, 15, tzinfo=UTC), datetime(2026, 2, 10, tzinfo=UTC))
-    assert window.requests() == [SummaryRequest(Span(datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 10, tzinfo=UTC)), by_day=True)]
+    assert window.span == Period(datetime(2026, 1, 31, 9, 15, tzinfo=UTC), datetime(2026, 2, 10, tzinfo=UTC))
+    assert window.requests() == [SummaryRequest(Period(datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 10, tzinfo=UTC)), by_day=True)]
     assert [d.partial for d in window.days()] == [True] + [False] * 9
 
 
 def test_period_closed_yesterday_evening_reads_its_last_partial_day_ungrouped() -> None:
-    period = CustomerPeriod("cus_1", datetime(2026, 1, 31, 9, 15, 42, tzinfo=UTC), datetime(2026, 2, 28, 19, 0, 5, tzinfo=UTC))
+    period = CustomerPeriod("cus_1", Period(datetime(2026, 1, 31, 9, 15, 42, tzinfo=UTC), datetime(2026, 2, 28, 19, 0, 5, tzinfo=UTC)))
     window = reconciliation_window(period, datetime(2026, 2, 28, 21, 0, tzinfo=UTC))
     assert window is not None and window.closed
-    assert window.tail == Span(datetime(2026, 2, 28, tzinfo=UTC), datetime(2026, 2, 28, 19, 0, tzinfo=UTC))
-    assert window.grouped == Span(datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC))
+    assert window.tail == Period(datetime(2026, 2, 28, tzinfo=UTC), datetime(2026, 2, 28, 19, 0, tzinfo=UTC))
+    assert window.grouped == Period(datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC))
     # The next night the whole last day has settled: back to one request.
     later = reconciliation_window(period, datetime(2026, 3, 1, 2, 0, tzinfo=UTC))
     assert later is not None and later.tail is None and len(later.requests()) == 1
-    assert later.grouped == Span(datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+    assert later.grouped == Period(datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
 
 
 def test_nothing_to_compare_before_the_first_settled_midnight() -> None:
-    period = CustomerPeriod("cus_1", datetime(2026, 3, 5, 10, 0, tzinfo=UTC), datetime(2026, 4, 5, 10, 0, tzinfo=UTC))
+    period = CustomerPeriod("cus_1", Period(datetime(2026, 3, 5, 10, 0, tzinfo=UTC), datetime(2026, 4, 5, 10, 0, tzinfo=UTC)))
     assert reconciliation_window(period, datetime(2026, 3, 5, 23, 0, tzinfo=UTC)) is None
     assert reconciliation_window(period, datetime(2026, 3, 6, 0, 30, tzinfo=UTC)) is None  # midnight not yet settled
     assert reconciliation_window(period, datetime(2026, 3, 6, 1, 0, tzinfo=UTC)) is not None
@@ -152,13 +147,13 @@ def test_nothing_to_compare_before_the_first_settled_midnight() -> None:
 
 def test_naive_times_and_misaligned_requests_are_refused() -> None:
     with pytest.raises(ValueError):
-        CustomerPeriod("cus_1", datetime(2026, 3, 5), datetime(2026, 4, 5))
+        CustomerPeriod("cus_1", Period(datetime(2026, 3, 5), datetime(2026, 4, 5)))
     with pytest.raises(ValueError):
-        CustomerPeriod("cus_1", datetime(2026, 3, 5, 0, 0, 0, 500, tzinfo=UTC), datetime(2026, 4, 5, tzinfo=UTC))
+        CustomerPeriod("cus_1", Period(datetime(2026, 3, 5, 0, 0, 0, 500, tzinfo=UTC), datetime(2026, 4, 5, tzinfo=UTC)))
     with pytest.raises(ValueError):
-        SummaryRequest(Span(datetime(2026, 3, 5, 10, 0, 30, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)), by_day=False)
+        SummaryRequest(Period(datetime(2026, 3, 5, 10, 0, 30, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)), by_day=False)
     with pytest.raises(ValueError):
-        SummaryRequest(Span(datetime(2026, 3, 5, 10, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)), by_day=True)
+        SummaryRequest(Period(datetime(2026, 3, 5, 10, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)), by_day=True)
     assert DAY == timedelta(days=1)
 
 
@@ -169,7 +164,7 @@ def test_subscription_periods_from_the_mirror_tile_and_cover_the_scope(anchor: d
 
     now = anchor + timedelta(seconds=offset)
     cycle = BillingCycle.from_anchor(anchor)
-    truth = [CustomerPeriod("cus_1", cycle.boundary(k), cycle.boundary(k + 1), "sub_1") for k in range(0, 12)]
+    truth = [CustomerPeriod("cus_1", Period(cycle.boundary(k), cycle.boundary(k + 1)), "sub_1") for k in range(0, 12)]
     running = next(p for p in truth if p.period_start <= now < p.period_end)
     # The mirror may be a renewal or two behind (the sync runs less often than Stripe renews).
     mirrored = truth[max(0, truth.index(running) - stale)]
@@ -180,7 +175,7 @@ def test_subscription_periods_from_the_mirror_tile_and_cover_the_scope(anchor: d
     periods = subscription_periods(subscription, now)
     expected = [p for p in truth if in_scope(p, now) and (ended_at is None or p.period_start < ended_at)]
     if ended_at is not None:
-        expected = [CustomerPeriod("cus_1", p.period_start, min(p.period_end, ended_at), "sub_1") for p in expected]
+        expected = [CustomerPeriod("cus_1", Period(p.period_start, min(p.period_end, ended_at)), "sub_1") for p in expected]
         expected = [p for p in expected if in_scope(p, now)]
     assert periods == expected
     for before, after in zip(periods, periods[1:]):

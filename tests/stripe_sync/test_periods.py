@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from aisyst_pipelines.billing.periods import BillingCycle, BillingPeriod, add_months, recent_periods
+from aisyst_pipelines.billing.periods import BillingCycle, Period, add_months, from_unix, recent_periods
 
 
 def utc(*parts: int) -> datetime:
@@ -22,7 +22,7 @@ def test_jan_31_anchor_clamps_to_month_ends_and_comes_back_to_31() -> None:
 def test_jan_31_anchor_in_a_leap_year_renews_on_feb_29() -> None:
     cycle = BillingCycle.from_anchor(utc(2028, 1, 31))
     assert cycle.boundary(1) == utc(2028, 2, 29)
-    assert cycle.period_containing(utc(2028, 3, 15)) == BillingPeriod(utc(2028, 2, 29), utc(2028, 3, 31))
+    assert cycle.period_containing(utc(2028, 3, 15)) == Period(utc(2028, 2, 29), utc(2028, 3, 31))
 
 
 def test_feb_29_anchor_is_feb_28_in_other_years_and_the_29th_of_other_months() -> None:
@@ -36,9 +36,9 @@ def test_feb_29_anchor_is_feb_28_in_other_years_and_the_29th_of_other_months() -
 def test_previous_period_of_a_clamped_period_uses_the_anchor_day_not_the_start_day() -> None:
     # The period that starts on the clamped Feb 28 came after a period that started on Jan 31.
     cycle = BillingCycle.from_anchor(utc(2026, 10, 31, 8))
-    current = BillingPeriod(utc(2027, 2, 28, 8), utc(2027, 3, 31, 8))
-    assert cycle.previous_period(current) == BillingPeriod(utc(2027, 1, 31, 8), utc(2027, 2, 28, 8))
-    assert cycle.next_period(current) == BillingPeriod(utc(2027, 3, 31, 8), utc(2027, 4, 30, 8))
+    current = Period(utc(2027, 2, 28, 8), utc(2027, 3, 31, 8))
+    assert cycle.previous_period(current) == Period(utc(2027, 1, 31, 8), utc(2027, 2, 28, 8))
+    assert cycle.next_period(current) == Period(utc(2027, 3, 31, 8), utc(2027, 4, 30, 8))
 
 
 @pytest.mark.parametrize(
@@ -52,15 +52,15 @@ def test_previous_period_of_a_clamped_period_uses_the_anchor_day_not_the_start_d
     ],
 )
 def test_without_the_anchor_the_cycle_is_recovered_from_the_current_period(start, end, previous_start) -> None:
-    current = BillingPeriod(start, end)
+    current = Period(start, end)
     cycle = BillingCycle.from_current_period(current)
-    assert cycle.previous_period(current) == BillingPeriod(previous_start, start)
+    assert cycle.previous_period(current) == Period(previous_start, start)
     assert cycle.period_containing(start) == current
     assert cycle.period_containing(end - timedelta(seconds=1)) == current
 
 
 def test_period_is_half_open() -> None:
-    period = BillingPeriod(utc(2027, 1, 31), utc(2027, 2, 28))
+    period = Period(utc(2027, 1, 31), utc(2027, 2, 28))
     assert period.contains(utc(2027, 1, 31))
     assert period.contains(utc(2027, 2, 27, 23, 59, 59))
     assert not period.contains(utc(2027, 2, 28))
@@ -78,9 +78,9 @@ def test_period_containing_far_from_the_reference_in_both_directions() -> None:
 
 def test_weekly_and_daily_intervals_are_fixed_lengths() -> None:
     weekly = BillingCycle.from_anchor(utc(2027, 3, 1, 6), interval="week", interval_count=2)
-    assert weekly.period_containing(utc(2027, 3, 20)) == BillingPeriod(utc(2027, 3, 15, 6), utc(2027, 3, 29, 6))
+    assert weekly.period_containing(utc(2027, 3, 20)) == Period(utc(2027, 3, 15, 6), utc(2027, 3, 29, 6))
     daily = BillingCycle.from_anchor(utc(2027, 3, 1, 6), interval="day")
-    assert daily.previous_period(BillingPeriod(utc(2027, 3, 1, 6), utc(2027, 3, 2, 6))).start == utc(2027, 2, 28, 6)
+    assert daily.previous_period(Period(utc(2027, 3, 1, 6), utc(2027, 3, 2, 6))).start == utc(2027, 2, 28, 6)
 
 
 def test_quarterly_cycle() -> None:
@@ -90,8 +90,8 @@ def test_quarterly_cycle() -> None:
 
 def test_recent_periods_leaves_out_periods_before_the_subscription_started() -> None:
     cycle = BillingCycle.from_anchor(utc(2027, 1, 31))
-    current = BillingPeriod(utc(2027, 3, 31), utc(2027, 4, 30))
-    assert recent_periods(current, cycle) == [BillingPeriod(utc(2027, 2, 28), utc(2027, 3, 31)), current]
+    current = Period(utc(2027, 3, 31), utc(2027, 4, 30))
+    assert recent_periods(current, cycle) == [Period(utc(2027, 2, 28), utc(2027, 3, 31)), current]
     assert recent_periods(current, cycle, not_before=utc(2027, 3, 31)) == [current]
     assert len(recent_periods(current, cycle, count=3, not_before=utc(2027, 2, 28))) == 2
     assert len(recent_periods(current, cycle, count=3, not_before=utc(2027, 2, 27))) == 3
@@ -99,15 +99,15 @@ def test_recent_periods_leaves_out_periods_before_the_subscription_started() -> 
 
 def test_an_off_cycle_start_gets_a_previous_period_from_the_last_boundary() -> None:
     cycle = BillingCycle.from_anchor(utc(2027, 1, 10))
-    current = BillingPeriod(utc(2027, 3, 20), utc(2027, 4, 10))  # trial ended on Mar 20
-    assert cycle.previous_period(current) == BillingPeriod(utc(2027, 3, 10), utc(2027, 3, 20))
+    current = Period(utc(2027, 3, 20), utc(2027, 4, 10))  # trial ended on Mar 20
+    assert cycle.previous_period(current) == Period(utc(2027, 3, 10), utc(2027, 3, 20))
 
 
 def test_naive_datetimes_and_empty_periods_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        BillingPeriod(datetime(2027, 1, 1), utc(2027, 2, 1))
+        Period(datetime(2027, 1, 1), utc(2027, 2, 1))
     with pytest.raises(ValueError, match="not after"):
-        BillingPeriod(utc(2027, 2, 1), utc(2027, 2, 1))
+        Period(utc(2027, 2, 1), utc(2027, 2, 1))
     with pytest.raises(ValueError, match="interval"):
         BillingCycle.from_anchor(utc(2027, 1, 1), interval="fortnight")
 
@@ -116,4 +116,5 @@ def test_add_months_and_from_unix() -> None:
     assert add_months(utc(2027, 1, 31), 1, 31) == utc(2027, 2, 28)
     assert add_months(utc(2027, 2, 28), -1, 31) == utc(2027, 1, 31)
     assert add_months(utc(2027, 12, 31), 2, 31) == utc(2028, 2, 29)
-    assert BillingPeriod.from_unix(1798761600, 1801440000) == BillingPeriod(utc(2027, 1, 1), utc(2027, 2, 1))
+    assert Period(from_unix(1798761600), from_unix(1801440000)) == Period(utc(2027, 1, 1), utc(2027, 2, 1))
+    assert from_unix(None) is None

@@ -1,4 +1,4 @@
-"""Tier resolution (billing/tiers.py) and per-period usage figures (billing/usage.py)."""
+"""Tier resolution (billing/tiers.py) and per-period usage figures (billing/usage.py, stripe_store)."""
 
 import json
 from datetime import datetime, timedelta, timezone
@@ -6,8 +6,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 
-from aisyst_pipelines.billing.periods import BillingPeriod
+from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.tiers import (
     DEFAULT_TIERS_FILE,
     PriceFacts,
@@ -18,7 +19,9 @@ from aisyst_pipelines.billing.tiers import (
     parse_tier_catalog,
     resolve_tier,
 )
-from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage, RatedCall, totals_in_period
+from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
+from aisyst_pipelines.warehouse import Warehouse, stripe_store
+from aisyst_pipelines.warehouse.schema import call_records
 
 CATALOG = load_tier_catalog()
 
@@ -123,17 +126,26 @@ def test_a_broken_tiers_file_is_a_clear_error(tmp_path: Path, change, message) -
 
 
 T0 = datetime(2027, 1, 31, tzinfo=timezone.utc)
-PERIOD = BillingPeriod(T0, datetime(2027, 2, 28, tzinfo=timezone.utc))
+PERIOD = Period(T0, datetime(2027, 2, 28, tzinfo=timezone.utc))
 
 
-def test_calls_count_in_the_period_of_their_end() -> None:
-    calls = [
-        RatedCall(T0 - timedelta(seconds=1), 30, 1),  # previous period
-        RatedCall(T0, 61, 2),  # exactly at the start: in
-        RatedCall(PERIOD.end - timedelta(microseconds=1), 120, 2),
-        RatedCall(PERIOD.end, 600, 10),  # exactly at the end: next period
-    ]
-    assert totals_in_period(calls, PERIOD) == CallTotals(calls=2, billable_seconds=181, billable_minutes=4)
+def test_calls_count_in_the_period_of_their_end(warehouse: Warehouse) -> None:
+    def call(call_id: str, ended: datetime, seconds: int, minutes: int) -> dict:
+        return dict(call_id=call_id, account_code="acct", customer_id="cus_1", direction="inbound", disposition="completed",
+                    started_at=ended - timedelta(seconds=seconds), answered_at=ended - timedelta(seconds=seconds),
+                    ended_at=ended, billable_seconds=seconds, billable_minutes=minutes, content_hash=call_id,
+                    source_file="calls.csv", source_sha256="0" * 64, source_line=1, ingested_at=T0)
+
+    with warehouse.begin() as connection:
+        connection.execute(insert(call_records), [
+            call("previous", T0 - timedelta(seconds=1), 30, 1),  # previous period
+            call("at-start", T0, 61, 2),  # exactly at the start: in
+            call("last", PERIOD.end - timedelta(microseconds=1), 120, 2),
+            call("at-end", PERIOD.end, 600, 10),  # exactly at the end: next period
+        ])
+    window = ("cus_1", PERIOD.start, PERIOD.end)
+    totals = stripe_store.call_totals_in_windows(warehouse, [window])
+    assert totals[window] == CallTotals(calls=2, billable_seconds=181, billable_minutes=4)
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from .records import CANONICAL_COLUMNS, FORMATS
+from aisyst_pipelines.cdr.records import CANONICAL_COLUMNS, FORMATS
 
 DEFAULT_START = date(2026, 10, 1)
 SECONDS_PER_DAY = 86_400

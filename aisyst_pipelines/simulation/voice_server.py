@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from .reconciliation import STRIPE_IDENTIFIER_WINDOW, STRIPE_TIMESTAMP_WINDOW, utc
+from aisyst_pipelines.billing.periods import utc
+from aisyst_pipelines.billing.reconciliation import STRIPE_IDENTIFIER_WINDOW, STRIPE_TIMESTAMP_WINDOW
 
 
 @dataclass(frozen=True)
