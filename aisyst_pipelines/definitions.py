@@ -16,7 +16,7 @@ from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
 from aisyst_pipelines.settings import Settings
-from resources import NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
+from resources import CatalogResource, NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -28,6 +28,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "stripe": StripeResource.from_settings(settings),
         # AISYST_SMTP_URL via dg.EnvVar (it carries the password), or .eml files in the outbox
         "notifier": NotifierResource.from_settings(settings),
+        # tiers and brand files (launchpad-visible configuration instead of environment reads)
+        "catalog": CatalogResource.from_settings(settings),
     }
 
 
