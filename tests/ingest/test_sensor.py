@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -239,6 +240,58 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_failed_row_and_one_aler
     third = tick(instance, warehouse, cursor=second.cursor)
 
     assert [load_config(request)["path"] for request in third.run_requests] == [str(renamed)]  # failed ≠ loaded
+
+
+# A code location of just the landing sensor, its job (and the ops checks it leaves out) and the project's
+# resources, for a real daemon tick.
+LANDING_LOCATION = """
+import dagster as dg
+import jobs.ingest
+import jobs.ops
+from aisyst_pipelines.assets import cdr
+from aisyst_pipelines.definitions import build_resources
+from aisyst_pipelines.settings import Settings
+
+settings = Settings.from_env()
+defs = dg.Definitions.merge(cdr.defs, jobs.ingest.defs, jobs.ops.build_defs(settings), dg.Definitions(resources=build_resources(settings)))
+"""
+
+
+def test_the_daemon_tick_launches_the_other_files_and_stores_its_cursor(
+    ingest_settings: Settings, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The sensor daemon stores a tick's cursor only when every requested run was created; a request
+    whose run cannot be created fails the tick, every tick, and the requests after it never run. So no
+    request may carry what run storage cannot store (dagster/_daemon/sensor.py, docs/ingestion.md)."""
+    from dagster._core.test_utils import MockedRunLauncher, create_test_daemon_workspace_context, instance_for_test
+    from dagster._core.workspace.load_target import PythonFileTarget
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    landing = ingest_settings.landing_dir
+    write_sample(landing / "a.csv", "canonical_csv", seed=1)
+    write_sample(Path(os.fsdecode(os.fsencode(landing) + b"/b\xe9.csv")), "canonical_csv", seed=2)
+    write_sample(landing / "c.jsonl", "twilio", seed=3)
+    location = tmp_path / "landing_location.py"
+    location.write_text(LANDING_LOCATION)
+    launcher = {"module": MockedRunLauncher.__module__, "class": MockedRunLauncher.__name__}  # runs are created, not executed
+
+    with instance_for_test(overrides={"run_launcher": launcher}) as daemon_instance:
+        target = PythonFileTarget(str(location), attribute="defs", working_directory=str(Path.cwd()), location_name="landing")
+        with create_test_daemon_workspace_context(target, daemon_instance) as workspace:
+            (entry,) = workspace.create_request_context().get_code_location_entries().values()
+            assert entry.code_location is not None, entry.load_error
+            (repository,) = entry.code_location.get_repositories().values()
+            sensor = repository.get_sensor(SENSOR_NAME)
+            list(execute_sensor_iteration(workspace, logging.getLogger("test"), None, None))
+
+            (last_tick,) = daemon_instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
+            state = daemon_instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
+            launched = sorted(run.tags["aisyst/cdr_file"] for run in daemon_instance.get_runs())
+
+    assert last_tick.status.value == "SUCCESS", last_tick.error
+    assert launched == ["a.csv", "c.jsonl"]
+    assert LandingCursor.loads(state.instigator_data.cursor).watermark_ns > 0
+    assert cdr_file(warehouse, file_sha256(Path(os.fsdecode(os.fsencode(landing) + b"/b\xe9.csv")))).status == "failed"
 
 
 def test_symlinks_leading_outside_the_landing_directory_are_refused_unread_and_alerted_once(
