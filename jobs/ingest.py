@@ -50,7 +50,7 @@ from aisyst_pipelines.warehouse.cdr_store import (
     loaded_sha256s,
     record_failed_file,
 )
-from jobs.ops import CDR_FRESHNESS_CHECK
+from jobs.ops import CDR_FRESHNESS_CHECK, step_failure_cause
 from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
 from resources import NotifierResource, WarehouseResource
 from resources.notifier import DeliveryError
@@ -512,17 +512,15 @@ def _outcome(file: str, result: dg.ExecuteInProcessResult) -> FileOutcome:
 
 
 def _failure(file: str, result: dg.ExecuteInProcessResult) -> FileOutcome:
-    """A failed run as one line: the cause the load gave (Failure metadata `reason`), else the first
-    line of the error; the full error and stack stay in the run's logs."""
+    """A failed run as one line: the cause the load gave (Failure metadata `reason`), else the step's
+    cause; the full error and stack stay in the run's logs."""
     for event in result.get_step_failure_events():
         data = event.step_failure_data
         metadata = data.user_failure_data.metadata if data.user_failure_data else {}
         if "reason" in metadata:
             recorded = "cdr_files" in metadata and metadata["cdr_files"].value == FILE_FAILED
             return FileOutcome(file, "failed", str(metadata["reason"].value), result.run_id, failed_row=recorded)
-        if data.error is not None:
-            cause = data.error.cause or data.error
-            return FileOutcome(file, "failed", f"{cause.cls_name}: {(cause.message.strip().splitlines() or [''])[0]}", result.run_id)
+        return FileOutcome(file, "failed", step_failure_cause(event), result.run_id)
     return FileOutcome(file, "failed", "the run failed", result.run_id)
 
 
