@@ -145,7 +145,8 @@ def list_landing_files(landing_dir: Path) -> LandingListing:
         for name in subfolders:
             outside = _outside_target(Path(folder) / name, root)
             if outside is not None:
-                refused[printable(Path(folder) / name)] = f"symlink to a folder outside the landing directory ({outside}): not followed"
+                reason = f"symlink to a folder outside the landing directory ({outside}): not followed"
+                refused[printable(Path(folder) / name)] = reason
         for name in sorted(names):
             if name.startswith(".") or name.lower().endswith(IGNORED_SUFFIXES):
                 continue
@@ -342,6 +343,25 @@ def alert_refusals(notifier: NotifierResource, refusals: dict[str, str], landing
     )
 
 
+def report_refusals(
+    context: dg.SensorEvaluationContext, notifier: NotifierResource, cursor: LandingCursor, seen: dict[str, str], landing_dir: Path
+) -> tuple[dict[str, str], LandingCursor]:
+    """Log and e-mail ops the refusals `seen` this tick that were not reported before (new, or with a
+    new reason), plus those whose alert could not be sent yet. Returns the new ones and the cursor
+    that remembers them."""
+    new = {path: reason for path, reason in seen.items() if cursor.refused.get(path) != reason}
+    for path, reason in new.items():
+        context.log.warning(f"{path}: not loaded — {reason}")
+    unalerted = dict(list((cursor.unalerted | new).items())[-MAX_UNALERTED_REFUSALS:])
+    if unalerted:
+        try:
+            alert_refusals(notifier, unalerted, landing_dir)
+            unalerted = {}
+        except DeliveryError as error:
+            context.log.warning(f"ops alert about {len(unalerted)} refused landing entries not sent, retried next tick: {error}")
+    return new, replace(cursor, refused=seen, unalerted=unalerted)
+
+
 @dg.sensor(
     name=SENSOR_NAME,
     target=cdr_ingest_job,
@@ -369,20 +389,8 @@ def cdr_files_sensor(
         except Exception as error:  # noqa: BLE001 - one file's problem must not cost the other files their runs
             refused_files.append(RefusedFile(new, f"no run could be requested: {type(error).__name__}: {error}"))
     recorded = {printable(r.new.file.path) for r in refused_files if record_refused_file(wh, r, settings)}
-
-    # Each refusal is reported once: when first seen (or when its reason changes), and until its alert is sent.
     seen = listing.refused | {printable(r.new.file.path): r.reason for r in refused_files}
-    new_refusals = {path: reason for path, reason in seen.items() if plan.cursor.refused.get(path) != reason}
-    unalerted = dict(list((plan.cursor.unalerted | new_refusals).items())[-MAX_UNALERTED_REFUSALS:])
-    for path, reason in new_refusals.items():
-        context.log.warning(f"{path}: not loaded — {reason}")
-    if unalerted:
-        try:
-            alert_refusals(notifier, unalerted, settings.landing_dir)
-            unalerted = {}
-        except DeliveryError as error:
-            context.log.warning(f"ops alert about {len(unalerted)} refused landing entries not sent, retried next tick: {error}")
-    cursor = replace(plan.cursor, refused=seen, unalerted=unalerted)
+    new_refusals, cursor = report_refusals(context, notifier, plan.cursor, seen, settings.landing_dir)
 
     observations = [
         _observation("already_loaded", printable(n.file.path), sha256=n.sha256) for n in plan.already_loaded
@@ -395,7 +403,8 @@ def cdr_files_sensor(
     if plan.deferred:
         context.log.info(f"{plan.deferred} more new file(s) left for the next tick")
     if not requests:
-        return dg.SensorResult(skip_reason="no new CDR files", cursor=cursor.dumps(), asset_events=observations)
+        refused_now = f"; {len(new_refusals)} entr{'y' if len(new_refusals) == 1 else 'ies'} not loaded (see the log)" if new_refusals else ""
+        return dg.SensorResult(skip_reason=f"no new CDR files{refused_now}", cursor=cursor.dumps(), asset_events=observations)
     return dg.SensorResult(run_requests=requests, cursor=cursor.dumps(), asset_events=observations)
 
 
@@ -444,10 +453,11 @@ def ingest_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> li
     for event in tick.asset_events:
         instance.report_runless_asset_event(event)
         metadata = {key: value.value for key, value in event.metadata.items()}
+        file = str(metadata["file"])
         if metadata["outcome"] == "failed":
-            outcomes.append(FileOutcome(str(metadata["file"]), "failed", str(metadata["reason"]), failed_row=metadata["cdr_files"] == FILE_FAILED))
+            outcomes.append(FileOutcome(file, "failed", str(metadata["reason"]), failed_row=metadata["cdr_files"] == FILE_FAILED))
         else:
-            outcomes.append(FileOutcome(str(metadata["file"]), "skipped", "content already loaded"))
+            outcomes.append(FileOutcome(file, "skipped", "content already loaded"))
 
     all_started = True
     for request in tick.run_requests or []:
@@ -462,7 +472,8 @@ def ingest_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> li
             result = job_def.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
         except Exception as error:  # noqa: BLE001 - this file's run could not start; the others still run
             all_started = False
-            outcomes.append(FileOutcome(file, "failed", f"its run could not be started ({_one_line(error)}); the next pass tries again"))
+            detail = f"its run could not be started ({_one_line(error)}); the next pass tries again"
+            outcomes.append(FileOutcome(file, "failed", detail))
             continue
         outcomes.append(_outcome(file, result))
     if all_started:

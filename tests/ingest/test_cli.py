@@ -123,7 +123,8 @@ def test_a_run_that_cannot_start_fails_alone_and_the_next_pass_tries_its_file_ag
     outcomes = {Path(o.file).name: o for o in ingest_once(instance, definitions)}
 
     assert outcomes["a.csv"].status == "loaded"
-    assert outcomes["b.csv"].status == "failed" and "could not be started (OSError: run storage unavailable)" in outcomes["b.csv"].detail
+    assert outcomes["b.csv"].status == "failed"
+    assert "could not be started (OSError: run storage unavailable)" in outcomes["b.csv"].detail
     assert loaded_sha256s(warehouse, [file_sha256(second)]) == set()
 
     again = {Path(o.file).name: o for o in ingest_once(instance, definitions)}  # the cursor did not move past b.csv

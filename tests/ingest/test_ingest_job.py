@@ -137,7 +137,8 @@ def test_a_broken_or_changed_file_fails_its_run_and_loads_nothing(
     assert str(path) in message
     assert ("truncated" if damage == "truncated" else "changed after the sensor saw it") in message
     # A broken file keeps a failed cdr_files row (its content, its reason); a changed one is requested again.
-    assert count_rows(warehouse) == {"cdr_files": int(damage == "truncated"), "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
+    failed_rows = int(damage == "truncated")
+    assert count_rows(warehouse) == {"cdr_files": failed_rows, "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
 
 
 @pytest.mark.parametrize("fmt", ["canonical_csv", "canonical_jsonl", "twilio", "asterisk"])

@@ -40,7 +40,10 @@ from resources import NotifierResource, WarehouseResource
 def tick(
     instance: dg.DagsterInstance, warehouse: Warehouse, cursor: str | None = None, notifier: NotifierResource | None = None
 ) -> dg.SensorResult:
-    resources = {"warehouse": WarehouseResource(url=warehouse.url), "notifier": notifier or NotifierResource.from_settings(Settings.from_env())}
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse.url),
+        "notifier": notifier or NotifierResource.from_settings(Settings.from_env()),
+    }
     context = dg.build_sensor_context(instance=instance, cursor=cursor, sensor_name=SENSOR_NAME, resources=resources)
     result = cdr_files_sensor(context)
     assert isinstance(result, dg.SensorResult)
@@ -228,7 +231,8 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_failed_row_and_one_aler
     assert (row.status, row.file_path, row.format, row.rows_loaded) == ("failed", shown, "asterisk", 0)
     assert "not valid UTF-8" in row.failure_reason
     (alert,) = ops_alerts(ingest_settings)
-    assert "1 landing entry not loaded" in alert["Subject"] and "asterisk/\\xe9t\\xe9.csv: the file name is not valid UTF-8" in alert.get_content()
+    assert "1 landing entry not loaded" in alert["Subject"]
+    assert "asterisk/\\xe9t\\xe9.csv: the file name is not valid UTF-8" in alert.get_content()
 
     second = tick(instance, warehouse, cursor=first.cursor)  # seen and alerted: not again
 
@@ -253,7 +257,9 @@ from aisyst_pipelines.definitions import build_resources
 from aisyst_pipelines.settings import Settings
 
 settings = Settings.from_env()
-defs = dg.Definitions.merge(cdr.defs, jobs.ingest.defs, jobs.ops.build_defs(settings), dg.Definitions(resources=build_resources(settings)))
+defs = dg.Definitions.merge(
+    cdr.defs, jobs.ingest.defs, jobs.ops.build_defs(settings), dg.Definitions(resources=build_resources(settings))
+)
 """
 
 
