@@ -132,8 +132,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if not outcomes:
         print(f"no new CDR files in {settings.landing_dir}")
     for outcome in outcomes:
-        run = f"  [run {outcome.run_id}]" if outcome.run_id else ""
-        print(f"{outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}{run}")
+        file = shown_path(outcome.file, settings.landing_dir)
+        if outcome.status == "failed":  # the cause and where the rest is, in one line
+            print(f" FAILED  {file}: {outcome.detail}; details: {outcome.details_at}")
+        else:
+            run = f"  [run {outcome.run_id}]" if outcome.run_id else ""
+            print(f"{outcome.status:>7}  {file}: {outcome.detail}{run}")
     return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
 
 

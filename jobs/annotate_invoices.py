@@ -49,7 +49,7 @@ from aisyst_pipelines.warehouse.annotations_store import (
     touch,
 )
 from resources import WarehouseResource
-from jobs.sensor_once import evaluate_sensor_once
+from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
 from resources.stripe import ListedInvoice, StaleListCursor, StripeResource
 
 RENEWAL = "subscription_cycle"
@@ -361,6 +361,9 @@ def annotate_once(
             outcomes.append(RunOutcome(earlier[0].run_id, len(ids), {}, None, True, skipped_reason="run key used before"))
             continue
         outcomes.append(execute_annotation(instance, definitions, request.run_config, tags))
+    # Only now: a run that could not be started leaves the cursor where the next pass lists its invoices
+    # again (their rows stay queued and are requested again once stale).
+    store_sensor_cursor(instance, CLI_CURSOR_KEY, tick)
     return outcomes
 
 

@@ -33,13 +33,30 @@ def run_failure_text(job_name: str, run_id: str, message: str) -> str:
 )
 def ops_run_failure_alert(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
     run = context.dagster_run
-    # Dagster's failure message names the failed step and the exception; our resources scrub
-    # secrets from their exceptions, so it is safe to forward.
-    message = context.failure_event.message or "no failure message"
+    # Dagster's run failure message only names the failed steps: the cause of each is added, in one
+    # line (a Failure's description, written for people, else the exception's first line; our
+    # resources scrub secrets from their exceptions, so it is safe to forward).
+    message = "\n".join(
+        [context.failure_event.message or "no failure message"]
+        + [f"- step {event.step_key}: {step_failure_cause(event)}" for event in context.get_step_failure_events()]
+    )
     notifier.send_ops_alert(
         subject=f"[aisyst] run failed: {run.job_name}",
         text=run_failure_text(run.job_name, run.run_id, message),
     )
+
+
+def step_failure_cause(event: dg.DagsterEvent) -> str:
+    """Why a step failed, in one line: a Failure's description (written for people), else the first
+    line of the exception that the op raised (not Dagster's wrapper around it)."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    if error is not None and error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines() if error is not None else []
+    return lines[0] if lines else "no cause recorded"
 
 
 def build_cdr_freshness_check(max_age: timedelta) -> dg.AssetChecksDefinition:

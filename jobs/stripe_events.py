@@ -38,7 +38,7 @@ from aisyst_pipelines.settings import Settings
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
-from jobs.sensor_once import evaluate_sensor_once
+from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
 
 # A tick stops between two pages once TICK_TIME_BUDGET_SECONDS have passed, or after
 # MAX_EVENTS_PER_TICK events: one page (100 events, one transaction) takes ~0.05 s on SQLite and
@@ -128,6 +128,7 @@ def events_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> Se
     tick = evaluate_sensor_once(instance, definitions, stripe_events_sensor.name, CLI_CURSOR_KEY)
     for event in tick.asset_events:
         instance.report_runless_asset_event(event)
+    store_sensor_cursor(instance, CLI_CURSOR_KEY, tick)  # after what it stands for is recorded
     return tick
 
 

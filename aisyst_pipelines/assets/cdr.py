@@ -16,7 +16,9 @@ metadata plots.
 
 
 import hashlib
+import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -34,7 +36,15 @@ from aisyst_pipelines.cdr.records import (
     REASON_CODES,
 )
 from aisyst_pipelines.settings import Settings
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, CdrLoadResult, cdr_file, load_cdr_file
+from aisyst_pipelines.warehouse.cdr_store import (
+    FILE_FAILED,
+    UNKNOWN_FORMAT,
+    CdrFileIdentity,
+    CdrLoadResult,
+    cdr_file,
+    load_cdr_file,
+    record_failed_file,
+)
 from resources import PiiKeyResource, WarehouseResource
 
 CALL_RECORDS = dg.AssetKey("call_records")
@@ -92,6 +102,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _file_not_loaded(path: Path, cause: str, **metadata: object) -> dg.Failure:
+    """The run's failure for one file: the cause in a line (metadata `reason`, shown by `aisyst ingest`)."""
+    return dg.Failure(
+        description=f"CDR file not loaded, nothing was written: {path}: {cause}",
+        metadata={"file": dg.MetadataValue.path(str(path)), "reason": cause, **metadata},
+    )
+
+
+def _current_sha256(path: Path) -> str:
+    """The file's sha256 now. A file that is gone, not a regular file or unreadable fails the run with
+    the cause (no cdr_files row: without its content there is no key to record it under)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise _file_not_loaded(path, "not a regular file")  # a FIFO would block the read forever
+        return file_sha256(path)
+    except FileNotFoundError:
+        raise _file_not_loaded(path, "no such file (moved or deleted since it was requested)") from None
+    except OSError as error:
+        raise _file_not_loaded(path, f"cannot read the file: {error.strerror or error}") from None
+
+
 def rejected_metadata(rejected_by_reason: dict[str, int]) -> dict[str, int]:
     """One int per known reason code, zeros included, so each key plots as a time series."""
     return {f"rejected_{code}": int(rejected_by_reason.get(code, 0)) for code in REASON_CODES}
@@ -131,13 +162,11 @@ def load_cdr_file_assets(
 ) -> Iterator[dg.MaterializeResult]:
     settings = Settings.from_env()
     path = Path(config.path)
-    if not path.is_file():
-        raise dg.Failure(description=f"{path}: no such CDR file (moved or deleted since it was requested)")
-    sha256 = file_sha256(path)
+    sha256 = _current_sha256(path)
     if config.sha256 and sha256 != config.sha256:
-        raise dg.Failure(
-            description=f"{path}: the file changed after the sensor saw it (sha256 {config.sha256[:12]}… → "
-            f"{sha256[:12]}…); nothing was loaded, the sensor requests the new version"
+        raise _file_not_loaded(
+            path, f"the file changed after the sensor saw it (sha256 {config.sha256[:12]}… → {sha256[:12]}…); "
+            "the sensor requests the new version"
         )
     forced = config.forced_format or forced_format_for(path, settings.landing_dir)
     if forced is not None and forced not in FORCED_FOLDERS + FORMATS:
@@ -157,18 +186,25 @@ def load_cdr_file_assets(
         )
     except ValueError as error:
         raise dg.Failure(description=f"CDR file not loaded, the run config is invalid: {error}") from error
+    identity = CdrFileIdentity(
+        path=str(path), sha256=sha256, format=forced if forced in FORMATS else UNKNOWN_FORMAT, size_bytes=path.stat().st_size
+    )
     try:
-        file_format = detect_format(path, forced)
+        identity = replace(identity, format=detect_format(path, forced))
         result = load_cdr_file(
             warehouse.get(),
-            CdrFileIdentity(path=str(path), sha256=sha256, format=file_format, size_bytes=path.stat().st_size),
+            identity,
             read_cdr_file(path, options),
             pii_key_fingerprint=pii_key_fingerprint(options.pii_key),
             now=loaded_at,
         )
     except CdrFileError as error:
-        # The message names the file and the cause, never its content (CDRs carry phone numbers).
-        raise dg.Failure(description=f"CDR file not loaded, nothing was written: {error}") from error
+        # The load has rolled back; the failed row is written on its own, so that the file keeps a
+        # trace (and the same content is still requested when it comes again). The message names the
+        # file and the cause, never its content (CDRs carry phone numbers).
+        reason = str(error).removeprefix(f"{path}: ")
+        record_failed_file(warehouse.get(), identity, reason)
+        raise _file_not_loaded(path, reason, cdr_files=FILE_FAILED) from error
     context.log.info(describe_load(result))
     yield dg.MaterializeResult(asset_key=CALL_RECORDS, metadata=call_records_metadata(result))
     yield dg.MaterializeResult(

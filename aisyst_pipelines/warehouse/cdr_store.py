@@ -3,9 +3,10 @@
 Loading one file is ONE transaction (`load_cdr_file`):
 
 1. serialise CDR loads (PostgreSQL advisory lock; SQLite has a single writer anyway), make sure the
-   phone numbers were hashed with the warehouse's key (properties.py) and claim the file:
-   a `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO NOTHING. A file already loaded is
-   skipped without touching anything else;
+   phone numbers were hashed with the warehouse's key (properties.py) and claim the file: a
+   `cdr_files` row keyed by sha256, inserted with ON CONFLICT DO UPDATE of a `failed` row only. A
+   file already loaded is skipped without touching anything else; a content that failed before
+   (`record_failed_file`) becomes `loaded` when it now loads;
 2. per chunk of parsed records: the calls (the first occurrence of each call_id in the chunk) are
    bulk-copied straight into call_records in call_id order (PostgreSQL COPY, SQLite executemany —
    the one dialect-specific step of the data path), with the customer resolved from
@@ -20,6 +21,10 @@ Loading one file is ONE transaction (`load_cdr_file`):
 4. usage_daily is recomputed from call_records (not incremented) for exactly the
    (account_code, UTC day of ended_at) pairs that the newly inserted rows touch;
 5. the cdr_files row gets its counts. Any exception rolls all of it back.
+
+A file that cannot be taken keeps a `cdr_files` row with status `failed` and the reason
+(`record_failed_file`, in a transaction of its own after the load's rollback). Only `loaded` rows
+count as loaded: the same content delivered again is requested and loaded.
 """
 
 from __future__ import annotations
@@ -162,15 +167,45 @@ def account_customers():  # type: ignore[no-untyped-def]
 # --- public API ------------------------------------------------------------------------------------
 
 
+FILE_LOADED = "loaded"
+FILE_FAILED = "failed"
+UNKNOWN_FORMAT = "unknown"  # cdr_files.format of a failed file whose format was never detected
+
+
 def loaded_sha256s(warehouse: Warehouse, sha256s: Iterable[str]) -> set[str]:
-    """Which of these file hashes are already in cdr_files."""
+    """Which of these file hashes are loaded (a `failed` row does not count)."""
     wanted = sorted(set(sha256s))
     found: set[str] = set()
     with warehouse.connect() as connection:
         for start in range(0, len(wanted), 500):
             batch = wanted[start : start + 500]
-            found.update(connection.scalars(select(cdr_files.c.sha256).where(cdr_files.c.sha256.in_(batch))))
+            found.update(
+                connection.scalars(
+                    select(cdr_files.c.sha256).where(cdr_files.c.sha256.in_(batch), cdr_files.c.status == FILE_LOADED)
+                )
+            )
     return found
+
+
+def record_failed_file(warehouse: Warehouse, source: CdrFileIdentity, reason: str, *, now: datetime | None = None) -> bool:
+    """Record that this content could not be taken, and why: a `failed` cdr_files row.
+
+    A `loaded` row is never touched (the content is in the warehouse whatever happened to this
+    copy). A `failed` row gets the latest path and reason. True when something was written.
+    """
+    failed_at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    values = {
+        "file_path": source.path, "format": source.format, "size_bytes": source.size_bytes,
+        "ingested_at": failed_at, "status": FILE_FAILED, "failure_reason": reason,
+    }
+    with warehouse.begin() as connection:
+        written = connection.execute(
+            _dialect_insert(connection, cdr_files)
+            .values(sha256=source.sha256, rows_total=0, rows_loaded=0, rows_duplicate=0, rows_rejected=0, **values)
+            .on_conflict_do_update(index_elements=[cdr_files.c.sha256], set_=values, where=cdr_files.c.status == FILE_FAILED),
+            execution_options=_COUNT_ROWS,
+        )
+        return written.rowcount == 1
 
 
 def load_cdr_file(
@@ -284,6 +319,8 @@ class CdrFileRow:
     rows_duplicate: int
     rows_rejected: int
     ingested_at: datetime
+    status: str  # loaded | failed
+    failure_reason: str | None
 
 
 def cdr_file(warehouse: Warehouse, sha256: str) -> CdrFileRow | None:
@@ -292,7 +329,7 @@ def cdr_file(warehouse: Warehouse, sha256: str) -> CdrFileRow | None:
             select(
                 cdr_files.c.sha256, cdr_files.c.file_path, cdr_files.c.format, cdr_files.c.rows_total,
                 cdr_files.c.rows_loaded, cdr_files.c.rows_duplicate, cdr_files.c.rows_rejected,
-                cdr_files.c.ingested_at,
+                cdr_files.c.ingested_at, cdr_files.c.status, cdr_files.c.failure_reason,
             ).where(cdr_files.c.sha256 == sha256)
         ).one_or_none()
     return CdrFileRow(*row) if row else None
@@ -309,9 +346,10 @@ class AccountMinutes:
 
 
 def last_ingested_at(warehouse: Warehouse) -> datetime | None:
-    """When the newest CDR file was loaded (None before the first one): the freshness of ingestion."""
+    """When the newest CDR file was loaded (None before the first one): the freshness of ingestion.
+    Failed files do not count: a feed that only delivers broken files is not fresh."""
     with warehouse.connect() as connection:
-        return connection.scalar(select(func.max(cdr_files.c.ingested_at)))
+        return connection.scalar(select(func.max(cdr_files.c.ingested_at)).where(cdr_files.c.status == FILE_LOADED))
 
 
 def minutes_per_account(warehouse: Warehouse) -> list[AccountMinutes]:
@@ -367,18 +405,26 @@ def _account_customer_map(connection: Connection) -> dict[str, str]:
     return dict(connection.execute(select(mapping.c.account_code, mapping.c.customer_id)).all())  # type: ignore[arg-type]
 
 
+def _dialect_insert(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
+    return (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
 def _insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
-    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    return dialect_insert(table).on_conflict_do_nothing()
+    return _dialect_insert(connection, table).on_conflict_do_nothing()
 
 
 def _claim_file(connection: Connection, source: CdrFileIdentity, ingested_at: datetime) -> bool:
-    """Insert the file's cdr_files row (counts filled in at the end). False = already loaded."""
+    """Insert the file's cdr_files row (counts filled in at the end), or take over a `failed` row of
+    the same content (its reason cleared). False = already loaded."""
+    values = {
+        "file_path": source.path, "format": source.format, "size_bytes": source.size_bytes, "rows_total": 0,
+        "rows_loaded": 0, "rows_duplicate": 0, "rows_rejected": 0, "ingested_at": ingested_at,
+        "status": FILE_LOADED, "failure_reason": None,
+    }
     claimed = connection.execute(
-        _insert_ignoring_conflicts(connection, cdr_files).values(
-            sha256=source.sha256, file_path=source.path, format=source.format, size_bytes=source.size_bytes,
-            rows_total=0, rows_loaded=0, rows_duplicate=0, rows_rejected=0, ingested_at=ingested_at,
-        ),
+        _dialect_insert(connection, cdr_files)
+        .values(sha256=source.sha256, **values)
+        .on_conflict_do_update(index_elements=[cdr_files.c.sha256], set_=values, where=cdr_files.c.status == FILE_FAILED),
         execution_options=_COUNT_ROWS,
     )
     return claimed.rowcount == 1

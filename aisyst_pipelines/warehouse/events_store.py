@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
+    String,
     Table,
     and_,
     case,

@@ -4,6 +4,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.warehouse.annotations_store import AnnotationStatus, annotation_records, status_counts
@@ -153,6 +154,28 @@ def test_one_pass_in_process_respects_run_keys(world: World) -> None:
     assert annotate_once(world.instance, definitions) == []  # the pass's cursor moved on: nothing new
     (manual,) = annotate_once(world.instance, definitions, [world.renewal_invoice(subscribers[0]).id])
     assert manual.counts["already_done"] == 1 and manual.counts["annotated"] == 0
+
+
+def test_a_pass_whose_run_cannot_start_leaves_its_cursor_where_it_was(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.annotate_invoices import CLI_CURSOR_KEY, annotate_once
+
+    for n in range(3):
+        world.subscribe(f"ACME-{n}", 1)
+    world.sync()
+    world.renew()
+    definitions = world.definitions()
+
+    def unavailable(run: dg.DagsterRun) -> dg.DagsterRun:  # the run storage refuses the run (a database hiccup)
+        raise OSError("run storage unavailable")
+
+    monkeypatch.setattr(world.instance.run_storage, "add_run", unavailable)
+    with pytest.raises(OSError):
+        annotate_once(world.instance, definitions)
+
+    # The cursor was not moved past invoices whose run never started; their rows stay queued (requested
+    # again once stale), so nothing is lost either way.
+    assert world.instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}) == {}
+    assert status_counts(world.warehouse) == {"queued": 3}
 
 
 def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -> None:

@@ -14,6 +14,7 @@ from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, cdr_reject_share, file_sha
 from aisyst_pipelines.cdr.records import REASON_CODES
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.cdr_store import cdr_file, loaded_sha256s
 from aisyst_pipelines.warehouse.schema import call_records
 from jobs.ingest import JOB_NAME, REJECT_SHARE_CHECK_OP
 from resources import PiiKeyResource, WarehouseResource
@@ -169,7 +170,45 @@ def test_a_broken_or_changed_file_fails_its_run_and_loads_nothing(
     message = failure_message(result)
     assert str(path) in message
     assert ("truncated" if damage == "truncated" else "changed after the sensor saw it") in message
-    assert count_rows(warehouse) == {"cdr_files": 0, "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
+    # A broken file keeps a failed cdr_files row (its content, its reason); a changed one is requested again.
+    failed_rows = int(damage == "truncated")
+    assert count_rows(warehouse) == {"cdr_files": failed_rows, "call_records": 0, "call_records_rejected": 0, "usage_daily": 0}
+
+
+@pytest.mark.parametrize("fmt", ["canonical_csv", "canonical_jsonl", "twilio", "asterisk"])
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_file_that_cannot_be_loaded_gets_a_failed_row_with_its_reason(
+    fmt: str, damage: str, ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    path = ingest_settings.landing_dir / f"calls.{EXTENSIONS[fmt]}"
+    write_sample(path, fmt)
+    path.write_bytes(path.read_bytes()[:-7] if damage == "truncated" else b"")
+    sha256 = file_sha256(path)
+
+    result = execute(definitions, instance, run_config(path, sha256=sha256))
+
+    assert not result.success
+    row = cdr_file(warehouse, sha256)
+    assert row is not None and (row.status, row.file_path, row.rows_loaded) == ("failed", str(path), 0)
+    assert row.failure_reason.startswith("truncated" if damage == "truncated" else "the file is empty")
+    assert str(path) not in row.failure_reason  # the path is in file_path; the reason is the cause alone
+    assert loaded_sha256s(warehouse, [sha256]) == set()
+    assert count_rows(warehouse)["call_records"] == 0
+
+
+@pytest.mark.parametrize("entry", ["directory", "missing"])
+def test_a_path_that_is_not_a_readable_file_fails_its_run_with_the_cause(
+    entry: str, ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    path = ingest_settings.landing_dir / "calls.csv"
+    if entry == "directory":  # e.g. replaced by a folder after the sensor saw it
+        path.mkdir()
+
+    result = execute(definitions, instance, run_config(path, sha256="0" * 64))
+
+    assert not result.success
+    assert ("not a regular file" if entry == "directory" else "no such file") in failure_message(result)
+    assert count_rows(warehouse)["cdr_files"] == 0  # no content, no key to record it under
 
 
 def test_dg_materialize_with_the_real_warehouse(ingest_settings: Settings, warehouse: Warehouse) -> None:

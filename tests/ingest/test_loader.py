@@ -32,7 +32,14 @@ from sqlalchemy import insert, select
 from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, read_ahead
+from aisyst_pipelines.warehouse.cdr_store import (
+    CdrFileIdentity,
+    cdr_file,
+    last_ingested_at,
+    loaded_sha256s,
+    read_ahead,
+    record_failed_file,
+)
 from aisyst_pipelines.warehouse.schema import call_records, call_records_rejected, stripe_customers, usage_daily
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -239,6 +246,40 @@ def test_a_file_of_only_rejects_still_gets_its_cdr_files_row(warehouse: Warehous
     assert (result.rows_total, result.rows_loaded, result.rows_rejected, result.reject_share) == (3, 0, 3, 1.0)
     assert cdr_file(warehouse, source("junk.csv").sha256).rows_rejected == 3
     assert usage(warehouse) == {}
+
+
+def test_a_failed_file_keeps_a_row_that_does_not_count_as_loaded(warehouse: Warehouse) -> None:
+    failed = source("broken.csv")
+
+    assert record_failed_file(warehouse, failed, "truncated: the last line does not end with a newline", now=T)
+
+    row = cdr_file(warehouse, failed.sha256)
+    assert (row.status, row.failure_reason, row.file_path, row.rows_total) == (
+        "failed", "truncated: the last line does not end with a newline", failed.path, 0)
+    assert loaded_sha256s(warehouse, [failed.sha256]) == set()  # the same content is still requested
+    assert last_ingested_at(warehouse) is None  # a failed file does not make ingestion look fresh
+    # The same content failing again under another name: the row follows the latest copy.
+    assert record_failed_file(warehouse, CdrFileIdentity("/landing/again.csv", failed.sha256, "unknown", 1), "empty", now=T)
+    row = cdr_file(warehouse, failed.sha256)
+    assert (row.status, row.file_path, row.failure_reason) == ("failed", "/landing/again.csv", "empty")
+
+
+def test_content_that_failed_before_loads_and_its_row_becomes_loaded(warehouse: Warehouse) -> None:
+    failed = source("renamed.csv")
+    record_failed_file(warehouse, CdrFileIdentity("/landing/\\xe9t\\xe9.csv", failed.sha256, "unknown", 7), "name not UTF-8", now=T)
+
+    result = load_cdr_file(warehouse, failed, [chunk([call("c1", "a", T, 61, line=2)], [reject(3, "malformed_row", "?")])], now=T)
+
+    assert not result.skipped and result.rows_loaded == 1
+    row = cdr_file(warehouse, failed.sha256)
+    assert (row.status, row.failure_reason, row.file_path, row.format, row.rows_total, row.rows_loaded, row.rows_rejected) == (
+        "loaded", None, failed.path, failed.format, 2, 1, 1)
+    assert loaded_sha256s(warehouse, [failed.sha256]) == {failed.sha256}
+    assert last_ingested_at(warehouse) == T
+    # A loaded row is never turned back into a failed one, whatever later happens to a copy.
+    assert not record_failed_file(warehouse, failed, "a later copy was truncated", now=T)
+    assert cdr_file(warehouse, failed.sha256).status == "loaded"
+    assert load_cdr_file(warehouse, failed, [chunk([call("c1", "a", T, 61, line=2)])], now=T).skipped
 
 
 KILLED_LOADER = """

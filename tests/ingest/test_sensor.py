@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import time
 from datetime import datetime, timezone
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +21,7 @@ import jobs.ingest
 from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, file_sha256
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, loaded_sha256s
 from jobs.ingest import (
     JOB_NAME,
     OVERLAP_NS,
@@ -24,20 +29,48 @@ from jobs.ingest import (
     SENSOR_NAME,
     LandingCursor,
     LandingFile,
+    LandingListing,
     cdr_files_sensor,
     list_landing_files,
     plan_landing,
 )
-from resources import WarehouseResource
+from resources import NotifierResource, WarehouseResource
 
 
-def tick(instance: dg.DagsterInstance, warehouse: Warehouse, cursor: str | None = None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, sensor_name=SENSOR_NAME, resources={"warehouse": WarehouseResource(url=warehouse.url)}
-    )
+def tick(
+    instance: dg.DagsterInstance, warehouse: Warehouse, cursor: str | None = None, notifier: NotifierResource | None = None
+) -> dg.SensorResult:
+    resources = {
+        "warehouse": WarehouseResource(url=warehouse.url),
+        "notifier": notifier or NotifierResource.from_settings(Settings.from_env()),
+    }
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, sensor_name=SENSOR_NAME, resources=resources)
     result = cdr_files_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
+
+
+def ops_alerts(settings: Settings) -> list[EmailMessage]:
+    """The ops alerts the notifier dropped into the outbox (no SMTP configured), oldest first."""
+    return [
+        BytesParser(policy=policy.default).parsebytes(path.read_bytes())  # type: ignore[misc]
+        for path in sorted(settings.outbox_dir.glob("*.eml"))
+    ]
+
+
+def can_create_runs(instance: dg.DagsterInstance, definitions: dg.Definitions, requests: list[dg.RunRequest]) -> None:
+    """Create each requested run as the daemon would: it stores a tick's cursor only once they all exist."""
+    job = definitions.resolve_job_def(JOB_NAME)
+    for request in requests:
+        instance.create_run_for_job(job, run_config=request.run_config, tags={**request.tags, "dagster/run_key": request.run_key})
+
+
+def failure_observations(result: dg.SensorResult) -> dict[str, dict]:
+    return {
+        str(event.metadata["file"].value): {key: value.value for key, value in event.metadata.items()}
+        for event in result.asset_events
+        if event.metadata["outcome"].value == "failed"
+    }
 
 
 def load_config(request: dg.RunRequest) -> dict:
@@ -164,7 +197,7 @@ def test_hidden_and_partial_files_are_ignored(ingest_settings: Settings, instanc
         (landing / name).write_text("call_id\n")
     result = tick(instance, warehouse)
     assert not result.run_requests
-    assert list_landing_files(landing) == []
+    assert list_landing_files(landing) == LandingListing(files=[], refused={})
 
 
 def test_a_missing_landing_folder_is_a_skip(ingest_settings: Settings, instance: dg.DagsterInstance, warehouse: Warehouse) -> None:
@@ -172,6 +205,169 @@ def test_a_missing_landing_folder_is_a_skip(ingest_settings: Settings, instance:
     result = tick(instance, warehouse, cursor="kept")
     assert "does not exist" in str(result.skip_reason)
     assert result.cursor == "kept"
+
+
+# --- entries the pipeline cannot take: they fail alone, loudly, once ------------------------------
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_with_a_failed_row_and_one_alert(
+    ingest_settings: Settings, instance: dg.DagsterInstance, warehouse: Warehouse, definitions: dg.Definitions
+) -> None:
+    landing = ingest_settings.landing_dir
+    latin1 = Path(os.fsdecode(os.fsencode(landing / "asterisk") + b"/\xe9t\xe9.csv"))  # "été.csv" in Latin-1
+    write_sample(latin1, "asterisk", seed=3)
+    good = landing / "good.csv"
+    write_sample(good, "canonical_csv")
+    shown = f"{landing}/asterisk/\\xe9t\\xe9.csv"
+
+    first = tick(instance, warehouse)
+
+    assert [load_config(request)["path"] for request in first.run_requests] == [str(good)]
+    can_create_runs(instance, definitions, first.run_requests)
+    failed = failure_observations(first)
+    assert list(failed) == [shown] and "not valid UTF-8" in failed[shown]["reason"]
+    row = cdr_file(warehouse, file_sha256(latin1))
+    assert row is not None
+    assert (row.status, row.file_path, row.format, row.rows_loaded) == ("failed", shown, "asterisk", 0)
+    assert "not valid UTF-8" in row.failure_reason
+    (alert,) = ops_alerts(ingest_settings)
+    assert "1 landing entry not loaded" in alert["Subject"]
+    assert "asterisk/\\xe9t\\xe9.csv: the file name is not valid UTF-8" in alert.get_content()
+
+    second = tick(instance, warehouse, cursor=first.cursor)  # seen and alerted: not again
+
+    assert not second.run_requests and not failure_observations(second)
+    assert len(ops_alerts(ingest_settings)) == 1
+
+    renamed = landing / "asterisk" / "ete.csv"  # what ops do: give it a UTF-8 name (a rename is a new change time)
+    latin1.rename(renamed)
+    third = tick(instance, warehouse, cursor=second.cursor)
+
+    assert [load_config(request)["path"] for request in third.run_requests] == [str(renamed)]  # failed ≠ loaded
+
+
+# A code location of just the landing sensor, its job (and the ops checks it leaves out) and the project's
+# resources, for a real daemon tick.
+LANDING_LOCATION = """
+import dagster as dg
+import jobs.ingest
+import jobs.ops
+from aisyst_pipelines.assets import cdr
+from aisyst_pipelines.definitions import build_resources
+from aisyst_pipelines.settings import Settings
+
+settings = Settings.from_env()
+defs = dg.Definitions.merge(
+    cdr.defs, jobs.ingest.defs, jobs.ops.build_defs(settings), dg.Definitions(resources=build_resources(settings))
+)
+"""
+
+
+def test_the_daemon_tick_launches_the_other_files_and_stores_its_cursor(
+    ingest_settings: Settings, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The sensor daemon stores a tick's cursor only when every requested run was created; a request
+    whose run cannot be created fails the tick, every tick, and the requests after it never run. So no
+    request may carry what run storage cannot store (dagster/_daemon/sensor.py, docs/ingestion.md)."""
+    from dagster._core.test_utils import MockedRunLauncher, create_test_daemon_workspace_context, instance_for_test
+    from dagster._core.workspace.load_target import PythonFileTarget
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    landing = ingest_settings.landing_dir
+    write_sample(landing / "a.csv", "canonical_csv", seed=1)
+    write_sample(Path(os.fsdecode(os.fsencode(landing) + b"/b\xe9.csv")), "canonical_csv", seed=2)
+    write_sample(landing / "c.jsonl", "twilio", seed=3)
+    location = tmp_path / "landing_location.py"
+    location.write_text(LANDING_LOCATION)
+    launcher = {"module": MockedRunLauncher.__module__, "class": MockedRunLauncher.__name__}  # runs are created, not executed
+
+    with instance_for_test(overrides={"run_launcher": launcher}) as daemon_instance:
+        target = PythonFileTarget(str(location), attribute="defs", working_directory=str(Path.cwd()), location_name="landing")
+        with create_test_daemon_workspace_context(target, daemon_instance) as workspace:
+            (entry,) = workspace.create_request_context().get_code_location_entries().values()
+            assert entry.code_location is not None, entry.load_error
+            (repository,) = entry.code_location.get_repositories().values()
+            sensor = repository.get_sensor(SENSOR_NAME)
+            list(execute_sensor_iteration(workspace, logging.getLogger("test"), None, None))
+
+            (last_tick,) = daemon_instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
+            state = daemon_instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
+            launched = sorted(run.tags["aisyst/cdr_file"] for run in daemon_instance.get_runs())
+
+    assert last_tick.status.value == "SUCCESS", last_tick.error
+    assert launched == ["a.csv", "c.jsonl"]
+    assert LandingCursor.loads(state.instigator_data.cursor).watermark_ns > 0
+    assert cdr_file(warehouse, file_sha256(Path(os.fsdecode(os.fsencode(landing) + b"/b\xe9.csv")))).status == "failed"
+
+
+def test_symlinks_leading_outside_the_landing_directory_are_refused_unread_and_alerted_once(
+    ingest_settings: Settings, instance: dg.DagsterInstance, warehouse: Warehouse, hashed: list[Path], tmp_path: Path
+) -> None:
+    landing = ingest_settings.landing_dir
+    elsewhere = tmp_path / "elsewhere"
+    write_sample(elsewhere / "secret.csv", "canonical_csv", seed=4)
+    write_sample(elsewhere / "folder" / "more.csv", "canonical_csv", seed=5)
+    (landing / "link.csv").symlink_to(elsewhere / "secret.csv")
+    (landing / "twilio").mkdir()
+    (landing / "twilio" / "linked-folder").symlink_to(elsewhere / "folder", target_is_directory=True)
+    (landing / "dangling.csv").symlink_to(elsewhere / "gone.csv")
+    real = landing / "real.csv"
+    write_sample(real, "canonical_csv")
+    (landing / "alias.csv").symlink_to("real.csv")  # inside: followed, and its content requested once
+
+    first = tick(instance, warehouse)
+
+    assert len(first.run_requests) == 1 and load_config(first.run_requests[0])["path"] in {str(real), str(landing / "alias.csv")}
+    assert all(path.resolve().is_relative_to(landing.resolve()) for path in hashed)  # nothing outside was read
+    failed = failure_observations(first)
+    assert set(failed) == {str(landing / "link.csv"), str(landing / "twilio" / "linked-folder"), str(landing / "dangling.csv")}
+    assert "outside the landing directory" in failed[str(landing / "link.csv")]["reason"]
+    assert "not followed" in failed[str(landing / "twilio" / "linked-folder")]["reason"]
+    assert all(observation["cdr_files"] == "no row" for observation in failed.values())
+    (alert,) = ops_alerts(ingest_settings)
+    assert "3 landing entries not loaded" in alert["Subject"]
+    assert "twilio/linked-folder: symlink to a folder outside the landing directory" in alert.get_content()
+
+    second = tick(instance, warehouse, cursor=first.cursor)
+
+    assert not second.run_requests and not failure_observations(second)
+    assert len(ops_alerts(ingest_settings)) == 1
+
+
+def test_a_named_pipe_is_refused_without_being_opened(
+    ingest_settings: Settings, instance: dg.DagsterInstance, warehouse: Warehouse, hashed: list[Path]
+) -> None:
+    os.mkfifo(ingest_settings.landing_dir / "calls.csv")  # opening it to hash it would block the sensor for ever
+    write_sample(ingest_settings.landing_dir / "good.csv", "canonical_csv")
+
+    result = tick(instance, warehouse)
+
+    assert [Path(load_config(request)["path"]).name for request in result.run_requests] == ["good.csv"]
+    assert [path.name for path in hashed] == ["good.csv"]
+    (reason,) = [observation["reason"] for observation in failure_observations(result).values()]
+    assert reason == "not a regular file but a named pipe (FIFO): not read"
+    assert "calls.csv: not a regular file" in ops_alerts(ingest_settings)[0].get_content()
+
+
+def test_an_alert_that_cannot_be_sent_is_sent_on_a_later_tick(
+    ingest_settings: Settings, instance: dg.DagsterInstance, warehouse: Warehouse
+) -> None:
+    os.mkfifo(ingest_settings.landing_dir / "pipe.csv")
+    with socket.socket() as closed:  # a port nobody listens on: the SMTP server is down
+        closed.bind(("127.0.0.1", 0))
+        down = NotifierResource.from_settings(ingest_settings).model_copy(
+            update={"smtp_url": f"smtp://127.0.0.1:{closed.getsockname()[1]}", "timeout_seconds": 2.0}
+        )
+
+    first = tick(instance, warehouse, notifier=down)
+    second = tick(instance, warehouse, cursor=first.cursor)  # SMTP back (here: the outbox)
+    third = tick(instance, warehouse, cursor=second.cursor)
+
+    assert set(failure_observations(first)) == {str(ingest_settings.landing_dir / "pipe.csv")}
+    assert not failure_observations(second) and not failure_observations(third)  # recorded once
+    (alert,) = ops_alerts(ingest_settings)
+    assert "pipe.csv: not a regular file" in alert.get_content()
+    assert LandingCursor.loads(third.cursor).unalerted == {}
 
 
 # --- the pure plan ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from email import message_from_bytes
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from sqlalchemy import insert
 
 from aisyst_pipelines.settings import Settings
@@ -48,6 +49,34 @@ def test_a_failed_run_sends_one_ops_email(tmp_path: Path) -> None:
     assert mail["Subject"] == "[aisyst] run failed: nightly_job"
     body = mail.get_content() if hasattr(mail, "get_content") else mail.get_payload()
     assert result.dagster_run.run_id in str(body)
+    decoded = mail.get_payload(decode=True).decode()
+    assert "- step load_step: RuntimeError: landing disk unreadable" in decoded  # the cause, not only the step
+
+
+def test_the_ops_email_of_a_failed_cdr_run_says_which_file_and_why(
+    tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, load_cdr_file_assets
+    from resources import PiiKeyResource
+
+    monkeypatch.setenv("AISYST_LANDING_DIR", str(tmp_path))
+    unknown = tmp_path / "calls.csv"
+    unknown.write_text("not,a,cdr\nfile,at,all\n")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [load_cdr_file_assets], instance=instance, raise_on_error=False,
+        resources={"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key="k")},
+        run_config={"ops": {LOAD_OP_NAME: {"config": {"path": str(unknown)}}}},
+    )
+    context = dg.build_run_status_sensor_context(
+        sensor_name="ops_run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(), resources={"notifier": _outbox_notifier(tmp_path / "outbox")},
+    ).for_run_failure()
+    ops_run_failure_alert(context)
+
+    (message,) = (tmp_path / "outbox").glob("*.eml")
+    body = str(message_from_bytes(message.read_bytes()).get_payload(decode=True).decode())
+    assert f"- step {LOAD_OP_NAME}: CDR file not loaded, nothing was written: {unknown}: cannot detect the CDR format" in body
 
 
 def _freshness(warehouse: Warehouse) -> dg.AssetCheckEvaluation:
