@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Integer,
     String,
@@ -35,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
+
+from .types import UtcDateTime
 
 from aisyst_pipelines.billing.invoice_lines import annotation_version_of
 from aisyst_pipelines.billing.stripe_events import (
