@@ -1,4 +1,4 @@
-"""`aisyst reconcile`: the job in the local Dagster instance, exit 1 while drift is left unrepaired."""
+"""`aisyst reconcile`: the reconciliation service now, exit 1 while drift is left unrepaired."""
 
 from __future__ import annotations
 
