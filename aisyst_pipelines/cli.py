@@ -168,26 +168,33 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    """One run of the nightly reconciliation now (or at --as-of); exit 1 if drift is left unrepaired."""
+    """One reconciliation now (or at --as-of); exit 1 if drift is left unrepaired or the run failed."""
+    import uuid
     from datetime import datetime
 
-    from aisyst_pipelines.definitions import defs
-    from jobs.ingest import local_instance
-    from jobs.reconciliation import reconcile_once
+    from aisyst_pipelines.services.reconciliation import DRIFT_CHECK, reconcile
+    from resources import StripeResource, WarehouseResource
+    from resources.reconciliation import ReconciliationConfig
 
-    as_of = datetime.fromisoformat(args.as_of.replace("Z", "+00:00")) if args.as_of else None
-    with local_instance(settings) as instance:
-        result = reconcile_once(instance, defs(), settings, repair=True if args.repair else None, as_of=as_of)
-    if not result.success:
-        print(f"run {result.run_id} failed; see `dagster dev` for its logs", file=sys.stderr)
+    config = ReconciliationConfig.from_settings(settings)
+    run_id = f"cli-{uuid.uuid4()}"  # the run id of its meter_reconciliation rows (not a Dagster run)
+    try:
+        outcome = reconcile(
+            WarehouseResource(url=settings.warehouse_url).get(),
+            StripeResource.from_settings(settings).process_config_and_initialize().meters,  # resolves EnvVars
+            config.policy(), repair=args.repair or config.repair, run_id=run_id,
+            as_of=datetime.fromisoformat(args.as_of) if args.as_of else None,
+        )
+    except Exception as error:  # noqa: BLE001 - one line for cron and scripts, like a failed run
+        print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    metadata = result.asset_materializations_for_node("meter_reconciliation")[0].metadata
-    values = {key: metadata[key].value for key in ("customer_periods", "matched", "under_metered", "over_metered",
-                                                   "total_drift_minutes", "repaired_minutes", "corrections_sent")}
-    print(f"run {result.run_id}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in values.items()))
-    (check,) = result.get_asset_check_evaluations()
-    print(f"check {check.check_name}: {'passed' if check.passed else 'FAILED'} — {check.description}")
-    return 0 if check.passed else 1
+    summary = outcome.summary()
+    values = {key: getattr(summary, key) for key in ("customer_periods", "matched", "under_metered", "over_metered",
+                                                     "total_drift_minutes", "repaired_minutes", "corrections_sent")}
+    print(f"run {run_id}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in values.items()))
+    verdict = outcome.verdict()
+    print(f"check {DRIFT_CHECK}: {'passed' if verdict.passed else 'FAILED'} — {verdict.description}")
+    return 0 if verdict.passed else 1
 
 
 def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,8 +15,10 @@ import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
+from aisyst_pipelines.assets.reconciliation import meter_reconciliation
 from aisyst_pipelines.settings import Settings
 from resources import CatalogResource, NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
+from resources.reconciliation import ReconciliationConfig
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -30,6 +32,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "notifier": NotifierResource.from_settings(settings),
         # tiers and brand files (launchpad-visible configuration instead of environment reads)
         "catalog": CatalogResource.from_settings(settings),
+        # repair, settle lag and tolerance of the meter reconciliation (AISYST_RECONCILIATION_*)
+        "reconciliation": ReconciliationConfig.from_settings(settings),
     }
 
 
@@ -52,7 +56,11 @@ def defs() -> dg.Definitions:
         stripe_sync.defs,
         invoice_annotation.defs, jobs.annotate_invoices.defs,
         stripe_events_assets.defs, jobs.stripe_events.defs,
-        jobs.reconciliation.build_defs(settings),
+        dg.Definitions(
+            assets=[meter_reconciliation],  # with its check meter_drift_within_tolerance
+            jobs=[jobs.reconciliation.reconciliation_job],
+            schedules=[jobs.reconciliation.nightly_schedule(settings.reconciliation_cron)],
+        ),
         jobs.usage_alerts.build_defs(settings),
         jobs.ops.build_defs(settings),
         dg.Definitions(resources=build_resources(settings)),

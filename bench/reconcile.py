@@ -13,8 +13,8 @@ What it does:
    `--drop-share` of them dropped (all of this is set-up, not measured);
 2. turns on the emulator's faults: `--latency-ms` on every request and `--rps` requests per rolling
    second (beyond it Stripe's 429); the StripeResource's rate limiter is set to `--rps`;
-3. runs the `meter_reconciliation` asset (report only) through `dg.materialize` and measures it
-   from start to end — reading the subscriptions and calls, one summaries request per
+3. runs the reconciliation service (report only, what the `meter_reconciliation` asset calls) and
+   measures it from start to end — reading the subscriptions and calls, one summaries request per
    customer-period (a split request for each drifting edge day), causes, writing the rows;
 4. checks the result: every dropped event found as under-metering on its day, everything else a
    match; counts the requests the emulator served in the run (429s included).
@@ -42,16 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import dagster as dg  # noqa: E402
-
 from annotate_burst import Emulator  # noqa: E402  (the emulator in its own process, shared with that bench)
 
-from aisyst_pipelines.assets import reconciliation as reconciliation_assets  # noqa: E402
 from aisyst_pipelines.billing.periods import BillingCycle, floor_day  # noqa: E402
+from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy  # noqa: E402
+from aisyst_pipelines.services.reconciliation import reconcile  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store  # noqa: E402
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
 from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow  # noqa: E402
-from resources import WarehouseResource  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 
 API_KEY = "sk_test_emulator"
@@ -137,22 +135,17 @@ def main() -> int:
 
         emulator.call("faults", {"latency_ms": args.latency_ms, "rps_limit": args.rps})
         stripe = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=args.client_rps or args.rps, burst=1)
-        config = {"concurrency": args.concurrency, "as_of": now.isoformat()}
         window_start = time.time()
         started = time.monotonic()
-        result = dg.materialize(
-            [reconciliation_assets.meter_reconciliation],
-            resources={"stripe": stripe, "warehouse": WarehouseResource(url=warehouse.url)},
-            run_config={"ops": {"meter_reconciliation": {"config": config}}},
-        )
+        outcome = reconcile(warehouse, stripe.meters, ReconciliationPolicy(), repair=False, run_id="bench-reconcile",
+                            as_of=now, concurrency=args.concurrency)
         elapsed = time.monotonic() - started
         served = emulator.call("requests_since", window_start)
         emulator.call("faults", {"latency_ms": 0, "rps_limit": None})
 
-        metadata = result.asset_materializations_for_node("meter_reconciliation")[0].metadata
-        requests = metadata["stripe_summary_requests"].value
+        requests = outcome.summary_requests
         floor = requests / args.rps
-        rows = reconciliation_store.run_results(warehouse, result.run_id)
+        rows = reconciliation_store.run_results(warehouse, outcome.run_id)
         under = sum(r["delta_minutes"] for r in rows if r["status"] == "under_metered")
         report |= {
             "customer_periods": len(rows),
@@ -164,8 +157,8 @@ def main() -> int:
             "ratio": round(elapsed / floor, 3),
             "statuses": {s: sum(1 for r in rows if r["status"] == s) for s in ("match", "under_metered", "over_metered")},
             "under_metered_minutes": under,
-            "check_passed": result.get_asset_check_evaluations()[0].passed,
-            "phase_end_seconds": metadata["phase_end_seconds"].value,
+            "check_passed": outcome.verdict().passed,
+            "phase_end_seconds": outcome.timings,
         }
         # The only drift is the dropped events: every one must be found as under-metering.
         report["drift_found_is_the_drops"] = (

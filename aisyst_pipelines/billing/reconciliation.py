@@ -2,7 +2,7 @@
 
 For every customer-period it answers: over which window do we compare, which summary requests
 does that take, which days drift and why, and — when repair is on — which corrective meter events
-to send. No I/O here: the asset fetches, this module decides.
+to send. No I/O here: the service (services/reconciliation.py) fetches, this module decides.
 
 Windows (and why there is normally exactly ONE summaries request per customer-period)
 -------------------------------------------------------------------------------------

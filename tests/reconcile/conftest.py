@@ -4,11 +4,13 @@ Customers on one test clock subscribe at T0 (2026-03-04 14:23:17 UTC: an anniver
 neither minute- nor day-aligned) to Tier 1; the Stripe sync's own row builders mirror them; calls
 from the project's simulator are written as a canonical CSV and loaded by the real CDR loader; the
 voice server's meter events (with injected faults) are sent through StripeResource while the test
-clock advances; the reconciliation asset runs through `dg.materialize`.
+clock advances; the reconciliation runs through the service (`run`) or the asset with its check
+(`reconcile`, through `dg.materialize`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -20,12 +22,14 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from aisyst_pipelines.assets import reconciliation as reconciliation_assets
+from aisyst_pipelines.assets.reconciliation import ASSET_KEY, meter_reconciliation
 from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.periods import Period
+from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.reader import ReadOptions, read_cdr_file
+from aisyst_pipelines.services.reconciliation import ReconciliationOutcome, reconcile
 from aisyst_pipelines.simulation import (
     MeteredCall,
     VoiceServerFaults,
@@ -39,12 +43,13 @@ from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_s
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
 from aisyst_pipelines.warehouse.schema import call_records
 from resources import WarehouseResource
+from resources.reconciliation import ReconciliationConfig
 from resources.stripe import StripeResource
 
 UTC = timezone.utc
 RECONCILIATION_TESTS_KEY = b"reconciliation-tests-key"
 T0 = datetime(2026, 3, 4, 14, 23, 17, tzinfo=UTC)
-OP = reconciliation_assets.ASSET_KEY.to_python_identifier()
+OP = ASSET_KEY.to_python_identifier()
 
 
 @dataclass
@@ -132,16 +137,23 @@ class ReconWorld:
         self.sent_until = until
         return count
 
-    def reconcile(self, as_of: datetime, instance: dg.DagsterInstance | None = None, **config: Any) -> dg.ExecuteInProcessResult:
-        run_config = {"ops": {OP: {"config": {"as_of": as_of.isoformat(), "concurrency": 8, **config}}}}
+    def reconcile(self, as_of: datetime, instance: dg.DagsterInstance | None = None, *, repair: bool = False,
+                  tolerance_minutes: int = 0) -> dg.ExecuteInProcessResult:
+        """The asset and its check in a Dagster run."""
         return dg.materialize(
-            [reconciliation_assets.meter_reconciliation],
-            resources={"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse.url)},
-            run_config=run_config,
+            [meter_reconciliation],
+            resources={"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse.url),
+                       "reconciliation": ReconciliationConfig(repair=repair, tolerance_minutes=tolerance_minutes)},
+            run_config={"ops": {OP: {"config": {"as_of": as_of.isoformat(), "concurrency": 8}}}},
             instance=instance,
         )
 
-    def rows(self, result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
+    def run(self, as_of: datetime, *, repair: bool = False) -> ReconciliationOutcome:
+        """The service alone, as the asset and `aisyst reconcile` call it (default policy)."""
+        return reconcile(self.warehouse, self.stripe.meters, ReconciliationPolicy(), repair=repair,
+                         run_id=f"test-{uuid.uuid4()}", as_of=as_of, concurrency=8)
+
+    def rows(self, result: dg.ExecuteInProcessResult | ReconciliationOutcome) -> list[dict[str, Any]]:
         return reconciliation_store.run_results(self.warehouse, result.run_id)
 
     def ledger(self) -> list[Any]:

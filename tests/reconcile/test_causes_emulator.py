@@ -28,7 +28,7 @@ def test_duplicate_cdr_is_named_and_never_corrected(recon_world: ReconWorld) -> 
     metered = [c for c in world.metered_calls() if c.call_id != original_id + "-reexport"]
     world.plan_voice_server(calls=metered)  # the voice server metered the call once
     world.send(AS_OF)
-    result = world.reconcile(AS_OF, repair=True)
+    result = world.run(AS_OF, repair=True)
     (row,) = world.rows(result)
     minutes = next(c.billable_minutes for c in metered if c.call_id == original_id)
     assert (row["status"], row["delta_minutes"], row["cause"]) == ("under_metered", minutes, "duplicate_cdr")
@@ -36,7 +36,7 @@ def test_duplicate_cdr_is_named_and_never_corrected(recon_world: ReconWorld) -> 
     assert day["evidence"]["duplicate_cdr_minutes"] == minutes
     assert day["repair"]["skipped"] == "cause duplicate_cdr: for a person to judge"
     assert world.ledger() == []  # correcting would bill the call twice
-    assert not result.get_asset_check_evaluations()[0].passed
+    assert not result.verdict().passed
 
 
 def test_unmapped_account_code_explains_over_metering(recon_world: ReconWorld) -> None:
@@ -58,12 +58,11 @@ def test_unmapped_account_code_explains_over_metering(recon_world: ReconWorld) -
     ]
     world.plan_voice_server(calls=metered)
     world.send(AS_OF)
-    result = world.reconcile(AS_OF)
+    result = world.run(AS_OF)
     rows = {r["customer_id"]: r for r in world.rows(result)}
     shared = rows[shared_customer]
     assert shared["status"] == "over_metered" and shared["cdr_minutes"] == 0
     assert shared["cause"] == "unmapped_account_code"
     assert rows[world.customers["other"]]["status"] == "match"
     assert twin.id not in rows  # no subscription, no period to reconcile
-    metadata = result.asset_materializations_for_node("meter_reconciliation")[0].metadata
-    assert metadata["unmapped_minutes"].value >= -shared["delta_minutes"]
+    assert result.summary().unmapped_minutes >= -shared["delta_minutes"]

@@ -1,4 +1,4 @@
-"""`aisyst reconcile`: the job in the local Dagster instance, exit 1 while drift is left unrepaired."""
+"""`aisyst reconcile`: the reconciliation service now, exit 1 while drift is left unrepaired."""
 
 from __future__ import annotations
 
@@ -36,3 +36,13 @@ def test_reconcile_command_reports_and_repairs(recon_world: ReconWorld, tmp_path
     assert main(["reconcile", "--as-of", AS_OF.isoformat(), "--repair"]) == 0
     assert "corrections sent 1" in capsys.readouterr().out
     assert len(world.ledger()) == 1
+
+
+def test_a_failed_run_exits_1_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("AISYST_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AISYST_WAREHOUSE_URL", raising=False)
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+    # An instant without its UTC offset is refused before anything is compared or sent.
+    assert main(["reconcile", "--as-of", "2026-03-14T02:00:00"]) == 1
+    assert "needs a UTC offset" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets.reconciliation import CHECK_NAME
+from aisyst_pipelines.services.reconciliation import DRIFT_CHECK
 from aisyst_pipelines.simulation import VoiceServerFaults
 
 from .conftest import T0, ReconWorld, expected_drift_in_windows, reported_drift
@@ -23,7 +23,7 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 def _check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     (evaluation,) = result.get_asset_check_evaluations()
-    assert evaluation.check_name == CHECK_NAME
+    assert evaluation.check_name == DRIFT_CHECK
     return evaluation
 
 

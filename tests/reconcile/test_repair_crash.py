@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from aisyst_pipelines.assets.reconciliation import Reconciler, ReconciliationConfig, RunClock
-from aisyst_pipelines.billing.reconciliation import plan_corrections
+from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy, plan_corrections
+from aisyst_pipelines.services.reconciliation import Reconciler, RunClock
 from aisyst_pipelines.simulation import VoiceServerFaults
 from aisyst_pipelines.warehouse import reconciliation_store
 
@@ -21,10 +21,10 @@ AS_OF = datetime(2026, 3, 14, 2, 0, tzinfo=UTC)
 def crashed_repair(world: ReconWorld, as_of: datetime, *, sent: bool) -> list:
     """What the repair step does up to the crash: plan, record pending — and, if `sent`, the send
     reaching Stripe — but never the mark. Production code all the way; only the process 'dies'."""
-    config = ReconciliationConfig(as_of=as_of.isoformat())
-    reconciler = Reconciler(world.warehouse, world.stripe, config.policy(), RunClock(config.start_time()), "crashed-run")
+    policy = ReconciliationPolicy()
+    reconciler = Reconciler(world.warehouse, world.stripe.meters, policy, RunClock(as_of), "crashed-run")
     outcome = reconciler.run(repair=False)
-    plan = plan_corrections([r for r in outcome.results if r.findings], [], as_of, config.policy())
+    plan = plan_corrections([r for r in outcome.results if r.findings], [], as_of, policy)
     assert plan.new
     recorded = reconciliation_store.record_pending(world.warehouse, plan.new, as_of, "crashed-run")
     assert recorded == [c.identifier for c in plan.new]
@@ -55,7 +55,7 @@ def test_rerun_resends_the_pending_correction_under_the_same_identifier(recon_wo
     # The rerun (ten minutes later, well inside Stripe's identifier window).
     rerun_at = AS_OF + timedelta(minutes=10)
     world.advance(rerun_at)
-    rerun = world.reconcile(rerun_at, repair=True)
+    rerun = world.run(rerun_at, repair=True)
     ledger = world.ledger()
     assert sorted(e.identifier for e in ledger) == sorted(c.identifier for c in planned)  # nothing new
     assert {e.status.value for e in ledger} == {"sent"}
@@ -71,7 +71,7 @@ def test_rerun_resends_the_pending_correction_under_the_same_identifier(recon_wo
     # Next night: Stripe's summary equals the CDR minutes exactly — corrected once, not twice.
     next_night = AS_OF + timedelta(days=1)
     world.send(next_night)
-    final = world.rows(world.reconcile(next_night, repair=True))
+    final = world.rows(world.run(next_night, repair=True))
     assert {r["status"] for r in final} == {"match"}
     assert all(r["cdr_minutes"] == r["stripe_minutes"] for r in final)
     assert len(world.ledger()) == len(planned)
@@ -87,7 +87,7 @@ def test_pending_row_past_the_identifier_window_is_expired_and_the_summary_decid
     # the identifier), so the row expires and the settled summary says what is still missing.
     later = AS_OF + timedelta(hours=30)
     world.send(later)
-    rerun = world.reconcile(later, repair=True)
+    rerun = world.run(later, repair=True)
     ledger = {e.identifier: e for e in world.ledger()}
     assert {ledger[c.identifier].status.value for c in planned} == {"expired"}
     fresh = [e for e in ledger.values() if e.identifier not in {c.identifier for c in planned}]
@@ -102,4 +102,4 @@ def test_pending_row_past_the_identifier_window_is_expired_and_the_summary_decid
         assert all(e.identifier.endswith("-2") and e.status.value == "sent" for e in fresh)
     next_night = later + timedelta(days=1)
     world.send(next_night)
-    assert {r["status"] for r in world.rows(world.reconcile(next_night, repair=True))} == {"match"}
+    assert {r["status"] for r in world.rows(world.run(next_night, repair=True))} == {"match"}
