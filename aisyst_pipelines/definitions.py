@@ -11,12 +11,20 @@ import jobs.ingest
 import jobs.ops
 import jobs.reconciliation
 import jobs.stripe_events
-import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
+from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
-from resources import CatalogResource, NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
+from jobs.usage_alerts import usage_alerts_job, usage_alerts_schedule
+from resources import (
+    CatalogResource,
+    NotifierResource,
+    PiiKeyResource,
+    StripeResource,
+    UsageAlertsConfig,
+    WarehouseResource,
+)
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -30,6 +38,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "notifier": NotifierResource.from_settings(settings),
         # tiers and brand files (launchpad-visible configuration instead of environment reads)
         "catalog": CatalogResource.from_settings(settings),
+        "usage_alerts_config": UsageAlertsConfig.from_settings(settings),
     }
 
 
@@ -53,7 +62,12 @@ def defs() -> dg.Definitions:
         invoice_annotation.defs, jobs.annotate_invoices.defs,
         stripe_events_assets.defs, jobs.stripe_events.defs,
         jobs.reconciliation.build_defs(settings),
-        jobs.usage_alerts.build_defs(settings),
+        dg.Definitions(
+            assets=[usage_alerts],
+            asset_checks=[usage_alerts_delivered],
+            jobs=[usage_alerts_job],
+            schedules=[usage_alerts_schedule(settings.alerts_timezone)],
+        ),
         jobs.ops.build_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
     )

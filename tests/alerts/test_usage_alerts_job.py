@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import insert
 
+from aisyst_pipelines.billing.thresholds import SilencePolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.definitions import defs
 from aisyst_pipelines.warehouse import Warehouse
@@ -147,8 +148,9 @@ def test_schedule_fires_at_6_in_the_configured_time_zone(
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.run_key == f"usage-alerts-{day}"
-    assert request.run_config["ops"] == {"usage_alerts": {"config": {
-        "thresholds": [75, 100], "silence_window_days": 14, "silence_quiet_days": 2, "silence_min_active_days": 8}}}
+    assert request.run_config == {}  # the thresholds and the silence policy are the resource's:
+    config = definitions.resources["usage_alerts_config"]
+    assert config.threshold_percentages() == (75, 100) and config.silence_policy() == SilencePolicy(14, 2, 8)
     job = definitions.resolve_job_def(JOB_NAME)
     assert dg.validate_run_config(job, request.run_config)
     assert job.asset_layer.selected_asset_keys == {
