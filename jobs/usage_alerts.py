@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.assets.usage_alerts import ASSET_KEY
 
 JOB_NAME = "usage_alerts_job"
@@ -23,7 +22,8 @@ CRON = "0 6 * * *"
 
 usage_alerts_job = dg.define_asset_job(
     JOB_NAME,
-    selection=dg.AssetSelection.assets(stripe_customers, stripe_subscriptions, usage_by_period, ASSET_KEY),
+    # The Stripe sync's assets by key: this feature does not import another feature's modules.
+    selection=dg.AssetSelection.assets("stripe_customers", "stripe_subscriptions", "usage_by_period", ASSET_KEY),
     description="Refresh the Stripe mirror and the current periods' usage, then send the 80 %/100 % alerts.",
 )
 

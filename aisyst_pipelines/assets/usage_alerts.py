@@ -13,8 +13,7 @@ from pydantic import Field
 
 from aisyst_pipelines.services.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.warehouse import usage_alerts_store
-from resources import CatalogResource, NotifierResource, StripeResource, WarehouseResource
-from resources.usage_alerts import UsageAlertsConfig
+from resources import CatalogResource, NotifierResource, StripeResource, UsageAlertsConfig, WarehouseResource
 
 ASSET_KEY = dg.AssetKey("usage_alerts")
 DELIVERED_CHECK = "usage_alerts_delivered"
