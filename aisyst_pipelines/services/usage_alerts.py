@@ -120,10 +120,12 @@ class _Pass:
     brand: Brand
     catalog: TierCatalog
     log: Log
+    as_of: datetime
     clock_times: dict[str, datetime]  # test clock id → its frozen time
 
-    def now_of(self, period: CurrentPeriodUsage, as_of: datetime) -> datetime:
-        return self.clock_times.get(period.test_clock or "", as_of)
+    def now_of(self, period: CurrentPeriodUsage) -> datetime:
+        """The customer's time: its test clock's, else the pass's as_of."""
+        return self.clock_times.get(period.test_clock or "", self.as_of)
 
 
 def run_usage_alerts(
@@ -144,7 +146,7 @@ def run_usage_alerts(
     served = store.current_period_usage(warehouse)
     test_clocks = {p.test_clock for p in served if p.test_clock}
     run = _Pass(
-        warehouse, notifier, portal, brand, catalog, log,
+        warehouse, notifier, portal, brand, catalog, log, as_of,
         clocks.test_clock_times(test_clocks) if test_clocks else {},
     )
     periods = _current_periods(run, served, outcome)
@@ -153,7 +155,7 @@ def run_usage_alerts(
     recorded = store.recorded_alerts(warehouse, current)
     for period in periods:
         _alert_period(run, period, recorded[(period.customer_id, period.period_start)], outcome)
-    outcome.flagged = _flagged(run, periods, thresholds, as_of)
+    outcome.flagged = _flagged(run, periods, thresholds)
 
     # Silence, among the customers being served (unlimited ones too: an outage hides there as well).
     today = as_of.date()
@@ -171,7 +173,7 @@ def _current_periods(run: _Pass, served: list[CurrentPeriodUsage], outcome: Aler
     periods: list[CurrentPeriodUsage] = []
     seen: set[tuple[str, datetime]] = set()
     for period in served:
-        if period.period_end <= run.now_of(period, outcome.as_of):
+        if period.period_end <= run.now_of(period):
             outcome.stale.append(period.subscription_id)
             continue
         if (period.customer_id, period.period_start) in seen:
@@ -211,7 +213,7 @@ def _alert_period(run: _Pass, period: CurrentPeriodUsage, recorded: list[Recorde
     if not store.claim_delivery(run.warehouse, key, datetime.now(timezone.utc)):
         run.log.warning(f"{plan.notify} % alert of {period.customer_id} is being delivered by another run")
         return
-    error = _deliver(run, period, key, run.now_of(period, outcome.as_of))
+    error = _deliver(run, period, key, run.now_of(period))
     if error is None:
         outcome.sent[plan.notify] += 1
         run.log.info(f"{plan.notify} % alert sent to {period.customer_id}")
@@ -264,9 +266,7 @@ def _customer_alert(run: _Pass, period: CurrentPeriodUsage, threshold: int, now:
     return CustomerAlert(subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url)
 
 
-def _flagged(
-    run: _Pass, periods: list[CurrentPeriodUsage], thresholds: tuple[int, ...], as_of: datetime
-) -> list[FlaggedCustomer]:
+def _flagged(run: _Pass, periods: list[CurrentPeriodUsage], thresholds: tuple[int, ...]) -> list[FlaggedCustomer]:
     reached = {
         (p.customer_id, p.period_start): (p, reached_thresholds(p.minutes_used or 0, p.included_minutes, thresholds))
         for p in periods
@@ -284,7 +284,7 @@ def _flagged(
                 customer_id, p.customer_name, p.tier_name, p.minutes_used, p.included_minutes,
                 usage_percentage(p.minutes_used, p.included_minutes) or 0.0, hits[-1],
                 statuses.get((customer_id, period_start, p.included_minutes, hits[-1]), "unknown"),
-                days_left_in_period(p.period_end, run.now_of(p, as_of)),
+                days_left_in_period(p.period_end, run.now_of(p)),
             )
         )
     return flagged
@@ -309,7 +309,7 @@ def _send_digest(run: _Pass, periods: list[CurrentPeriodUsage], outcome: AlertRu
     if not rows and not silence:
         return
     names = {p.customer_id: p.customer_name for p in periods}
-    clocks = {p.customer_id: run.now_of(p, outcome.as_of) for p in periods}
+    clocks = {p.customer_id: run.now_of(p) for p in periods}
     today = outcome.as_of.date()
     counts = Counter(
         r.threshold_pct for r in rows if r.status in (AlertStatus.NOTIFIED, AlertStatus.PENDING)
