@@ -11,13 +11,21 @@ import jobs.ingest
 import jobs.ops
 import jobs.reconciliation
 import jobs.stripe_events
-import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
 from aisyst_pipelines.assets.reconciliation import meter_reconciliation
+from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
-from resources import CatalogResource, NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
+from jobs.usage_alerts import usage_alerts_job, usage_alerts_schedule
+from resources import (
+    CatalogResource,
+    NotifierResource,
+    PiiKeyResource,
+    StripeResource,
+    UsageAlertsConfig,
+    WarehouseResource,
+)
 from resources.reconciliation import ReconciliationConfig
 
 
@@ -34,6 +42,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "catalog": CatalogResource.from_settings(settings),
         # repair, settle lag and tolerance of the meter reconciliation (AISYST_RECONCILIATION_*)
         "reconciliation": ReconciliationConfig.from_settings(settings),
+        # thresholds and silence policy of the usage alerts (AISYST_ALERT_THRESHOLDS, …)
+        "usage_alerts_config": UsageAlertsConfig.from_settings(settings),
     }
 
 
@@ -61,7 +71,12 @@ def defs() -> dg.Definitions:
             jobs=[jobs.reconciliation.reconciliation_job],
             schedules=[jobs.reconciliation.nightly_schedule(settings.reconciliation_cron)],
         ),
-        jobs.usage_alerts.build_defs(settings),
+        dg.Definitions(
+            assets=[usage_alerts],
+            asset_checks=[usage_alerts_delivered],
+            jobs=[usage_alerts_job],
+            schedules=[usage_alerts_schedule(settings.alerts_timezone)],
+        ),
         jobs.ops.build_defs(settings),
         dg.Definitions(resources=build_resources(settings)),
     )

@@ -335,8 +335,7 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
         before = set(settings.outbox_dir.glob("*.eml"))
         alerts = definitions.resolve_job_def(usage_alerts.JOB_NAME).execute_in_process(
             instance=instance, raise_on_error=False,
-            run_config={**quiet, "ops": {"usage_alerts": {"config": {"as_of": RECONCILE_AT.isoformat(),
-                                                                      "thresholds": list(settings.alert_thresholds)}}}},
+            run_config={**quiet, "ops": {"usage_alerts": {"config": {"as_of": RECONCILE_AT.isoformat()}}}},
         )
         progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {'ok' if alerts.success else 'FAILED'}")
         _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
@@ -490,7 +489,7 @@ def _print_reconciliation(progress: Progress, warehouse: Any, result: dg.Execute
 
 
 def _print_alerts(progress: Progress, warehouse: Any, mails: Sequence[Path], signups: Sequence[Signup]) -> None:
-    from aisyst_pipelines.warehouse.alerts_store import alerts_in_periods
+    from aisyst_pipelines.warehouse.usage_alerts_store import alerts_in_periods
 
     codes = {s.customer_id: s.plan.account_code for s in signups}
     rows = alerts_in_periods(warehouse, [(s.customer_id, MONTH_START) for s in signups])

@@ -28,10 +28,10 @@ import dagster as dg
 from sqlalchemy import create_engine, insert, text
 
 from aisyst_pipelines.assets.stripe_sync import usage_by_period
-from aisyst_pipelines.assets.usage_alerts import run_usage_alerts
 from aisyst_pipelines.billing.thresholds import DEFAULT_THRESHOLDS, SilencePolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.emulator import EmulatorServer
+from aisyst_pipelines.services.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse, stripe_store
 from aisyst_pipelines.warehouse.schema import call_records
@@ -100,9 +100,12 @@ def main() -> int:
         notifier = NotifierResource(outbox_dir=str(Path(folder) / "outbox"), sender="Aisyst <billing@aisyst.example>", ops_recipients=["ops@aisyst.example"])
         brand, catalog = load_brand(), load_tier_catalog()
 
-        def one_run() -> tuple[float, object]:
+        def one_run() -> tuple[float, AlertRunOutcome]:
             began = time.perf_counter()
-            outcome = run_usage_alerts(warehouse, notifier, stripe, brand, catalog, DEFAULT_THRESHOLDS, SilencePolicy(), AS_OF, log)
+            outcome = run_usage_alerts(
+                warehouse, notifier, stripe.customers, stripe.portal, brand=brand, catalog=catalog,
+                thresholds=DEFAULT_THRESHOLDS, policy=SilencePolicy(), as_of=AS_OF, log=log,
+            )
             return time.perf_counter() - began, outcome
 
         first_seconds, first = one_run()

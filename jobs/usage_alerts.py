@@ -3,9 +3,10 @@
 The job first refreshes what the alerts read — the Stripe mirror (customers: e-mail addresses;
 subscriptions: current periods and tiers, so a renewal or a tier change since yesterday counts) and
 `usage_by_period` (the minutes of the current periods, stripe-sync's computation) — then runs
-`usage_alerts`. The schedule fires at 06:00 in AISYST_ALERTS_TIMEZONE (default UTC) with the
-thresholds of AISYST_ALERT_THRESHOLDS; its run key is the local date, so a day gets one run even if
-the daemon ticks twice, and the recorded alert state makes any further run send nothing new.
+`usage_alerts`. The schedule fires at 06:00 in AISYST_ALERTS_TIMEZONE (default UTC; definitions.py
+builds it with that zone); the thresholds come from the `usage_alerts_config` resource. Its run key
+is the local date, so a day gets one run even if the daemon ticks twice, and the recorded alert
+state makes any further run send nothing new.
 """
 
 from datetime import datetime
@@ -13,10 +14,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from aisyst_pipelines.assets import usage_alerts as usage_alerts_assets
-from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
-from aisyst_pipelines.assets.usage_alerts import ASSET_KEY, UsageAlertsConfig
-from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.assets.usage_alerts import ASSET_KEY
 
 JOB_NAME = "usage_alerts_job"
 SCHEDULE_NAME = "usage_alerts_daily"
@@ -24,16 +22,13 @@ CRON = "0 6 * * *"
 
 usage_alerts_job = dg.define_asset_job(
     JOB_NAME,
-    selection=dg.AssetSelection.assets(stripe_customers, stripe_subscriptions, usage_by_period, ASSET_KEY),
+    # The Stripe sync's assets by key: this feature does not import another feature's modules.
+    selection=dg.AssetSelection.assets("stripe_customers", "stripe_subscriptions", "usage_by_period", ASSET_KEY),
     description="Refresh the Stripe mirror and the current periods' usage, then send the 80 %/100 % alerts.",
 )
 
 
-def run_config_for(thresholds: tuple[int, ...]) -> dg.RunConfig:
-    return dg.RunConfig(ops={ASSET_KEY.path[-1]: UsageAlertsConfig(thresholds=list(thresholds))})
-
-
-def build_usage_alerts_schedule(timezone: str, thresholds: tuple[int, ...]) -> dg.ScheduleDefinition:
+def usage_alerts_schedule(timezone: str) -> dg.ScheduleDefinition:
     """06:00 every day in `timezone` (an IANA name; a wrong one fails the code location's load)."""
     zone = ZoneInfo(timezone)
 
@@ -43,26 +38,11 @@ def build_usage_alerts_schedule(timezone: str, thresholds: tuple[int, ...]) -> d
         execution_timezone=timezone,
         target=usage_alerts_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Daily usage alerts at 06:00 {timezone}, thresholds {', '.join(f'{t} %' for t in thresholds)}.",
+        description=f"Daily usage alerts at 06:00 {timezone} (thresholds: resource usage_alerts_config).",
     )
     def usage_alerts_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         tick = context.scheduled_execution_time or datetime.now(zone)
         day = tick.astimezone(zone).date().isoformat()
-        return dg.RunRequest(
-            run_key=f"usage-alerts-{day}",
-            run_config=run_config_for(thresholds),
-            tags={"aisyst/alerts_day": day},
-        )
+        return dg.RunRequest(run_key=f"usage-alerts-{day}", tags={"aisyst/alerts_day": day})
 
     return usage_alerts_daily
-
-
-def build_defs(settings: Settings) -> dg.Definitions:
-    """The alerts' asset, check, job and schedule (resources are bound in definitions.py)."""
-    return dg.Definitions.merge(
-        usage_alerts_assets.defs,
-        dg.Definitions(
-            jobs=[usage_alerts_job],
-            schedules=[build_usage_alerts_schedule(settings.alerts_timezone, settings.alert_thresholds)],
-        ),
-    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.thresholds import days_left_in_period
@@ -23,8 +23,13 @@ from aisyst_pipelines.templates import Brand, render
 class TierOffer(Protocol):
     """What the upgrade hint needs to know about a tier of the catalog."""
 
-    name: str
-    included_minutes: int | None  # None = unlimited
+    @property
+    def name(self) -> str: ...
+    @property
+    def included_minutes(self) -> int | None: ...  # None = unlimited
+
+
+Offer = TypeVar("Offer", bound=TierOffer)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class UpgradeHint:
     price_text: str | None  # e.g. "$499 / month"
 
 
-def next_tier(included_minutes: int, catalog: Sequence[TierOffer]) -> TierOffer | None:
+def next_tier(included_minutes: int, catalog: Sequence[Offer]) -> Offer | None:
     """The smallest tier of the catalog with more included minutes (unlimited counts as the most)."""
     bigger = [t for t in catalog if t.included_minutes is None or t.included_minutes > included_minutes]
     return min(bigger, key=lambda t: (t.included_minutes is None, t.included_minutes or 0), default=None)

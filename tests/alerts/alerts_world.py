@@ -1,6 +1,6 @@
 """A small world for the alert scenarios: customers in the Stripe emulator, their mirror rows in the
 warehouse, calls, and one call to run the daily pass (usage_by_period by stripe-sync's asset, then
-`run_usage_alerts`)."""
+the `run_usage_alerts` service)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ import dagster as dg
 from sqlalchemy import insert
 
 from aisyst_pipelines.assets.stripe_sync import usage_by_period
-from aisyst_pipelines.assets.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.billing.thresholds import DEFAULT_THRESHOLDS, SilencePolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.services.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse import alerts_store, stripe_store
-from aisyst_pipelines.warehouse.alerts_store import AlertRow
+from aisyst_pipelines.warehouse import stripe_store, usage_alerts_store
 from aisyst_pipelines.warehouse.schema import call_records, usage_daily
 from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow
+from aisyst_pipelines.warehouse.usage_alerts_store import AlertRow
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
@@ -139,8 +139,9 @@ class AlertsWorld:
         """Refresh usage_by_period with stripe-sync's asset, then the alerts, as of `as_of`."""
         usage_by_period(dg.build_asset_context(), warehouse=WarehouseResource(url=self.warehouse.url))
         return run_usage_alerts(
-            self.warehouse, notifier or outbox_notifier(self.outbox), self.stripe, load_brand(), load_tier_catalog(),
-            thresholds, SilencePolicy(), as_of, LOG,
+            self.warehouse, notifier or outbox_notifier(self.outbox), self.stripe.customers, self.stripe.portal,
+            brand=load_brand(), catalog=load_tier_catalog(), thresholds=thresholds, policy=SilencePolicy(),
+            as_of=as_of, log=LOG,
         )
 
     # --- what happened -----------------------------------------------------------------------------
@@ -155,7 +156,7 @@ class AlertsWorld:
         return [m for m in self.mails() if m["To"] == "ops@aisyst.example"]
 
     def alerts(self, account: str, period_start: datetime) -> list[AlertRow]:
-        return alerts_store.alerts_in_periods(self.warehouse, [(self.customers[account], period_start)])
+        return usage_alerts_store.alerts_in_periods(self.warehouse, [(self.customers[account], period_start)])
 
     def statuses(self, account: str, period_start: datetime) -> list[tuple[int, int, str]]:
         return [(r.included_minutes, r.threshold_pct, r.status.value) for r in self.alerts(account, period_start)]

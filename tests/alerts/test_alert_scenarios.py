@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse import alerts_store
+from aisyst_pipelines.warehouse import usage_alerts_store
 
 from .alerts_world import APRIL, MARCH, MAY, AlertsWorld, outbox_notifier, text_of
 from .conftest import SmtpServer
@@ -127,7 +127,7 @@ def test_unlimited_tier_never_alerts(world: AlertsWorld) -> None:
     world.calls("BIG", 20_000, MARCH + 5 * DAY, per_call=500)
     outcome = world.run(MARCH + 6 * DAY + RUN_TIME)
     assert outcome.sent == {} and outcome.flagged == [] and outcome.subscriptions_checked == 0
-    assert world.mails() == [] and alerts_store.status_counts(world.warehouse) == {}
+    assert world.mails() == [] and usage_alerts_store.status_counts(world.warehouse) == {}
 
 
 def test_silence_goes_to_the_ops_digest_once(world: AlertsWorld) -> None:

@@ -3,6 +3,8 @@ with a test clock, both warehouse backends) and its 06:00 schedule through build
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,13 +14,17 @@ import dagster as dg
 import pytest
 from sqlalchemy import insert
 
+from aisyst_pipelines.assets.stripe_sync import usage_by_period
+from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
+from aisyst_pipelines.billing.thresholds import SilencePolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.definitions import defs
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import call_records
 from jobs.usage_alerts import JOB_NAME, SCHEDULE_NAME
+from resources import CatalogResource, UsageAlertsConfig, WarehouseResource
 
-from .alerts_world import read_eml, text_of
+from .alerts_world import MARCH, AlertsWorld, outbox_notifier, read_eml, text_of
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)  # the test clock starts at midnight: periods renew at 00:00
 APRIL = datetime(2026, 4, 1, tzinfo=timezone.utc)
@@ -147,11 +153,46 @@ def test_schedule_fires_at_6_in_the_configured_time_zone(
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.run_key == f"usage-alerts-{day}"
-    assert request.run_config["ops"] == {"usage_alerts": {"config": {
-        "thresholds": [75, 100], "silence_window_days": 14, "silence_quiet_days": 2, "silence_min_active_days": 8}}}
+    assert request.run_config == {}  # the thresholds and the silence policy are the resource's:
+    config = definitions.resources["usage_alerts_config"]
+    assert config.threshold_percentages() == (75, 100) and config.silence_policy() == SilencePolicy(14, 2, 8)
     job = definitions.resolve_job_def(JOB_NAME)
     assert dg.validate_run_config(job, request.run_config)
     assert job.asset_layer.selected_asset_keys == {
         dg.AssetKey(k) for k in ("stripe_customers", "stripe_subscriptions", "usage_by_period", "usage_alerts")
     }
 
+
+def test_the_asset_takes_thresholds_and_tiers_from_its_resources(
+    warehouse: Warehouse, stripe_resource, stripe_emulator, tmp_path: Path  # noqa: ANN001
+) -> None:
+    """Every run alerts at the usage_alerts_config resource's thresholds (here 75 %, not the default 80/100)."""
+    world = AlertsWorld(warehouse, stripe_resource, stripe_emulator.client(), tmp_path / "outbox")
+    world.customer("ACME")
+    world.subscription("ACME", 500, MARCH, APRIL)
+    world.calls("ACME", 375, MARCH + timedelta(days=9))  # 75 %
+    result = dg.materialize(
+        [usage_by_period, usage_alerts, usage_alerts_delivered],
+        resources={
+            "warehouse": WarehouseResource(url=warehouse.url),
+            "notifier": outbox_notifier(world.outbox),
+            "stripe": stripe_resource,
+            "catalog": CatalogResource(),
+            "usage_alerts_config": UsageAlertsConfig(thresholds=[100, 75]),
+        },
+        run_config={"ops": {"usage_alerts": {"config": {"as_of": (MARCH + timedelta(days=10, hours=6)).isoformat()}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    [materialization] = result.asset_materializations_for_node("usage_alerts")
+    assert materialization.metadata["alerts_sent_75pct"].value == 1
+    assert materialization.metadata["alerts_sent_100pct"].value == 0
+    assert "alerts_sent_80pct" not in materialization.metadata
+    [mail] = world.customer_mails()
+    assert "Tier 2 includes 1,000 minutes" in text_of(mail)  # the upgrade hint from the catalog's tiers file
+
+
+def test_the_service_imports_no_dagster() -> None:
+    """Services are plain Python (DESIGN.md §1): the CLI, the webhook and benches use them without Dagster."""
+    probe = "import sys, aisyst_pipelines.services.usage_alerts; print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'resources', 'jobs'}))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from aisyst_pipelines.billing.thresholds import AlertStatus, RecordedAlert, SilentCustomer, plan_alerts
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse import alerts_store as store
+from aisyst_pipelines.warehouse import usage_alerts_store as store
 from aisyst_pipelines.warehouse.schema import usage_daily
 
 START = datetime(2026, 3, 1, tzinfo=timezone.utc)
