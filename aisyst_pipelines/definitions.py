@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-import jobs.annotate_invoices
+import jobs.invoice_annotation
 import jobs.ingest
 import jobs.ops
 import jobs.reconciliation
@@ -50,7 +50,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
         stripe_sync.defs,
-        invoice_annotation.defs, jobs.annotate_invoices.defs,
+        invoice_annotation.defs, jobs.invoice_annotation.defs,
         stripe_events_assets.defs, jobs.stripe_events.defs,
         jobs.reconciliation.build_defs(settings),
         jobs.usage_alerts.build_defs(settings),

@@ -56,14 +56,14 @@ from aisyst_pipelines.assets import invoice_annotation, stripe_sync  # noqa: E40
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
 from aisyst_pipelines.templates import load_brand  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse, stripe_store  # noqa: E402
-from aisyst_pipelines.warehouse.annotations_store import (  # noqa: E402
+from aisyst_pipelines.warehouse.invoice_annotation_store import (  # noqa: E402
     FINAL_STATUSES,
     annotation_records,
     annotation_window,
     status_counts,
 )
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
-from jobs import annotate_invoices  # noqa: E402
+from jobs import invoice_annotation as annotate_invoices  # noqa: E402
 from resources import WarehouseResource  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 

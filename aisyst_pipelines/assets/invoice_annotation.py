@@ -49,7 +49,7 @@ from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.templates import Brand, load_brand
 from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.annotations_store import (
+from aisyst_pipelines.warehouse.invoice_annotation_store import (
     FINAL_STATUSES,
     AnnotationOutcome,
     AnnotationRecord,

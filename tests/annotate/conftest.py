@@ -23,7 +23,7 @@ from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.warehouse import Warehouse, stripe_store
 from aisyst_pipelines.warehouse.schema import call_records
-from jobs import annotate_invoices
+from jobs import invoice_annotation as annotate_invoices
 from resources import WarehouseResource
 from resources.stripe import StripeResource
 

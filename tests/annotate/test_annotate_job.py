@@ -4,7 +4,7 @@ renewal invoice, and what happens when it cannot."""
 from datetime import timedelta
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_idempotency_key
-from aisyst_pipelines.warehouse.annotations_store import AnnotationStatus, annotation_records, mark_pending
+from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, mark_pending
 
 from .conftest import RENEWAL, T0, World
 

@@ -10,8 +10,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from aisyst_pipelines.warehouse.annotations_store import FINAL_STATUSES, annotation_records, status_counts
-from jobs.annotate_invoices import SensorPolicy
+from aisyst_pipelines.warehouse.invoice_annotation_store import FINAL_STATUSES, annotation_records, status_counts
+from jobs.invoice_annotation import SensorPolicy
 
 from .conftest import World
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
-from aisyst_pipelines.warehouse.annotations_store import AnnotationStatus, annotation_records, status_counts
+from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, status_counts
 from aisyst_pipelines.warehouse.schema import invoice_annotations
-from jobs.annotate_invoices import SensorPolicy, annotate_draft_invoices, run_key
+from jobs.invoice_annotation import SensorPolicy, annotate_draft_invoices, run_key
 
 from .conftest import RENEWAL, World
 
@@ -140,7 +140,7 @@ def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(w
 
 
 def test_one_pass_in_process_respects_run_keys(world: World) -> None:
-    from jobs.annotate_invoices import annotate_once
+    from jobs.invoice_annotation import annotate_once
 
     subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(3)]
     world.sync()
@@ -156,7 +156,7 @@ def test_one_pass_in_process_respects_run_keys(world: World) -> None:
 
 
 def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -> None:
-    from jobs.annotate_invoices import ScanCursor, scan_invoices
+    from jobs.invoice_annotation import ScanCursor, scan_invoices
 
     for n in range(3):
         world.subscribe(f"ACME-{n}", 1)

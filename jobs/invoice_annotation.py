@@ -38,7 +38,7 @@ import dagster as dg
 from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY, BRANDING_ASSET_KEY, SUBSCRIPTIONS_ASSET_KEY
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_version_of
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.annotations_store import (
+from aisyst_pipelines.warehouse.invoice_annotation_store import (
     AnnotationOutcome,
     AnnotationStatus,
     RenewalInvoice,
