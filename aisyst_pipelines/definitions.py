@@ -6,16 +6,17 @@ import os
 
 import dagster as dg
 
-import jobs.invoice_annotation
 import jobs.ingest
 import jobs.ops
 import jobs.reconciliation
 import jobs.stripe_events
 import jobs.usage_alerts
 from aisyst_pipelines.assets import cdr as cdr_assets
-from aisyst_pipelines.assets import invoice_annotation, stripe_sync
+from aisyst_pipelines.assets import stripe_sync
+from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
 from aisyst_pipelines.settings import Settings
+from jobs.invoice_annotation import annotate_draft_invoices, draft_invoice_sensor, invoice_branding_daily, invoice_branding_job
 from resources import CatalogResource, NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
 
 
@@ -50,7 +51,12 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
         stripe_sync.defs,
-        invoice_annotation.defs, jobs.invoice_annotation.defs,
+        dg.Definitions(
+            assets=[invoice_annotations, invoice_branding_settings],
+            jobs=[annotate_draft_invoices, invoice_branding_job],
+            sensors=[draft_invoice_sensor],
+            schedules=[invoice_branding_daily],
+        ),
         stripe_events_assets.defs, jobs.stripe_events.defs,
         jobs.reconciliation.build_defs(settings),
         jobs.usage_alerts.build_defs(settings),
