@@ -161,16 +161,16 @@ def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -
         world.subscribe(f"ACME-{n}", 1)
     world.sync()
     world.renew()
-    first = world.plan(policy=SensorPolicy(), now=datetime.now(timezone.utc))
+    first = world.plan()
     assert len(first.queued) == 3 and first.cursor.hwm_at is not None
     now = datetime.now(timezone.utc)
-    fresh = world.plan(first.cursor, SensorPolicy(), now)
+    fresh = world.plan(first.cursor, now=now)
     assert fresh.listed == 3 and fresh.queued == []  # the renewal second is re-listed (and found on record)
     later = now + timedelta(minutes=11)
-    settled = world.plan(first.cursor, SensorPolicy(), later)
+    settled = world.plan(first.cursor, now=later)
     assert settled.listed == 0 and settled.cursor == first.cursor
     # A new renewal (the clock moves on) is still found once the overlap has settled.
     newcomer = world.subscribe("ACME-9", 2)
     world.advance(RENEWAL + timedelta(days=31))
-    found = world.plan(first.cursor, SensorPolicy(), later)
+    found = world.plan(first.cursor, now=later)
     assert world.renewal_invoice(newcomer).id in found.queued
