@@ -154,7 +154,7 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     """One pass of draft_invoice_sensor and its runs (or the job for the given invoices); exit 1 if an
     invoice was missed or failed."""
     from aisyst_pipelines.definitions import defs
-    from jobs.annotate_invoices import annotate_once
+    from jobs.invoice_annotation import annotate_once
     from jobs.ingest import local_instance
 
     with local_instance(settings) as instance:

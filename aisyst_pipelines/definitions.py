@@ -6,17 +6,18 @@ import os
 
 import dagster as dg
 
-import jobs.annotate_invoices
 import jobs.ingest
 import jobs.ops
 import jobs.reconciliation
 import jobs.stripe_events
 from aisyst_pipelines.assets import cdr as cdr_assets
-from aisyst_pipelines.assets import invoice_annotation, stripe_sync
+from aisyst_pipelines.assets import stripe_sync
+from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
 from aisyst_pipelines.assets.reconciliation import meter_reconciliation
 from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
+from jobs.invoice_annotation import annotate_draft_invoices, draft_invoice_sensor, invoice_branding_daily, invoice_branding_job
 from jobs.usage_alerts import usage_alerts_job, usage_alerts_schedule
 from resources import (
     CatalogResource,
@@ -64,7 +65,12 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
         stripe_sync.defs,
-        invoice_annotation.defs, jobs.annotate_invoices.defs,
+        dg.Definitions(
+            assets=[invoice_annotations, invoice_branding_settings],
+            jobs=[annotate_draft_invoices, invoice_branding_job],
+            sensors=[draft_invoice_sensor],
+            schedules=[invoice_branding_daily],
+        ),
         stripe_events_assets.defs, jobs.stripe_events.defs,
         dg.Definitions(
             assets=[meter_reconciliation],  # with its check meter_drift_within_tolerance

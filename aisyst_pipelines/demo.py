@@ -281,7 +281,8 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
     from aisyst_pipelines.definitions import defs
     from aisyst_pipelines.emulator.testing import RunningEmulator
     from aisyst_pipelines.warehouse import Warehouse
-    from jobs import annotate_invoices, ingest, reconciliation, stripe_events, usage_alerts
+    from jobs import ingest, reconciliation, stripe_events, usage_alerts
+    from jobs import invoice_annotation as annotate_invoices
     from jobs.ticks import record_sensor_tick
     from resources.stripe import StripeResource
 

@@ -1,4 +1,4 @@
-"""The month-start burst: N renewal drafts at once, annotated through draft_invoice_sensor and its runs.
+"""The month-start burst: N renewal drafts at once, annotated by the sensor's planning and the runs' work.
 
     .venv/bin/python bench/annotate_burst.py [--invoices 10000] [--rps 100] [--latency-ms 200]
                                              [--faults] [--kill-after-share 0.3] [--warehouse-url URL]
@@ -11,10 +11,11 @@ What it does:
 2. turns on the emulator's faults: `--latency-ms` on every request, `--rps` requests per rolling second
    (beyond it Stripe's 429), and with `--faults` 10 % 5xx, 5 % 429 and 2 % dropped connections;
 3. advances the clock past the renewal: the emulator creates the N drafts (period = March). From the
-   moment the advance returns, the daemon is imitated in this process: draft_invoice_sensor ticks at
-   once and then every 30 s (start to start), the runs it requests execute one after another
-   (`execute_in_process`, as a tag concurrency limit of 1 would serialize them; run keys are honoured);
-   the StripeResource's rate limiter is set to `--rps`;
+   moment the advance returns, the daemon is imitated in this process with the services the sensor
+   and the job adapt: the planning of draft_invoice_sensor (`scan_invoices`) at once and then every
+   30 s (start to start), the batches it plans worked by `annotate_batch` one after another (as a tag
+   concurrency limit of 1 would serialize the runs; run keys are honoured; a Dagster run's own
+   start-up, ~1–2 s, is not in the figure); the StripeResource's rate limiter is set to `--rps`;
 4. stops when every invoice has a final row; measures the time from the drafts' creation to the last
    `annotated_at`, and counts the requests the emulator served in that window;
 5. turns the faults off and checks every renewal invoice: our lines counted from Stripe's side, exactly
@@ -49,28 +50,35 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import dagster as dg  # noqa: E402
 import stripe  # noqa: E402
 
-from aisyst_pipelines.assets import invoice_annotation, stripe_sync  # noqa: E402
+from aisyst_pipelines.assets import stripe_sync  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
+from aisyst_pipelines.services.invoice_annotation import annotate_batch, apply_invoice_branding  # noqa: E402
+from aisyst_pipelines.services.invoice_annotation_planning import (  # noqa: E402
+    DEFAULT_POLICY,
+    ScanCursor,
+    planned_runs,
+    scan_invoices,
+)
 from aisyst_pipelines.templates import load_brand  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse, stripe_store  # noqa: E402
-from aisyst_pipelines.warehouse.annotations_store import (  # noqa: E402
+from aisyst_pipelines.warehouse.invoice_annotation_store import (  # noqa: E402
     FINAL_STATUSES,
+    AnnotationStatus,
     annotation_records,
     annotation_window,
     status_counts,
 )
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
-from jobs import annotate_invoices  # noqa: E402
-from resources import WarehouseResource  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 
 API_KEY = "sk_test_emulator"
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 RENEWAL = datetime(2026, 4, 1, tzinfo=timezone.utc)
 TICK_SECONDS = 30.0
+CONCURRENCY = 64  # the job's default (`concurrency` of its run config)
+COUNTED = (AnnotationStatus.ANNOTATED, AnnotationStatus.MISSED, AnnotationStatus.FAILED, AnnotationStatus.SKIPPED)
 FAULTS = {"error_rate": 0.10, "rate_limit_error_rate": 0.05, "drop_rate": 0.02}
 
 
@@ -168,67 +176,73 @@ def insert_calls(warehouse: Warehouse, subscribers: list[tuple[str, str, str]], 
 
 
 class Daemon:
-    """Sensor ticks every 30 s (start to start); requested runs one after another; run keys honoured."""
+    """The sensor's planning every 30 s (start to start); the planned batches worked one after another,
+    as runs limited to one at a time would be; run keys honoured."""
 
-    def __init__(self, definitions: dg.Definitions, stripe_resource: StripeResource, warehouse: Warehouse) -> None:
-        self.definitions = definitions
+    def __init__(self, stripe_resource: StripeResource, warehouse: Warehouse) -> None:
         self.stripe = stripe_resource
         self.warehouse = warehouse
-        self.instance = dg.DagsterInstance.ephemeral()
-        self.cursor: str | None = None
+        self.brand = load_brand()
+        self.cursor = ScanCursor()
         self.used_keys: set[str] = set()
-        self.queue: list[dict[str, Any]] = []
+        self.queue: list[list[str]] = []
         self.lock = threading.Lock()
         self.ticks: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
         self.running = False
 
-    def tick(self) -> list[dict[str, Any]]:
+    def tick(self) -> list[list[str]]:
         started = time.monotonic()
-        context = dg.build_sensor_context(cursor=self.cursor, instance=self.instance)
+        now = datetime.now(timezone.utc)
+        rate = self.stripe.effective_requests_per_second
         try:
-            result = annotate_invoices.evaluate(context, self.stripe, self.warehouse)
+            plan = scan_invoices(self.stripe.invoices, self.warehouse, self.cursor, DEFAULT_POLICY, now, rate)
         except Exception as error:  # noqa: BLE001 - a failed tick keeps its cursor; the next one retries
             self.ticks.append({"seconds": time.monotonic() - started, "error": f"{type(error).__name__}: {error}"[:200]})
             return []
-        self.cursor = result.cursor
-        new = [r for r in result.run_requests or [] if r.run_key not in self.used_keys]
-        self.used_keys.update(r.run_key for r in new)
+        self.cursor = plan.cursor
+        new = [run for run in planned_runs(plan, DEFAULT_POLICY, now) if run.run_key not in self.used_keys]
+        self.used_keys.update(run.run_key for run in new)
         self.ticks.append({"seconds": round(time.monotonic() - started, 2), "runs": len(new)})
-        return [r.run_config for r in new]
+        return [run.invoice_ids for run in new]
 
-    def run(self, run_config: dict[str, Any]) -> None:
+    def run(self, invoice_ids: list[str]) -> None:
         started = time.monotonic()
-        outcome = annotate_invoices.execute_annotation(self.instance, self.definitions, run_config)
-        self.runs.append({"seconds": round(time.monotonic() - started, 2), "invoices": outcome.invoices, **outcome.counts})
+        run = annotate_batch(
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id=f"bench-{len(self.runs) + 1}", brand=self.brand,
+            concurrency=CONCURRENCY, requests_per_second=self.stripe.effective_requests_per_second,
+        )
+        counts = {status.value: run.count(status) for status in COUNTED}
+        self.runs.append({"seconds": round(time.monotonic() - started, 2), "invoices": len(invoice_ids), **counts,
+                          "already_done": len(run.already_done)})
 
-    def until_done(self, invoices: int, timeout: float, first_configs: list[dict[str, Any]] | None = None) -> None:
+    def until_done(self, invoices: int, timeout: float, first_batches: list[list[str]] | None = None) -> None:
         def runner() -> None:
             while not stop.is_set():
                 with self.lock:
-                    config = self.queue.pop(0) if self.queue else None
-                    self.running = config is not None
-                if config is None:
+                    batch = self.queue.pop(0) if self.queue else None
+                    self.running = batch is not None
+                if batch is None:
                     time.sleep(0.05)
                     continue
-                self.run(config)
+                self.run(batch)
                 with self.lock:
                     self.running = False
 
         stop = threading.Event()
         thread = threading.Thread(target=runner, daemon=True)
         thread.start()
-        if first_configs:
+        if first_batches:
             with self.lock:
-                self.queue.extend(first_configs)
+                self.queue.extend(first_batches)
         deadline = time.monotonic() + timeout
         next_tick = time.monotonic()
         while time.monotonic() < deadline:
             if time.monotonic() >= next_tick:
                 next_tick += TICK_SECONDS
-                configs = self.tick()
+                batches = self.tick()
                 with self.lock:
-                    self.queue.extend(configs)
+                    self.queue.extend(batches)
             counts = status_counts(self.warehouse)
             final = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
             with self.lock:
@@ -304,9 +318,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def kill_midway(first: dict[str, Any], env: dict[str, str], warehouse: Warehouse, share: float) -> dict[str, Any]:
+def kill_midway(ids: list[str], env: dict[str, str], warehouse: Warehouse, share: float) -> dict[str, Any]:
     """Run the first batch in `aisyst annotate --invoice …` and SIGKILL it when `share` of it is annotated."""
-    ids = first["ops"]["invoice_annotations"]["config"]["invoice_ids"]
     command = [str(REPO / ".venv/bin/aisyst"), "annotate", *[arg for invoice in ids for arg in ("--invoice", invoice)]]
     process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = max(1, int(len(ids) * share))
@@ -356,7 +369,7 @@ def main() -> int:
             warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
         )
         report["calls"] = insert_calls(warehouse, subscribers, args.seed)
-        branding = invoice_annotation.apply_invoice_branding(roomy, warehouse, load_brand(), concurrency=16)
+        branding = apply_invoice_branding(roomy.invoices, warehouse, load_brand(), concurrency=16)
         report["branded_subscriptions"] = len(branding.updated)
         report["setup_seconds"] = round(time.monotonic() - setup_started, 1)
         print(f"set-up: {args.invoices} subscriptions, {report['calls']} calls, brand fields on "
@@ -367,26 +380,22 @@ def main() -> int:
             faults |= FAULTS
         emulator.call("faults", faults)
         stripe_resource = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=args.rps)
-        definitions = dg.Definitions.merge(
-            stripe_sync.defs, invoice_annotation.defs, annotate_invoices.defs,
-            dg.Definitions(resources={"stripe": stripe_resource, "warehouse": WarehouseResource(url=warehouse_url)}),
-        )
-        daemon = Daemon(definitions, stripe_resource, warehouse)
+        daemon = Daemon(stripe_resource, warehouse)
 
         emulator.client().v1.test_helpers.test_clocks.advance(
             clock, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())}
         )
         drafts_at = time.time()
         cpu_before = {"emulator": cpu_seconds(emulator.process.pid), "pipeline": cpu_seconds(os.getpid())}
-        first_configs = None
+        first_batches = None
         if args.kill_after_share is not None:
-            first_configs = daemon.tick()
+            first_batches = daemon.tick()
             env = dict(os.environ, AISYST_HOME=str(workdir / "killed"), AISYST_WAREHOUSE_URL=warehouse_url,
                        STRIPE_API_BASE=emulator.url, AISYST_STRIPE_REQUESTS_PER_SECOND=str(args.rps))
             env.pop("STRIPE_SECRET_KEY", None)
-            report["kill"] = kill_midway(first_configs[0], env, warehouse, args.kill_after_share)
+            report["kill"] = kill_midway(first_batches[0], env, warehouse, args.kill_after_share)
             print(f"killed the first run: {report['kill']}", flush=True)
-        daemon.until_done(args.invoices, args.timeout, first_configs)
+        daemon.until_done(args.invoices, args.timeout, first_batches)
         first_at, last_at = annotation_window(warehouse)
         report["cpu_seconds"] = {
             "emulator": round(cpu_seconds(emulator.process.pid) - cpu_before["emulator"], 1),

@@ -48,8 +48,8 @@ from aisyst_pipelines.billing.stripe_events import (
     subscription_alerts,
 )
 
-from .annotations_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
 from .database import Warehouse
+from .invoice_annotation_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
 from .schema import invoice_annotations, stripe_event_alerts, stripe_events_applied, stripe_invoices, stripe_subscriptions
 
 

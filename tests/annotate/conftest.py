@@ -2,8 +2,9 @@
 
 Customers on one test clock subscribe at T0 (2026-03-01 00:00 UTC) to the tiers of the tiers file; the
 Stripe sync mirrors them into the warehouse; calls are inserted into call_records; advancing the clock
-past 2026-04-01 makes the emulator create the renewal drafts (invoice period = March). The sensor and
-the job run through Dagster (`build_sensor_context`, `execute_in_process`) with the real resources.
+past 2026-04-01 makes the emulator create the renewal drafts (invoice period = March). The services
+are called directly (`plan`, `annotate`); the sensor and the job run through Dagster
+(`build_sensor_context`, `execute_in_process`) with the real resources.
 """
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ import dagster as dg
 import pytest
 from sqlalchemy import insert
 
-from aisyst_pipelines.assets import invoice_annotation, stripe_sync
+from aisyst_pipelines.assets import stripe_sync
+from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
 from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch
+from aisyst_pipelines.services.invoice_annotation_planning import DEFAULT_POLICY, ScanCursor, SensorPolicy, TickPlan, scan_invoices
+from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse, stripe_store
 from aisyst_pipelines.warehouse.schema import call_records
-from jobs import annotate_invoices
-from resources import WarehouseResource
+from jobs.invoice_annotation import (
+    annotate_draft_invoices,
+    draft_invoice_sensor,
+    evaluate,
+    invoice_branding_daily,
+    invoice_branding_job,
+)
+from resources import CatalogResource, WarehouseResource
 from resources.stripe import StripeResource
 
 UTC = timezone.utc
@@ -119,25 +130,46 @@ class World:
         invoices = self.client.v1.invoices.list({"customer": subscriber.customer_id, "limit": 100}).data
         return next(i for i in invoices if i.billing_reason == "subscription_cycle")
 
+    # --- the services ------------------------------------------------------------------------------------
+
+    def plan(self, cursor: ScanCursor | None = None, policy: SensorPolicy = DEFAULT_POLICY, now: datetime | None = None) -> TickPlan:
+        """One tick's planning: list, queue new renewals, pick rows to retry."""
+        rate = self.stripe.effective_requests_per_second
+        return scan_invoices(self.stripe.invoices, self.warehouse, cursor or ScanCursor(), policy, now or datetime.now(UTC), rate)
+
+    def annotate(self, invoice_ids: Sequence[str], finalize: bool = False) -> AnnotationRun:
+        """One batch, as a run of the job with its default concurrency would work it."""
+        return annotate_batch(
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", brand=load_brand(),
+            concurrency=64, requests_per_second=self.stripe.effective_requests_per_second, finalize=finalize,
+        )
+
     # --- Dagster ---------------------------------------------------------------------------------------
 
     @property
     def resources(self) -> dict[str, Any]:
-        return {"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse_url)}
+        return {"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse_url), "catalog": CatalogResource()}
 
     def definitions(self) -> dg.Definitions:
         return dg.Definitions.merge(
-            stripe_sync.defs, invoice_annotation.defs, annotate_invoices.defs, dg.Definitions(resources=self.resources)
+            stripe_sync.defs,
+            dg.Definitions(
+                assets=[invoice_annotations, invoice_branding_settings],
+                jobs=[annotate_draft_invoices, invoice_branding_job],
+                sensors=[draft_invoice_sensor],
+                schedules=[invoice_branding_daily],
+                resources=self.resources,
+            ),
         )
 
-    def tick(self, cursor: str | None = None, policy: annotate_invoices.SensorPolicy | None = None) -> dg.SensorResult:
+    def tick(self, cursor: str | None = None, policy: SensorPolicy | None = None) -> dg.SensorResult:
         context = dg.build_sensor_context(cursor=cursor, resources=self.resources, instance=self.instance)
         if policy is None:
-            return annotate_invoices.draft_invoice_sensor(context)
-        return annotate_invoices.evaluate(context, self.stripe, self.warehouse, policy)
+            return draft_invoice_sensor(context)
+        return evaluate(context, self.stripe, self.warehouse, policy)
 
     def run(self, run_config: dict[str, Any], raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
-        job = self.definitions().resolve_job_def(annotate_invoices.annotate_draft_invoices.name)
+        job = self.definitions().resolve_job_def(annotate_draft_invoices.name)
         return job.execute_in_process(run_config=run_config, instance=self.instance, raise_on_error=raise_on_error)
 
     def annotate_all(self) -> list[dg.ExecuteInProcessResult]:

@@ -1,10 +1,11 @@
-"""annotate_draft_invoices end to end on the emulator, on SQLite and PostgreSQL: what lands on each
-renewal invoice, and what happens when it cannot."""
+"""Invoice annotation on the emulator, on SQLite and PostgreSQL: what lands on each renewal invoice, and
+what happens when it cannot — through the service, and end to end through annotate_draft_invoices
+(its metadata, its asset check, its run config)."""
 
 from datetime import timedelta
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_idempotency_key
-from aisyst_pipelines.warehouse.annotations_store import AnnotationStatus, annotation_records, mark_pending
+from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, mark_pending
 
 from .conftest import RENEWAL, T0, World
 
@@ -79,7 +80,7 @@ def test_german_customer_and_priced_overage(world: World) -> None:
         connection.execute(stripe_subscriptions.update().values(overage_unit_amount=4))
     world.calls(german, [1100, 150])
     world.renew()
-    world.annotate_all()
+    world.annotate(world.plan().queued)
     invoice = world.renewal_invoice(german)
     assert world.our_lines(invoice.id) == [
         ("minutes_used", "Genutzte Sprachminuten: 1.250 von 1.000", 0),
@@ -93,14 +94,12 @@ def test_a_second_run_adds_nothing(world: World) -> None:
     world.sync()
     world.calls(subscriber, [10])
     world.renew()
-    first = world.tick()
-    (request,) = first.run_requests
-    world.run(request.run_config)
-    again = world.run(request.run_config)  # the same batch, run twice (a re-execution)
+    batch = world.plan().queued
+    world.annotate(batch)
+    again = world.annotate(batch)  # the same batch, worked twice (a re-execution)
     invoice = world.renewal_invoice(subscriber)
     assert len(world.our_lines(invoice.id)) == 2
-    metadata = _materialization(again)
-    assert (metadata["annotated"].value, metadata["already_done"].value) == (0, 1)
+    assert (again.count(AnnotationStatus.ANNOTATED), again.already_done) == (0, [invoice.id])
 
 
 def test_finalized_before_annotation_is_missed_with_usage_in_metadata(world: World) -> None:
@@ -131,7 +130,7 @@ def test_an_interrupted_attempt_is_read_back_not_written_twice(world: World) -> 
     world.sync()
     world.calls(subscriber, [50])
     world.renew()
-    request = world.tick().run_requests[0]
+    batch = world.plan().queued
     invoice = world.renewal_invoice(subscriber)
     # A run sent add_lines and died before recording it: the row is pending, the lines are on.
     mark_pending(world.warehouse, invoice.id, "dead-run", RENEWAL)
@@ -143,12 +142,12 @@ def test_an_interrupted_attempt_is_read_back_not_written_twice(world: World) -> 
         invoice.id, invoice_lines(terms, usage, invoice_texts(None)), invoice_metadata(terms, usage),
         annotation_idempotency_key(invoice.id) + "-elsewhere",  # not even the same key: the metadata decides
     )
-    result = world.run(request.run_config)
+    run = world.annotate(batch)
     assert len(world.our_lines(invoice.id)) == 2
     record = annotation_records(world.warehouse, [invoice.id])[invoice.id]
     assert record.status is AnnotationStatus.ANNOTATED and "interrupted" in record.detail
     assert record.minutes_used == 50
-    assert _check(result).passed
+    assert not run.problems
 
 
 def test_finalize_after_annotating_and_brand_fields_on_an_unbranded_draft(world: World) -> None:

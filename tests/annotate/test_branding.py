@@ -4,36 +4,43 @@ onto every renewal draft — so the month-start burst needs one write per invoic
 import dagster as dg
 
 from aisyst_pipelines.assets.invoice_annotation import invoice_branding_settings
+from aisyst_pipelines.services.invoice_annotation import BrandingResult, apply_invoice_branding
+from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse.schema import invoice_branding, stripe_subscriptions
 
 from .conftest import World
 
 
 def brand(world: World) -> dict:
+    """The asset, materialized with the world's resources: its metadata."""
     result = dg.materialize([invoice_branding_settings], resources=world.resources, instance=world.instance)
     assert result.success
     return {k: v.value for k, v in result.asset_materializations_for_node("invoice_branding")[0].metadata.items()}
+
+
+def apply(world: World) -> BrandingResult:
+    return apply_invoice_branding(world.stripe.invoices, world.warehouse, load_brand())
 
 
 def test_brand_fields_are_written_once_and_again_only_on_change(world: World) -> None:
     english = world.subscribe("ACME-1", 1)
     german = world.subscribe("KUNDE-2", 3, locale="de")
     world.sync()
-    first = brand(world)
-    assert (first["updated"], first["unchanged"]) == (2, 0)
+    first = apply(world)
+    assert (len(first.updated), first.unchanged) == (2, 0)
     settings = world.client.v1.subscriptions.retrieve(english.subscription_id).invoice_settings
     assert [(f.name, f.value) for f in settings.custom_fields] == [("Client ID", "ACME-1"), ("Tier", "Tier 1")]
     assert settings.description.startswith("Thank you for choosing Aisyst") and "EIN" in settings.footer
     german_settings = world.client.v1.subscriptions.retrieve(german.subscription_id).invoice_settings
     assert [f.name for f in german_settings.custom_fields] == ["Kundennummer", "Tarif"]
 
-    assert (brand(world)["updated"], brand(world)["unchanged"]) == (0, 2)
+    assert (apply(world).updated, apply(world).unchanged) == ([], 2)
     with world.warehouse.begin() as connection:  # the sync saw a tier change
         connection.execute(
             stripe_subscriptions.update().where(stripe_subscriptions.c.subscription_id == english.subscription_id).values(tier_name="Tier 2")
         )
-    third = brand(world)
-    assert (third["updated"], third["updated_subscriptions"]) == (1, [english.subscription_id])
+    third = apply(world)
+    assert (third.updated, third.failed) == ([english.subscription_id], {})
     with world.warehouse.connect() as connection:
         assert connection.execute(invoice_branding.select()).rowcount != 0
 
@@ -41,7 +48,7 @@ def test_brand_fields_are_written_once_and_again_only_on_change(world: World) ->
 def test_branded_renewals_cost_one_write_each(world: World) -> None:
     subscribers = [world.subscribe(f"ACME-{n}", 1 + n % 3) for n in range(4)]
     world.sync()
-    brand(world)
+    assert brand(world)["updated"] == len(subscribers)
     world.renew()
     before = len(world.emulator.requests(method="POST"))
     world.annotate_all()

@@ -10,8 +10,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from aisyst_pipelines.warehouse.annotations_store import FINAL_STATUSES, annotation_records, status_counts
-from jobs.annotate_invoices import SensorPolicy
+from aisyst_pipelines.services.invoice_annotation_planning import SensorPolicy
+from aisyst_pipelines.warehouse.invoice_annotation_store import FINAL_STATUSES, annotation_records, status_counts
 
 from .conftest import World
 
@@ -49,13 +49,13 @@ def test_every_invoice_annotated_exactly_once_while_stripe_fails(world: World) -
     failed_ticks = 0
     for _ in range(30):
         try:
-            result = world.tick(cursor, policy=IMPATIENT)
+            plan = world.plan(cursor, IMPATIENT)
         except Exception:  # noqa: BLE001 - a tick that fails keeps its cursor, as in the daemon
             failed_ticks += 1
             continue
-        cursor = result.cursor
-        for request in result.run_requests or []:
-            world.run(request.run_config)
+        cursor = plan.cursor
+        if plan.queued or plan.retried:
+            world.annotate(plan.queued + plan.retried)
         counts = status_counts(world.warehouse)
         if sum(counts.get(s.value, 0) for s in FINAL_STATUSES) == INVOICES:
             break

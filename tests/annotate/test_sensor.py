@@ -7,9 +7,10 @@ import dagster as dg
 import pytest
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
-from aisyst_pipelines.warehouse.annotations_store import AnnotationStatus, annotation_records, status_counts
+from aisyst_pipelines.services.invoice_annotation_planning import SensorPolicy, run_key
+from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, status_counts
 from aisyst_pipelines.warehouse.schema import invoice_annotations
-from jobs.annotate_invoices import SensorPolicy, annotate_draft_invoices, run_key
+from jobs.invoice_annotation import annotate_draft_invoices
 
 from .conftest import RENEWAL, World
 
@@ -141,7 +142,7 @@ def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(w
 
 
 def test_one_pass_in_process_respects_run_keys(world: World) -> None:
-    from jobs.annotate_invoices import annotate_once
+    from jobs.invoice_annotation import annotate_once
 
     subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(3)]
     world.sync()
@@ -157,7 +158,7 @@ def test_one_pass_in_process_respects_run_keys(world: World) -> None:
 
 
 def test_a_pass_whose_run_cannot_start_leaves_its_cursor_where_it_was(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.annotate_invoices import CLI_CURSOR_KEY, annotate_once
+    from jobs.invoice_annotation import CLI_CURSOR_KEY, annotate_once
 
     for n in range(3):
         world.subscribe(f"ACME-{n}", 1)
@@ -179,22 +180,20 @@ def test_a_pass_whose_run_cannot_start_leaves_its_cursor_where_it_was(world: Wor
 
 
 def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -> None:
-    from jobs.annotate_invoices import ScanCursor, scan_invoices
-
     for n in range(3):
         world.subscribe(f"ACME-{n}", 1)
     world.sync()
     world.renew()
-    first = scan_invoices(world.stripe, world.warehouse, ScanCursor(), SensorPolicy(), datetime.now(timezone.utc))
+    first = world.plan()
     assert len(first.queued) == 3 and first.cursor.hwm_at is not None
     now = datetime.now(timezone.utc)
-    fresh = scan_invoices(world.stripe, world.warehouse, first.cursor, SensorPolicy(), now)
+    fresh = world.plan(first.cursor, now=now)
     assert fresh.listed == 3 and fresh.queued == []  # the renewal second is re-listed (and found on record)
     later = now + timedelta(minutes=11)
-    settled = scan_invoices(world.stripe, world.warehouse, first.cursor, SensorPolicy(), later)
+    settled = world.plan(first.cursor, now=later)
     assert settled.listed == 0 and settled.cursor == first.cursor
     # A new renewal (the clock moves on) is still found once the overlap has settled.
     newcomer = world.subscribe("ACME-9", 2)
     world.advance(RENEWAL + timedelta(days=31))
-    found = scan_invoices(world.stripe, world.warehouse, first.cursor, SensorPolicy(), later)
+    found = world.plan(first.cursor, now=later)
     assert world.renewal_invoice(newcomer).id in found.queued

@@ -9,7 +9,7 @@ from sqlalchemy import func, insert, select
 from aisyst_pipelines.billing.invoice_lines import METADATA_VERSION_KEY
 from aisyst_pipelines.billing.stripe_events import OpsAlertKind, StripeEvent
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.annotations_store import (
+from aisyst_pipelines.warehouse.invoice_annotation_store import (
     AnnotationOutcome,
     AnnotationStatus,
     RenewalInvoice,

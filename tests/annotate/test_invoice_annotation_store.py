@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import insert
 
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.annotations_store import (
+from aisyst_pipelines.warehouse.invoice_annotation_store import (
     AnnotationOutcome,
     AnnotationStatus,
     RenewalInvoice,

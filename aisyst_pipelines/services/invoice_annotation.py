@@ -1,0 +1,425 @@
+"""Invoice annotation and branding (DESIGN.md §2.4): usage lines on renewal invoices while they are
+drafts, brand fields on the subscriptions that create them.
+
+`annotate_batch` works one batch of invoice ids (the ids `draft_invoice_sensor` queued; which ones and
+when is `invoice_annotation_planning`). Per invoice:
+1. the subscription, its tier (from the Stripe mirror) and the usage period — the invoice's own
+   `period_start`/`period_end`, i.e. the period that just ended (see billing/invoice_lines.py);
+2. the minutes of exactly that [start, end) window, summed fresh from call_records;
+3. ONE `add_lines` call carrying every line and the invoice metadata, with an idempotency key made
+   of the invoice id and the annotation version;
+4. the outcome in invoice_annotations.
+
+Never twice: a row that is final is not touched again; a row left `pending` (a write may have reached
+Stripe before a crash) is read back from Stripe first, and an invoice whose metadata carries our
+annotation version is recorded, not written; retries reuse the idempotency key. Never silently
+missed: an invoice finalized before we reached it is recorded `missed` with its usage in its metadata
+(metadata stays editable after finalization), and the result says so — the asset check
+`no_missed_or_failed_invoices` turns that into the ops alert. `failed` rows are requested again by
+the sensor.
+
+At month start thousands of drafts arrive within minutes: invoices are worked by a thread pool, and
+the Stripe client's rate limiter keeps the whole pool under Stripe's request rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from aisyst_pipelines.billing.invoice_lines import (
+    ANNOTATION_VERSION,
+    METADATA_VERSION_KEY,
+    InvoiceBranding,
+    InvoiceLine,
+    TierTerms,
+    annotation_idempotency_key,
+    annotation_version_of,
+    invoice_branding,
+    invoice_lines,
+    invoice_metadata,
+    invoice_texts,
+    period_usage,
+)
+from aisyst_pipelines.billing.periods import Period
+from aisyst_pipelines.templates import Brand
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.invoice_annotation_store import (
+    FINAL_STATUSES,
+    AnnotationOutcome,
+    AnnotationRecord,
+    AnnotationStatus,
+    BrandingTarget,
+    CustomerProfile,
+    SubscriptionTerms,
+    annotation_records,
+    applied_branding_hashes,
+    branding_hash,
+    branding_targets,
+    customer_profiles,
+    mark_pending,
+    record_branding,
+    record_outcome,
+    subscription_terms,
+)
+from aisyst_pipelines.warehouse.stripe_store import call_totals_in_windows
+from resources.stripe.client import transient_stripe_error
+from resources.stripe.invoices import AnnotationWriteConflict, InvoiceGateway, InvoiceGone, InvoiceNotEditable
+
+TRANSIENT_ATTEMPTS = 3  # per invoice and run, on top of the client's own retries of each request
+TRANSIENT_PAUSE_SECONDS = 1.0
+# Metadata keys of a missed invoice: the usage goes on, but not our version key — it has no lines.
+MISSED_MARKER_KEY = "aisyst_annotation_missed"
+
+
+class UnknownInvoices(LookupError):
+    """Invoice ids without an invoice_annotations row: the sensor writes the row before it requests
+    the run, so such an id is a wrong run config, not work to do."""
+
+    def __init__(self, invoice_ids: Sequence[str]) -> None:
+        super().__init__(f"{len(invoice_ids)} invoice(s) have no invoice_annotations row: {', '.join(invoice_ids[:10])}")
+        self.invoice_ids = list(invoice_ids)
+
+
+@dataclass(frozen=True)
+class InvoiceResult:
+    invoice_id: str
+    customer_id: str
+    outcome: AnnotationOutcome
+    already_done: bool = False  # final before this run: nothing was done
+
+
+@dataclass(frozen=True)
+class AnnotationRun:
+    """What one batch came to: one result per invoice id asked for, in that order."""
+
+    results: list[InvoiceResult]
+
+    @property
+    def done_now(self) -> list[InvoiceResult]:
+        return [r for r in self.results if not r.already_done]
+
+    @property
+    def already_done(self) -> list[str]:
+        """Invoice ids that were final before this run: nothing was done to them."""
+        return [r.invoice_id for r in self.results if r.already_done]
+
+    def count(self, status: AnnotationStatus) -> int:
+        """Invoices of the batch that reached `status` in this run."""
+        return sum(1 for r in self.done_now if r.outcome.status is status)
+
+    @property
+    def annotated(self) -> list[str]:
+        """Invoice ids annotated by this run."""
+        return [r.invoice_id for r in self.done_now if r.outcome.status is AnnotationStatus.ANNOTATED]
+
+    @property
+    def problems(self) -> list[InvoiceResult]:
+        """Missed or failed invoices of the batch (also those missed before this run): ops must look."""
+        return [r for r in self.results if r.outcome.status in (AnnotationStatus.MISSED, AnnotationStatus.FAILED)]
+
+    @property
+    def missed(self) -> list[str]:
+        return [r.invoice_id for r in self.problems if r.outcome.status is AnnotationStatus.MISSED]
+
+    @property
+    def failed(self) -> dict[str, str | None]:
+        return {r.invoice_id: r.outcome.detail for r in self.problems if r.outcome.status is AnnotationStatus.FAILED}
+
+
+def annotate_batch(
+    invoices: InvoiceGateway,
+    warehouse: Warehouse,
+    invoice_ids: Sequence[str],
+    *,
+    run_id: str,
+    brand: Brand,
+    concurrency: int,
+    requests_per_second: float,
+    finalize: bool = False,
+) -> AnnotationRun:
+    """Annotate the invoices (each id must have a row, else UnknownInvoices) with at most `concurrency`
+    workers, fewer when the Stripe rate could not keep more busy (`workers_for`). `run_id` goes on the
+    rows; `brand` fills the brand fields of a draft whose subscription had none; `finalize` finalizes
+    each invoice right after its lines are on."""
+    annotator = InvoiceAnnotator(invoices, warehouse, run_id, brand, finalize)
+    return AnnotationRun(annotator.annotate(invoice_ids, workers_for(concurrency, requests_per_second)))
+
+
+def workers_for(concurrency: int, requests_per_second: float) -> int:
+    """Workers that keep the rate limit busy and no more: one invoice takes ~0.3–0.6 s (a write at
+    Stripe's latency plus our own work), so rate × 0.6 of them saturate it. More would only queue in the
+    rate limiter — ahead of the sensor's list pages when both share a process."""
+    return max(4, min(concurrency, math.ceil(requests_per_second * 0.6)))
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the warehouse says about one invoice (read for the whole batch in a few queries)."""
+
+    record: AnnotationRecord
+    terms: SubscriptionTerms | None
+    profile: CustomerProfile | None
+
+
+class InvoiceAnnotator:
+    """Annotates one batch of invoices; thread-safe per invoice (each invoice is one worker's)."""
+
+    def __init__(self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, brand: Brand, finalize: bool = False) -> None:
+        self.invoices = invoices
+        self.warehouse = warehouse
+        self.run_id = run_id
+        self.brand = brand
+        self.finalize = finalize
+
+    def annotate(self, invoice_ids: Sequence[str], workers: int) -> list[InvoiceResult]:
+        inputs = self._read_inputs(invoice_ids)
+        unknown = [invoice_id for invoice_id in dict.fromkeys(invoice_ids) if invoice_id not in inputs]
+        if unknown:
+            raise UnknownInvoices(unknown)
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="annotate") as pool:
+            return list(pool.map(self._annotate_one, inputs.values()))
+
+    # --- reading the batch's inputs (a handful of queries for the whole batch) ------------------------
+
+    def _read_inputs(self, invoice_ids: Sequence[str]) -> dict[str, _Inputs]:
+        records = annotation_records(self.warehouse, invoice_ids)
+        terms = subscription_terms(self.warehouse, [r.subscription_id for r in records.values() if r.subscription_id])
+        profiles = customer_profiles(self.warehouse, [r.customer_id for r in records.values()])
+        return {
+            invoice_id: _Inputs(
+                record=record, terms=terms.get(record.subscription_id or ""), profile=profiles.get(record.customer_id)
+            )
+            for invoice_id in dict.fromkeys(invoice_ids)
+            if (record := records.get(invoice_id)) is not None
+        }
+
+    # --- one invoice ---------------------------------------------------------------------------------------
+
+    def _annotate_one(self, inputs: _Inputs) -> InvoiceResult:
+        record = inputs.record
+        if record.status in FINAL_STATUSES:
+            return InvoiceResult(record.invoice_id, record.customer_id, _outcome_of(record), already_done=True)
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                outcome = self._work(inputs)
+                break
+            except Exception as error:  # noqa: BLE001 - one invoice's failure must not stop the batch
+                if transient_stripe_error(error) and attempt < TRANSIENT_ATTEMPTS:
+                    # The client already retried this request; Stripe is having a bad moment. The same
+                    # idempotency key makes another go safe even if the last answer was lost.
+                    time.sleep(TRANSIENT_PAUSE_SECONDS * attempt)
+                    continue
+                outcome = AnnotationOutcome(AnnotationStatus.FAILED, detail=_describe(error))
+        record_outcome(self.warehouse, record.invoice_id, outcome, self.run_id, _now())
+        return InvoiceResult(record.invoice_id, record.customer_id, outcome)
+
+    def _work(self, inputs: _Inputs) -> AnnotationOutcome:
+        record = inputs.record
+        finalized_status: str | None = None
+        if record.status is AnnotationStatus.PENDING:
+            # A previous attempt may have written before it died: Stripe has the last word.
+            state = self.invoices.if_exists(record.invoice_id)
+            if state is None:
+                return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
+            if annotation_version_of(state.metadata):
+                detail = "found annotated after an interrupted attempt"
+                return self._already_annotated(record.invoice_id, state.metadata, detail)
+            if state.status != "draft":
+                finalized_status = state.status
+        terms = _tier_terms(inputs.terms)
+        if terms is None:
+            return AnnotationOutcome(
+                AnnotationStatus.FAILED,
+                detail=f"no tier known for subscription {record.subscription_id!r}; the Stripe sync has not mirrored it",
+            )
+        # The window's minutes are read by the worker, right before the write: the writes start at once
+        # instead of after thousands of queries, and the figure is as fresh as it can be.
+        window = _window(record)
+        minutes_used = call_totals_in_windows(self.warehouse, [window])[window].billable_minutes
+        usage = period_usage(minutes_used, terms, Period(record.period_start, record.period_end))
+        texts = invoice_texts(inputs.profile.preferred_locale if inputs.profile else None)
+        lines = invoice_lines(terms, usage, texts)
+        metadata = invoice_metadata(terms, usage)
+        figures = AnnotationOutcome(
+            AnnotationStatus.ANNOTATED,
+            tier_name=terms.tier_name,
+            minutes_used=usage.minutes_used,
+            minutes_included=usage.included_minutes,
+            minutes_unused=usage.minutes_unused,
+            overage_minutes=usage.overage_minutes,
+            overage_amount=sum(line.amount for line in lines),
+            usage_pct=usage.usage_pct,
+            lines_added=len(lines),
+            locale=texts.locale,
+        )
+        if finalized_status is not None:
+            return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures)
+        mark_pending(self.warehouse, record.invoice_id, self.run_id, _now())
+        try:
+            if record.needs_branding:
+                # Its subscription had no brand fields yet when Stripe created the draft (see
+                # `apply_invoice_branding` below): this one invoice gets them directly, a second write.
+                account_code = inputs.profile.account_code if inputs.profile else None
+                branding = invoice_branding(account_code, terms.tier_name, texts.locale, self.brand)
+                self.invoices.write_branding(record.invoice_id, branding)
+            self._add_lines(record.invoice_id, lines, metadata)
+        except InvoiceGone:
+            return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
+        except InvoiceNotEditable as error:
+            return self._not_a_draft(record.invoice_id, error.status, metadata, figures)
+        if self.finalize:
+            try:
+                self.invoices.finalize(record.invoice_id)
+            except Exception as error:  # noqa: BLE001 - the lines are on; Stripe finalizes it within the hour
+                return replace(figures, detail=f"annotated; finalizing failed: {_describe(error)}")
+        return figures
+
+    def _add_lines(self, invoice_id: str, lines: Sequence[InvoiceLine], metadata: dict[str, str]) -> None:
+        key = annotation_idempotency_key(invoice_id)
+        try:
+            self.invoices.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=key)
+        except AnnotationWriteConflict:
+            # Stripe already has a request under this key with other parameters (the minutes changed
+            # between two attempts, or its first answer was an error it keeps replaying). If the lines
+            # are on, we are done; if not, the earlier request did not add them, and a fresh key is safe.
+            state = self.invoices.if_exists(invoice_id)
+            if state is None:
+                raise InvoiceGone(invoice_id) from None
+            if annotation_version_of(state.metadata):
+                return
+            if state.status != "draft":
+                raise InvoiceNotEditable(invoice_id, state.status) from None
+            self.invoices.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=f"{key}-retry")
+
+    def _not_a_draft(
+        self, invoice_id: str, status: str | None, metadata: dict[str, str], figures: AnnotationOutcome
+    ) -> AnnotationOutcome:
+        state = self.invoices.if_exists(invoice_id)
+        if state is None:
+            return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
+        if annotation_version_of(state.metadata):
+            # Our lines went on, then Stripe finalized it before our answer came back.
+            return self._already_annotated(invoice_id, state.metadata, "annotated just before finalization")
+        status = state.status or status
+        if status == "void":
+            return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice voided before annotation")
+        usage_metadata = {k: v for k, v in metadata.items() if k != METADATA_VERSION_KEY}
+        usage_metadata[MISSED_MARKER_KEY] = ANNOTATION_VERSION
+        detail = f"invoice was {status} before annotation; usage written to its metadata"
+        try:
+            self.invoices.write_metadata(invoice_id, usage_metadata)
+        except Exception as error:  # noqa: BLE001 - still missed; say why the metadata is not there
+            detail = f"invoice was {status} before annotation; writing usage metadata failed: {_describe(error)}"
+        # The figures it would have shown, no lines and nothing charged.
+        return replace(figures, status=AnnotationStatus.MISSED, detail=detail, lines_added=0, overage_amount=None)
+
+    def _already_annotated(self, invoice_id: str, metadata: dict[str, str], detail: str) -> AnnotationOutcome:
+        """The row for an invoice Stripe shows annotated: figures from its metadata and our lines counted
+        on it (what is on the invoice is the truth, whatever this attempt would have written)."""
+
+        def number(key: str) -> int | None:
+            value = metadata.get(key, "")
+            return int(value) if value.isdigit() else None
+
+        percentage = metadata.get("usage_percentage")
+        return AnnotationOutcome(
+            AnnotationStatus.ANNOTATED,
+            detail=detail,
+            tier_name=metadata.get("tier_name"),
+            minutes_used=number("minutes_used"),
+            minutes_included=number("minutes_included"),
+            minutes_unused=number("minutes_unused"),
+            overage_minutes=number("overage_minutes") or 0,
+            usage_pct=float(percentage) if percentage else None,
+            lines_added=len(self.invoices.annotation_lines(invoice_id)),
+        )
+
+
+def _window(record: AnnotationRecord) -> tuple[str, datetime, datetime]:
+    return (record.customer_id, record.period_start, record.period_end)
+
+
+def _tier_terms(terms: SubscriptionTerms | None) -> TierTerms | None:
+    if terms is None or not terms.tier_name:
+        return None
+    return TierTerms(terms.tier_name, terms.included_minutes, terms.overage_unit_amount, terms.currency)
+
+
+def _outcome_of(record: AnnotationRecord) -> AnnotationOutcome:
+    return AnnotationOutcome(
+        record.status,
+        detail=record.detail,
+        tier_name=record.tier_name,
+        minutes_used=record.minutes_used,
+        minutes_included=record.minutes_included,
+        lines_added=record.lines_added,
+    )
+
+
+def _describe(error: Exception) -> str:
+    """A short, secret-free account of an error for the ledger and the run log."""
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- brand fields ------------------------------------------------------------------------------------------
+# Where the brand fields go (custom fields "Client ID" and "Tier", memo, footer). At month start every
+# request counts against Stripe's rate limit: 10,000 renewals need 10,000 add_lines plus ~100 list pages,
+# ≥ 101 s at 100 requests/s (≥ 404 s at the 25/s of test mode). add_lines cannot set custom_fields,
+# description or footer, so putting them on each draft would take a second write per invoice and double
+# the burst. Stripe copies a subscription's invoice_settings (custom_fields, description, footer) onto
+# every invoice the subscription creates — the customer's invoice_settings would do for custom fields and
+# footer but has no memo, and "Tier" belongs to the subscription anyway. So the brand fields are written
+# once per subscription, after each Stripe sync, and only when they differ from what invoice_branding
+# says was written last (new subscription, tier change, new account code or locale, rebrand): zero
+# requests in the burst. A subscription created after the last branding run that renews before the next
+# one is caught by the sensor (its draft is listed without brand fields) and gets them on the draft.
+
+BRANDED_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
+
+
+@dataclass(frozen=True)
+class BrandingResult:
+    updated: list[str]
+    unchanged: int
+    failed: dict[str, str]
+
+
+def apply_invoice_branding(invoices: InvoiceGateway, warehouse: Warehouse, brand: Brand, concurrency: int = 16) -> BrandingResult:
+    """Write the brand fields to every renewing subscription whose fields changed since last time."""
+    applied = applied_branding_hashes(warehouse)
+    pending: list[tuple[BrandingTarget, InvoiceBranding, str]] = []
+    unchanged = 0
+    for target in branding_targets(warehouse, BRANDED_STATUSES):
+        branding = invoice_branding(target.account_code, target.tier_name, target.preferred_locale, brand)
+        digest = branding_hash([(f.name, f.value) for f in branding.custom_fields], branding.memo, branding.footer)
+        if applied.get(target.subscription_id) == digest:
+            unchanged += 1
+        else:
+            pending.append((target, branding, digest))
+
+    def write(item: tuple[BrandingTarget, InvoiceBranding, str]) -> tuple[str, str | None]:
+        target, branding, digest = item
+        try:
+            invoices.set_subscription_branding(target.subscription_id, branding)
+        except Exception as error:  # noqa: BLE001 - one subscription must not stop the others
+            return target.subscription_id, _describe(error)
+        fields = [(f.name, f.value) for f in branding.custom_fields]
+        record_branding(warehouse, target, fields, branding.locale, digest, _now())
+        return target.subscription_id, None
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="branding") as pool:
+        outcomes = list(pool.map(write, pending))
+    return BrandingResult(
+        updated=[sub for sub, error in outcomes if error is None],
+        unchanged=unchanged,
+        failed={sub: error for sub, error in outcomes if error is not None},
+    )
