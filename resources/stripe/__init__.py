@@ -8,12 +8,19 @@ SDK's own TypedDicts (a wrong parameter name fails the type check) and returns t
 `records.py`, never a StripeObject. A new Stripe call goes into the gateway of its domain.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .client import PAGE_SIZE, LiveModeRefused, transient_stripe_error
 from .events import EventCursorGone
 from .invoices import AnnotationWriteConflict, InvoiceGone, InvoiceNotEditable, StaleListCursor
 from .meters import MeterNotFound
 from .records import ListedInvoice
-from .resource import StripeResource
+
+if TYPE_CHECKING:
+    from .resource import StripeResource
 
 __all__ = [
     "PAGE_SIZE",
@@ -28,3 +35,11 @@ __all__ = [
     "StripeResource",
     "transient_stripe_error",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Dagster resource is imported on first use: the gateways and records of this package need no
+    # Dagster, and the plain services import them (see resources/__init__.py).
+    if name == "StripeResource":
+        return importlib.import_module(".resource", __name__).StripeResource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
