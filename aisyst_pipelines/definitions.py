@@ -49,9 +49,9 @@ def defs() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
-        stripe_sync.defs,
+        dg.Definitions(assets=[stripe_sync.stripe_customers, stripe_sync.stripe_subscriptions, stripe_sync.usage_by_period]),
         invoice_annotation.defs, jobs.annotate_invoices.defs,
-        stripe_events_assets.defs, jobs.stripe_events.defs,
+        dg.Definitions(assets=[stripe_events_assets.STRIPE_INVOICES], sensors=[jobs.stripe_events.stripe_events_sensor]),
         jobs.reconciliation.build_defs(settings),
         jobs.usage_alerts.build_defs(settings),
         jobs.ops.build_defs(settings),

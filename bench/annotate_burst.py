@@ -53,9 +53,10 @@ import dagster as dg  # noqa: E402
 import stripe  # noqa: E402
 
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync  # noqa: E402
+from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
 from aisyst_pipelines.templates import load_brand  # noqa: E402
-from aisyst_pipelines.warehouse import Warehouse, stripe_store  # noqa: E402
+from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store  # noqa: E402
 from aisyst_pipelines.warehouse.annotations_store import (  # noqa: E402
     FINAL_STATUSES,
     annotation_records,
@@ -351,9 +352,9 @@ def main() -> int:
         subscribers = create_subscribers(emulator, args.invoices, prices, clock)
         catalog = load_tier_catalog()
         now = datetime.now(timezone.utc)
-        stripe_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.customers.list_customers([clock])], now)
-        stripe_store.sync_subscriptions(
-            warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
+        stripe_sync_store.sync_customers(warehouse, [customer_row(c) for c in roomy.customers.list_customers([clock])], now)
+        stripe_sync_store.sync_subscriptions(
+            warehouse, [subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
         )
         report["calls"] = insert_calls(warehouse, subscribers, args.seed)
         branding = invoice_annotation.apply_invoice_branding(roomy, warehouse, load_brand(), concurrency=16)
@@ -368,7 +369,8 @@ def main() -> int:
         emulator.call("faults", faults)
         stripe_resource = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=args.rps)
         definitions = dg.Definitions.merge(
-            stripe_sync.defs, invoice_annotation.defs, annotate_invoices.defs,
+            dg.Definitions(assets=[stripe_sync.stripe_customers, stripe_sync.stripe_subscriptions, stripe_sync.usage_by_period]),
+            invoice_annotation.defs, annotate_invoices.defs,
             dg.Definitions(resources={"stripe": stripe_resource, "warehouse": WarehouseResource(url=warehouse_url)}),
         )
         daemon = Daemon(definitions, stripe_resource, warehouse)

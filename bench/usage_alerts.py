@@ -33,9 +33,9 @@ from aisyst_pipelines.billing.thresholds import DEFAULT_THRESHOLDS, SilencePolic
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.emulator import EmulatorServer
 from aisyst_pipelines.templates import load_brand
-from aisyst_pipelines.warehouse import Warehouse, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
 from aisyst_pipelines.warehouse.schema import call_records
-from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow
+from aisyst_pipelines.warehouse.stripe_sync_store import StripeCustomerRow, StripeSubscriptionRow
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
@@ -65,8 +65,8 @@ def seed(warehouse: Warehouse, client, subscriptions: int, alerting: int) -> Non
             source_file="bench.csv", source_sha256="b" * 64, source_line=n, ingested_at=ended,
         ))
     now = datetime.now(timezone.utc)
-    stripe_store.sync_customers(warehouse, customers, synced_at=now)
-    stripe_store.sync_subscriptions(warehouse, subs, synced_at=now)
+    stripe_sync_store.sync_customers(warehouse, customers, synced_at=now)
+    stripe_sync_store.sync_subscriptions(warehouse, subs, synced_at=now)
     with warehouse.begin() as connection:
         connection.execute(insert(call_records), calls)
     usage_by_period(dg.build_asset_context(), warehouse=WarehouseResource(url=warehouse.url))

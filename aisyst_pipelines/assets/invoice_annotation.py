@@ -67,7 +67,7 @@ from aisyst_pipelines.warehouse.annotations_store import (
     record_outcome,
     subscription_terms,
 )
-from aisyst_pipelines.warehouse.stripe_store import call_totals_in_windows
+from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
 from resources import WarehouseResource
 from resources.stripe import (
     AnnotationWriteConflict,

@@ -47,7 +47,7 @@ from aisyst_pipelines.billing.reconciliation import (
     splits_needed,
     with_repairs,
 )
-from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_sync_store
 from aisyst_pipelines.warehouse.reconciliation_store import ReconciliationRow
 from resources import StripeResource, WarehouseResource
 
@@ -157,7 +157,7 @@ class Reconciler:
         outcome = ReconciliationOutcome(results, failures, self._requests, timings=phases.seconds)
         cover_start = min(w.cover.start for w in windows)
         cover_end = max(w.cover.end for w in windows)
-        outcome.unmapped_minutes = stripe_store.unmapped_call_minutes(self.warehouse, cover_start, cover_end)
+        outcome.unmapped_minutes = stripe_sync_store.unmapped_call_minutes(self.warehouse, cover_start, cover_end)
         phases.done("causes")
         if repair:
             self._repair(outcome, ledger)
