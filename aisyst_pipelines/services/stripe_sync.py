@@ -206,7 +206,7 @@ def recompute_usage_by_period(warehouse: Warehouse, *, now: datetime) -> UsageRe
     subscriptions = store.subscriptions_for_usage(warehouse)
     plans = [(subscription, period) for subscription in subscriptions for period in periods_to_recompute(subscription)]
     totals = store.call_totals_in_windows(warehouse, [(s.customer_id, p.start, p.end) for s, p in plans])
-    closed = [(s.subscription_id, p.start) for s, p in plans if p.end <= s.current_period_start]
+    closed = [(s.subscription_id, p.start) for s, p in plans if s.current_period_start and p.end <= s.current_period_start]
     recorded = store.recorded_period_terms(warehouse, closed)  # a closed period keeps its tier
     rows = []
     for subscription, period in plans:

@@ -21,7 +21,10 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
+    Integer,
+    String,
     Table,
     and_,
     case,
@@ -46,6 +49,7 @@ from aisyst_pipelines.billing.stripe_events import (
 from .annotations_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
 from .database import Warehouse
 from .schema import invoice_annotations, stripe_event_alerts, stripe_events_applied, stripe_invoices, stripe_subscriptions
+from .types import UtcDateTime
 
 
 # A Stripe subscription object (JSON) → the stripe_subscriptions columns (ValueError: cannot map it).

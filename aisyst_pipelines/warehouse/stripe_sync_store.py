@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, not_, select, update
+from sqlalchemy import Connection, RowMapping, Table, and_, bindparam, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
@@ -197,7 +198,13 @@ def subscriptions_for_usage(warehouse: Warehouse, exclude_statuses: Iterable[str
             )
             .order_by(s.c.subscription_id)
         ).mappings()
-        return [StripeSubscriptionRow(**(dict(row) | {"cancel_at_period_end": bool(row["cancel_at_period_end"])})) for row in rows]
+        return [_subscription_row(row) for row in rows]
+
+
+def _subscription_row(row: RowMapping) -> StripeSubscriptionRow:
+    values: dict[str, Any] = dict(row)
+    values["cancel_at_period_end"] = bool(values["cancel_at_period_end"])  # stored as 0/1
+    return StripeSubscriptionRow(**values)
 
 
 # --- usage per billing period ------------------------------------------------------------------------
