@@ -65,7 +65,7 @@ from aisyst_pipelines.warehouse.annotations_store import (  # noqa: E402
 )
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
 from jobs import annotate_invoices  # noqa: E402
-from resources import WarehouseResource  # noqa: E402
+from resources import CatalogResource, WarehouseResource  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 
 API_KEY = "sk_test_emulator"
@@ -371,7 +371,9 @@ def main() -> int:
         definitions = dg.Definitions.merge(
             dg.Definitions(assets=[stripe_sync.stripe_customers, stripe_sync.stripe_subscriptions, stripe_sync.usage_by_period]),
             invoice_annotation.defs, annotate_invoices.defs,
-            dg.Definitions(resources={"stripe": stripe_resource, "warehouse": WarehouseResource(url=warehouse_url)}),
+            dg.Definitions(resources={
+                "stripe": stripe_resource, "warehouse": WarehouseResource(url=warehouse_url), "catalog": CatalogResource(),
+            }),
         )
         daemon = Daemon(definitions, stripe_resource, warehouse)
 

@@ -24,7 +24,7 @@ from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
 from aisyst_pipelines.warehouse.schema import call_records
 from jobs import annotate_invoices
-from resources import WarehouseResource
+from resources import CatalogResource, WarehouseResource
 from resources.stripe import StripeResource
 
 UTC = timezone.utc
@@ -123,7 +123,7 @@ class World:
 
     @property
     def resources(self) -> dict[str, Any]:
-        return {"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse_url)}
+        return {"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse_url), "catalog": CatalogResource()}
 
     def definitions(self) -> dg.Definitions:
         return dg.Definitions.merge(
