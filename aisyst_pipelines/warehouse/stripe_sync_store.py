@@ -1,10 +1,10 @@
-"""All SQL of the Stripe mirror and of usage per billing period.
+"""All SQL of the Stripe sync (services/stripe_sync.py): the Stripe mirror and usage per billing period.
 
 - `sync_customers`: upsert stripe_customers, mark customers Stripe no longer lists as deleted, and
   back-fill `customer_id` on call_records and usage_daily rows of account codes that have just
   become mapped (the mapping rule is cdr_store's: exactly one live customer per account code).
 - `sync_subscriptions`: upsert stripe_subscriptions.
-- `period_call_totals` / `upsert_usage_by_period`: the minutes of a customer in [start, end) from
+- `call_totals_in_windows` / `upsert_usage_by_period`: the minutes of a customer in [start, end) from
   call_records (by `ended_at`), and the idempotent write of usage_by_period rows.
 
 Everything is an upsert keyed by the table's primary key: a rerun writes the same rows again.
