@@ -203,7 +203,8 @@ def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from aisyst_pipelines.assets.stripe_events import subscription_mirror_row
+    from aisyst_pipelines.billing.tiers import load_tier_catalog
+    from aisyst_pipelines.services.stripe_sync import subscription_mirror_row
     from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
     from resources import NotifierResource, StripeResource
 
@@ -216,7 +217,8 @@ def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
         warehouse.upgrade()
     notifier = NotifierResource.from_settings(settings).process_config_and_initialize()  # resolves EnvVars
     stripe = StripeResource.from_settings(settings).process_config_and_initialize()
-    app = create_webhook_app(warehouse, secret, notifier=notifier, mirror_row=subscription_mirror_row(stripe, settings))
+    mirror_row = subscription_mirror_row(stripe.catalog, load_tier_catalog(settings.tiers_file), settings.legacy_tier_price_ids)
+    app = create_webhook_app(warehouse, secret, notifier=notifier, mirror_row=mirror_row)
     print(f"Stripe webhook receiver on http://{args.host}:{args.port}{WEBHOOK_PATH} → warehouse {warehouse!r}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

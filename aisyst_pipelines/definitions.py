@@ -64,14 +64,14 @@ def defs() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions.merge(
         cdr_assets.defs, jobs.ingest.defs,
-        stripe_sync.defs,
+        dg.Definitions(assets=[stripe_sync.stripe_customers, stripe_sync.stripe_subscriptions, stripe_sync.usage_by_period]),
         dg.Definitions(
             assets=[invoice_annotations, invoice_branding_settings],
             jobs=[annotate_draft_invoices, invoice_branding_job],
             sensors=[draft_invoice_sensor],
             schedules=[invoice_branding_daily],
         ),
-        stripe_events_assets.defs, jobs.stripe_events.defs,
+        dg.Definitions(assets=[stripe_events_assets.STRIPE_INVOICES], sensors=[jobs.stripe_events.stripe_events_sensor]),
         dg.Definitions(
             assets=[meter_reconciliation],  # with its check meter_drift_within_tolerance
             jobs=[jobs.reconciliation.reconciliation_job],

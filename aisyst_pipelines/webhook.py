@@ -5,8 +5,8 @@
 
 It verifies the signature over the raw body with the endpoint's signing secret (`whsec_…`, given
 through the environment, never logged) and Stripe's 300-second tolerance, then hands the event to
-the same handler as `stripe_events_sensor` (`events_store.apply_event`), which applies an event once
-whichever path delivers it first. Answers (errors as `{"error": "<reason>"}`):
+the Stripe events service as `stripe_events_sensor` does (services/stripe_events.py), which applies an
+event once whichever path delivers it first. Answers (errors as `{"error": "<reason>"}`):
 - 413 for a body over MAX_BODY_BYTES: from its Content-Length before any of it is read, or — sent
   chunked, without a length — as soon as the bytes read pass the limit. The connection is closed
   rather than the rest read. Memory per request stays within the limit plus one chunk;
@@ -40,11 +40,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aisyst_pipelines.assets.stripe_events import deliver_event_alerts
 from aisyst_pipelines.billing.stripe_events import EventPayloadError, StripeEvent
+from aisyst_pipelines.mail import Notifier
+from aisyst_pipelines.services.stripe_events import apply_webhook_event, deliver_event_alerts
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.events_store import SubscriptionRowBuilder, apply_event
-from resources.notifier import NotifierResource
+from aisyst_pipelines.warehouse.stripe_events_store import SubscriptionRowBuilder
 
 WEBHOOK_PATH = "/stripe/webhook"
 SIGNATURE_TOLERANCE_SECONDS = 300  # Stripe's default (stripe.Webhook.DEFAULT_TOLERANCE)
@@ -57,7 +57,7 @@ def create_webhook_app(
     warehouse: Warehouse,
     signing_secret: str,
     *,
-    notifier: NotifierResource | None = None,
+    notifier: Notifier | None = None,
     mirror_row: SubscriptionRowBuilder | None = None,
     tolerance_seconds: int = SIGNATURE_TOLERANCE_SECONDS,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -87,9 +87,7 @@ def create_webhook_app(
             return _refuse(f"not a Stripe event we can read: {error}")
 
         try:
-            outcome = await run_in_threadpool(
-                apply_event, warehouse, event, source="webhook", now=clock(), mirror_row=mirror_row
-            )
+            outcome = await run_in_threadpool(apply_webhook_event, warehouse, event, now=clock(), mirror_row=mirror_row)
         except Exception:  # noqa: BLE001 - any failure: answer 500 so that Stripe delivers it again
             log.exception("webhook: could not apply event %s (%s)", event.id, event.type)
             return JSONResponse({"error": "event could not be stored; retry"}, status_code=500)

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 import stripe  # noqa: E402
 
-from aisyst_pipelines.assets import stripe_sync  # noqa: E402
+from aisyst_pipelines.services import stripe_sync  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
 from aisyst_pipelines.services.invoice_annotation import annotate_batch, apply_invoice_branding  # noqa: E402
 from aisyst_pipelines.services.invoice_annotation_planning import (  # noqa: E402
@@ -62,7 +62,7 @@ from aisyst_pipelines.services.invoice_annotation_planning import (  # noqa: E40
     scan_invoices,
 )
 from aisyst_pipelines.templates import load_brand  # noqa: E402
-from aisyst_pipelines.warehouse import Warehouse, stripe_store  # noqa: E402
+from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store  # noqa: E402
 from aisyst_pipelines.warehouse.invoice_annotation_store import (  # noqa: E402
     FINAL_STATUSES,
     AnnotationStatus,
@@ -364,8 +364,8 @@ def main() -> int:
         subscribers = create_subscribers(emulator, args.invoices, prices, clock)
         catalog = load_tier_catalog()
         now = datetime.now(timezone.utc)
-        stripe_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.customers.list_customers([clock])], now)
-        stripe_store.sync_subscriptions(
+        stripe_sync_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.customers.list_customers([clock])], now)
+        stripe_sync_store.sync_subscriptions(
             warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
         )
         report["calls"] = insert_calls(warehouse, subscribers, args.seed)

@@ -47,9 +47,9 @@ from annotate_burst import Emulator  # noqa: E402  (the emulator in its own proc
 from aisyst_pipelines.billing.periods import BillingCycle, floor_day  # noqa: E402
 from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy  # noqa: E402
 from aisyst_pipelines.services.reconciliation import reconcile  # noqa: E402
-from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store  # noqa: E402
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_sync_store  # noqa: E402
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
-from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow  # noqa: E402
+from aisyst_pipelines.warehouse.stripe_sync_store import StripeCustomerRow, StripeSubscriptionRow  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 
 API_KEY = "sk_test_emulator"
@@ -90,8 +90,8 @@ def set_up(emulator: Emulator, warehouse: Warehouse, customers: int, drop_share:
                 events.append((customer_id, minutes, ended, call_id))
             else:
                 dropped_minutes += minutes
-    stripe_store.sync_customers(warehouse, customer_rows, synced)
-    stripe_store.sync_subscriptions(warehouse, subscription_rows, synced)
+    stripe_sync_store.sync_customers(warehouse, customer_rows, synced)
+    stripe_sync_store.sync_subscriptions(warehouse, subscription_rows, synced)
     with warehouse.begin() as connection:
         for offset in range(0, len(calls), 5000):
             connection.execute(call_records.insert(), calls[offset : offset + 5000])

@@ -1,4 +1,4 @@
-"""The month-start burst through stripe_events_sensor: how long until stripe_invoices is current.
+"""The month-start burst through the events sensor's ticks: how long until stripe_invoices is current.
 
     .venv/bin/python bench/stripe_events_burst.py [--subscriptions 2000] [--warehouse-url URL] [--rps 25]
 
@@ -9,8 +9,9 @@
    invoice.created, customer.subscription.updated, invoice.finalized, invoice.paid and
    invoice.payment_succeeded — 5 × N events with the same few timestamps;
 3. imitates the daemon: a tick at once, then one every 30 s (start to start) while the previous
-   tick left events waiting; each tick is the real sensor function with its real budget, the
-   StripeResource at `--rps` requests per second (25 = Stripe's test-mode default);
+   tick left events waiting; each tick is the sensor's work (`apply_new_events`, the events
+   service) with its real budget, the StripeResource at `--rps` requests per second (25 = Stripe's
+   test-mode default);
 4. reports the events, the ticks, the longest tick (ratio to Dagster's 60 s evaluation limit), the
    time from the advance to the last event applied (ratio to the one-minute promise) and the rate,
    and checks that every renewal invoice is `paid` in the warehouse and each event applied once.
@@ -27,21 +28,21 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import dagster as dg  # noqa: E402
 import stripe  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from aisyst_pipelines.billing.stripe_events import EventsCursor  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
+from aisyst_pipelines.services.stripe_events import EventsTick, apply_new_events  # noqa: E402
+from aisyst_pipelines.services.stripe_sync import subscription_mirror_row  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse  # noqa: E402
 from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices  # noqa: E402
-from jobs.stripe_events import stripe_events_sensor  # noqa: E402
-from resources import WarehouseResource  # noqa: E402
 from resources.notifier import NotifierResource  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 
@@ -92,24 +93,17 @@ def set_up(client: stripe.StripeClient, resource: StripeResource, subscriptions:
     return clock.id, max(ends)
 
 
-def tick(warehouse_url: str, resource: StripeResource, outbox: str, cursor: str | None) -> tuple[dg.SensorResult, float]:
-    context = dg.build_sensor_context(
-        cursor=cursor,
-        resources={
-            "stripe": resource,
-            "warehouse": WarehouseResource(url=warehouse_url),
-            "notifier": NotifierResource(outbox_dir=outbox, sender="bench@aisyst.example", ops_recipients=["ops@aisyst.example"]),
-        },
-    )
+def tick(warehouse: Warehouse, resource: StripeResource, outbox: str, cursor: EventsCursor) -> tuple[EventsTick, float]:
+    """One tick as the sensor runs it: a mirror-row builder per tick, the tick's budget, the ops alerts."""
+    notifier = NotifierResource(outbox_dir=outbox, sender="bench@aisyst.example", ops_recipients=["ops@aisyst.example"])
     started = time.monotonic()
-    result = stripe_events_sensor(context)
+    mirror_row = subscription_mirror_row(resource.catalog, load_tier_catalog(), {})
+    result = apply_new_events(resource.events, warehouse, notifier, cursor, now=datetime.now(timezone.utc), mirror_row=mirror_row)
     return result, time.monotonic() - started
 
 
-def backlog_left(result: dg.SensorResult) -> bool:
-    if EventsCursor.from_json(result.cursor).scanning:
-        return True
-    return bool(result.asset_events) and result.asset_events[0].metadata["backlog_left"].value
+def backlog_left(result: EventsTick) -> bool:
+    return result.poll.cursor.scanning or (bool(result.new_events) and result.poll.more_waiting)
 
 
 def main() -> None:
@@ -130,10 +124,10 @@ def main() -> None:
         print(f"set-up: {args.subscriptions} subscriptions on one test clock …", flush=True)
         clock_id, period_end = set_up(client, setup_resource, args.subscriptions)
         resource = StripeResource(api_key=API_KEY, api_base=url, requests_per_second=args.rps)
-        cursor = None
+        cursor = EventsCursor()
         while True:  # the set-up's own events, not measured
-            result, _ = tick(warehouse_url, resource, str(work / "outbox"), cursor)
-            cursor = result.cursor
+            result, _ = tick(warehouse, resource, str(work / "outbox"), cursor)
+            cursor = result.poll.cursor
             if not backlog_left(result):
                 break
         with warehouse.connect() as connection:
@@ -145,9 +139,9 @@ def main() -> None:
         durations: list[float] = []
         while True:
             started = time.monotonic()
-            result, seconds = tick(warehouse_url, resource, str(work / "outbox"), cursor)
+            result, seconds = tick(warehouse, resource, str(work / "outbox"), cursor)
             durations.append(seconds)
-            cursor = result.cursor
+            cursor = result.poll.cursor
             if not backlog_left(result):
                 break
             time.sleep(max(0.0, started + TICK_SECONDS - time.monotonic()))

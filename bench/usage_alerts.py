@@ -24,19 +24,17 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import dagster as dg
 from sqlalchemy import create_engine, insert, text
 
-from aisyst_pipelines.assets.stripe_sync import usage_by_period
+from aisyst_pipelines.services.stripe_sync import recompute_usage_by_period
 from aisyst_pipelines.billing.thresholds import DEFAULT_THRESHOLDS, SilencePolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.emulator import EmulatorServer
 from aisyst_pipelines.services.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.templates import load_brand
-from aisyst_pipelines.warehouse import Warehouse, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
 from aisyst_pipelines.warehouse.schema import call_records
-from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow
-from resources import WarehouseResource
+from aisyst_pipelines.warehouse.stripe_sync_store import StripeCustomerRow, StripeSubscriptionRow
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
 
@@ -65,11 +63,11 @@ def seed(warehouse: Warehouse, client, subscriptions: int, alerting: int) -> Non
             source_file="bench.csv", source_sha256="b" * 64, source_line=n, ingested_at=ended,
         ))
     now = datetime.now(timezone.utc)
-    stripe_store.sync_customers(warehouse, customers, synced_at=now)
-    stripe_store.sync_subscriptions(warehouse, subs, synced_at=now)
+    stripe_sync_store.sync_customers(warehouse, customers, synced_at=now)
+    stripe_sync_store.sync_subscriptions(warehouse, subs, synced_at=now)
     with warehouse.begin() as connection:
         connection.execute(insert(call_records), calls)
-    usage_by_period(dg.build_asset_context(), warehouse=WarehouseResource(url=warehouse.url))
+    recompute_usage_by_period(warehouse, now=now)
 
 
 def main() -> int:

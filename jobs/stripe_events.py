@@ -14,6 +14,9 @@ looking for the oldest event); a backlog is worked through over several ticks, t
 over applied events — and over an event that cannot be read, skipped with a warning and an
 `event_unreadable` ops alert rather than failing every tick. A page of events is applied in one transaction.
 
+The tick's work is `apply_new_events` (services/stripe_events.py, where the budgets are); the sensor
+reads its cursor and resources, logs what the tick did and reports it as a stripe_invoices event.
+
 Exactly once: each event is applied in the same transaction as its `stripe_events_applied` row, so
 when a tick dies after applying but before Dagster stores the new cursor, the next tick lists those
 events again and finds them applied; the webhook receiver may deliver the same events too.
@@ -26,26 +29,12 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from aisyst_pipelines.assets.stripe_events import (
-    STRIPE_INVOICES,
-    PollResult,
-    deliver_event_alerts,
-    poll_events,
-    subscription_mirror_row,
-)
+from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.billing.stripe_events import EventsCursor
-from aisyst_pipelines.settings import Settings
-from resources import WarehouseResource
-from resources.notifier import NotifierResource
-from resources.stripe import StripeResource
+from aisyst_pipelines.services.stripe_events import apply_new_events
+from aisyst_pipelines.services.stripe_sync import subscription_mirror_row
 from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
-
-# A tick stops between two pages once TICK_TIME_BUDGET_SECONDS have passed, or after
-# MAX_EVENTS_PER_TICK events: one page (100 events, one transaction) takes ~0.05 s on SQLite and
-# ~0.2 s on PostgreSQL here (docs/performance.md), so a month-start burst of ~20,000 events (renewal
-# drafts and subscription updates) is caught up within a few ticks, each well under Dagster's 60 s.
-MAX_EVENTS_PER_TICK = 5_000
-TICK_TIME_BUDGET_SECONDS = 25.0
+from resources import CatalogResource, NotifierResource, StripeResource, WarehouseResource
 
 
 @dg.sensor(
@@ -64,24 +53,21 @@ def stripe_events_sensor(
     stripe: StripeResource,
     warehouse: WarehouseResource,
     notifier: NotifierResource,
+    catalog: CatalogResource,
 ) -> dg.SensorResult:
-    now = datetime.now(timezone.utc)
-    wh = warehouse.get()
-    cursor = EventsCursor.from_json(context.cursor)
-    mirror_row = subscription_mirror_row(stripe, Settings.from_env())
-    result = poll_events(
-        stripe, wh, cursor, max_events=MAX_EVENTS_PER_TICK, now=now, mirror_row=mirror_row,
-        time_budget_seconds=TICK_TIME_BUDGET_SECONDS,
+    mirror_row = subscription_mirror_row(stripe.catalog, catalog.tiers(), catalog.legacy_tier_price_ids)
+    tick = apply_new_events(
+        stripe.events, warehouse.get(), notifier, EventsCursor.from_json(context.cursor),
+        now=datetime.now(timezone.utc), mirror_row=mirror_row,
     )
-    delivery = deliver_event_alerts(wh, notifier, now=now)
-    context.log.info(_summary(result, delivery.sent, delivery.failed))
+    result, delivery = tick.poll, tick.delivery
+    context.log.info(tick.summary())
     for skipped in result.unreadable:
         context.log.warning(f"Stripe event {skipped.reference} cannot be read, skipped (ops alerted): {skipped.reason}")
     if delivery.last_error:
         context.log.warning(f"ops alert delivery failed, retried next tick: {delivery.last_error}")
 
-    new_events = [o for o in result.outcomes if o.is_new]
-    if not new_events and not delivery.sent and not result.unreadable:
+    if not tick.new_events and not delivery.sent and not result.unreadable:
         reason = (
             f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
             if result.cursor.scanning and result.more_waiting
@@ -89,7 +75,7 @@ def stripe_events_sensor(
         )
         return dg.SensorResult(cursor=result.cursor.to_json(), skip_reason=dg.SkipReason(reason))
     asset_events = []
-    if new_events:
+    if tick.new_events:
         asset_events.append(dg.AssetMaterialization(
             asset_key=STRIPE_INVOICES.key,
             description="Stripe events applied by stripe_events_sensor",
@@ -109,13 +95,6 @@ def stripe_events_sensor(
     return dg.SensorResult(cursor=result.cursor.to_json(), asset_events=asset_events)
 
 
-def _summary(result: PollResult, sent: int, failed: int) -> str:
-    counted = sorted(result.counts().items()) + ([("unreadable", len(result.unreadable))] if result.unreadable else [])
-    counts = ", ".join(f"{n} {outcome}" for outcome, n in counted) or "no events"
-    more = "; more waiting" if result.more_waiting else ""
-    return f"{counts} ({result.pages} page(s)){more}; ops alerts sent {sent}, failed {failed}"
-
-
 # Where one-off passes (`aisyst demo`) keep their own cursor in the Dagster instance's key-value
 # storage: the daemon's cursor belongs to the running code location.
 CLI_CURSOR_KEY = "aisyst/stripe_events_sensor/cli_cursor"
@@ -130,6 +109,3 @@ def events_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> Se
         instance.report_runless_asset_event(event)
     store_sensor_cursor(instance, CLI_CURSOR_KEY, tick)  # after what it stands for is recorded
     return tick
-
-
-defs = dg.Definitions(sensors=[stripe_events_sensor])

@@ -74,7 +74,7 @@ class EventPayloadError(ValueError):
     """The payload is not a Stripe event we can read: the reason names the field and what is wrong."""
 
 
-# What the warehouse keeps of an event (warehouse/schema.py, checked by tests/events/test_event_rules):
+# What the warehouse keeps of an event (warehouse/schema.py, checked by tests/stripe_events/test_event_rules):
 # ids and event types in 64 characters, an invoice status in 16, a billing reason in 48, a subscription
 # status in 32, a currency in 3, amounts in 64 bits and counts in 32. A value that does not fit is
 # refused when the event is read — not by PostgreSQL half-way through applying it (a 500 that Stripe
@@ -229,7 +229,7 @@ class StripeEvent:
         )
         # A sensor page is one transaction: an odd event found while applying would roll back them all.
         if event.is_invoice_event:
-            event.invoice_row  # noqa: B018 - read (and kept for events_store) for its checks
+            event.invoice_row  # noqa: B018 - read (and kept for stripe_events_store) for its checks
             finalization_error(event)
             _Fields(event.object, "data.object").object("metadata")  # where our annotation marker is looked for
         elif event.is_subscription_event:

@@ -66,7 +66,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     record_outcome,
     subscription_terms,
 )
-from aisyst_pipelines.warehouse.stripe_store import call_totals_in_windows
+from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
 from resources.stripe.client import transient_stripe_error
 from resources.stripe.invoices import AnnotationWriteConflict, InvoiceGateway, InvoiceGone, InvoiceNotEditable
 

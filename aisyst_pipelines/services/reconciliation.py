@@ -50,7 +50,7 @@ from aisyst_pipelines.billing.reconciliation import (
     splits_needed,
     with_repairs,
 )
-from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_sync_store
 from aisyst_pipelines.warehouse.reconciliation_store import ReconciliationRow
 
 DRIFT_CHECK = "meter_drift_within_tolerance"  # the name ops see the verdict under (asset check, CLI)
@@ -273,7 +273,7 @@ class Reconciler:
         outcome.results = [self._findings(c, ledger) for c in comparisons]
         cover_start = min(w.cover.start for w in windows)
         cover_end = max(w.cover.end for w in windows)
-        outcome.unmapped_minutes = stripe_store.unmapped_call_minutes(self.warehouse, cover_start, cover_end)
+        outcome.unmapped_minutes = stripe_sync_store.unmapped_call_minutes(self.warehouse, cover_start, cover_end)
         phases.done("causes")
         if repair:
             self._repair(outcome, ledger)

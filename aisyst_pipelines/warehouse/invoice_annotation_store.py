@@ -11,7 +11,7 @@ Life of a row (one per invoice):
               after a pause, up to a number of attempts, and the asset check reports it meanwhile.
 
 Also what the job reads besides Stripe: the tier terms and customer profile from the Stripe mirror
-(the minutes of a window come from `stripe_store.call_totals_in_windows`, fresh from call_records),
+(the minutes of a window come from `stripe_sync_store.call_totals_in_windows`, fresh from call_records),
 and the brand fields last written to each subscription (`invoice_branding`).
 """
 

@@ -22,9 +22,9 @@ from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.services.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse import stripe_store, usage_alerts_store
+from aisyst_pipelines.warehouse import stripe_sync_store, usage_alerts_store
 from aisyst_pipelines.warehouse.schema import call_records, usage_daily
-from aisyst_pipelines.warehouse.stripe_store import StripeCustomerRow, StripeSubscriptionRow
+from aisyst_pipelines.warehouse.stripe_sync_store import StripeCustomerRow, StripeSubscriptionRow
 from aisyst_pipelines.warehouse.usage_alerts_store import AlertRow
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
@@ -71,7 +71,7 @@ class AlertsWorld:
             StripeCustomerRow(cid, code, f"{code} Ltd", self._email_of(code), None, None)
             for code, cid in self.customers.items()
         ]
-        stripe_store.sync_customers(self.warehouse, rows, synced_at=datetime.now(UTC))
+        stripe_sync_store.sync_customers(self.warehouse, rows, synced_at=datetime.now(UTC))
         return customer_id
 
     def _email_of(self, account: str) -> str | None:
@@ -90,7 +90,7 @@ class AlertsWorld:
             billing_cycle_anchor=MARCH, billing_interval="month", billing_interval_count=1, started_at=MARCH,
             cancel_at_period_end=False, canceled_at=None, ended_at=None, test_clock=None,
         )
-        stripe_store.sync_subscriptions(self.warehouse, [row], synced_at=datetime.now(UTC))
+        stripe_sync_store.sync_subscriptions(self.warehouse, [row], synced_at=datetime.now(UTC))
         return subscription_id
 
     # --- calls ---------------------------------------------------------------------------------------

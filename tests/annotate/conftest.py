@@ -21,12 +21,12 @@ from sqlalchemy import insert
 
 from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
-from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
+from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch
 from aisyst_pipelines.services.invoice_annotation_planning import DEFAULT_POLICY, ScanCursor, SensorPolicy, TickPlan, scan_invoices
 from aisyst_pipelines.templates import load_brand
-from aisyst_pipelines.warehouse import Warehouse, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
 from aisyst_pipelines.warehouse.schema import call_records
 from jobs.invoice_annotation import (
     annotate_draft_invoices,
@@ -88,9 +88,9 @@ class World:
     def sync(self) -> None:
         """The Stripe sync's own row builders and store: what its assets write."""
         catalog = load_tier_catalog()
-        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
+        stripe_sync_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
         rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
-        stripe_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
+        stripe_sync_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
     def calls(self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True) -> None:
         """One answered call per entry, each `minutes` long (billable minutes = that number)."""
@@ -152,7 +152,7 @@ class World:
 
     def definitions(self) -> dg.Definitions:
         return dg.Definitions.merge(
-            stripe_sync.defs,
+            dg.Definitions(assets=[stripe_sync.stripe_customers, stripe_sync.stripe_subscriptions, stripe_sync.usage_by_period]),
             dg.Definitions(
                 assets=[invoice_annotations, invoice_branding_settings],
                 jobs=[annotate_draft_invoices, invoice_branding_job],

@@ -19,7 +19,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     touch,
 )
 from aisyst_pipelines.warehouse.schema import call_records
-from aisyst_pipelines.warehouse.stripe_store import call_totals_in_windows
+from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
 
 UTC = timezone.utc
 START = datetime(2026, 3, 1, tzinfo=UTC)

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from aisyst_pipelines.assets.reconciliation import ASSET_KEY, meter_reconciliation
-from aisyst_pipelines.assets.stripe_sync import customer_row, subscription_row
+from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy
 from aisyst_pipelines.billing.tiers import load_tier_catalog
@@ -39,7 +39,7 @@ from aisyst_pipelines.simulation import (
     simulate_calls,
     write_calls,
 )
-from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_sync_store
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
 from aisyst_pipelines.warehouse.schema import call_records
 from resources import WarehouseResource
@@ -83,9 +83,9 @@ class ReconWorld:
 
     def sync(self) -> None:
         catalog = load_tier_catalog()
-        stripe_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
+        stripe_sync_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
         rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
-        stripe_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
+        stripe_sync_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
     def load_calls(self, days: int, seed: int = 1, mean_calls_per_day: float = 5.0, extra: pd.DataFrame | None = None,
                    name: str = "calls.csv") -> pd.DataFrame:

@@ -16,8 +16,9 @@ from sqlalchemy import insert, select, text
 
 from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse, schema
-from resources import StripeResource, WarehouseResource
+from resources import CatalogResource, StripeResource, WarehouseResource
 
 UTC = timezone.utc
 T0 = datetime(2027, 1, 31, 10, tzinfo=UTC)  # subscriptions start (and anchor) here
@@ -100,7 +101,13 @@ def load_calls(warehouse: Warehouse) -> None:
 
 def materialize(stripe_resource: StripeResource, warehouse: Warehouse, assets=ASSETS, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        assets, resources={"stripe": stripe_resource, "warehouse": WarehouseResource(url=warehouse.url)}, **kwargs
+        assets,
+        resources={
+            "stripe": stripe_resource,
+            "warehouse": WarehouseResource(url=warehouse.url),
+            "catalog": CatalogResource.from_settings(Settings.from_env()),  # STRIPE_TIER2_PRICE_ID as set by the test
+        },
+        **kwargs,
     )
 
 

@@ -1,4 +1,4 @@
-"""Tier resolution (billing/tiers.py) and per-period usage figures (billing/usage.py, stripe_store)."""
+"""Tier resolution (billing/tiers.py) and per-period usage figures (billing/usage.py, stripe_sync_store)."""
 
 import json
 from datetime import datetime, timedelta, timezone
@@ -20,7 +20,7 @@ from aisyst_pipelines.billing.tiers import (
     resolve_tier,
 )
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
-from aisyst_pipelines.warehouse import Warehouse, stripe_store
+from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
 from aisyst_pipelines.warehouse.schema import call_records
 
 CATALOG = load_tier_catalog()
@@ -144,7 +144,7 @@ def test_calls_count_in_the_period_of_their_end(warehouse: Warehouse) -> None:
             call("at-end", PERIOD.end, 600, 10),  # exactly at the end: next period
         ])
     window = ("cus_1", PERIOD.start, PERIOD.end)
-    totals = stripe_store.call_totals_in_windows(warehouse, [window])
+    totals = stripe_sync_store.call_totals_in_windows(warehouse, [window])
     assert totals[window] == CallTotals(calls=2, billable_seconds=181, billable_minutes=4)
 
 

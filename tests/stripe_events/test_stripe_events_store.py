@@ -1,4 +1,4 @@
-"""events_store on SQLite and PostgreSQL: exactly-once application, no going backwards, queued alerts."""
+"""stripe_events_store on SQLite and PostgreSQL: exactly-once application, no going backwards, queued alerts."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     queue_invoices,
     record_outcome,
 )
-from aisyst_pipelines.warehouse.events_store import (
+from aisyst_pipelines.warehouse.stripe_events_store import (
     apply_event,
     apply_events,
     mark_event_alerts_failed,

@@ -15,7 +15,7 @@ import stripe
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from aisyst_pipelines.assets.stripe_events import poll_events
+from aisyst_pipelines.services.stripe_events import poll_events
 from aisyst_pipelines.billing.stripe_events import WATCHED_EVENT_TYPES, EventsCursor, OpsAlertKind
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import stripe_event_alerts, stripe_events_applied, stripe_invoices
@@ -66,7 +66,7 @@ def test_ticks_are_bounded_and_resume_from_the_cursor(world: StripeWorld, wareho
     assert len(everything) > 30
     cursor, rounds, applied_per_round = EventsCursor(), 0, []
     while True:
-        result = poll_events(world.stripe, warehouse, cursor, max_events=7, now=NOW, page_size=4)
+        result = poll_events(world.stripe.events, warehouse, cursor, max_events=7, now=NOW, page_size=4)
         rounds += 1
         applied_per_round.append(len(result.applied))
         assert len(result.outcomes) <= 7
@@ -86,7 +86,7 @@ def test_the_first_run_walks_down_to_the_oldest_event_over_several_ticks(world: 
     everything = world.watched_event_ids()
     cursor, walking_ticks = EventsCursor(), 0
     while True:
-        result = poll_events(world.stripe, warehouse, cursor, max_events=500, now=NOW, page_size=3, max_scan_pages=4)
+        result = poll_events(world.stripe.events, warehouse, cursor, max_events=500, now=NOW, page_size=3, max_scan_pages=4)
         if result.cursor.scanning:  # still walking down: nothing applied yet, the walk's place is kept
             assert result.outcomes == [] and result.more_waiting
             assert result.cursor.scan_after != cursor.scan_after
@@ -148,7 +148,7 @@ def test_ticks_dying_midway_never_skip_nor_double_apply(stripe_emulator, world: 
         attempts += 1
         before = len(ledger(warehouse))
         try:
-            result = poll_events(flaky, warehouse, cursor, max_events=12, now=NOW, page_size=3)
+            result = poll_events(flaky.events, warehouse, cursor, max_events=12, now=NOW, page_size=3)
         except stripe.APIError:
             # Like a sensor tick that raises: Dagster keeps the previous cursor.
             died_after_applying += len(ledger(warehouse)) > before
@@ -166,7 +166,7 @@ def test_ticks_dying_midway_never_skip_nor_double_apply(stripe_emulator, world: 
 
 def test_a_cursor_stripe_no_longer_lists_applies_what_exists_and_warns(world: StripeWorld, warehouse: Warehouse) -> None:
     lost = EventsCursor(last_event_id="evt_expired_long_ago", last_created=1_700_000_000, scanning=False)
-    result = poll_events(world.stripe, warehouse, lost, max_events=500, now=NOW)
+    result = poll_events(world.stripe.events, warehouse, lost, max_events=500, now=NOW)
     assert result.retention_gap
     assert sorted(e for e, _, _ in ledger(warehouse)) == sorted(world.watched_event_ids())
     with warehouse.connect() as connection:

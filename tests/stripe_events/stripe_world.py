@@ -14,7 +14,7 @@ import dagster as dg
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.warehouse import Warehouse
 from jobs.stripe_events import stripe_events_sensor
-from resources import WarehouseResource
+from resources import CatalogResource, WarehouseResource
 from resources.notifier import NotifierResource
 from resources.stripe import StripeResource
 
@@ -82,7 +82,10 @@ def sensor_tick(
     """One evaluation of stripe_events_sensor, as the daemon runs it."""
     context = dg.build_sensor_context(
         cursor=cursor,
-        resources={"stripe": stripe, "warehouse": WarehouseResource(url=warehouse.url), "notifier": notifier_for(outbox)},
+        resources={
+            "stripe": stripe, "warehouse": WarehouseResource(url=warehouse.url), "notifier": notifier_for(outbox),
+            "catalog": CatalogResource(),
+        },
     )
     return stripe_events_sensor(context)
 

@@ -1,10 +1,10 @@
-"""All SQL of the Stripe mirror and of usage per billing period.
+"""All SQL of the Stripe sync (services/stripe_sync.py): the Stripe mirror and usage per billing period.
 
 - `sync_customers`: upsert stripe_customers, mark customers Stripe no longer lists as deleted, and
   back-fill `customer_id` on call_records and usage_daily rows of account codes that have just
   become mapped (the mapping rule is cdr_store's: exactly one live customer per account code).
 - `sync_subscriptions`: upsert stripe_subscriptions.
-- `period_call_totals` / `upsert_usage_by_period`: the minutes of a customer in [start, end) from
+- `call_totals_in_windows` / `upsert_usage_by_period`: the minutes of a customer in [start, end) from
   call_records (by `ended_at`), and the idempotent write of usage_by_period rows.
 
 Everything is an upsert keyed by the table's primary key: a rerun writes the same rows again.
@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, not_, select, update
+from sqlalchemy import Connection, RowMapping, Table, and_, bindparam, func, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
@@ -197,7 +198,13 @@ def subscriptions_for_usage(warehouse: Warehouse, exclude_statuses: Iterable[str
             )
             .order_by(s.c.subscription_id)
         ).mappings()
-        return [StripeSubscriptionRow(**(dict(row) | {"cancel_at_period_end": bool(row["cancel_at_period_end"])})) for row in rows]
+        return [_subscription_row(row) for row in rows]
+
+
+def _subscription_row(row: RowMapping) -> StripeSubscriptionRow:
+    values: dict[str, Any] = dict(row)
+    values["cancel_at_period_end"] = bool(values["cancel_at_period_end"])  # stored as 0/1
+    return StripeSubscriptionRow(**values)
 
 
 # --- usage per billing period ------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import stripe
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from aisyst_pipelines.assets.stripe_events import subscription_mirror_row
-from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.services.stripe_sync import subscription_mirror_row
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.events_store import pending_event_alerts
+from aisyst_pipelines.warehouse.stripe_events_store import pending_event_alerts
 from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices, stripe_subscriptions
 from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
 from resources.notifier import NotifierResource
@@ -117,10 +117,10 @@ def test_signed_but_odd_events_are_refused_with_their_reason(client: TestClient,
     assert client.post(WEBHOOK_PATH, content=body, headers=signed(body)).json()["outcome"] == "applied"
 
 
-def test_a_subscription_the_mirror_cannot_hold_is_left_to_the_sync(warehouse: Warehouse, tmp_path: Path) -> None:
+def test_a_subscription_the_mirror_cannot_hold_is_left_to_the_sync(warehouse: Warehouse) -> None:
     """The event's own fields are fine, but the sync's mapping cannot read its price, or its row would
     not fit stripe_subscriptions: applied (status and period for a known subscription), not a 500."""
-    mirror_row = subscription_mirror_row(None, Settings.from_env({"AISYST_HOME": str(tmp_path)}))
+    mirror_row = subscription_mirror_row(None, load_tier_catalog(), {})
     item = subscription()["items"]["data"][0]
     subscriptions = [
         subscription("sub_fine"),

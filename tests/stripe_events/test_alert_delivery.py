@@ -8,10 +8,10 @@ import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from aisyst_pipelines.assets.stripe_events import SINGLE_ALERT_EMAILS_MAX, deliver_event_alerts
+from aisyst_pipelines.services.stripe_events import SINGLE_ALERT_EMAILS_MAX, deliver_event_alerts
 from aisyst_pipelines.billing.stripe_events import StripeEvent
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.events_store import (
+from aisyst_pipelines.warehouse.stripe_events_store import (
     ALERT_CLAIM_TIMEOUT,
     apply_events,
     claim_event_alerts,

@@ -13,7 +13,7 @@ from aisyst_pipelines.assets.stripe_sync import stripe_customers
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, METADATA_VERSION_KEY
 from aisyst_pipelines.billing.stripe_events import EventsCursor
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.events_store import pending_event_alerts
+from aisyst_pipelines.warehouse.stripe_events_store import pending_event_alerts
 from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices, stripe_subscriptions
 from resources import WarehouseResource
 

@@ -51,6 +51,7 @@ from aisyst_pipelines.billing.stripe_events import (
 from .database import Warehouse
 from .invoice_annotation_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
 from .schema import invoice_annotations, stripe_event_alerts, stripe_events_applied, stripe_invoices, stripe_subscriptions
+from .types import UtcDateTime
 
 
 # A Stripe subscription object (JSON) → the stripe_subscriptions columns (ValueError: cannot map it).
