@@ -37,8 +37,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from .types import UtcDateTime
-
 from aisyst_pipelines.billing.invoice_lines import annotation_version_of
 from aisyst_pipelines.billing.stripe_events import (
     INVOICE_STATUS_RANK,
