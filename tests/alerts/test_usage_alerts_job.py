@@ -3,8 +3,6 @@ with a test clock, both warehouse backends) and its 06:00 schedule through build
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -190,9 +188,3 @@ def test_the_asset_takes_thresholds_and_tiers_from_its_resources(
     [mail] = world.customer_mails()
     assert "Tier 2 includes 1,000 minutes" in text_of(mail)  # the upgrade hint from the catalog's tiers file
 
-
-def test_the_service_imports_no_dagster() -> None:
-    """Services are plain Python (DESIGN.md §1): the CLI, the webhook and benches use them without Dagster."""
-    probe = "import sys, aisyst_pipelines.services.usage_alerts; print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'resources', 'jobs'}))"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "[]"
