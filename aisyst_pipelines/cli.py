@@ -126,9 +126,14 @@ def cmd_bootstrap_stripe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.ingest import ingest_pass, shown_path
+    """One pass of cdr_files_sensor and its runs against the persistent instance; exit 1 if a file failed."""
+    from aisyst_pipelines.definitions import defs
+    from aisyst_pipelines.local_instance import local_instance
+    from aisyst_pipelines.services.ingestion import shown_path
+    from jobs.ingestion import ingest_once
 
-    outcomes = ingest_pass(settings)
+    with local_instance(settings) as instance:
+        outcomes = ingest_once(instance, defs())
     if not outcomes:
         print(f"no new CDR files in {settings.landing_dir}")
     for outcome in outcomes:
@@ -155,7 +160,7 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     invoice was missed or failed."""
     from aisyst_pipelines.definitions import defs
     from jobs.annotate_invoices import annotate_once
-    from jobs.ingest import local_instance
+    from aisyst_pipelines.local_instance import local_instance
 
     with local_instance(settings) as instance:
         outcomes = annotate_once(instance, defs(), args.invoice or None)
@@ -172,7 +177,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
     from aisyst_pipelines.definitions import defs
-    from jobs.ingest import local_instance
+    from aisyst_pipelines.local_instance import local_instance
     from jobs.reconciliation import reconcile_once
 
     as_of = datetime.fromisoformat(args.as_of.replace("Z", "+00:00")) if args.as_of else None

@@ -7,16 +7,17 @@ import os
 import dagster as dg
 
 import jobs.annotate_invoices
-import jobs.ingest
 import jobs.ops
 import jobs.reconciliation
 import jobs.stripe_events
 import jobs.usage_alerts
-from aisyst_pipelines.assets import cdr as cdr_assets
 from aisyst_pipelines.assets import invoice_annotation, stripe_sync
 from aisyst_pipelines.assets import stripe_events as stripe_events_assets
+from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
 from aisyst_pipelines.settings import Settings
+from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
 from resources import CatalogResource, NotifierResource, PiiKeyResource, StripeResource, WarehouseResource
+from resources.ingestion import IngestionConfig
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -30,6 +31,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "notifier": NotifierResource.from_settings(settings),
         # tiers and brand files (launchpad-visible configuration instead of environment reads)
         "catalog": CatalogResource.from_settings(settings),
+        # landing directory, Asterisk time zone and the CDR limits (AISYST_LANDING_DIR, AISYST_CDR_*)
+        "ingestion": IngestionConfig.from_settings(settings),
     }
 
 
@@ -48,7 +51,12 @@ def pii_key_resource(settings: Settings) -> PiiKeyResource:
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions.merge(
-        cdr_assets.defs, jobs.ingest.defs,
+        dg.Definitions(
+            assets=[load_cdr_file_assets],  # call_records and usage_daily
+            asset_checks=[cdr_reject_share],
+            jobs=[cdr_ingest_job],
+            sensors=[cdr_files_sensor],
+        ),
         stripe_sync.defs,
         invoice_annotation.defs, jobs.annotate_invoices.defs,
         stripe_events_assets.defs, jobs.stripe_events.defs,

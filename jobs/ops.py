@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets.cdr import CALL_RECORDS
+from aisyst_pipelines.assets.ingestion import CALL_RECORDS
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse.cdr_store import last_ingested_at
 from resources import NotifierResource, WarehouseResource

@@ -7,9 +7,10 @@ Two channels:
 - the outbox folder otherwise: each message becomes an `.eml` file (RFC 5322, openable in any mail
   client), written atomically.
 
-A delivery either succeeds or raises `DeliveryError`, whose text never contains the password or the
-URL (callers store it in `last_error` and show it in the Dagster UI). The password is never sent
-over an unencrypted connection to a host other than loopback.
+A delivery either succeeds or raises `DeliveryError` (aisyst_pipelines/mail.py, beside the `Notifier`
+protocol services type this resource with), whose text never contains the password or the URL
+(callers store it in `last_error` and show it in the Dagster UI). The password is never sent over an
+unencrypted connection to a host other than loopback.
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 
+from aisyst_pipelines.mail import Delivery, DeliveryError
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.templates import load_brand
 
 DEFAULT_SMTP_PORTS = {"smtp": 587, "smtps": 465}
-
-
-class DeliveryError(Exception):
-    """A message was not delivered (or not accepted for every recipient). Safe to log and store."""
 
 
 @dataclass(frozen=True)
@@ -76,14 +74,6 @@ class SmtpEndpoint:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
-
-
-@dataclass(frozen=True)
-class Delivery:
-    channel: str  # "smtp" or "outbox"
-    message_id: str
-    destination: str  # host:port, or the .eml path
-    encrypted: bool = False  # SMTP only: the session ran over TLS (STARTTLS or smtps)
 
 
 class NotifierResource(dg.ConfigurableResource):
