@@ -132,8 +132,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from aisyst_pipelines.services.ingestion import shown_path
     from jobs.ingestion import ingest_once
 
+    key_file = settings.pii_key_file()
+    had_key = key_file.exists()
     with local_instance(settings) as instance:
         outcomes = ingest_once(instance, defs())
+    if not had_key and key_file.exists():  # said in the run's log, which a terminal does not show
+        print(f"created a new phone-number key in {key_file} (AISYST_PII_KEY is unset): keep it with the warehouse beside it")
     if not outcomes:
         print(f"no new CDR files in {settings.landing_dir}")
     for outcome in outcomes:

@@ -48,6 +48,7 @@ from aisyst_pipelines.warehouse.cdr_store import (
     loaded_sha256s,
     record_failed_file,
 )
+from aisyst_pipelines.warehouse.properties import PiiKeyMismatch
 
 # Largest acceptable share of rejected rows in one file (the check cdr_reject_share; 0.01 = 1 %).
 DEFAULT_MAX_REJECT_SHARE = 0.01
@@ -159,6 +160,9 @@ def load_landing_file(warehouse: Warehouse, path: Path, options: ReadOptions, *,
             pii_key_fingerprint=pii_key_fingerprint(options.pii_key),
             now=options.loaded_at,
         )
+    except PiiKeyMismatch as error:
+        # The host's key is wrong, not the file: nothing is recorded, the file loads once the key is right.
+        raise FileNotLoaded(path, str(error)) from error
     except CdrFileError as error:
         # The load has rolled back; the failed row is written on its own, so that the file keeps a
         # trace (and the same content is still requested when it comes again).
