@@ -163,8 +163,8 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     """One pass of draft_invoice_sensor and its runs (or the job for the given invoices); exit 1 if an
     invoice was missed or failed."""
     from aisyst_pipelines.definitions import defs
-    from jobs.annotate_invoices import annotate_once
     from aisyst_pipelines.local_instance import local_instance
+    from jobs.annotate_invoices import annotate_once
 
     with local_instance(settings) as instance:
         outcomes = annotate_once(instance, defs(), args.invoice or None)
