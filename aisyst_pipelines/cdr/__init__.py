@@ -7,7 +7,8 @@ Plain Python on pandas: no Dagster, Stripe or SQL here. The warehouse loader str
 from .formats import CdrFileError, detect_format, forced_format_for
 from .privacy import hash_phone_number, normalise_phone_number
 from .rating import RatingPolicy, rate_calls
-from .reader import CdrChunk, ReadOptions, read_cdr_file
+from .reader import read_cdr_file
+from .reading import CdrChunk, ReadOptions
 from .records import (
     CANONICAL_COLUMNS,
     DIRECTIONS,

@@ -38,7 +38,6 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -46,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .privacy import hash_phone_number, redact_record_text
+from .reading import CdrChunk, ReadOptions
 from .records import (
     ABSURD_DURATION,
     ANSWERED_DISPOSITION,
@@ -68,9 +68,6 @@ from .records import (
     UNKNOWN_DISPOSITION,
     UNPARSEABLE_TIME,
 )
-
-if TYPE_CHECKING:  # the reader imports this module
-    from .reader import CdrChunk, ReadOptions
 
 MAX_KEY_CHARS = 128
 PHONE_CACHE_LIMIT = 1_000_000
@@ -276,10 +273,8 @@ class CallFields:
     total_seconds_raw: pa.Array | None = None  # Asterisk: `duration` (end − start), checked too
 
 
-def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, options: "ReadOptions", phone_hashes: dict[str, str | None] | None = None) -> "CdrChunk":
+def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, options: ReadOptions, phone_hashes: dict[str, str | None] | None = None) -> CdrChunk:
     """Validate, rate and hash one chunk. `phone_hashes` caches number → hash across a file's chunks."""
-    from .reader import CdrChunk
-
     calls = ADAPTERS[file_format](parsed.fields, parsed.n_rows, options)
     parsed.fields = {}  # the adapter's columns replace them: let the memory go
     verdict = _Verdict(parsed.n_rows)
@@ -366,7 +361,7 @@ def _values(values: pa.Array, where: np.ndarray) -> list[str]:
 # --- adapters ----------------------------------------------------------------------------------
 
 
-def canonical_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
+def canonical_fields(fields: dict[str, pa.Array], n: int, options: ReadOptions) -> CallFields:
     col = {name: _text(fields.get(name), n) for name in CANONICAL_COLUMNS}
     direction_raw = col["direction"]
     disposition_raw = col["disposition"]
@@ -392,7 +387,7 @@ def canonical_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions"
     )
 
 
-def twilio_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
+def twilio_fields(fields: dict[str, pa.Array], n: int, options: ReadOptions) -> CallFields:
     col = {name: _text(fields.get(name), n) for name in TWILIO_KEYS if name not in TWILIO_REDACTION_ONLY}
     # read only to mask them in rejected rows: no need to trim
     col |= {name: _raw(fields.get(name), n) for name in TWILIO_REDACTION_ONLY}
@@ -431,7 +426,7 @@ def twilio_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -
     )
 
 
-def asterisk_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions") -> CallFields:
+def asterisk_fields(fields: dict[str, pa.Array], n: int, options: ReadOptions) -> CallFields:
     used = [name for name in ASTERISK_COLUMNS if name not in ASTERISK_REDACTION_ONLY + ASTERISK_UNUSED]
     col = {name: _text(fields.get(name), n) for name in used}
     # read only to mask them in rejected rows: no need to trim
@@ -461,7 +456,7 @@ def asterisk_fields(fields: dict[str, pa.Array], n: int, options: "ReadOptions")
     )
 
 
-ADAPTERS: dict[str, Callable[[dict[str, pa.Array], int, "ReadOptions"], CallFields]] = {
+ADAPTERS: dict[str, Callable[[dict[str, pa.Array], int, ReadOptions], CallFields]] = {
     "canonical_csv": canonical_fields,
     "canonical_jsonl": canonical_fields,
     "twilio": twilio_fields,
@@ -593,7 +588,7 @@ class _Verdict:
         self.open[where] = False
 
 
-def _validate(calls: CallFields, verdict: _Verdict, options: "ReadOptions") -> np.ndarray:
+def _validate(calls: CallFields, verdict: _Verdict, options: ReadOptions) -> np.ndarray:
     """Flag every row that fails a check; returns the billable seconds as given (NaN when empty)."""
     if calls.unfinished is not None:
         status = calls.disposition_raw
@@ -659,7 +654,7 @@ def _validate(calls: CallFields, verdict: _Verdict, options: "ReadOptions") -> n
     return seconds
 
 
-def _check_billing_window(ended: np.ndarray, verdict: _Verdict, options: "ReadOptions") -> None:
+def _check_billing_window(ended: np.ndarray, verdict: _Verdict, options: ReadOptions) -> None:
     """A call billed in a period that has not begun, or long closed, is a broken record (issue 12 item 2)."""
     loaded_at = _utc_instant(options.loaded_at)
     latest = loaded_at + np.timedelta64(options.future_tolerance // timedelta(microseconds=1), "us")
@@ -730,7 +725,7 @@ def _records(
     seconds: np.ndarray,
     good: np.ndarray,
     line_numbers: np.ndarray,
-    options: "ReadOptions",
+    options: ReadOptions,
     phone_hashes: dict[str, str | None],
 ) -> pd.DataFrame:
     if not len(good):

@@ -30,6 +30,7 @@ from aisyst_pipelines.services.ingestion import (
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import cdr_file
 from resources import NotifierResource
+from resources.ingestion import IngestionConfig
 
 KEY = PII_KEY.encode()
 LOG = logging.getLogger(__name__)
@@ -98,9 +99,7 @@ def test_the_read_options_come_from_the_config_and_the_landing_subfolder(tmp_pat
         read_options(load_config(tmp_path, forced_format="excel"), tmp_path / "a.csv", KEY)
 
 
-def test_the_bench_and_the_asset_read_with_the_same_defaults() -> None:
-    from resources.ingestion import IngestionConfig
-
+def test_the_ingestion_resource_defaults_are_the_readers() -> None:
     configured = IngestionConfig(landing_dir="/landing")
     defaults = ReadOptions(pii_key=KEY)
     assert timedelta(hours=configured.future_tolerance_hours) == defaults.future_tolerance
