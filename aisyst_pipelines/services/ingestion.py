@@ -505,7 +505,6 @@ class LandingScan(Generic[Request]):
     requests: list[Request]  # one per new file
     already_loaded: list[NewFile]  # new files whose content is loaded: not requested
     refusals: list[Refusal]  # entries refused for the first time (or for a new reason): reported once
-    deferred: int  # new files left for the next tick
     cursor: LandingCursor  # store it only once every request's run exists
 
 
@@ -541,6 +540,5 @@ def scan_landing(
         requests=requests,
         already_loaded=plan.already_loaded,
         refusals=[Refusal(path, reason, path in recorded) for path, reason in new_refusals.items()],
-        deferred=plan.deferred,
         cursor=next_cursor,
     )
