@@ -126,9 +126,18 @@ def cmd_bootstrap_stripe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.ingest import ingest_pass, shown_path
+    """One pass of cdr_files_sensor and its runs against the persistent instance; exit 1 if a file failed."""
+    from aisyst_pipelines.definitions import defs
+    from aisyst_pipelines.local_instance import local_instance
+    from aisyst_pipelines.services.ingestion import shown_path
+    from jobs.ingestion import ingest_once
 
-    outcomes = ingest_pass(settings)
+    key_file = settings.pii_key_file()
+    had_key = key_file.exists()
+    with local_instance(settings) as instance:
+        outcomes = ingest_once(instance, defs())
+    if not had_key and key_file.exists():  # said in the run's log, which a terminal does not show
+        print(f"created a new phone-number key in {key_file} (AISYST_PII_KEY is unset): keep it with the warehouse beside it")
     if not outcomes:
         print(f"no new CDR files in {settings.landing_dir}")
     for outcome in outcomes:
@@ -154,8 +163,8 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     """One pass of draft_invoice_sensor and its runs (or the job for the given invoices); exit 1 if an
     invoice was missed or failed."""
     from aisyst_pipelines.definitions import defs
+    from aisyst_pipelines.local_instance import local_instance
     from jobs.invoice_annotation import annotate_once
-    from jobs.ingest import local_instance
 
     with local_instance(settings) as instance:
         outcomes = annotate_once(instance, defs(), args.invoice or None)

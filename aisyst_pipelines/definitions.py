@@ -1,23 +1,29 @@
-"""The code location: one Definitions object with every asset, check, job, schedule, sensor and resource."""
+"""The code location: one Definitions object with every asset, check, job, schedule, sensor and resource.
+
+Everything is listed here by name, feature by feature. The settings are read once, when the code
+location loads (`Settings.from_env`), and reach the assets, sensors and schedules only through the
+resources built below; loading writes nothing.
+"""
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import dagster as dg
 
-import jobs.ingest
-import jobs.ops
-import jobs.reconciliation
-import jobs.stripe_events
-from aisyst_pipelines.assets import cdr as cdr_assets
-from aisyst_pipelines.assets import stripe_sync
+from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
-from aisyst_pipelines.assets import stripe_events as stripe_events_assets
 from aisyst_pipelines.assets.reconciliation import meter_reconciliation
+from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
+from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
+from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
 from jobs.invoice_annotation import annotate_draft_invoices, draft_invoice_sensor, invoice_branding_daily, invoice_branding_job
+from jobs.ops import build_cdr_freshness_check, cdr_freshness_hourly, cdr_freshness_job, ops_run_failure_alert
+from jobs.reconciliation import nightly_schedule, reconciliation_job
+from jobs.stripe_events import stripe_events_sensor
 from jobs.usage_alerts import usage_alerts_job, usage_alerts_schedule
 from resources import (
     CatalogResource,
@@ -27,6 +33,7 @@ from resources import (
     UsageAlertsConfig,
     WarehouseResource,
 )
+from resources.ingestion import IngestionConfig
 from resources.reconciliation import ReconciliationConfig
 
 
@@ -41,6 +48,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "notifier": NotifierResource.from_settings(settings),
         # tiers and brand files (launchpad-visible configuration instead of environment reads)
         "catalog": CatalogResource.from_settings(settings),
+        # landing directory, Asterisk time zone and the CDR limits (AISYST_LANDING_DIR, AISYST_CDR_*)
+        "ingestion": IngestionConfig.from_settings(settings),
         # repair, settle lag and tolerance of the meter reconciliation (AISYST_RECONCILIATION_*)
         "reconciliation": ReconciliationConfig.from_settings(settings),
         # thresholds and silence policy of the usage alerts (AISYST_ALERT_THRESHOLDS, …)
@@ -62,27 +71,28 @@ def pii_key_resource(settings: Settings) -> PiiKeyResource:
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    return dg.Definitions.merge(
-        cdr_assets.defs, jobs.ingest.defs,
-        dg.Definitions(assets=[stripe_sync.stripe_customers, stripe_sync.stripe_subscriptions, stripe_sync.usage_by_period]),
-        dg.Definitions(
-            assets=[invoice_annotations, invoice_branding_settings],
-            jobs=[annotate_draft_invoices, invoice_branding_job],
-            sensors=[draft_invoice_sensor],
-            schedules=[invoice_branding_daily],
-        ),
-        dg.Definitions(assets=[stripe_events_assets.STRIPE_INVOICES], sensors=[jobs.stripe_events.stripe_events_sensor]),
-        dg.Definitions(
-            assets=[meter_reconciliation],  # with its check meter_drift_within_tolerance
-            jobs=[jobs.reconciliation.reconciliation_job],
-            schedules=[jobs.reconciliation.nightly_schedule(settings.reconciliation_cron)],
-        ),
-        dg.Definitions(
-            assets=[usage_alerts],
-            asset_checks=[usage_alerts_delivered],
-            jobs=[usage_alerts_job],
-            schedules=[usage_alerts_schedule(settings.alerts_timezone)],
-        ),
-        jobs.ops.build_defs(settings),
-        dg.Definitions(resources=build_resources(settings)),
+    cdr_freshness_check = build_cdr_freshness_check(timedelta(hours=settings.cdr_freshness_hours))
+    freshness_job = cdr_freshness_job(cdr_freshness_check)
+    return dg.Definitions(
+        assets=[
+            load_cdr_file_assets,  # call_records and usage_daily, one transaction per landing file
+            stripe_customers, stripe_subscriptions, usage_by_period,
+            meter_reconciliation,  # with its check meter_drift_within_tolerance
+            invoice_annotations, invoice_branding_settings,  # with no_missed_or_failed_invoices
+            usage_alerts,
+            STRIPE_INVOICES,  # kept current by stripe_events_sensor
+        ],
+        asset_checks=[cdr_reject_share, cdr_freshness_check, usage_alerts_delivered],
+        jobs=[
+            cdr_ingest_job, freshness_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job,
+            usage_alerts_job,
+        ],
+        sensors=[cdr_files_sensor, draft_invoice_sensor, stripe_events_sensor, ops_run_failure_alert],
+        schedules=[
+            cdr_freshness_hourly(freshness_job),
+            nightly_schedule(settings.reconciliation_cron),
+            invoice_branding_daily,
+            usage_alerts_schedule(settings.alerts_timezone),
+        ],
+        resources=build_resources(settings),
     )

@@ -281,7 +281,9 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
     from aisyst_pipelines.definitions import defs
     from aisyst_pipelines.emulator.testing import RunningEmulator
     from aisyst_pipelines.warehouse import Warehouse
-    from jobs import ingest, reconciliation, stripe_events, usage_alerts
+    from aisyst_pipelines.local_instance import local_instance
+    from aisyst_pipelines.services.ingestion import shown_path
+    from jobs import ingestion, reconciliation, stripe_events, usage_alerts
     from jobs import invoice_annotation as annotate_invoices
     from jobs.ticks import record_sensor_tick
     from resources.stripe import StripeResource
@@ -301,9 +303,9 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
     definitions = defs()
     warehouse = Warehouse(settings.warehouse_url)
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    with ingest.local_instance(settings) as instance:
+    with local_instance(settings) as instance:
         instance.run_storage.set_cursor_values(
-            {key: "" for key in (ingest.CLI_CURSOR_KEY, annotate_invoices.CLI_CURSOR_KEY, stripe_events.CLI_CURSOR_KEY)}
+            {key: "" for key in (ingestion.CLI_CURSOR_KEY, annotate_invoices.CLI_CURSOR_KEY, stripe_events.CLI_CURSOR_KEY)}
         )
         branding = definitions.resolve_job_def(annotate_invoices.invoice_branding_job.name)
         result = branding.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
@@ -321,12 +323,12 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
         landed = _land_cdr_files(calls, settings, seed)
         progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
 
-        outcomes = ingest.ingest_once(instance, definitions)
-        record_sensor_tick(instance, ingest.SENSOR_NAME, run_ids=[o.run_id for o in outcomes if o.run_id],
+        outcomes = ingestion.ingest_once(instance, definitions)
+        record_sensor_tick(instance, ingestion.SENSOR_NAME, run_ids=[o.run_id for o in outcomes if o.run_id],
                            skip_reason="no new CDR files")
         for outcome in outcomes:
-            progress.say(f"    {outcome.status:>7}  {ingest.shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
-        progress.step(f"ingested: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingest.JOB_NAME}")
+            progress.say(f"    {outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
+        progress.step(f"ingested: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
         _print_minutes(progress, warehouse, signups)
 
         recon = reconciliation.reconcile_once(instance, definitions, settings, repair=True, as_of=RECONCILE_AT)

@@ -8,8 +8,11 @@ This object only says *where* things are and which optional behaviours are on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from aisyst_pipelines.billing.thresholds import parse_thresholds
 from aisyst_pipelines.billing.tiers import DEFAULT_TIERS_FILE, parse_legacy_price_ids
@@ -38,7 +41,6 @@ class Settings:
     meter_event_name: str
     allow_live_mode: bool
     asterisk_timezone: str
-    cdr_max_reject_share: float  # limit of the cdr_reject_share asset check (0.01 = 1 % of a file's rows)
     # usage alerts (DESIGN.md §2.5); the SMTP URL holds a password and is bound via dg.EnvVar instead
     brand_file: Path
     alerts_timezone: str
@@ -57,6 +59,11 @@ class Settings:
     reconciliation_settle_lag_minutes: int = 60  # Stripe aggregates asynchronously: compare up to now - lag
     reconciliation_tolerance_minutes: int = 0  # unrepaired drift per customer-period the asset check allows
     cdr_freshness_hours: float = 6.0  # the cdr_ingestion_fresh check fails when no file was loaded for longer
+    # CDR ingestion (docs/ingestion.md); None = unset, resources/ingestion.py's default applies
+    cdr_max_reject_share: float | None = None  # limit of the cdr_reject_share check (0.01 = 1 % of a file's rows)
+    cdr_future_tolerance_hours: float | None = None  # later calls are rejected (call_in_future)
+    cdr_earliest_call: datetime | None = None  # earlier calls are rejected (call_too_old)
+    cdr_max_record_bytes: int | None = None  # longer lines are rejected (record_too_long)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -72,7 +79,6 @@ class Settings:
             meter_event_name=env.get("STRIPE_METER_EVENT_NAME") or DEFAULT_METER_EVENT_NAME,
             allow_live_mode=env.get("AISYST_ALLOW_LIVE_MODE", "").lower() == "true",
             asterisk_timezone=env.get("AISYST_ASTERISK_TIMEZONE") or "UTC",
-            cdr_max_reject_share=float(env.get("AISYST_CDR_MAX_REJECT_SHARE") or 0.01),
             brand_file=Path(env.get("AISYST_BRAND_FILE") or DEFAULT_BRAND_FILE).resolve(),
             alerts_timezone=env.get("AISYST_ALERTS_TIMEZONE") or "UTC",
             alert_thresholds=parse_thresholds(env.get("AISYST_ALERT_THRESHOLDS") or "80,100"),
@@ -89,6 +95,10 @@ class Settings:
             reconciliation_settle_lag_minutes=int(env.get("AISYST_RECONCILIATION_SETTLE_LAG_MINUTES") or 60),
             reconciliation_tolerance_minutes=int(env.get("AISYST_RECONCILIATION_TOLERANCE_MINUTES") or 0),
             cdr_freshness_hours=float(env.get("AISYST_CDR_FRESHNESS_HOURS") or 6),
+            cdr_max_reject_share=_optional(env, "AISYST_CDR_MAX_REJECT_SHARE", float),
+            cdr_future_tolerance_hours=_optional(env, "AISYST_CDR_FUTURE_TOLERANCE_HOURS", float),
+            cdr_earliest_call=_optional(env, "AISYST_CDR_EARLIEST_CALL", _instant),
+            cdr_max_record_bytes=_optional(env, "AISYST_CDR_MAX_RECORD_BYTES", int),
         )
 
     def ensure_dirs(self) -> None:
@@ -104,3 +114,24 @@ class Settings:
     def pii_key_file(self) -> Path:
         """The generated phone-number key of the embedded warehouse, beside warehouse.db."""
         return self.home / "pii.key"
+
+
+Value = TypeVar("Value")
+
+
+def _optional(env: Mapping[str, str], name: str, parse: Callable[[str], Value]) -> Value | None:
+    """The variable's value, None when it is unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise ValueError(f"{name}={text!r} is invalid: {error}") from None
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.utcoffset() is None:
+        raise ValueError("an ISO 8601 time with an offset is needed, e.g. 2020-01-01T00:00:00Z")
+    return value

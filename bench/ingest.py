@@ -5,9 +5,10 @@
 
 Per backend it measures, in separate child processes (each reports its own peak RSS):
 
-- end to end: sha256 of the file, then `read_cdr_file` (parse, validate, rate, hash phone numbers)
+- end to end: `services.ingestion.load_landing_file`, exactly what the `call_records` asset runs: sha256
+  of the file, format detection, then `read_cdr_file` (parse, validate, rate, hash phone numbers)
   streamed into `load_cdr_file` (copy into call_records, duplicate checks, rejects, usage_daily recompute), in
-  one transaction — exactly what the `call_records` asset runs — into a fresh, migrated warehouse;
+  one transaction, into a fresh, migrated warehouse;
 - the database's own bulk load of the same rows (the call_records columns) into an unindexed table:
   PostgreSQL COPY, SQLite executemany in one transaction. Only the database calls are timed; the
   rows are prepared untimed, chunk by chunk.
@@ -34,18 +35,15 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import MetaData, create_engine, text
 
-from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
-from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
+from aisyst_pipelines.services.ingestion import load_landing_file
 from aisyst_pipelines.simulation import CdrFileWriter, iter_simulated_calls
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import (
-    CdrFileIdentity,
     arrow_for,
     copy_postgres,
     executemany_sqlite,
-    load_cdr_file,
     postgres_csv,
     sqlite_rows,
 )
@@ -109,10 +107,7 @@ def child_end_to_end(url: str, path: Path, chunk_rows: int) -> dict:
     warehouse = Warehouse(url)
     warehouse.upgrade()
     started = time.perf_counter()
-    sha256 = file_sha256(path)
-    chunks = read_cdr_file(path, ReadOptions(pii_key=BENCH_KEY, chunk_rows=chunk_rows))
-    result = load_cdr_file(warehouse, CdrFileIdentity(str(path), sha256, "canonical_csv", path.stat().st_size), chunks,
-                           pii_key_fingerprint=pii_key_fingerprint(BENCH_KEY))
+    result = load_landing_file(warehouse, path, ReadOptions(pii_key=BENCH_KEY, chunk_rows=chunk_rows))
     seconds = time.perf_counter() - started
     warehouse.dispose()
     return {"seconds": seconds, "rows_loaded": result.rows_loaded, "rows_total": result.rows_total,

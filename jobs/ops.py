@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets.cdr import CALL_RECORDS
+from aisyst_pipelines.assets.ingestion import CALL_RECORDS
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse.cdr_store import last_ingested_at
 from resources import NotifierResource, WarehouseResource
@@ -83,24 +83,19 @@ def build_cdr_freshness_check(max_age: timedelta) -> dg.AssetChecksDefinition:
     return cdr_ingestion_fresh
 
 
-def build_defs(settings: Settings) -> dg.Definitions:
-    freshness_check = build_cdr_freshness_check(timedelta(hours=settings.cdr_freshness_hours))
-    freshness_job = dg.define_asset_job(
+def cdr_freshness_job(check: dg.AssetChecksDefinition) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
         "cdr_freshness_job",
-        selection=dg.AssetSelection.checks(freshness_check),
+        selection=dg.AssetSelection.checks(check),
         description="Runs the CDR-ingestion freshness check.",
     )
-    return dg.Definitions(
-        asset_checks=[freshness_check],
-        jobs=[freshness_job],
-        schedules=[
-            dg.ScheduleDefinition(
-                name="cdr_freshness_hourly",
-                job=freshness_job,
-                cron_schedule="15 * * * *",
-                execution_timezone="UTC",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-            )
-        ],
-        sensors=[ops_run_failure_alert],
+
+
+def cdr_freshness_hourly(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="cdr_freshness_hourly",
+        job=job,
+        cron_schedule="15 * * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
     )

@@ -7,8 +7,8 @@ Plain Python on pandas: no Dagster, Stripe or SQL here. The warehouse loader str
 from .formats import CdrFileError, detect_format, forced_format_for
 from .privacy import hash_phone_number, normalise_phone_number
 from .rating import RatingPolicy, rate_calls
-from .chunks import CdrChunk, ReadOptions
 from .reader import read_cdr_file
+from .reading import CdrChunk, ReadOptions
 from .records import (
     CANONICAL_COLUMNS,
     DIRECTIONS,

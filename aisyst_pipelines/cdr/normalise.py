@@ -44,8 +44,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .chunks import CdrChunk, ReadOptions
 from .privacy import hash_phone_number, redact_record_text
+from .reading import CdrChunk, ReadOptions
 from .records import (
     ABSURD_DURATION,
     ANSWERED_DISPOSITION,
@@ -68,7 +68,6 @@ from .records import (
     UNKNOWN_DISPOSITION,
     UNPARSEABLE_TIME,
 )
-
 
 MAX_KEY_CHARS = 128
 PHONE_CACHE_LIMIT = 1_000_000
@@ -276,7 +275,6 @@ class CallFields:
 
 def build_chunk(file_format: str, parsed: ParsedRows, pre_rejects: RejectList, options: ReadOptions, phone_hashes: dict[str, str | None] | None = None) -> CdrChunk:
     """Validate, rate and hash one chunk. `phone_hashes` caches number → hash across a file's chunks."""
-
     calls = ADAPTERS[file_format](parsed.fields, parsed.n_rows, options)
     parsed.fields = {}  # the adapter's columns replace them: let the memory go
     verdict = _Verdict(parsed.n_rows)

@@ -36,26 +36,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
-from .chunks import CdrChunk, ReadOptions
 from .formats import (
     ASTERISK_WIDTHS,
-    UTF8_BOM,
     CdrFileError,
+    UTF8_BOM,
     canonical_header,
     detect_format,
     is_gzip,
     open_cdr_stream,
 )
-from .normalise import (
-    ASTERISK_COLUMNS,
-    ASTERISK_UNUSED,
-    TWILIO_KEYS,
-    ParsedRows,
-    RejectList,
-    build_chunk,
-    empty_records,
-    empty_rejects,
-)
+from .normalise import ASTERISK_COLUMNS, ASTERISK_UNUSED, TWILIO_KEYS, ParsedRows, RejectList, build_chunk, empty_records, empty_rejects
+from .reading import CdrChunk, ReadOptions
 from .records import (
     CANONICAL_COLUMNS,
     INVALID_UTF8,
@@ -74,7 +65,6 @@ JSON_FORMATS = ("canonical_jsonl", "twilio")
 NUL = re.compile(b"\x00")
 JSON_NUL_ESCAPE = re.compile(rb"\\u0000")
 JSON_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # half of a character: valid only in a pair
-
 
 
 def read_cdr_file(path: Path, options: ReadOptions) -> Iterator[CdrChunk]:

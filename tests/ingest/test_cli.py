@@ -11,12 +11,12 @@ import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from ingest_samples import expected_usage, usage_calls_minutes, write_sample
 
-from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cli import main
+from aisyst_pipelines.services.ingestion import file_sha256
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import loaded_sha256s
-from jobs.ingest import JOB_NAME, SENSOR_NAME, ingest_once
+from jobs.ingestion import JOB_NAME, SENSOR_NAME, ingest_once
 
 
 def runs_in(settings: Settings) -> list[dg.DagsterRun]:
@@ -44,6 +44,20 @@ def test_ingest_loads_new_files_records_runs_and_exits_zero(
     assert main(["ingest"]) == 0  # nothing new: no run, no change
     assert "no new CDR files" in capsys.readouterr().out
     assert len(runs_in(ingest_settings)) == 1
+
+
+def test_ingest_finds_its_instance_without_changing_the_environment(
+    ingest_settings: Settings, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME")  # the default: $AISYST_HOME/dagster
+    write_sample(ingest_settings.landing_dir / "calls.csv", "canonical_csv")
+    environment = dict(os.environ)
+
+    assert main(["ingest"]) == 0
+
+    assert dict(os.environ) == environment
+    with dg.DagsterInstance.from_config(str(Settings.from_env().dagster_home)) as instance:
+        assert [run.job_name for run in instance.get_runs()] == [JOB_NAME]
 
 
 def test_ingest_exits_non_zero_when_a_file_fails_and_still_loads_the_others(

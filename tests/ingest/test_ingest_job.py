@@ -10,14 +10,16 @@ import pytest
 from ingest_samples import PII_KEY, count_rows, expected_usage, usage_calls_minutes, write_sample
 from sqlalchemy import func, select
 
-from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, cdr_reject_share, file_sha256, load_cdr_file_assets
+from aisyst_pipelines.assets.ingestion import LOAD_OP_NAME, cdr_reject_share, load_cdr_file_assets
 from aisyst_pipelines.cdr.records import REASON_CODES
+from aisyst_pipelines.services.ingestion import file_sha256
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import cdr_file, loaded_sha256s
 from aisyst_pipelines.warehouse.schema import call_records
-from jobs.ingest import JOB_NAME, REJECT_SHARE_CHECK_OP
+from jobs.ingestion import JOB_NAME, REJECT_SHARE_CHECK_OP, ingest_once
 from resources import PiiKeyResource, WarehouseResource
+from resources.ingestion import IngestionConfig
 
 EXTENSIONS = {"canonical_csv": "csv", "canonical_jsonl": "jsonl", "twilio": "jsonl", "asterisk": "csv"}
 
@@ -117,16 +119,14 @@ def test_the_reject_share_check_fails_above_its_limit_and_passes_below(
     assert check.passed
 
 
-def test_the_billing_window_and_the_record_limit_come_from_the_run_config(
-    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
-) -> None:
+def write_window_file(path: Path) -> None:
+    """Five calls: too old and too long for the limits below, two in the future, one that loads."""
     soon = datetime.now(timezone.utc) + timedelta(hours=2)  # the run loads "now": within a day, not within an hour
 
     def row(call_id: str, ended: datetime, callee: str = "") -> str:
         times = [(ended - timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%SZ") for s in (10, 9, 0)]
         return ",".join([call_id, "acct_a", "inbound", "completed", *times, "9", "+14155550100", callee])
 
-    path = ingest_settings.landing_dir / "window.csv"
     path.write_text("\n".join([
         "call_id,account_code,direction,disposition,started_at,answered_at,ended_at,billable_seconds,caller,callee",
         row("oct1", datetime(2026, 10, 1, 10, tzinfo=timezone.utc)),
@@ -135,7 +135,17 @@ def test_the_billing_window_and_the_record_limit_come_from_the_run_config(
         row("far", datetime(2099, 1, 1, tzinfo=timezone.utc)),
         row("long", datetime(2026, 10, 5, 11, tzinfo=timezone.utc), callee="x" * 3000),
     ]) + "\n")
-    load = {"path": str(path), "future_tolerance_hours": 1, "earliest_call": "2026-10-02T00:00:00Z", "max_record_bytes": 2048}
+
+
+WINDOW_LIMITS = {"future_tolerance_hours": 1, "earliest_call": "2026-10-02T00:00:00Z", "max_record_bytes": 2048}
+
+
+def test_the_billing_window_and_the_record_limit_come_from_the_run_config(
+    ingest_settings: Settings, instance: dg.DagsterInstance, definitions: dg.Definitions, warehouse: Warehouse
+) -> None:
+    path = ingest_settings.landing_dir / "window.csv"
+    write_window_file(path)
+    load = {"path": str(path), **WINDOW_LIMITS}
 
     result = execute(definitions, instance, {"ops": {LOAD_OP_NAME: {"config": load}}})
 
@@ -148,6 +158,38 @@ def test_the_billing_window_and_the_record_limit_come_from_the_run_config(
 
     assert not refused.success
     assert "the run config is invalid: earliest_call must carry a time zone" in failure_message(refused)
+
+
+def test_the_sensors_runs_load_under_the_configured_limits(
+    ingest_settings: Settings, instance: dg.DagsterInstance, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AISYST_CDR_* reach the runs the sensor requests (their run config names only the file) through the
+    ingestion resource; a one-off run config still overrides them."""
+    monkeypatch.setenv("AISYST_CDR_FUTURE_TOLERANCE_HOURS", "1")
+    monkeypatch.setenv("AISYST_CDR_EARLIEST_CALL", "2026-10-02T00:00:00Z")
+    monkeypatch.setenv("AISYST_CDR_MAX_RECORD_BYTES", "2048")
+    path = ingest_settings.landing_dir / "window.csv"
+    write_window_file(path)
+    from aisyst_pipelines.definitions import defs
+
+    (outcome,) = ingest_once(instance, defs())
+
+    assert outcome.status == "loaded", outcome.detail
+    assert outcome.detail.startswith("canonical_csv: 5 rows, 1 loaded, 0 duplicate, 4 rejected")
+    assert "call_too_old 1" in outcome.detail and "call_in_future 2" in outcome.detail and "record_too_long 1" in outcome.detail
+
+    lenient = {"path": str(path.with_name("again.csv")), "earliest_call": "2020-01-01T00:00:00Z"}
+    path.with_name("again.csv").write_bytes(path.read_bytes() + b"\n")  # other content: loaded, not skipped
+    result = execute(defs(), instance, {"ops": {LOAD_OP_NAME: {"config": lenient}}})
+
+    assert (call_records_metadata(result)["rejected_call_too_old"], call_records_metadata(result)["rows_duplicate"]) == (0, 1)
+
+
+def test_a_configured_limit_must_be_valid() -> None:
+    with pytest.raises(ValueError, match="AISYST_CDR_EARLIEST_CALL='2026-10-02' is invalid: an ISO 8601 time with an offset"):
+        Settings.from_env({"AISYST_CDR_EARLIEST_CALL": "2026-10-02"})
+    with pytest.raises(ValueError, match="AISYST_CDR_MAX_RECORD_BYTES='64k' is invalid"):
+        Settings.from_env({"AISYST_CDR_MAX_RECORD_BYTES": "64k"})
 
 
 @pytest.mark.parametrize("damage", ["truncated", "changed"])
@@ -214,7 +256,8 @@ def test_a_path_that_is_not_a_readable_file_fails_its_run_with_the_cause(
 def test_dg_materialize_with_the_real_warehouse(ingest_settings: Settings, warehouse: Warehouse) -> None:
     path = ingest_settings.landing_dir / "twilio" / "calls.jsonl"
     written, calls = write_sample(path, "twilio")
-    resources = {"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=PII_KEY)}
+    resources = {"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=PII_KEY),
+                 "ingestion": IngestionConfig.from_settings(ingest_settings)}
 
     result = dg.materialize([load_cdr_file_assets, cdr_reject_share], resources=resources, run_config=run_config(path))
 
@@ -232,7 +275,8 @@ def test_the_check_on_its_own_judges_the_file_loaded_last(
     write_sample(messy, "canonical_csv", malformed_rate=0.1, days=3)
     clean = ingest_settings.landing_dir / "clean.csv"
     write_sample(clean, "canonical_csv", seed=5)
-    resources = {"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=PII_KEY)}
+    resources = {"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=PII_KEY),
+                 "ingestion": IngestionConfig.from_settings(ingest_settings)}
     check_only = dg.AssetSelection.checks(cdr_reject_share)
 
     def check_alone() -> bool:

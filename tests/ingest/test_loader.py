@@ -29,8 +29,8 @@ from ingest_samples import (
 )
 from sqlalchemy import insert, select
 
-from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
+from aisyst_pipelines.services.ingestion import file_sha256
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import (
     CdrFileIdentity,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +15,10 @@ import pytest
 from ingest_samples import count_rows, expected_usage, usage_calls_minutes
 from sqlalchemy import select
 
-from aisyst_pipelines.assets.cdr import file_sha256
 from aisyst_pipelines.cdr import ReadOptions, read_cdr_file
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.records import MAX_RAW_RECORD_CHARS
+from aisyst_pipelines.services.ingestion import file_sha256
 from aisyst_pipelines.simulation import simulate_calls, write_calls
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file

@@ -17,15 +17,16 @@ import pytest
 from ingest_samples import PII_KEY, Chunk, call, chunk, count_rows, load_cdr_file, source, write_sample
 from sqlalchemy import select
 
-from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, load_cdr_file_assets
+from aisyst_pipelines.assets.ingestion import LOAD_OP_NAME, load_cdr_file_assets
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cli import main
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.properties import PII_KEY_FINGERPRINT, PiiKeyMismatch
 from aisyst_pipelines.warehouse.schema import warehouse_properties
-from jobs.ingest import JOB_NAME
+from jobs.ingestion import JOB_NAME
 from resources import PiiKeyResource, WarehouseResource
+from resources.ingestion import IngestionConfig
 
 EXTENSIONS = {"canonical_csv": "csv", "twilio": "jsonl", "asterisk": "csv"}
 OTHER_KEY = "another-key-not-the-warehouses"
@@ -35,7 +36,8 @@ T = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 def load_with_key(warehouse: Warehouse, path: Path, key: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [load_cdr_file_assets],
-        resources={"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=key)},
+        resources={"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key=key),
+                   "ingestion": IngestionConfig(landing_dir=str(path.parent))},
         run_config={"ops": {LOAD_OP_NAME: {"config": {"path": str(path)}}}},
         raise_on_error=False,
     )

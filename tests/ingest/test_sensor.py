@@ -17,32 +17,33 @@ import dagster as dg
 import pytest
 from ingest_samples import call, chunk, load_cdr_file, write_sample
 
-import jobs.ingest
-from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, file_sha256
-from aisyst_pipelines.settings import Settings
-from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file, loaded_sha256s
-from jobs.ingest import (
-    JOB_NAME,
+from aisyst_pipelines.assets.ingestion import LOAD_OP_NAME
+from aisyst_pipelines.services import ingestion
+from aisyst_pipelines.services.ingestion import (
     OVERLAP_NS,
-    REJECT_SHARE_CHECK_OP,
-    SENSOR_NAME,
     LandingCursor,
     LandingFile,
     LandingListing,
-    cdr_files_sensor,
+    file_sha256,
     list_landing_files,
     plan_landing,
 )
+from aisyst_pipelines.settings import Settings
+from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, cdr_file
+from jobs.ingestion import JOB_NAME, REJECT_SHARE_CHECK_OP, SENSOR_NAME, cdr_files_sensor
 from resources import NotifierResource, WarehouseResource
+from resources.ingestion import IngestionConfig
 
 
 def tick(
     instance: dg.DagsterInstance, warehouse: Warehouse, cursor: str | None = None, notifier: NotifierResource | None = None
 ) -> dg.SensorResult:
+    settings = Settings.from_env()
     resources = {
         "warehouse": WarehouseResource(url=warehouse.url),
-        "notifier": notifier or NotifierResource.from_settings(Settings.from_env()),
+        "notifier": notifier or NotifierResource.from_settings(settings),
+        "ingestion": IngestionConfig.from_settings(settings),
     }
     context = dg.build_sensor_context(instance=instance, cursor=cursor, sensor_name=SENSOR_NAME, resources=resources)
     result = cdr_files_sensor(context)
@@ -87,13 +88,13 @@ def mark_loaded(warehouse: Warehouse, path: Path) -> None:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Records every file the sensor hashes (the real hashing still happens)."""
     seen: list[Path] = []
-    real = jobs.ingest.file_sha256
+    real = ingestion.file_sha256
 
     def counting(path: Path) -> str:
         seen.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(jobs.ingest, "file_sha256", counting)
+    monkeypatch.setattr(ingestion, "file_sha256", counting)
     return seen
 
 
@@ -250,15 +251,17 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_failed_row_and_one_aler
 # resources, for a real daemon tick.
 LANDING_LOCATION = """
 import dagster as dg
-import jobs.ingest
 import jobs.ops
-from aisyst_pipelines.assets import cdr
+from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
 from aisyst_pipelines.definitions import build_resources
 from aisyst_pipelines.settings import Settings
+from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
 
 settings = Settings.from_env()
 defs = dg.Definitions.merge(
-    cdr.defs, jobs.ingest.defs, jobs.ops.build_defs(settings), dg.Definitions(resources=build_resources(settings))
+    dg.Definitions(assets=[load_cdr_file_assets], asset_checks=[cdr_reject_share], jobs=[cdr_ingest_job], sensors=[cdr_files_sensor]),
+    jobs.ops.build_defs(settings),
+    dg.Definitions(resources=build_resources(settings)),
 )
 """
 

@@ -7,7 +7,6 @@ from email import message_from_bytes
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from sqlalchemy import insert
 
 from aisyst_pipelines.settings import Settings
@@ -53,19 +52,18 @@ def test_a_failed_run_sends_one_ops_email(tmp_path: Path) -> None:
     assert "- step load_step: RuntimeError: landing disk unreadable" in decoded  # the cause, not only the step
 
 
-def test_the_ops_email_of_a_failed_cdr_run_says_which_file_and_why(
-    tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from aisyst_pipelines.assets.cdr import LOAD_OP_NAME, load_cdr_file_assets
+def test_the_ops_email_of_a_failed_cdr_run_says_which_file_and_why(tmp_path: Path, warehouse: Warehouse) -> None:
+    from aisyst_pipelines.assets.ingestion import LOAD_OP_NAME, load_cdr_file_assets
     from resources import PiiKeyResource
+    from resources.ingestion import IngestionConfig
 
-    monkeypatch.setenv("AISYST_LANDING_DIR", str(tmp_path))
     unknown = tmp_path / "calls.csv"
     unknown.write_text("not,a,cdr\nfile,at,all\n")
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [load_cdr_file_assets], instance=instance, raise_on_error=False,
-        resources={"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key="k")},
+        resources={"warehouse": WarehouseResource(url=warehouse.url), "pii_key": PiiKeyResource(key="k"),
+                   "ingestion": IngestionConfig(landing_dir=str(tmp_path))},
         run_config={"ops": {LOAD_OP_NAME: {"config": {"path": str(unknown)}}}},
     )
     context = dg.build_run_status_sensor_context(

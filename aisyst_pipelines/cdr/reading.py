@@ -1,6 +1,8 @@
-"""The reader's contract: what reading one CDR file is asked for (`ReadOptions`) and what it
-yields (`CdrChunk`). Kept apart from reader.py and normalise.py, which both use them, so that neither
-has to import the other for its types.
+"""What reading a CDR file takes and gives: `ReadOptions` (how to read one file) and `CdrChunk` (the
+validated records and the rejected rows of one chunk).
+
+Their own module because both the reader (`reader.py`) and the format adapters (`normalise.py`, which
+the reader imports) use them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import pandas as pd
 
 from .rating import RatingPolicy
 from .records import DEFAULT_EARLIEST_CALL, DEFAULT_FUTURE_TOLERANCE, DEFAULT_MAX_RECORD_BYTES, FORCED_FOLDERS, FORMATS
-
 
 @dataclass(frozen=True, kw_only=True)
 class ReadOptions:
@@ -73,3 +74,4 @@ class CdrChunk:
     records: pd.DataFrame
     rejects: pd.DataFrame
     rows_total: int
+

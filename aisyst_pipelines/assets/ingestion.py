@@ -1,5 +1,8 @@
 """CDR ingestion as Dagster assets: one landing file → `call_records` (+ rejects) → `usage_daily`.
 
+The work is `services/ingestion.py`'s; the asset and the check read their configuration from the run
+config and the `ingestion` resource (`IngestionConfig`) and turn the service's results into metadata.
+
 Which file a run loads is **run config** (`CdrFileConfig`), not a dynamic partition. A landing file
 is an event, not a slice of the table: partitions per file would grow without bound (every file
 ever received would stay a partition the UI, the daemon and every sensor tick have to carry, see
@@ -14,50 +17,38 @@ at all. The two specs keep separate lineage (usage_daily depends on call_records
 metadata plots.
 """
 
-
-import hashlib
-import stat
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 from pydantic import Field
 
-from aisyst_pipelines.cdr import CdrFileError, RatingPolicy, ReadOptions, detect_format, forced_format_for, read_cdr_file
-from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
-from aisyst_pipelines.cdr.records import (
-    DEFAULT_EARLIEST_CALL,
-    DEFAULT_FUTURE_TOLERANCE,
-    DEFAULT_MAX_RECORD_BYTES,
-    FORCED_FOLDERS,
-    FORMATS,
-    REASON_CODES,
+from aisyst_pipelines.cdr.records import REASON_CODES
+from aisyst_pipelines.services.ingestion import (
+    FileNotLoaded,
+    InvalidLoadConfig,
+    LoadConfig,
+    describe_load,
+    load_landing_file,
+    read_options,
+    reject_share,
 )
-from aisyst_pipelines.settings import Settings
-from aisyst_pipelines.warehouse.cdr_store import (
-    FILE_FAILED,
-    UNKNOWN_FORMAT,
-    CdrFileIdentity,
-    CdrLoadResult,
-    cdr_file,
-    load_cdr_file,
-    record_failed_file,
-)
+from aisyst_pipelines.warehouse.cdr_store import FILE_FAILED, CdrLoadResult
 from resources import PiiKeyResource, WarehouseResource
+from resources.ingestion import IngestionConfig
 
 CALL_RECORDS = dg.AssetKey("call_records")
 USAGE_DAILY = dg.AssetKey("usage_daily")
 LOAD_OP_NAME = "load_cdr_file"
 REJECT_SHARE_CHECK_NAME = "cdr_reject_share"
-DEFAULT_MAX_REJECT_SHARE = 0.01
 OWNERS = ["team:billing-data"]
 MAX_LISTED_ACCOUNTS = 20
+FROM_RESOURCE = "Unset = the ingestion resource's value"
 
 
 class CdrFileConfig(dg.Config):
-    """The landing file one run loads (the sensor fills this in)."""
+    """The landing file one run loads (the sensor fills this in), and one-off overrides of the limits."""
 
     path: str = Field(description="Absolute path of the CDR file.")
     sha256: str = Field(
@@ -73,54 +64,45 @@ class CdrFileConfig(dg.Config):
     rounding: str = Field(default="ceil", description="Rating of answered calls: ceil (per-call ceiling), nearest or floor.")
     free_seconds: int = Field(default=0, description="Answered calls shorter than this bill 0 minutes.")
     chunk_rows: int = Field(default=200_000, description="Rows per chunk: bounds the memory of a load.")
-    max_record_bytes: int = Field(
-        default=DEFAULT_MAX_RECORD_BYTES,
-        description="A line longer than this many bytes is rejected (record_too_long) without being held in memory.",
+    max_record_bytes: int | None = Field(
+        default=None,
+        description=f"A line longer than this many bytes is rejected (record_too_long). {FROM_RESOURCE}.",
     )
-    future_tolerance_hours: float = Field(
-        default=DEFAULT_FUTURE_TOLERANCE / timedelta(hours=1),
-        description="Calls that end more than this many hours after the load are rejected (call_in_future).",
+    future_tolerance_hours: float | None = Field(
+        default=None,
+        description=f"Calls that end more than this many hours after the load are rejected (call_in_future). {FROM_RESOURCE}.",
     )
-    earliest_call: str = Field(
-        default=DEFAULT_EARLIEST_CALL.isoformat(),
-        description="ISO 8601 time with offset: calls that end before it are rejected (call_too_old).",
+    earliest_call: str | None = Field(
+        default=None,
+        description=f"ISO 8601 time with offset: calls that end before it are rejected (call_too_old). {FROM_RESOURCE}.",
     )
+
+    def load_config(self, ingestion: IngestionConfig) -> LoadConfig:
+        """This run's values over the ingestion resource's."""
+        return LoadConfig(
+            landing_dir=Path(ingestion.landing_dir),
+            forced_format=self.forced_format,
+            asterisk_timezone=ingestion.asterisk_timezone,
+            rounding=self.rounding,
+            free_seconds=self.free_seconds,
+            chunk_rows=self.chunk_rows,
+            future_tolerance_hours=_either(self.future_tolerance_hours, ingestion.future_tolerance_hours),
+            earliest_call=_either(self.earliest_call, ingestion.earliest_call),
+            max_record_bytes=_either(self.max_record_bytes, ingestion.max_record_bytes),
+        )
 
 
 class RejectShareConfig(dg.Config):
-    max_reject_share: float = Field(
-        default=DEFAULT_MAX_REJECT_SHARE,
-        description="Largest acceptable share of rejected rows in one file (0.01 = 1 %).",
+    max_reject_share: float | None = Field(
+        default=None, description=f"Largest acceptable share of rejected rows in one file (0.01 = 1 %). {FROM_RESOURCE}."
     )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+T = TypeVar("T")
 
 
-def _file_not_loaded(path: Path, cause: str, **metadata: object) -> dg.Failure:
-    """The run's failure for one file: the cause in a line (metadata `reason`, shown by `aisyst ingest`)."""
-    return dg.Failure(
-        description=f"CDR file not loaded, nothing was written: {path}: {cause}",
-        metadata={"file": dg.MetadataValue.path(str(path)), "reason": cause, **metadata},
-    )
-
-
-def _current_sha256(path: Path) -> str:
-    """The file's sha256 now. A file that is gone, not a regular file or unreadable fails the run with
-    the cause (no cdr_files row: without its content there is no key to record it under)."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise _file_not_loaded(path, "not a regular file")  # a FIFO would block the read forever
-        return file_sha256(path)
-    except FileNotFoundError:
-        raise _file_not_loaded(path, "no such file (moved or deleted since it was requested)") from None
-    except OSError as error:
-        raise _file_not_loaded(path, f"cannot read the file: {error.strerror or error}") from None
+def _either(override: T | None, configured: T) -> T:
+    return configured if override is None else override
 
 
 def rejected_metadata(rejected_by_reason: dict[str, int]) -> dict[str, int]:
@@ -159,52 +141,19 @@ def load_cdr_file_assets(
     config: CdrFileConfig,
     warehouse: WarehouseResource,
     pii_key: PiiKeyResource,
+    ingestion: IngestionConfig,
 ) -> Iterator[dg.MaterializeResult]:
-    settings = Settings.from_env()
     path = Path(config.path)
-    sha256 = _current_sha256(path)
-    if config.sha256 and sha256 != config.sha256:
-        raise _file_not_loaded(
-            path, f"the file changed after the sensor saw it (sha256 {config.sha256[:12]}… → {sha256[:12]}…); "
-            "the sensor requests the new version"
-        )
-    forced = config.forced_format or forced_format_for(path, settings.landing_dir)
-    if forced is not None and forced not in FORCED_FOLDERS + FORMATS:
-        raise dg.Failure(description=f"unknown forced_format {forced!r}: use one of {FORCED_FOLDERS + FORMATS}")
-    loaded_at = datetime.now(timezone.utc)
     try:
-        options = ReadOptions(
-            pii_key=pii_key.key_bytes(),
-            forced_format=forced,
-            asterisk_timezone=settings.asterisk_timezone,
-            policy=RatingPolicy(rounding=config.rounding, free_seconds=config.free_seconds),  # type: ignore[arg-type]
-            chunk_rows=config.chunk_rows,
-            loaded_at=loaded_at,
-            future_tolerance=timedelta(hours=config.future_tolerance_hours),
-            earliest_call=datetime.fromisoformat(config.earliest_call),
-            max_record_bytes=config.max_record_bytes,
-        )
-    except ValueError as error:
+        options = read_options(config.load_config(ingestion), path, pii_key.key_bytes())
+        result = load_landing_file(warehouse.get(), path, options, expected_sha256=config.sha256)
+    except InvalidLoadConfig as error:
         raise dg.Failure(description=f"CDR file not loaded, the run config is invalid: {error}") from error
-    identity = CdrFileIdentity(
-        path=str(path), sha256=sha256, format=forced if forced in FORMATS else UNKNOWN_FORMAT, size_bytes=path.stat().st_size
-    )
-    try:
-        identity = replace(identity, format=detect_format(path, forced))
-        result = load_cdr_file(
-            warehouse.get(),
-            identity,
-            read_cdr_file(path, options),
-            pii_key_fingerprint=pii_key_fingerprint(options.pii_key),
-            now=loaded_at,
-        )
-    except CdrFileError as error:
-        # The load has rolled back; the failed row is written on its own, so that the file keeps a
-        # trace (and the same content is still requested when it comes again). The message names the
-        # file and the cause, never its content (CDRs carry phone numbers).
-        reason = str(error).removeprefix(f"{path}: ")
-        record_failed_file(warehouse.get(), identity, reason)
-        raise _file_not_loaded(path, reason, cdr_files=FILE_FAILED) from error
+    except FileNotLoaded as error:  # the cause in a line (metadata `reason`, shown by `aisyst ingest`)
+        recorded = {"cdr_files": FILE_FAILED} if error.failed_row else {}
+        raise dg.Failure(
+            description=str(error), metadata={"file": dg.MetadataValue.path(str(path)), "reason": error.reason, **recorded}
+        ) from error
     context.log.info(describe_load(result))
     yield dg.MaterializeResult(asset_key=CALL_RECORDS, metadata=call_records_metadata(result))
     yield dg.MaterializeResult(
@@ -217,7 +166,7 @@ def load_cdr_file_assets(
     )
 
 
-def call_records_metadata(result: CdrLoadResult) -> dict[str, object]:
+def call_records_metadata(result: CdrLoadResult) -> dict[str, dg.MetadataValue | str | int | float]:
     unmapped = result.unmapped_accounts
     return {
         "outcome": "skipped" if result.skipped else "loaded",  # skipped = this content was loaded before
@@ -235,55 +184,36 @@ def call_records_metadata(result: CdrLoadResult) -> dict[str, object]:
     }
 
 
-def describe_load(result: CdrLoadResult) -> str:
-    if result.skipped:
-        return f"{result.file_path}: skipped, this content (sha256 {result.sha256[:12]}…) was loaded before"
-    reasons = ", ".join(f"{code} {count}" for code, count in result.rejected_by_reason.items())
-    text = (
-        f"{result.file_path} ({result.format}): {result.rows_total} rows, {result.rows_loaded} loaded, "
-        f"{result.rows_duplicate} duplicate, {result.rows_rejected} rejected"
-    )
-    if reasons:
-        text += f" ({reasons})"
-    if result.unmapped_accounts:
-        text += f"; {len(result.unmapped_accounts)} account(s) without a Stripe customer"
-    return text
-
-
 @dg.asset_check(
     asset=CALL_RECORDS,
     name=REJECT_SHARE_CHECK_NAME,
     description="Fails when the share of rejected rows of the file loaded last exceeds max_reject_share "
-    "(default 1 %). The good rows are loaded either way; a failure means the source needs a look.",
+    "(the ingestion resource's, default 1 %). The good rows are loaded either way; a failure means the source needs a look.",
 )
 def cdr_reject_share(
-    context: dg.AssetCheckExecutionContext, config: RejectShareConfig, warehouse: WarehouseResource
+    context: dg.AssetCheckExecutionContext, config: RejectShareConfig, warehouse: WarehouseResource, ingestion: IngestionConfig
 ) -> dg.AssetCheckResult:
     materialization = _file_materialization(context)
     if materialization is None or "sha256" not in materialization.metadata:
         return dg.AssetCheckResult(passed=True, description="no CDR file loaded yet")
     sha256 = str(materialization.metadata["sha256"].value)
-    row = cdr_file(warehouse.get(), sha256)
-    if row is None:
+    share = reject_share(warehouse.get(), sha256, _either(config.max_reject_share, ingestion.max_reject_share))
+    if share is None:
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"the last materialization names a file (sha256 {sha256[:12]}…) that is not in cdr_files",
         )
-    share = row.rows_rejected / row.rows_total if row.rows_total else 0.0
-    passed = share <= config.max_reject_share
     return dg.AssetCheckResult(
-        passed=passed,
+        passed=share.passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            f"{row.rows_rejected} of {row.rows_total} rows rejected ({share:.2%}); limit {config.max_reject_share:.2%}"
-        ),
+        description=share.describe(),
         metadata={
-            "file": dg.MetadataValue.path(row.file_path),
-            "reject_share": float(share),
-            "max_reject_share": float(config.max_reject_share),
-            "rows_total": row.rows_total,
-            "rows_rejected": row.rows_rejected,
+            "file": dg.MetadataValue.path(share.file_path),
+            "reject_share": float(share.share),
+            "max_reject_share": float(share.max_share),
+            "rows_total": share.rows_total,
+            "rows_rejected": share.rows_rejected,
         },
     )
 
@@ -301,5 +231,3 @@ def _file_materialization(context: dg.AssetCheckExecutionContext) -> dg.AssetMat
     latest = context.instance.get_latest_materialization_event(CALL_RECORDS)
     return latest.asset_materialization if latest else None
 
-
-defs = dg.Definitions(assets=[load_cdr_file_assets], asset_checks=[cdr_reject_share])
