@@ -251,7 +251,6 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_failed_row_and_one_aler
 # resources, for a real daemon tick.
 LANDING_LOCATION = """
 import dagster as dg
-import jobs.ops
 from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
 from aisyst_pipelines.definitions import build_resources
 from aisyst_pipelines.settings import Settings
@@ -260,7 +259,6 @@ from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
 settings = Settings.from_env()
 defs = dg.Definitions.merge(
     dg.Definitions(assets=[load_cdr_file_assets], asset_checks=[cdr_reject_share], jobs=[cdr_ingest_job], sensors=[cdr_files_sensor]),
-    jobs.ops.build_defs(settings),
     dg.Definitions(resources=build_resources(settings)),
 )
 """

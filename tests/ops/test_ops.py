@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import cdr_files
-from jobs.ops import CDR_FRESHNESS_CHECK, build_defs, ops_run_failure_alert
+from jobs.ops import CDR_FRESHNESS_CHECK, build_cdr_freshness_check, cdr_freshness_job, ops_run_failure_alert
 from resources import NotifierResource, WarehouseResource
 
 
@@ -78,9 +78,9 @@ def test_the_ops_email_of_a_failed_cdr_run_says_which_file_and_why(tmp_path: Pat
 
 
 def _freshness(warehouse: Warehouse) -> dg.AssetCheckEvaluation:
-    definitions = dg.Definitions.merge(
-        build_defs(Settings.from_env({"AISYST_CDR_FRESHNESS_HOURS": "6"})),
-        dg.Definitions(resources={"warehouse": WarehouseResource(url=warehouse.url)}),
+    check = build_cdr_freshness_check(timedelta(hours=Settings.from_env({"AISYST_CDR_FRESHNESS_HOURS": "6"}).cdr_freshness_hours))
+    definitions = dg.Definitions(
+        asset_checks=[check], jobs=[cdr_freshness_job(check)], resources={"warehouse": WarehouseResource(url=warehouse.url)}
     )
     result = definitions.resolve_job_def("cdr_freshness_job").execute_in_process()
     (evaluation,) = result.get_asset_check_evaluations()
