@@ -1,7 +1,9 @@
 """The code refuses a warehouse that is not at its schema revision; `aisyst db upgrade` is the one step
 that migrates, and two of them at once take turns."""
 
-import threading
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -64,26 +66,13 @@ def test_a_configured_warehouse_is_refused_by_the_commands(warehouse_url: str, t
     assert Warehouse(warehouse_url).is_current()
 
 
-def test_two_upgrades_at_once_take_turns(warehouse_url: str) -> None:
-    start = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def upgrade() -> None:
-        wh = Warehouse(warehouse_url)
-        try:
-            start.wait()
-            wh.upgrade()
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            errors.append(error)
-        finally:
-            wh.dispose()
-
-    threads = [threading.Thread(target=upgrade) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+def test_two_upgrades_at_once_take_turns(warehouse_url: str, tmp_path) -> None:
+    # Two `aisyst db upgrade` processes on one fresh database (two deploy pipelines at once).
+    env = os.environ | {"AISYST_HOME": str(tmp_path / "home"), "AISYST_WAREHOUSE_URL": warehouse_url}
+    upgrades = [subprocess.Popen([sys.executable, "-m", "aisyst_pipelines.cli", "db", "upgrade"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [upgrade.communicate(timeout=120)[0] for upgrade in upgrades]
+    assert [upgrade.returncode for upgrade in upgrades] == [0, 0], outputs
     wh = Warehouse(warehouse_url)
     with wh.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [Warehouse.head_revision()]
