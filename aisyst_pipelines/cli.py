@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aisyst_pipelines.settings import Settings
-from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse import Warehouse, WarehouseNotUpgraded
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -189,7 +189,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     run_id = f"cli-{uuid.uuid4()}"  # the run id of its meter_reconciliation rows (not a Dagster run)
     try:
         outcome = reconcile(
-            WarehouseResource(url=settings.warehouse_url).get(),
+            WarehouseResource.from_settings(settings).process_config_and_initialize().get(),  # resolves EnvVars
             StripeResource.from_settings(settings).process_config_and_initialize().meters,  # resolves EnvVars
             config.policy(), repair=args.repair or config.repair, run_id=run_id,
             as_of=datetime.fromisoformat(args.as_of) if args.as_of else None,
@@ -221,9 +221,7 @@ def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     if not secret.strip():
         print("webhook: set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_…)", file=sys.stderr)
         return 2
-    warehouse = Warehouse(settings.warehouse_url)
-    if not warehouse.is_current():
-        warehouse.upgrade()
+    warehouse = Warehouse(settings.warehouse_url).require_current(upgrade=settings.uses_embedded_warehouse)
     notifier = NotifierResource.from_settings(settings).process_config_and_initialize()  # resolves EnvVars
     stripe = StripeResource.from_settings(settings).process_config_and_initialize()
     mirror_row = subscription_mirror_row(stripe.catalog, load_tier_catalog(settings.tiers_file), settings.legacy_tier_price_ids)
@@ -316,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = os.umask(PRIVATE_UMASK)
     try:
         return handler(args, settings)
+    except WarehouseNotUpgraded as error:
+        print(f"aisyst {args.command}: {error}", file=sys.stderr)
+        return 2
     finally:
         os.umask(previous)
 

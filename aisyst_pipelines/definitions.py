@@ -38,9 +38,9 @@ from resources.reconciliation import ReconciliationConfig
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    warehouse_url = dg.EnvVar("AISYST_WAREHOUSE_URL") if os.environ.get("AISYST_WAREHOUSE_URL") else settings.warehouse_url
     return {
-        "warehouse": WarehouseResource(url=warehouse_url),
+        # AISYST_WAREHOUSE_URL via dg.EnvVar (it carries the password), or the home's embedded SQLite
+        "warehouse": WarehouseResource.from_settings(settings),
         "pii_key": pii_key_resource(settings),
         # STRIPE_SECRET_KEY via dg.EnvVar, or the local emulator when it is unset (see from_settings)
         "stripe": StripeResource.from_settings(settings),

@@ -302,6 +302,7 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
 
     definitions = defs()
     warehouse = Warehouse(settings.warehouse_url)
+    warehouse.upgrade()  # the demo's own embedded warehouse, fresh: no separate `aisyst db upgrade`
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with local_instance(settings) as instance:
         instance.run_storage.set_cursor_values(

@@ -1,6 +1,6 @@
 """Warehouse access on SQLAlchemy Core: every SQL statement of the project goes through here."""
 
-from .database import Warehouse, normalize_url
+from .database import Warehouse, WarehouseNotUpgraded, normalize_url
 from .schema import metadata
 
-__all__ = ["Warehouse", "metadata", "normalize_url"]
+__all__ = ["Warehouse", "WarehouseNotUpgraded", "metadata", "normalize_url"]

@@ -11,9 +11,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# The PostgreSQL advisory lock `upgrade` holds for its transaction: any constant shared by every copy
+# of the code would do ("aisyst" in ASCII).
+UPGRADE_LOCK_KEY = 0x616973797374
+
+
+class WarehouseNotUpgraded(RuntimeError):
+    """The warehouse's schema revision is not the one the code needs: ops run `aisyst db upgrade`."""
 
 
 def normalize_url(url: str) -> str:
@@ -50,7 +58,12 @@ class Warehouse:
         self.url = normalize_url(url)
 
     def __repr__(self) -> str:
-        return f"Warehouse({make_url(self.url).render_as_string(hide_password=True)!r})"
+        return f"Warehouse({self.shown_url!r})"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with its password masked, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
 
     @property
     def dialect(self) -> str:
@@ -97,9 +110,41 @@ class Warehouse:
         return config
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply the migrations up to `revision`; rows already in the tables are kept."""
+        """Apply the migrations up to `revision` in one transaction; rows already in the tables are kept.
+
+        Two upgrades at once (two deploys, two hosts) take turns: the second waits for the first's
+        commit, then reads the revision it left and has nothing or less to do.
+        """
         with self.begin() as connection:
+            self._lock_for_upgrade(connection)
             command.upgrade(self._alembic_config(connection), revision)
+
+    @staticmethod
+    def _lock_for_upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            # Released by the commit or rollback of this transaction, never held past it.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
+        else:
+            # SQLite's write lock from the first statement on (the driver would begin only at the
+            # first write, after alembic read the revision); a second upgrade waits on busy_timeout.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def require_current(self, *, upgrade: bool = False) -> "Warehouse":
+        """Refuse a warehouse whose schema is not at the code's revision (empty, older or newer).
+
+        Code never migrates on first use: several runs starting at once on one PostgreSQL would race
+        on the DDL. `aisyst db upgrade` is the one step that changes the schema; `upgrade=True` is
+        only for the embedded SQLite warehouse of a home (the demo, a fresh clone), one file on one host.
+        """
+        if upgrade and not self.is_current():
+            self.upgrade()
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            raise WarehouseNotUpgraded(
+                f"the warehouse at {self.shown_url} is at revision {current or '(empty: no tables)'}, "
+                f"the code needs {head}: run `aisyst db upgrade`"
+            )
+        return self
 
     def current_revision(self) -> str | None:
         with self.connect() as connection:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
+from aisyst_pipelines.warehouse.upsert import conflict_insert
 
 from aisyst_pipelines.cdr.formats import CdrFileError
 
@@ -39,9 +39,8 @@ def require_pii_key_fingerprint(connection: Connection, fingerprint: str, now: d
     writes nothing (the first-time record rolls back with a failed load, too). Insert-if-absent then
     re-read: two first loads with different keys at once agree on whichever committed first.
     """
-    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     connection.execute(
-        dialect_insert(warehouse_properties)
+        conflict_insert(connection.dialect.name, warehouse_properties)
         .values(name=PII_KEY_FINGERPRINT, value=fingerprint, recorded_at=now)
         .on_conflict_do_nothing()
     )

@@ -19,7 +19,7 @@ from datetime import date, datetime
 
 import pandas as pd
 from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from aisyst_pipelines.warehouse.upsert import conflict_insert
 
 from aisyst_pipelines.billing.periods import DAY, Period, day_start, floor_day
 from aisyst_pipelines.billing.reconciliation import (
@@ -209,12 +209,11 @@ def record_pending(warehouse: Warehouse, corrections: Sequence[Correction], crea
     and must not be sent by this run."""
     if not corrections:
         return []
-    dialect = postgresql if warehouse.dialect == "postgresql" else sqlite
     inserted = []
     with warehouse.begin() as connection:
         for correction in corrections:
             statement = (
-                dialect.insert(meter_corrections)
+                conflict_insert(warehouse.dialect, meter_corrections)
                 .values(
                     identifier=correction.identifier, customer_id=correction.customer_id, usage_date=correction.usage_date,
                     period_start=correction.period_start, value=correction.value,

@@ -34,7 +34,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from aisyst_pipelines.warehouse.upsert import conflict_insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from aisyst_pipelines.billing.invoice_lines import annotation_version_of
@@ -74,8 +74,7 @@ class EventOutcome:
 
 def _insert(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
     # RETURNING (not rowcount, which psycopg 3 reports as -1 here) tells whether a row was written.
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+    return conflict_insert(connection.dialect.name, table)
 
 
 def apply_event(
@@ -185,7 +184,7 @@ def _status_rank(column: ColumnElement[str]) -> ColumnElement[int]:
 def _invoice_upsert(dialect_name: str):  # type: ignore[no-untyped-def]
     """INSERT … ON CONFLICT DO UPDATE … WHERE newer, built once per dialect and executed with bound
     parameters (building it per event cost more than the database work)."""
-    statement = (postgresql if dialect_name == "postgresql" else sqlite).insert(stripe_invoices)
+    statement = conflict_insert(dialect_name, stripe_invoices)
     excluded = statement.excluded
     stored = stripe_invoices.c
     # The row only moves forward: a newer event replaces it, an older one (arriving late) does not.
@@ -309,7 +308,7 @@ def _storable(table: Table, row: Mapping[str, Any]) -> bool:
 
 @cache
 def _alert_insert(dialect_name: str):  # type: ignore[no-untyped-def]
-    statement = (postgresql if dialect_name == "postgresql" else sqlite).insert(stripe_event_alerts)
+    statement = conflict_insert(dialect_name, stripe_event_alerts)
     return statement.on_conflict_do_nothing(index_elements=["event_id", "kind"])
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, Table, and_, bindparam, func, not_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from aisyst_pipelines.warehouse.upsert import conflict_insert
 
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
 
@@ -79,8 +79,7 @@ def _upsert(connection: Connection, table: Table, rows: Sequence[dict], synced_c
     """INSERT … ON CONFLICT (primary key) DO UPDATE every other column (SQLite and PostgreSQL)."""
     if not rows:
         return
-    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(table)
+    statement = conflict_insert(connection.dialect.name, table)
     keys = [column.name for column in table.primary_key.columns]
     changed = {name: statement.excluded[name] for name in rows[0] if name not in keys}
     connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed), list(rows))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from aisyst_pipelines.warehouse.upsert import conflict_insert
 
 from aisyst_pipelines.billing.thresholds import AlertPlan, AlertStatus, RecordedAlert, SilentCustomer
 
@@ -48,8 +48,7 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:  # type
 
 
 def _insert(warehouse: Warehouse, table):  # type: ignore[no-untyped-def]
-    dialect = postgresql if warehouse.dialect == "postgresql" else sqlite
-    return dialect.insert(table)
+    return conflict_insert(warehouse.dialect, table)
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,8 @@ def webhook_server(warehouse_url: str, home: Path) -> Iterator[tuple[str, subpro
         output.append(server.communicate(timeout=30)[0])
 
 
-def test_aisyst_webhook_serves_and_never_prints_the_secret(warehouse_url: str, tmp_path: Path) -> None:
-    with webhook_server(warehouse_url, tmp_path / "home") as (base, _, output):
+def test_aisyst_webhook_serves_and_never_prints_the_secret(warehouse: Warehouse, tmp_path: Path) -> None:
+    with webhook_server(warehouse.url, tmp_path / "home") as (base, _, output):
         body = json.dumps(event("invoice.finalized", invoice(status="open"), event_id="evt_cli_1"))
         header = stripe.WebhookSignature.generate_signature_header(body, SECRET, timestamp=int(time.time()))
         accepted = httpx.post(f"{base}{WEBHOOK_PATH}", content=body, headers={"Stripe-Signature": header})
@@ -75,17 +75,17 @@ def test_aisyst_webhook_serves_and_never_prints_the_secret(warehouse_url: str, t
     assert accepted.status_code == 200 and accepted.json()["outcome"] == "applied"
     assert refused.status_code == 400
     assert SECRET not in output[0] and "whsec_" not in output[0]
-    warehouse = Warehouse(warehouse_url)
     with warehouse.connect() as connection:
         assert connection.execute(select(stripe_invoices.c.invoice_id, stripe_invoices.c.status)).all() == [("in_1", "open")]
-    warehouse.dispose()
 
 
 # The size limit acts before the warehouse is touched: one server on SQLite serves these tests.
 @pytest.fixture(scope="module")
 def sized_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     home = tmp_path_factory.mktemp("webhook-size")
-    with webhook_server(f"sqlite:///{home / 'warehouse.db'}", home) as (base, server, _):
+    url = f"sqlite:///{home / 'warehouse.db'}"
+    Warehouse(url).upgrade()  # a configured warehouse: `aisyst db upgrade` comes first
+    with webhook_server(url, home) as (base, server, _):
         yield base, server.pid
 
 

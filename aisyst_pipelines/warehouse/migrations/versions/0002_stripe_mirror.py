@@ -75,7 +75,7 @@ def upgrade() -> None:
         sa.Column("computed_at", UTC_TIME, nullable=False),
     )
     op.create_index("ix_usage_by_period_customer", "usage_by_period", ["customer_id", "period_start"])
-    create_view(op, "v_current_usage")
+    create_view(op, revision, "v_current_usage")
 
 
 def downgrade() -> None:

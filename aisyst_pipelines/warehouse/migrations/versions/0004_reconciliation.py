@@ -63,7 +63,7 @@ def upgrade() -> None:
     op.create_index("ix_meter_corrections_customer_day", "meter_corrections", ["customer_id", "usage_date"])
     op.create_index("ix_meter_corrections_status", "meter_corrections", ["status"])
     for view in VIEWS:
-        create_view(op, view)
+        create_view(op, revision, view)
 
 
 def downgrade() -> None:

@@ -76,7 +76,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text, nullable=True),
     )
     op.create_index("ix_stripe_event_alerts_status", "stripe_event_alerts", ["status", "raised_at"])
-    create_view(op, "v_customer_dashboard")
+    create_view(op, revision, "v_customer_dashboard")
 
 
 def downgrade() -> None:
