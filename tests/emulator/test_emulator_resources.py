@@ -84,9 +84,10 @@ def test_pagination_both_directions_and_created_ranges(stripe_emulator) -> None:
     assert [c.id for c in client.v1.customers.list({"limit": 100}).auto_paging_iter()] == newest_first
     assert [c.id for c in client.v1.customers.list({"limit": 7}).auto_paging_iter()] == newest_first
 
-    created = first.data[0].created
-    assert len(client.v1.customers.list({"created": {"gte": created}, "limit": 100}).data) == 25
-    assert client.v1.customers.list({"created": {"gt": created}}).data == []
+    # the 25 creations may straddle a second on a busy machine: bound by the oldest and the newest
+    oldest, newest = third.data[-1].created, first.data[0].created
+    assert len(client.v1.customers.list({"created": {"gte": oldest}, "limit": 100}).data) == 25
+    assert client.v1.customers.list({"created": {"gt": newest}}).data == []
     with pytest.raises(stripe.InvalidRequestError) as bad_limit:
         client.v1.customers.list({"limit": 101})
     assert bad_limit.value.param == "limit"
