@@ -250,16 +250,23 @@ def test_a_file_name_that_is_not_utf8_fails_alone_with_a_failed_row_and_one_aler
 # A code location of just the landing sensor, its job (and the ops checks it leaves out) and the project's
 # resources, for a real daemon tick.
 LANDING_LOCATION = """
+from datetime import timedelta
+
 import dagster as dg
 from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
 from aisyst_pipelines.definitions import build_resources
 from aisyst_pipelines.settings import Settings
 from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
+from jobs.ops import build_cdr_freshness_check
 
 settings = Settings.from_env()
-defs = dg.Definitions.merge(
-    dg.Definitions(assets=[load_cdr_file_assets], asset_checks=[cdr_reject_share], jobs=[cdr_ingest_job], sensors=[cdr_files_sensor]),
-    dg.Definitions(resources=build_resources(settings)),
+freshness_check = build_cdr_freshness_check(timedelta(hours=settings.cdr_freshness_hours))
+defs = dg.Definitions(
+    assets=[load_cdr_file_assets],
+    asset_checks=[cdr_reject_share, freshness_check],
+    jobs=[cdr_ingest_job],
+    sensors=[cdr_files_sensor],
+    resources=build_resources(settings),
 )
 """
 
