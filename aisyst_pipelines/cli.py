@@ -2,21 +2,23 @@
 
     aisyst db upgrade            apply the warehouse migrations
     aisyst demo                  one billing month end to end (emulator, Dagster runs, printed results)
-    aisyst ingest                one pass of the landing sensor and the runs it requests
+    aisyst ingest                the landing sensor's next tick and the runs it launches
     aisyst simulate-calls        write sample CDR files
     aisyst emulator              the local Stripe emulator
     aisyst bootstrap-stripe      create the tier catalog and the meter in Stripe
     aisyst reconcile             CDR minutes vs Stripe's meter, now (--repair to correct)
     aisyst webhook               the Stripe webhook receiver (push alternative to the events sensor)
     aisyst annotate              one pass of the draft-invoice sensor and its annotation runs
+    aisyst dev                   the Dagster UI and daemon (and the emulator) until Ctrl-C
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse, WarehouseNotUpgraded
@@ -61,6 +63,8 @@ def cmd_simulate_calls(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     """The local Stripe emulator in the foreground until Ctrl-C (loopback only)."""
+    from pathlib import Path
+
     from aisyst_pipelines.emulator import EmulatorServer, Faults
     from aisyst_pipelines.emulator.testing import TEST_API_KEY
 
@@ -72,7 +76,8 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         drop_rate=args.drop_rate,
         summary_lag_seconds=args.summary_lag_seconds,
     )
-    server = EmulatorServer(host=args.host, port=args.port, faults=faults, seed=args.seed)
+    server = EmulatorServer(host=args.host, port=args.port, faults=faults, seed=args.seed,
+                            state_file=Path(args.state) if args.state else None)
     server.start()
     print(f"Stripe emulator on {server.url}  (faults: {faults.as_dict()})")
     print(f"  STRIPE_API_BASE={server.url}\n  STRIPE_SECRET_KEY={TEST_API_KEY}   (any sk_test_/rk_test_ key works)")
@@ -126,16 +131,17 @@ def cmd_bootstrap_stripe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """One pass of cdr_files_sensor and its runs against the persistent instance; exit 1 if a file failed."""
-    from aisyst_pipelines.definitions import defs
-    from aisyst_pipelines.local_instance import local_instance
+    """The daemon's next tick of cdr_files_sensor and the runs it launched; exit 1 if a file failed."""
+    import time
+
+    from aisyst_pipelines.deployment import deployment
     from aisyst_pipelines.services.ingestion import shown_path
-    from jobs.ingestion import ingest_once
+    from jobs.ingestion import landing_outcomes
 
     key_file = settings.pii_key_file()
     had_key = key_file.exists()
-    with local_instance(settings) as instance:
-        outcomes = ingest_once(instance, defs())
+    with emulator_when_meant(settings), deployment(settings) as dagster:
+        outcomes = landing_outcomes(dagster, since=time.time())
     if not had_key and key_file.exists():  # said in the run's log, which a terminal does not show
         print(f"created a new phone-number key in {key_file} (AISYST_PII_KEY is unset): keep it with the warehouse beside it")
     if not outcomes:
@@ -160,50 +166,111 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
-    """One pass of draft_invoice_sensor and its runs (or the job for the given invoices); exit 1 if an
-    invoice was missed or failed."""
-    from aisyst_pipelines.definitions import defs
-    from aisyst_pipelines.local_instance import local_instance
-    from jobs.invoice_annotation import annotate_once
+    """The daemon's next tick of draft_invoice_sensor and its runs (or one run of the job for the given
+    invoices, submitted to the run queue); exit 1 if an invoice was missed or failed."""
+    import time
 
-    with local_instance(settings) as instance:
-        outcomes = annotate_once(instance, defs(), args.invoice or None)
+    from aisyst_pipelines.deployment import deployment
+    from jobs.invoice_annotation import SENSOR_NAME, annotate_draft_invoices, annotation_outcomes, annotation_run_config
+
+    with emulator_when_meant(settings), deployment(settings) as dagster:
+        if args.invoice:
+            run_ids = [dagster.submit(annotate_draft_invoices.name, run_config=annotation_run_config(args.invoice),
+                                      tags={"aisyst/manual": "true"})]
+        else:
+            run_ids = [run_id for tick in dagster.wait_for_ticks(SENSOR_NAME, since=time.time()) for run_id in tick.run_ids]
+        outcomes = annotation_outcomes(dagster, run_ids)
     if not outcomes:
         print("no renewal invoices to annotate")
     for outcome in outcomes:
-        counts = ", ".join(f"{key} {value}" for key, value in outcome.counts.items() if value) or outcome.skipped_reason or "run failed"
+        counts = ", ".join(f"{key} {value}" for key, value in outcome.counts.items() if value) or "run failed"
         print(f"run {outcome.run_id}: {outcome.invoices} invoice(s): {counts}")
     return 0 if all(o.success and o.check_passed is not False for o in outcomes) else 1
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    """One reconciliation now (or at --as-of); exit 1 if drift is left unrepaired or the run failed."""
-    import uuid
+    """One run of the reconciliation job now (or at --as-of), through the run queue; exit 1 if drift is
+    left unrepaired or the run failed."""
     from datetime import datetime
 
-    from aisyst_pipelines.services.reconciliation import DRIFT_CHECK, reconcile
-    from resources import StripeResource, WarehouseResource
-    from resources.reconciliation import ReconciliationConfig
+    from aisyst_pipelines.assets.reconciliation import ASSET_KEY
+    from aisyst_pipelines.deployment import deployment
+    from aisyst_pipelines.services.reconciliation import DRIFT_CHECK
+    from jobs.reconciliation import JOB_NAME, one_off_run_config
 
-    config = ReconciliationConfig.from_settings(settings)
-    run_id = f"cli-{uuid.uuid4()}"  # the run id of its meter_reconciliation rows (not a Dagster run)
-    try:
-        outcome = reconcile(
-            WarehouseResource.from_settings(settings).process_config_and_initialize().get(),  # resolves EnvVars
-            StripeResource.from_settings(settings).process_config_and_initialize().meters,  # resolves EnvVars
-            config.policy(), repair=args.repair or config.repair, run_id=run_id,
-            as_of=datetime.fromisoformat(args.as_of) if args.as_of else None,
-        )
-    except Exception as error:  # noqa: BLE001 - one line for cron and scripts, like a failed run
-        print(f"run {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    config = one_off_run_config(settings, repair=True if args.repair else None, as_of=as_of)
+    with emulator_when_meant(settings), deployment(settings) as dagster:
+        (run,) = dagster.wait_for_runs([dagster.submit(JOB_NAME, run_config=config)])
+        materializations = [m for m in dagster.run_materializations(run.run_id) if m.asset_key == ASSET_KEY]
+        checks = dagster.run_check_evaluations(run.run_id)
+    if run.status.value != "SUCCESS" or not materializations:
+        print(f"run {run.run_id} failed: see its logs in the Dagster UI", file=sys.stderr)
         return 1
-    summary = outcome.summary()
-    values = {key: getattr(summary, key) for key in ("customer_periods", "matched", "under_metered", "over_metered",
-                                                     "total_drift_minutes", "repaired_minutes", "corrections_sent")}
-    print(f"run {run_id}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in values.items()))
-    verdict = outcome.verdict()
-    print(f"check {DRIFT_CHECK}: {'passed' if verdict.passed else 'FAILED'} — {verdict.description}")
-    return 0 if verdict.passed else 1
+    metadata = materializations[0].metadata
+    names = ("customer_periods", "matched", "under_metered", "over_metered", "total_drift_minutes", "repaired_minutes", "corrections_sent")
+    print(f"run {run.run_id}: " + ", ".join(f"{name.replace('_', ' ')} {metadata[name].value}" for name in names))
+    passed = all(check.passed for check in checks)
+    for check in checks:
+        print(f"check {DRIFT_CHECK}: {'passed' if check.passed else 'FAILED'} — {check.description}")
+    return 0 if passed else 1
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    """The Dagster UI and daemon on this home's instance until Ctrl-C, with the Stripe emulator when
+    no STRIPE_SECRET_KEY is set; the other commands then submit to it."""
+    import json
+    import signal
+
+    from aisyst_pipelines.deployment import DEV_SERVER_FILE, local_deployment, running_deployment_url
+
+    running = running_deployment_url(settings)
+    if running:
+        print(f"aisyst dev: a Dagster deployment of this home already answers at {running}", file=sys.stderr)
+        return 2
+    record = settings.dagster_home / DEV_SERVER_FILE
+    log_path = settings.dagster_home / "dagster-dev.log"
+    print(f"starting the Dagster webserver and daemon on {settings.dagster_home} (log: {log_path}) …", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service manager's stop is a Ctrl-C too
+    try:
+        with emulator_when_meant(settings, announce=True), local_deployment(settings, port=args.port, log_path=log_path) as dagster:
+            record.write_text(json.dumps({"url": dagster.url, "pid": os.getpid()}))
+            print(f"Dagster UI: {dagster.url}  (daemon ticking the sensors and schedules; Ctrl-C stops everything)", flush=True)
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        print("\nstopping …", flush=True)
+    finally:
+        record.unlink(missing_ok=True)
+    return 0
+
+
+@contextlib.contextmanager
+def emulator_when_meant(settings: Settings, announce: bool = False) -> Iterator[None]:
+    """The local Stripe emulator at STRIPE_API_BASE for the block, when the emulator is meant (no
+    STRIPE_SECRET_KEY) and nothing answers there yet; with its state kept in the home between runs."""
+    from urllib.parse import urlsplit
+
+    from aisyst_pipelines.emulator import EmulatorServer
+
+    base = urlsplit(settings.stripe_api_base or "")
+    if not settings.stripe_uses_emulator or base.hostname is None or _listening(base.hostname, base.port or 80):
+        yield
+        return
+    with EmulatorServer(host=base.hostname, port=base.port or 80, state_file=settings.emulator_state_file()) as emulator:
+        if announce:
+            print(f"Stripe emulator on {emulator.url} (STRIPE_SECRET_KEY is unset; state: {settings.emulator_state_file()})", flush=True)
+        yield
+
+
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
@@ -266,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of connections closed without an answer")
     emulator.add_argument("--summary-lag-seconds", type=float, default=0.0, help="meter events stay out of summaries this long")
     emulator.add_argument("--seed", type=int, default=None, help="makes ids and fault decisions repeatable")
+    emulator.add_argument("--state", default=None, help="JSON file its objects are read from at start and written to at stop")
     emulator.set_defaults(handler=cmd_emulator)
 
     bootstrap = commands.add_parser(
@@ -298,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--repair", action="store_true", help="send corrective meter events (default: AISYST_RECONCILIATION_REPAIR)")
     reconcile.add_argument("--as-of", default=None, help="ISO-8601 instant to reconcile at (default: now)")
     reconcile.set_defaults(handler=cmd_reconcile)
+
+    dev = commands.add_parser(
+        "dev", help="the Dagster UI and daemon on this home's instance (and the Stripe emulator when no STRIPE_SECRET_KEY "
+        "is set) until Ctrl-C; the other commands submit their runs to it"
+    )
+    dev.add_argument("--port", type=int, default=3000, help="the UI's port on 127.0.0.1")
+    dev.set_defaults(handler=cmd_dev)
 
     webhook = commands.add_parser("webhook", help="the Stripe webhook receiver (STRIPE_WEBHOOK_SECRET; same handler as the events sensor)")
     webhook.add_argument("--host", default="127.0.0.1", help="put a TLS reverse proxy in front for Stripe to reach it")

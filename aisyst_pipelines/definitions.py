@@ -19,11 +19,16 @@ from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
-from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
-from jobs.invoice_annotation import annotate_draft_invoices, draft_invoice_sensor, invoice_branding_daily, invoice_branding_job
+from jobs.ingestion import build_cdr_files_sensor, cdr_ingest_job
+from jobs.invoice_annotation import (
+    annotate_draft_invoices,
+    build_draft_invoice_sensor,
+    invoice_branding_daily,
+    invoice_branding_job,
+)
 from jobs.ops import build_cdr_freshness_check, cdr_freshness_hourly, cdr_freshness_job, ops_run_failure_alert
 from jobs.reconciliation import nightly_schedule, reconciliation_job
-from jobs.stripe_events import stripe_events_sensor
+from jobs.stripe_events import build_stripe_events_sensor
 from jobs.usage_alerts import usage_alerts_job, usage_alerts_schedule
 from resources import (
     CatalogResource,
@@ -87,7 +92,13 @@ def defs() -> dg.Definitions:
             cdr_ingest_job, freshness_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job,
             usage_alerts_job,
         ],
-        sensors=[cdr_files_sensor, draft_invoice_sensor, stripe_events_sensor, ops_run_failure_alert],
+        sensors=[
+            # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default)
+            build_cdr_files_sensor(settings.sensor_interval_seconds),
+            build_draft_invoice_sensor(settings.sensor_interval_seconds),
+            build_stripe_events_sensor(settings.sensor_interval_seconds),
+            ops_run_failure_alert,
+        ],
         schedules=[
             cdr_freshness_hourly(freshness_job),
             nightly_schedule(settings.reconciliation_cron),

@@ -50,13 +50,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-import dagster as dg
 import pandas as pd
 
 from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
-from aisyst_pipelines.settings import Settings, embedded_warehouse_url
+from aisyst_pipelines.deployment import running_deployment_url
+from aisyst_pipelines.settings import DEFAULT_EMULATOR_URL, Settings, embedded_warehouse_url
 from aisyst_pipelines.simulation import (
     MeteredCall,
     MeterEventSend,
@@ -77,6 +77,8 @@ DUPLICATE_AFTER = timedelta(hours=48)  # late duplicates: past Stripe's 24 h ide
 UNMAPPED_ACCOUNT = "acct_9999"  # calls, but no Stripe customer carries this code
 CDR_FORMATS = ("canonical_csv", "twilio", "asterisk")  # accounts are dealt over the three sources
 STRIPE_RATE = 400.0  # requests per second against the local emulator (Stripe's own limit: 25/s test)
+DEFAULT_EMULATOR_PORT = int(DEFAULT_EMULATOR_URL.rsplit(":", 1)[1])
+SENSOR_INTERVAL_SECONDS = 5  # the daemon's sensor loop runs every 5 s; production ticks every 30 s
 # Environment the demo replaces for its duration (restored afterwards).
 DEMO_ENV_OVERRIDES = (
     "AISYST_HOME", "STRIPE_API_BASE", "STRIPE_SECRET_KEY", "AISYST_WAREHOUSE_URL", "AISYST_LANDING_DIR",
@@ -238,6 +240,19 @@ def claim_demo_home(home: Path) -> None:
         marker.write_text(MARKER_TEXT)
 
 
+def _emulator_port() -> int:
+    """The emulator's default port when free (so that `aisyst dev` serves the kept world at the same
+    address afterwards), else any."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_EMULATOR_PORT))
+        except OSError:
+            return 0
+    return DEFAULT_EMULATOR_PORT
+
+
 def fresh_demo_state(settings: Settings) -> None:
     """Wipe the previous demo world (warehouse file, landing, outbox); keep the Dagster instance."""
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -259,18 +274,26 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
+    running = running_deployment_url(Settings.from_env({"AISYST_HOME": str(home)}))
+    if running:
+        print(f"aisyst demo: a Dagster deployment of this home answers at {running} (`aisyst dev`?). The demo starts "
+              "its own webserver and daemon on a fresh world: stop that one (Ctrl-C), run the demo, then start it again.",
+              file=sys.stderr)
+        return 2
     claim_demo_home(home)
     progress = Progress(out)
-    with EmulatorServer(port=0) as emulator, demo_environment(home, emulator.url) as settings:
+    state_file = Settings.from_env({"AISYST_HOME": str(home)}).emulator_state_file()
+    state_file.unlink(missing_ok=True)  # a fresh world; the demo's is kept for `aisyst dev` afterwards
+    with EmulatorServer(port=_emulator_port(), state_file=state_file) as emulator, demo_environment(home, emulator.url) as settings:
         fresh_demo_state(settings)
         progress.step(f"Stripe emulator on {emulator.url}; demo home {settings.home} (fresh warehouse, landing, outbox)")
         log_path = settings.home / "demo-dagster.log"
         with log_path.open("a") as log, contextlib.redirect_stderr(log):
             status = _month(emulator, settings, plans, seed, progress)
-        progress.say(f"\nDagster's run logs of this demo: {log_path}")
+        progress.say(f"\nDagster's logs of this demo (webserver, daemon, runs): {log_path}")
         progress.say(
-            "Where to look: the runs, the sensor ticks and the asset history of every demo run are in the instance\n"
-            f"  DAGSTER_HOME={settings.dagster_home} ./run dagster dev -w workspace.yaml\n"
+            "Where to look: every demo run's runs, sensor ticks and asset history are in the instance, and the demo's\n"
+            "Stripe world is kept: `./run dev` (aisyst dev) starts the UI, the daemon and the emulator on them\n"
             f"  (then http://127.0.0.1:3000); the warehouse is {settings.warehouse_url}, the e-mails are in {settings.outbox_dir}"
         )
         progress.step(f"demo finished in {progress.elapsed:.0f} s")
@@ -278,14 +301,12 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
 
 
 def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress) -> int:
-    from aisyst_pipelines.definitions import defs
+    from aisyst_pipelines.deployment import local_deployment
     from aisyst_pipelines.emulator.testing import RunningEmulator
-    from aisyst_pipelines.warehouse import Warehouse
-    from aisyst_pipelines.local_instance import local_instance
     from aisyst_pipelines.services.ingestion import shown_path
+    from aisyst_pipelines.warehouse import Warehouse
     from jobs import ingestion, reconciliation, stripe_events, usage_alerts
-    from jobs import invoice_annotation as annotate_invoices
-    from jobs.ticks import record_sensor_tick
+    from jobs import invoice_annotation as annotation
     from resources.stripe import StripeResource
 
     catalog = load_tier_catalog(settings.tiers_file)
@@ -300,76 +321,69 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
     signups = _sign_up(client, clock.id, catalog, [price.id for price in ids.prices], plans)
     progress.step(f"{len(signups)} customers subscribed on test clock {clock.id} at {MONTH_START:%Y-%m-%d %H:%M} UTC")
 
-    definitions = defs()
     warehouse = Warehouse(settings.warehouse_url)
     warehouse.upgrade()  # the demo's own embedded warehouse, fresh: no separate `aisyst db upgrade`
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    with local_instance(settings) as instance:
-        instance.run_storage.set_cursor_values(
-            {key: "" for key in (ingestion.CLI_CURSOR_KEY, annotate_invoices.CLI_CURSOR_KEY, stripe_events.CLI_CURSOR_KEY)}
-        )
-        branding = definitions.resolve_job_def(annotate_invoices.invoice_branding_job.name)
-        result = branding.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
-        progress.step(f"Stripe mirror and invoice brand fields: run {result.run_id} {'ok' if result.success else 'FAILED'}")
+    calls = simulate_calls(
+        [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
+        start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
+    )
+    sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
+    progress.step(
+        f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
+        f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
+    )
+    landed = _land_cdr_files(calls, settings, seed)
+    progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
 
-        calls = simulate_calls(
-            [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
-            start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
-        )
-        sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
-        progress.step(
-            f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
-            f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
-        )
-        landed = _land_cdr_files(calls, settings, seed)
-        progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
+    # From here on Dagster does the work as in production: the daemon ticks the sensors, which launch
+    # the runs; the other jobs are submitted to the run queue as the UI's Launch button does.
+    landed_at = time.time()
+    with local_deployment(settings, environ={"AISYST_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS)},
+                          log_path=settings.home / "demo-dagster.log") as dagster:
+        progress.step(f"Dagster webserver and daemon up on {dagster.url} (sensors tick every {SENSOR_INTERVAL_SECONDS} s)")
+        branding_run = dagster.submit(annotation.invoice_branding_job.name)
 
-        outcomes = ingestion.ingest_once(instance, definitions)
-        record_sensor_tick(instance, ingestion.SENSOR_NAME, run_ids=[o.run_id for o in outcomes if o.run_id],
-                           skip_reason="no new CDR files")
+        outcomes = ingestion.landing_outcomes(dagster, since=landed_at)
         for outcome in outcomes:
             progress.say(f"    {outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
-        progress.step(f"ingested: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
+        progress.step(f"cdr_files_sensor ticked: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
+        (branding,) = dagster.wait_for_runs([branding_run])
+        progress.step(f"Stripe mirror and invoice brand fields: run {branding.run_id} {branding.status.value}")
         _print_minutes(progress, warehouse, signups)
 
-        recon = reconciliation.reconcile_once(instance, definitions, settings, repair=True, as_of=RECONCILE_AT)
-        progress.step(f"reconciliation at {RECONCILE_AT:%Y-%m-%d %H:%M} with repair: run {recon.run_id} {'ok' if recon.success else 'FAILED'}")
-        _print_reconciliation(progress, warehouse, recon, signups)
+        (recon,) = dagster.wait_for_runs([dagster.submit(
+            reconciliation.JOB_NAME, run_config=reconciliation.one_off_run_config(settings, repair=True, as_of=RECONCILE_AT))])
+        progress.step(f"reconciliation at {RECONCILE_AT:%Y-%m-%d %H:%M} with repair: run {recon.run_id} {recon.status.value}")
+        _print_reconciliation(progress, warehouse, dagster, recon.run_id, signups)
 
         before = set(settings.outbox_dir.glob("*.eml"))
-        alerts = definitions.resolve_job_def(usage_alerts.JOB_NAME).execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={**quiet, "ops": {"usage_alerts": {"config": {"as_of": RECONCILE_AT.isoformat()}}}},
-        )
-        progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {'ok' if alerts.success else 'FAILED'}")
+        (alerts,) = dagster.wait_for_runs([dagster.submit(
+            usage_alerts.JOB_NAME, run_config={"ops": {"usage_alerts": {"config": {"as_of": RECONCILE_AT.isoformat()}}}})])
+        progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {alerts.status.value}")
         _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
 
+        renewed_at = time.time()
         client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
         progress.step(f"test clock advanced past the renewal ({RENEWAL:%Y-%m-%d %H:%M} UTC): draft renewal invoices created")
-        annotated = annotate_invoices.annotate_once(instance, definitions)
-        record_sensor_tick(instance, annotate_invoices.draft_invoice_sensor.name, run_ids=[run.run_id for run in annotated],
-                           skip_reason="no renewal drafts to annotate")
+        ticks = dagster.wait_for_ticks(annotation.SENSOR_NAME, since=renewed_at)
+        annotated = annotation.annotation_outcomes(dagster, [run_id for tick in ticks for run_id in tick.run_ids])
         for run in annotated:
-            counts = ", ".join(f"{key} {value}" for key, value in run.counts.items() if value) or run.skipped_reason or "run failed"
+            counts = ", ".join(f"{key} {value}" for key, value in run.counts.items() if value) or "run failed"
             progress.say(f"    run {run.run_id}: {run.invoices} invoice(s): {counts}")
-        progress.step(f"draft_invoice_sensor tick + {len(annotated)} run(s) of {annotate_invoices.annotate_draft_invoices.name}")
+        progress.step(f"draft_invoice_sensor ticked: {len(annotated)} run(s) of {annotation.annotate_draft_invoices.name}")
 
+        finalized_at = time.time()
         client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
         progress.step("test clock advanced one hour: invoices finalized and paid (one card declines)")
         before = set(settings.outbox_dir.glob("*.eml"))
-        tick = stripe_events.events_once(instance, definitions)
-        record_sensor_tick(instance, stripe_events.stripe_events_sensor.name, cursor=tick.cursor,
-                           skip_reason=None if tick.asset_events else tick.skip_message)
-        applied = tick.asset_events[0].metadata if tick.asset_events else {}
-        progress.step(
-            "stripe_events_sensor tick: "
-            + (f"{applied['events_applied'].value} events applied, {applied['ops_alerts_sent'].value} ops alert(s) sent"
-               if applied else (tick.skip_message or "nothing new"))
-        )
+        applied = stripe_events.events_applied_since(dagster, finalized_at)
+        progress.step(f"stripe_events_sensor ticked: {applied['events_applied']} events applied, "
+                      f"{applied['ops_alerts_sent']} ops alert(s) sent")
         for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
             progress.say(f"    ops alert: {_subject(path)}  →  {path}")
         _print_invoices(progress, client, warehouse, signups)
-        return 0 if all((result.success, recon.success, alerts.success, *(o.status != "failed" for o in outcomes),
+        runs = [branding, recon, alerts]
+        return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
                          *(run.success for run in annotated))) else 1
 
 
@@ -471,20 +485,20 @@ def _print_minutes(progress: Progress, warehouse: Any, signups: Sequence[Signup]
     progress.say()
 
 
-def _print_reconciliation(progress: Progress, warehouse: Any, result: dg.ExecuteInProcessResult, signups: Sequence[Signup]) -> None:
+def _print_reconciliation(progress: Progress, warehouse: Any, dagster: Any, run_id: str, signups: Sequence[Signup]) -> None:
     from aisyst_pipelines.warehouse.reconciliation_store import run_results
 
     codes = {s.customer_id: s.plan.account_code for s in signups}
-    rows = run_results(warehouse, result.run_id)
+    rows = run_results(warehouse, run_id)
     drifting = [r for r in rows if r["drift_minutes"]]  # days do not cancel out: a "match" may hide two
-    progress.say(f"\nReconciliation findings (meter_reconciliation, run {result.run_id}): {len(rows)} customer-periods, "
+    progress.say(f"\nReconciliation findings (meter_reconciliation, run {run_id}): {len(rows)} customer-periods, "
                  f"{len(rows) - len(drifting)} without drift, {len(drifting)} with drifting days")
     progress.say(f"  {'account':<10} {'status':<14} {'cdr':>6} {'stripe':>7} {'delta':>6} {'drift':>6} {'repaired':>8} {'left':>5}  cause")
     for row in sorted(drifting, key=lambda r: codes.get(r["customer_id"], "")):
         progress.say(f"  {codes.get(row['customer_id'], row['customer_id']):<10} {row['status']:<14} {row['cdr_minutes']:>6} "
                      f"{row['stripe_minutes']:>7} {row['delta_minutes']:>+6} {row['drift_minutes']:>6} {row['repaired_minutes']:>8} "
                      f"{row['unrepaired_drift_minutes']:>5}  {row['cause'] or 'unexplained'}")
-    for check in result.get_asset_check_evaluations():
+    for check in dagster.run_check_evaluations(run_id):
         progress.say(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'} — {check.description}")
     progress.say("  Under-metered days (the dropped meter events) were repaired with corrective meter events; over-metered\n"
                  "  days (duplicates sent after Stripe's 24 h window) cannot be taken back by a meter event: they are left\n"

@@ -64,6 +64,9 @@ class Settings:
     cdr_future_tolerance_hours: float | None = None  # later calls are rejected (call_in_future)
     cdr_earliest_call: datetime | None = None  # earlier calls are rejected (call_too_old)
     cdr_max_record_bytes: int | None = None  # longer lines are rejected (record_too_long)
+    # the Dagster deployment (aisyst_pipelines/deployment.py)
+    dagster_url: str | None = None  # a running webserver the commands submit to; unset → `aisyst dev`'s or their own
+    sensor_interval_seconds: int = 30  # how often the daemon ticks each sensor at most
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -99,6 +102,8 @@ class Settings:
             cdr_future_tolerance_hours=_optional(env, "AISYST_CDR_FUTURE_TOLERANCE_HOURS", float),
             cdr_earliest_call=_optional(env, "AISYST_CDR_EARLIEST_CALL", _instant),
             cdr_max_record_bytes=_optional(env, "AISYST_CDR_MAX_RECORD_BYTES", int),
+            dagster_url=env.get("AISYST_DAGSTER_URL") or None,
+            sensor_interval_seconds=_optional(env, "AISYST_SENSOR_INTERVAL_SECONDS", int) or 30,
         )
 
     def ensure_dirs(self) -> None:
@@ -110,6 +115,10 @@ class Settings:
     @property
     def uses_embedded_warehouse(self) -> bool:
         return self.warehouse_url == embedded_warehouse_url(self.home)
+
+    def emulator_state_file(self) -> Path:
+        """Where the local Stripe emulator of this home keeps its objects between runs."""
+        return self.home / "emulator-state.json"
 
     def pii_key_file(self) -> Path:
         """The generated phone-number key of the embedded warehouse, beside warehouse.db."""

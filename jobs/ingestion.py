@@ -12,29 +12,23 @@ hashed it fails its run (sha256 mismatch) and is requested again under its new c
 """
 
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from aisyst_pipelines.assets.ingestion import CALL_RECORDS, LOAD_OP_NAME, REJECT_SHARE_CHECK_NAME, USAGE_DAILY
 from aisyst_pipelines.cdr import forced_format_for
+from aisyst_pipelines.deployment import Deployment, DeploymentError
 from aisyst_pipelines.services.ingestion import LandingCursor, NewFile, printable, scan_landing, shown_path
 from aisyst_pipelines.warehouse.cdr_store import FILE_FAILED
 from jobs.ops import CDR_FRESHNESS_CHECK, step_failure_cause
-from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
 from resources import NotifierResource, WarehouseResource
 from resources.ingestion import IngestionConfig
 
 JOB_NAME = "cdr_ingest"
 SENSOR_NAME = "cdr_files_sensor"
 SENSOR_INTERVAL_SECONDS = 30
-# Where `aisyst ingest` keeps its own cursor in the Dagster instance (key-value storage).
-CLI_CURSOR_KEY = f"aisyst/{SENSOR_NAME}/cli_cursor"
 # The check's op name in run config (asset checks run as ops named <asset>_<check>).
 REJECT_SHARE_CHECK_OP = f"{CALL_RECORDS.to_python_identifier()}_{REJECT_SHARE_CHECK_NAME}"
 
@@ -63,17 +57,28 @@ def run_request_for(new: NewFile, ingestion: IngestionConfig) -> dg.RunRequest:
     )
 
 
-@dg.sensor(
-    name=SENSOR_NAME,
-    target=cdr_ingest_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests one cdr_ingest run per new file in the landing directory (sub-folders canonical, "
-    "twilio, asterisk force the format). Files whose content is already loaded are not requested; entries "
-    "that cannot be loaded (a name that is not UTF-8, a symlink leading outside, a named pipe) are "
-    "recorded and e-mailed to ops once.",
-)
-def cdr_files_sensor(
+def build_cdr_files_sensor(interval_seconds: int = SENSOR_INTERVAL_SECONDS) -> dg.SensorDefinition:
+    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_SENSOR_INTERVAL_SECONDS)."""
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        target=cdr_ingest_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests one cdr_ingest run per new file in the landing directory (sub-folders canonical, "
+        "twilio, asterisk force the format). Files whose content is already loaded are not requested; entries "
+        "that cannot be loaded (a name that is not UTF-8, a symlink leading outside, a named pipe) are "
+        "recorded and e-mailed to ops once.",
+    )
+    def cdr_files_sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource, notifier: NotifierResource, ingestion: IngestionConfig
+    ) -> dg.SensorResult:
+        return landing_tick(context, warehouse, notifier, ingestion)
+
+    return cdr_files_sensor
+
+
+def landing_tick(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource, notifier: NotifierResource, ingestion: IngestionConfig
 ) -> dg.SensorResult:
     landing_dir = Path(ingestion.landing_dir)
@@ -95,13 +100,16 @@ def cdr_files_sensor(
     return dg.SensorResult(run_requests=scan.requests, cursor=scan.cursor.dumps(), asset_events=observations)
 
 
+cdr_files_sensor = build_cdr_files_sensor()
+
+
 def _observation(outcome: str, path: str, **metadata: str) -> dg.AssetObservation:
     return dg.AssetObservation(
         asset_key=CALL_RECORDS, metadata={"outcome": outcome, "file": dg.MetadataValue.path(path), **metadata}
     )
 
 
-# --- one pass for `aisyst ingest` and the demo ----------------------------------------------------
+# --- what the sensor's ticks and their runs did, for `aisyst ingest` and the demo ---------------------
 
 
 @dataclass(frozen=True)
@@ -120,78 +128,42 @@ class FileOutcome:
         return " / ".join(places) or "the ops alert"
 
 
-def ingest_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> list[FileOutcome]:
-    """Evaluate `cdr_files_sensor` once and execute the runs it requests, in this process.
-
-    The runs go into `instance` (the persistent one under DAGSTER_HOME), tagged with the sensor's
-    name and run key exactly as the daemon would tag them, so `dagster dev` shows them and the daemon
-    never repeats a file this pass already ran. This pass keeps its own cursor in the instance's
-    key-value storage: the daemon's cursor belongs to the running code location. As with the daemon,
-    the cursor is stored only once every requested run exists: when one cannot be started, that file
-    is reported failed, the others still run, and the next pass sees the file again.
-    """
-    job_def = definitions.resolve_job_def(JOB_NAME)
-    with _quiet_sensor_log():
-        tick = evaluate_sensor_once(instance, definitions, SENSOR_NAME, CLI_CURSOR_KEY)
+def landing_outcomes(deployment: Deployment, *, since: float, after: float | None = None) -> list[FileOutcome]:
+    """What the daemon's ticks of `cdr_files_sensor` since `since` (a time.time()) did, up to the first
+    tick that started after `after` (default: `since`) and the runs they launched, once finished: one
+    outcome per file. The daemon's own cursor and run keys decide what is new."""
+    ticks = deployment.wait_for_ticks(SENSOR_NAME, since=since, after=since if after is None else after)
     outcomes: list[FileOutcome] = []
-    for event in tick.asset_events:
-        instance.report_runless_asset_event(event)
-        metadata = {key: value.value for key, value in event.metadata.items()}
-        file = str(metadata["file"])
-        if metadata["outcome"] == "failed":
-            outcomes.append(FileOutcome(file, "failed", str(metadata["reason"]), failed_row=metadata["cdr_files"] == FILE_FAILED))
-        else:
-            outcomes.append(FileOutcome(file, "skipped", "content already loaded"))
-
-    all_started = True
-    for request in tick.run_requests or []:
-        file = request.run_config["ops"][LOAD_OP_NAME]["config"]["path"]
-        tags = {**request.tags, RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: SENSOR_NAME}
-        earlier = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: SENSOR_NAME}), limit=1)
-        if earlier:
-            outcomes.append(FileOutcome(file, "skipped", f"already requested (run {earlier[0].run_id}, {earlier[0].status.value})", earlier[0].run_id))
-            continue
-        run_config = {**request.run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the outcome says it
-        try:
-            result = job_def.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
-        except Exception as error:  # noqa: BLE001 - this file's run could not start; the others still run
-            all_started = False
-            detail = f"its run could not be started ({_one_line(error)}); the next pass tries again"
-            outcomes.append(FileOutcome(file, "failed", detail))
-            continue
-        outcomes.append(_outcome(file, result))
-    if all_started:
-        store_sensor_cursor(instance, CLI_CURSOR_KEY, tick)
+    for tick in ticks:
+        if tick.status == "FAILURE":
+            raise DeploymentError(f"a tick of {SENSOR_NAME} failed: {tick.error}")
+        records = deployment.instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=CALL_RECORDS, after_timestamp=tick.timestamp, before_timestamp=tick.end_timestamp),
+            limit=10_000, ascending=True,
+        ).records
+        for record in records:
+            observation = record.event_log_entry.asset_observation
+            metadata = {key: value.value for key, value in (observation.metadata if observation else {}).items()}
+            if metadata.get("outcome") == "failed":
+                outcomes.append(FileOutcome(str(metadata["file"]), "failed", str(metadata["reason"]),
+                                            failed_row=metadata["cdr_files"] == FILE_FAILED))
+            elif metadata.get("outcome") == "already_loaded":
+                outcomes.append(FileOutcome(str(metadata["file"]), "skipped", "content already loaded"))
+    run_ids = [run_id for tick in ticks for run_id in tick.run_ids]
+    outcomes += [_outcome(deployment, run) for run in deployment.wait_for_runs(run_ids)]
     return outcomes
 
 
-@contextmanager
-def _quiet_sensor_log() -> Iterator[None]:
-    """The sensor's per-file log lines belong in the UI's tick log; on a terminal the outcomes say it,
-    one line per file. (Its logger is not in logging's hierarchy, so only logging.disable reaches it;
-    runs are not evaluated inside, so their events still reach the instance.)"""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
-def _outcome(file: str, result: dg.ExecuteInProcessResult) -> FileOutcome:
-    run_id = result.run_id
-    if not result.success:
-        return _failure(file, result)
-    materialization = next(m for m in result.asset_materializations_for_node(LOAD_OP_NAME) if m.asset_key == CALL_RECORDS)
+def _outcome(deployment: Deployment, run: dg.DagsterRun) -> FileOutcome:
+    file = str(run.run_config["ops"][LOAD_OP_NAME]["config"]["path"])  # type: ignore[index]
+    if run.status != dg.DagsterRunStatus.SUCCESS:
+        return _failure(deployment, file, run.run_id)
+    materialization = next(m for m in deployment.run_materializations(run.run_id) if m.asset_key == CALL_RECORDS)
     metadata = {key: value.value for key, value in materialization.metadata.items()}
-    checks = result.get_asset_check_evaluations()
+    checks = deployment.run_check_evaluations(run.run_id)
     check_passed = all(check.passed for check in checks) if checks else None
     if metadata["outcome"] == "skipped":
-        return FileOutcome(file, "skipped", "content already loaded", run_id, check_passed)
+        return FileOutcome(file, "skipped", "content already loaded", run.run_id, check_passed)
     reasons = ", ".join(
         f"{key.removeprefix('rejected_')} {value}" for key, value in metadata.items() if key.startswith("rejected_") and value
     )
@@ -203,17 +175,17 @@ def _outcome(file: str, result: dg.ExecuteInProcessResult) -> FileOutcome:
         detail += f"; {metadata['unmapped_accounts']} account(s) without a Stripe customer"
     if check_passed is False:
         detail += f"; check {REJECT_SHARE_CHECK_NAME} FAILED (reject share {metadata['reject_share']:.2%})"
-    return FileOutcome(file, "loaded", detail, run_id, check_passed)
+    return FileOutcome(file, "loaded", detail, run.run_id, check_passed)
 
 
-def _failure(file: str, result: dg.ExecuteInProcessResult) -> FileOutcome:
+def _failure(deployment: Deployment, file: str, run_id: str) -> FileOutcome:
     """A failed run as one line: the cause the load gave (Failure metadata `reason`), else the step's
     cause; the full error and stack stay in the run's logs."""
-    for event in result.get_step_failure_events():
+    for event in deployment.run_step_failures(run_id):
         data = event.step_failure_data
         metadata = data.user_failure_data.metadata if data.user_failure_data else {}
         if "reason" in metadata:
             recorded = "cdr_files" in metadata and metadata["cdr_files"].value == FILE_FAILED
-            return FileOutcome(file, "failed", str(metadata["reason"].value), result.run_id, failed_row=recorded)
-        return FileOutcome(file, "failed", step_failure_cause(event), result.run_id)
-    return FileOutcome(file, "failed", "the run failed", result.run_id)
+            return FileOutcome(file, "failed", str(metadata["reason"].value), run_id, failed_row=recorded)
+        return FileOutcome(file, "failed", step_failure_cause(event), run_id)
+    return FileOutcome(file, "failed", "the run failed (canceled, or its process died: see the run's logs)", run_id)

@@ -12,7 +12,12 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY, BRANDING_ASSET_KEY, SUBSCRIPTIONS_ASSET_KEY
+from aisyst_pipelines.assets.invoice_annotation import (
+    ASSET_KEY,
+    BRANDING_ASSET_KEY,
+    SUBSCRIPTIONS_ASSET_KEY,
+)
+from aisyst_pipelines.deployment import Deployment
 from aisyst_pipelines.services.invoice_annotation_planning import (
     DEFAULT_POLICY,
     PlannedRun,
@@ -22,7 +27,6 @@ from aisyst_pipelines.services.invoice_annotation_planning import (
     scan_invoices,
 )
 from aisyst_pipelines.warehouse import Warehouse
-from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
 from resources import StripeResource, WarehouseResource
 
 annotate_draft_invoices = dg.define_asset_job(
@@ -38,7 +42,7 @@ annotate_draft_invoices = dg.define_asset_job(
 def _run_request(run: PlannedRun) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=run.run_key,
-        run_config={"ops": {ASSET_KEY.to_python_identifier(): {"config": {"invoice_ids": run.invoice_ids}}}},
+        run_config=annotation_run_config(run.invoice_ids),
         tags={"aisyst/invoices": str(len(run.invoice_ids)), "aisyst/retry": "true" if run.retry else "false"},
     )
 
@@ -59,23 +63,31 @@ def evaluate(
     return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump())
 
 
-@dg.sensor(
-    name="draft_invoice_sensor",
-    job=annotate_draft_invoices,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests annotation runs for new renewal invoices (batches of ids) and for unfinished ones.",
-)
-def draft_invoice_sensor(
-    context: dg.SensorEvaluationContext, stripe: StripeResource, warehouse: WarehouseResource
-) -> dg.SensorResult:
-    return evaluate(context, stripe, warehouse.get())
+SENSOR_NAME = "draft_invoice_sensor"
 
 
-# --- one pass in this process (`aisyst annotate`, the demo) ----------------------------------------------
+def build_draft_invoice_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
+    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_SENSOR_INTERVAL_SECONDS)."""
 
-CLI_CURSOR_KEY = "aisyst/draft_invoice_sensor/cli_cursor"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job=annotate_draft_invoices,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests annotation runs for new renewal invoices (batches of ids) and for unfinished ones.",
+    )
+    def draft_invoice_sensor(
+        context: dg.SensorEvaluationContext, stripe: StripeResource, warehouse: WarehouseResource
+    ) -> dg.SensorResult:
+        return evaluate(context, stripe, warehouse.get())
+
+    return draft_invoice_sensor
+
+
+draft_invoice_sensor = build_draft_invoice_sensor()
+
+
+# --- what annotation runs did, for `aisyst annotate` and the demo ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -85,54 +97,28 @@ class RunOutcome:
     counts: dict[str, int]
     check_passed: bool | None
     success: bool
-    skipped_reason: str | None = None  # the run key was used before: nothing ran
 
 
-def execute_annotation(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, run_config: dict, tags: dict[str, str] | None = None
-) -> RunOutcome:
-    job = definitions.resolve_job_def(annotate_draft_invoices.name)
-    result = job.execute_in_process(run_config={**run_config, **QUIET}, instance=instance, tags=tags, raise_on_error=False)
-    ids = run_config["ops"][ASSET_KEY.to_python_identifier()]["config"]["invoice_ids"]
-    counts: dict[str, int] = {}
-    check_passed = None
-    if result.success:
-        metadata = result.asset_materializations_for_node(ASSET_KEY.to_python_identifier())[0].metadata
-        counts = {key: int(metadata[key].value) for key in ("annotated", "missed", "failed", "skipped", "already_done")}
-        check_passed = all(check.passed for check in result.get_asset_check_evaluations())
-    return RunOutcome(result.run_id, len(ids), counts, check_passed, result.success)
-
-
-def annotate_once(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, invoice_ids: Sequence[str] | None = None
-) -> list[RunOutcome]:
-    """Evaluate `draft_invoice_sensor` once and execute the runs it requests here, tagged with the
-    sensor's name and run key as the daemon would tag them (a run key used before is not run again);
-    or, given `invoice_ids`, run the job for exactly those invoices (they must have a row). The pass
-    keeps its own cursor in the instance: the daemon's cursor belongs to the running code location."""
-    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
-
+def annotation_outcomes(deployment: Deployment, run_ids: Sequence[str]) -> list[RunOutcome]:
+    """The annotation runs once finished, with the counts their materializations recorded."""
     op = ASSET_KEY.to_python_identifier()
-    if invoice_ids is not None:
-        config = {"ops": {op: {"config": {"invoice_ids": list(invoice_ids)}}}}
-        return [execute_annotation(instance, definitions, config, {"aisyst/manual": "true"})]
-    sensor_name = draft_invoice_sensor.name
-    tick = evaluate_sensor_once(instance, definitions, sensor_name, CLI_CURSOR_KEY)
     outcomes = []
-    for request in tick.run_requests or []:
-        tags = {**request.tags, RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor_name}
-        earlier = instance.get_runs(
-            filters=dg.RunsFilter(tags={RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: sensor_name}), limit=1
-        )
-        ids = request.run_config["ops"][op]["config"]["invoice_ids"]
-        if earlier:
-            outcomes.append(RunOutcome(earlier[0].run_id, len(ids), {}, None, True, skipped_reason="run key used before"))
-            continue
-        outcomes.append(execute_annotation(instance, definitions, request.run_config, tags))
-    # Only now: a run that could not be started leaves the cursor where the next pass lists its invoices
-    # again (their rows stay queued and are requested again once stale).
-    store_sensor_cursor(instance, CLI_CURSOR_KEY, tick)
+    for run in deployment.wait_for_runs(run_ids):
+        ids = run.run_config["ops"][op]["config"]["invoice_ids"]  # type: ignore[index]
+        counts: dict[str, int] = {}
+        check_passed = None
+        success = run.status == dg.DagsterRunStatus.SUCCESS
+        if success:
+            metadata = next(m for m in deployment.run_materializations(run.run_id) if m.asset_key == ASSET_KEY).metadata
+            counts = {key: int(metadata[key].value) for key in ("annotated", "missed", "failed", "skipped", "already_done")}  # type: ignore[arg-type]
+            check_passed = all(check.passed for check in deployment.run_check_evaluations(run.run_id))
+        outcomes.append(RunOutcome(run.run_id, len(ids), counts, check_passed, success))
     return outcomes
+
+
+def annotation_run_config(invoice_ids: Sequence[str]) -> dict:
+    """The job's run config for exactly these invoices (each must have a row)."""
+    return {"ops": {ASSET_KEY.to_python_identifier(): {"config": {"invoice_ids": list(invoice_ids)}}}}
 
 
 # Brand fields go on each subscription's invoice settings ahead of its renewal (services/invoice_annotation.py):

@@ -53,12 +53,9 @@ def nightly_schedule(cron: str) -> dg.ScheduleDefinition:
     return nightly_meter_reconciliation
 
 
-def reconcile_once(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, settings: Settings, *, repair: bool | None = None,
-    as_of: datetime | None = None,
-) -> dg.ExecuteInProcessResult:
-    """The demo's reconciliation: one run of the job in `instance` (runs show in `dagster dev`
-    afterwards), with Settings' configuration unless `repair` says otherwise."""
+def one_off_run_config(settings: Settings, *, repair: bool | None = None, as_of: datetime | None = None) -> dict[str, Any]:
+    """The run config of a reconciliation run submitted by hand (`aisyst reconcile`, the demo): at `as_of`,
+    with Settings' configuration unless `repair` says otherwise."""
     config = run_config(as_of)
     if repair is not None:
         # A run's config for a resource replaces all of it (unset fields fall back to the class
@@ -66,5 +63,4 @@ def reconcile_once(
         resource = ReconciliationConfig.from_settings(settings)
         config["resources"] = {"reconciliation": {"config": {
             "repair": repair, "settle_lag_minutes": resource.settle_lag_minutes, "tolerance_minutes": resource.tolerance_minutes}}}
-    job = definitions.resolve_job_def(JOB_NAME)
-    return job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+    return config

@@ -27,28 +27,45 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import dagster as dg
-from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.billing.stripe_events import EventsCursor
+from aisyst_pipelines.deployment import Deployment, DeploymentError
 from aisyst_pipelines.services.stripe_events import apply_new_events
 from aisyst_pipelines.services.stripe_sync import subscription_mirror_row
-from jobs.sensor_once import evaluate_sensor_once, store_sensor_cursor
 from resources import CatalogResource, NotifierResource, StripeResource, WarehouseResource
 
 
-@dg.sensor(
-    name="stripe_events_sensor",
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Applies Stripe invoice.* and customer.subscription.* events (Events API, oldest first, each "
-        "exactly once) to stripe_invoices and stripe_subscriptions, and e-mails ops about failed "
-        "payments, past_due/unpaid subscriptions, failed finalizations and renewal invoices finalized "
-        "without our usage lines. Cursor: the last applied event (JSON)."
-    ),
-)
-def stripe_events_sensor(
+SENSOR_NAME = "stripe_events_sensor"
+
+
+def build_stripe_events_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
+    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_SENSOR_INTERVAL_SECONDS)."""
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Applies Stripe invoice.* and customer.subscription.* events (Events API, oldest first, each "
+            "exactly once) to stripe_invoices and stripe_subscriptions, and e-mails ops about failed "
+            "payments, past_due/unpaid subscriptions, failed finalizations and renewal invoices finalized "
+            "without our usage lines. Cursor: the last applied event (JSON)."
+        ),
+    )
+    def stripe_events_sensor(
+        context: dg.SensorEvaluationContext,
+        stripe: StripeResource,
+        warehouse: WarehouseResource,
+        notifier: NotifierResource,
+        catalog: CatalogResource,
+    ) -> dg.SensorResult:
+        return events_tick(context, stripe, warehouse, notifier, catalog)
+
+    return stripe_events_sensor
+
+
+def events_tick(
     context: dg.SensorEvaluationContext,
     stripe: StripeResource,
     warehouse: WarehouseResource,
@@ -95,17 +112,24 @@ def stripe_events_sensor(
     return dg.SensorResult(cursor=result.cursor.to_json(), asset_events=asset_events)
 
 
-# Where one-off passes (`aisyst demo`) keep their own cursor in the Dagster instance's key-value
-# storage: the daemon's cursor belongs to the running code location.
-CLI_CURSOR_KEY = "aisyst/stripe_events_sensor/cli_cursor"
+stripe_events_sensor = build_stripe_events_sensor()
 
 
-def events_once(instance: dg.DagsterInstance, definitions: dg.Definitions) -> SensorExecutionData:
-    """Evaluate `stripe_events_sensor` once in this process against `instance` (as `ingest_once` does
-    for the landing sensor): the events are applied, the ops alerts sent, and the tick's asset event
-    recorded in the instance so that `dagster dev` shows it."""
-    tick = evaluate_sensor_once(instance, definitions, stripe_events_sensor.name, CLI_CURSOR_KEY)
-    for event in tick.asset_events:
-        instance.report_runless_asset_event(event)
-    store_sensor_cursor(instance, CLI_CURSOR_KEY, tick)  # after what it stands for is recorded
-    return tick
+def events_applied_since(deployment: Deployment, since: float) -> dict[str, int]:
+    """What the daemon's ticks of the sensor applied since `since` (a time.time()), once a tick that
+    started after it found no backlog: events applied and ops alerts sent, summed."""
+    ticks = deployment.wait_for_ticks(SENSOR_NAME, since=since)
+    while True:
+        for tick in ticks:
+            if tick.status == "FAILURE":
+                raise DeploymentError(f"a tick of {SENSOR_NAME} failed: {tick.error}")
+        records = deployment.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=STRIPE_INVOICES.key, after_timestamp=since), limit=1000, ascending=True
+        ).records
+        metadata = [r.event_log_entry.asset_materialization.metadata for r in records if r.event_log_entry.asset_materialization]
+        if not metadata or not metadata[-1]["backlog_left"].value:
+            return {
+                "events_applied": sum(int(m["events_applied"].value) for m in metadata),  # type: ignore[arg-type]
+                "ops_alerts_sent": sum(int(m["ops_alerts_sent"].value) for m in metadata),  # type: ignore[arg-type]
+            }
+        ticks = deployment.wait_for_ticks(SENSOR_NAME, since=ticks[-1].timestamp)

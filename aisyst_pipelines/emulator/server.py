@@ -9,6 +9,7 @@ dump, and the pages behind portal and hosted-invoice URLs) and see no faults and
 from __future__ import annotations
 
 import ipaddress
+import os
 import json
 import socket
 import sys
@@ -19,6 +20,7 @@ from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -145,6 +147,7 @@ class EmulatorServer:
         faults: Faults | None = None,
         seed: int | None = None,
         tick_seconds: float = 1.0,
+        state_file: Path | None = None,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
@@ -152,6 +155,9 @@ class EmulatorServer:
         self.faults = faults or Faults()
         self.seed = seed
         self.tick_seconds = tick_seconds
+        # Where the objects are kept between runs (`aisyst dev` after `aisyst demo`): read at start,
+        # written at stop, owner-only.
+        self.state_file = state_file
         self.store = Store(seed=seed, summary_lag_seconds=self.faults.summary_lag_seconds)
         self.idempotency = IdempotencyCache()
         self._injector = FaultInjector(self.faults, seed)
@@ -166,6 +172,9 @@ class EmulatorServer:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> EmulatorServer:
+        if self.state_file is not None and self.state_file.exists():
+            with self.store.lock:
+                self.store.restore(json.loads(self.state_file.read_text()))
         self._httpd = _Server((self.host, self._requested_port), self)
         self.store.base_url = self.url
         serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -184,6 +193,18 @@ class EmulatorServer:
             self._httpd = None
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.state_file is not None:
+            self.save_state(self.state_file)
+
+    def save_state(self, path: Path) -> None:
+        """Write the store's objects to `path` (owner-only, replaced atomically)."""
+        with self.store.lock:
+            text = json.dumps(self.store.snapshot())
+        partial = path.with_name(path.name + ".partial")
+        partial.unlink(missing_ok=True)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(text)
+        os.replace(partial, path)
 
     def serve_forever(self) -> None:
         """Run in the foreground until interrupted (the `aisyst emulator` command)."""

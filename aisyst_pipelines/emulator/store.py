@@ -139,6 +139,40 @@ class Store:
         self.identifiers: dict[str, MeterEventRecord] = {}
         self.request = RequestContext()
 
+    # ---------------------------------------------------------------- state kept between runs
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the store knows, as JSON-shaped data (`restore` takes it back)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "format": 1,
+            "rng": [version, list(internal), gauss],
+            "tables": self.tables,
+            "seq": self._seq,
+            "schedule": {"" if clock is None else clock: heap for clock, heap in self._schedule.items()},
+            "time_override": {"" if clock is None else clock: when for clock, when in self._time_override.items()},
+            "meter_events": [vars(record) for record in self.meter_events],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """The store as `snapshot` found it (JSON only: a state file is data, never code)."""
+        if state.get("format") != 1:
+            raise ValueError("not an emulator state file of format 1")
+        self.reset()
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        for kind, objects in state["tables"].items():
+            self.tables[kind].update(objects)
+        self._seq = int(state["seq"])
+        for clock, heap in state["schedule"].items():
+            self._schedule[clock or None] = [tuple(entry) for entry in heap]  # type: ignore[misc]
+        self._time_override = {clock or None: int(when) for clock, when in state["time_override"].items()}
+        for fields in state["meter_events"]:
+            record = MeterEventRecord(**fields)
+            self.meter_events.append(record)
+            self.meter_events_by_customer[(record.event_name, record.customer)].append(record)
+            self.identifiers[record.identifier] = record
+
     # ---------------------------------------------------------------- ids and objects
 
     def new_id(self, prefix: str, length: int = 24) -> str:

@@ -184,6 +184,15 @@ def scrubbed_error(error: stripe.StripeError, secret: str | None) -> stripe.Stri
     )
 
 
+def unreachable(error: stripe.APIConnectionError, base_url: str) -> stripe.APIConnectionError:
+    """The same error with one line saying where Stripe could not be reached and why, instead of the
+    SDK's "let us know at support@stripe.com" (a refused local emulator is not Stripe support's)."""
+    found = re.search(r"Network error: ([^\n]*?)\)?$", error.user_message or "", re.MULTILINE)
+    cause = found.group(1) if found else (error.user_message or "no answer").strip().splitlines()[-1]
+    hint = "" if base_url == stripe.DEFAULT_API_BASE else " (is the Stripe emulator running? `aisyst dev` or `aisyst emulator` start it)"
+    return stripe.APIConnectionError(f"Stripe is not reachable at {base_url}: {cause}{hint}", should_retry=error.should_retry)
+
+
 # --- the core -------------------------------------------------------------------------------------
 
 
@@ -258,5 +267,7 @@ class StripeCalls:
                     retries += 1
                     log.info("Stripe answered %s (HTTP %s); retry %d", type(error).__name__, error.http_status, retries)
             if failure is not None:
+                if isinstance(failure, stripe.APIConnectionError):
+                    failure = unreachable(failure, self.base_url)
                 raise failure  # outside the except block: nothing is chained to it
             time.sleep(backoff_seconds(self._first_retry_delay, retries))
