@@ -140,8 +140,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     key_file = settings.pii_key_file()
     had_key = key_file.exists()
+    since = time.time()  # before a local deployment starts: its daemon ticks at once
     with emulator_when_meant(settings), deployment(settings) as dagster:
-        outcomes = landing_outcomes(dagster, since=time.time())
+        outcomes = landing_outcomes(dagster, since=since)
     if not had_key and key_file.exists():  # said in the run's log, which a terminal does not show
         print(f"created a new phone-number key in {key_file} (AISYST_PII_KEY is unset): keep it with the warehouse beside it")
     if not outcomes:
@@ -173,12 +174,13 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     from aisyst_pipelines.deployment import deployment
     from jobs.invoice_annotation import SENSOR_NAME, annotate_draft_invoices, annotation_outcomes, annotation_run_config
 
+    since = time.time()  # before a local deployment starts: its daemon ticks at once
     with emulator_when_meant(settings), deployment(settings) as dagster:
         if args.invoice:
             run_ids = [dagster.submit(annotate_draft_invoices.name, run_config=annotation_run_config(args.invoice),
                                       tags={"aisyst/manual": "true"})]
         else:
-            run_ids = [run_id for tick in dagster.wait_for_ticks(SENSOR_NAME, since=time.time()) for run_id in tick.run_ids]
+            run_ids = [run_id for tick in dagster.wait_for_ticks(SENSOR_NAME, since=since) for run_id in tick.run_ids]
         outcomes = annotation_outcomes(dagster, run_ids)
     if not outcomes:
         print("no renewal invoices to annotate")

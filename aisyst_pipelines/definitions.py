@@ -106,4 +106,8 @@ def defs() -> dg.Definitions:
             usage_alerts_schedule(settings.alerts_timezone),
         ],
         resources=build_resources(settings),
+        # Every job is one or two steps over one warehouse transaction: steps run in the run's own
+        # process (the multiprocess default would start a Python process per step, and several
+        # processes would write one SQLite event log at once).
+        executor=dg.in_process_executor,
     )

@@ -1,6 +1,7 @@
 """draft_invoice_sensor through build_sensor_context, on the emulator and both warehouse backends."""
 
 import json
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -141,42 +142,35 @@ def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(w
     assert annotation_records(world.warehouse, [invoice.id])[invoice.id].status is AnnotationStatus.MISSED
 
 
-def test_one_pass_in_process_respects_run_keys(world: World) -> None:
-    from jobs.invoice_annotation import annotate_once
+def test_aisyst_annotate_waits_for_the_daemons_tick_and_its_runs(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aisyst annotate` starts a local deployment (webserver, daemon) on its home's instance; the
+    daemon's tick of draft_invoice_sensor launches the run, which the command waits for and reports."""
+    from aisyst_pipelines.cli import main
 
     subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(3)]
     world.sync()
     world.renew()
-    definitions = world.definitions()
-    (outcome,) = annotate_once(world.instance, definitions)
-    assert outcome.success and outcome.counts["annotated"] == 3 and outcome.check_passed
-    run = world.instance.get_run_by_id(outcome.run_id)
-    assert run.tags["dagster/sensor_name"] == "draft_invoice_sensor" and run.tags["dagster/run_key"].startswith("annotate:v")
-    assert annotate_once(world.instance, definitions) == []  # the pass's cursor moved on: nothing new
-    (manual,) = annotate_once(world.instance, definitions, [world.renewal_invoice(subscribers[0]).id])
-    assert manual.counts["already_done"] == 1 and manual.counts["annotated"] == 0
+    monkeypatch.setenv("AISYST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AISYST_WAREHOUSE_URL", world.warehouse_url)
+    monkeypatch.setenv("STRIPE_API_BASE", world.emulator.url)
+    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
+    assert main(["annotate"]) == 0
 
-def test_a_pass_whose_run_cannot_start_leaves_its_cursor_where_it_was(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.invoice_annotation import CLI_CURSOR_KEY, annotate_once
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.endswith(": 3 invoice(s): annotated 3"), line
+    with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
+        (run,) = instance.get_runs()
+        assert run.tags["dagster/sensor_name"] == "draft_invoice_sensor" and run.tags["dagster/run_key"].startswith("annotate:v")
+        assert run.remote_job_origin is not None  # launched from the code location by the daemon
+    assert status_counts(world.warehouse) == {"annotated": 3}
 
-    for n in range(3):
-        world.subscribe(f"ACME-{n}", 1)
-    world.sync()
-    world.renew()
-    definitions = world.definitions()
-
-    def unavailable(run: dg.DagsterRun) -> dg.DagsterRun:  # the run storage refuses the run (a database hiccup)
-        raise OSError("run storage unavailable")
-
-    monkeypatch.setattr(world.instance.run_storage, "add_run", unavailable)
-    with pytest.raises(OSError):
-        annotate_once(world.instance, definitions)
-
-    # The cursor was not moved past invoices whose run never started; their rows stay queued (requested
-    # again once stale), so nothing is lost either way.
-    assert world.instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}) == {}
-    assert status_counts(world.warehouse) == {"queued": 3}
+    # Given invoices, one run of the job through the run queue (the UI's Launch button).
+    assert main(["annotate", "--invoice", world.renewal_invoice(subscribers[0]).id]) == 0
+    assert capsys.readouterr().out.strip().endswith(": 1 invoice(s): already_done 1")
 
 
 def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -> None:

@@ -17,7 +17,7 @@ from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.cdr_store import cdr_file, loaded_sha256s
 from aisyst_pipelines.warehouse.schema import call_records
-from jobs.ingestion import JOB_NAME, REJECT_SHARE_CHECK_OP, ingest_once
+from jobs.ingestion import JOB_NAME, REJECT_SHARE_CHECK_OP, SENSOR_NAME
 from resources import PiiKeyResource, WarehouseResource
 from resources.ingestion import IngestionConfig
 
@@ -172,11 +172,14 @@ def test_the_sensors_runs_load_under_the_configured_limits(
     write_window_file(path)
     from aisyst_pipelines.definitions import defs
 
-    (outcome,) = ingest_once(instance, defs())
+    definitions = defs()
+    with dg.build_sensor_context(instance=instance, definitions=definitions, resources=dict(definitions.resources or {})) as context:
+        tick = definitions.resolve_sensor_def(SENSOR_NAME)(context)
+    (request,) = tick.run_requests
+    loaded = call_records_metadata(execute(definitions, instance, request.run_config))
 
-    assert outcome.status == "loaded", outcome.detail
-    assert outcome.detail.startswith("canonical_csv: 5 rows, 1 loaded, 0 duplicate, 4 rejected")
-    assert "call_too_old 1" in outcome.detail and "call_in_future 2" in outcome.detail and "record_too_long 1" in outcome.detail
+    assert (loaded["rows_total"], loaded["rows_loaded"], loaded["rows_rejected"]) == (5, 1, 4)
+    assert (loaded["rejected_call_too_old"], loaded["rejected_call_in_future"], loaded["rejected_record_too_long"]) == (1, 2, 1)
 
     lenient = {"path": str(path.with_name("again.csv")), "earliest_call": "2020-01-01T00:00:00Z"}
     path.with_name("again.csv").write_bytes(path.read_bytes() + b"\n")  # other content: loaded, not skipped

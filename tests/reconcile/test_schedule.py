@@ -13,7 +13,7 @@ from aisyst_pipelines.assets.reconciliation import meter_reconciliation
 from aisyst_pipelines.definitions import build_resources
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.simulation import VoiceServerFaults
-from jobs.reconciliation import JOB_NAME, SCHEDULE_NAME, nightly_schedule, reconcile_once, reconciliation_job, run_config
+from jobs.reconciliation import JOB_NAME, SCHEDULE_NAME, nightly_schedule, one_off_run_config, reconciliation_job, run_config
 from resources import WarehouseResource
 from resources.reconciliation import ReconciliationConfig
 
@@ -96,7 +96,8 @@ def test_a_repairing_run_keeps_the_configured_lag_and_tolerance(recon_world: Rec
     world.send(TICK)
     settings = settings_for(tmp_path, AISYST_RECONCILIATION_SETTLE_LAG_MINUTES="90", AISYST_RECONCILIATION_TOLERANCE_MINUTES="1000")
     with dg.instance_for_test() as instance:
-        result = reconcile_once(instance, world_definitions(world, settings), settings, repair=True, as_of=TICK)
+        job = world_definitions(world, settings).resolve_job_def(JOB_NAME)
+        result = job.execute_in_process(run_config=one_off_run_config(settings, repair=True, as_of=TICK), instance=instance)
     assert result.success
     metadata = result.asset_materializations_for_node("meter_reconciliation")[0].metadata
     assert metadata["repair"].value is True and metadata["settle_lag_minutes"].value == 90

@@ -114,30 +114,6 @@ def test_restart_after_a_crash_applies_each_event_once(world: StripeWorld, wareh
     assert invoice_states(warehouse) == stripe_invoice_states(world)
 
 
-def test_a_one_off_pass_stores_its_cursor_only_after_recording_what_it_applied(
-    stripe_emulator, world: StripeWorld, warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import dagster as dg
-
-    from aisyst_pipelines.definitions import defs
-    from jobs.stripe_events import CLI_CURSOR_KEY, events_once
-
-    for name, value in {"AISYST_HOME": str(tmp_path / "home"), "AISYST_WAREHOUSE_URL": warehouse.url, "AISYST_PII_KEY": "0" * 64,
-                        "AISYST_OUTBOX_DIR": str(tmp_path / "outbox"), "STRIPE_API_BASE": stripe_emulator.url}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
-    monkeypatch.delenv("AISYST_SMTP_URL", raising=False)
-    with dg.instance_for_test() as instance:
-        def unavailable(event: object) -> None:  # the instance's event storage refuses the tick's record
-            raise OSError("event storage unavailable")
-
-        monkeypatch.setattr(instance, "report_runless_asset_event", unavailable)
-        with pytest.raises(OSError):
-            events_once(instance, defs())
-        assert instance.run_storage.get_cursor_values({CLI_CURSOR_KEY}) == {}
-        assert len(ledger(warehouse)) == len(world.watched_event_ids())  # applied exactly once, whatever the cursor
-
-
 def test_ticks_dying_midway_never_skip_nor_double_apply(stripe_emulator, world: StripeWorld, warehouse: Warehouse) -> None:
     everything = world.watched_event_ids()
     flaky = StripeResource(api_key=stripe_emulator.api_key, api_base=stripe_emulator.url, max_network_retries=1,
