@@ -257,7 +257,7 @@ def fresh_demo_state(settings: Settings) -> None:
     """Wipe the previous demo world (warehouse file, landing, outbox); keep the Dagster instance."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{settings.home / 'warehouse.db'}{suffix}").unlink(missing_ok=True)
-    for folder in (settings.landing_dir, settings.outbox_dir):
+    for folder in (settings.landing_dir, settings.outbox_dir, settings.home / "staging"):
         shutil.rmtree(folder, ignore_errors=True)
     settings.ensure_dirs()
 
@@ -323,32 +323,30 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
 
     warehouse = Warehouse(settings.warehouse_url)
     warehouse.upgrade()  # the demo's own embedded warehouse, fresh: no separate `aisyst db upgrade`
-    calls = simulate_calls(
-        [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
-        start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
-    )
-    sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
-    progress.step(
-        f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
-        f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
-    )
-    landed = _land_cdr_files(calls, settings, seed)
-    progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
-
     # From here on Dagster does the work as in production: the daemon ticks the sensors, which launch
     # the runs; the other jobs are submitted to the run queue as the UI's Launch button does.
-    landed_at = time.time()
     with local_deployment(settings, environ={"AISYST_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS)},
                           log_path=settings.home / "demo-dagster.log") as dagster:
         progress.step(f"Dagster webserver and daemon up on {dagster.url} (sensors tick every {SENSOR_INTERVAL_SECONDS} s)")
-        branding_run = dagster.submit(annotation.invoice_branding_job.name)
+        (branding,) = dagster.wait_for_runs([dagster.submit(annotation.invoice_branding_job.name)])
+        progress.step(f"Stripe mirror and invoice brand fields: run {branding.run_id} {branding.status.value}")
 
-        outcomes = ingestion.landing_outcomes(dagster, since=landed_at)
+        calls = simulate_calls(
+            [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
+            start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
+        )
+        sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
+        progress.step(
+            f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
+            f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
+        )
+        landing_started = time.time()
+        landed = _land_cdr_files(calls, settings, seed)
+        progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
+        outcomes = ingestion.landing_outcomes(dagster, since=landing_started, after=time.time())
         for outcome in outcomes:
             progress.say(f"    {outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
         progress.step(f"cdr_files_sensor ticked: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
-        (branding,) = dagster.wait_for_runs([branding_run])
-        progress.step(f"Stripe mirror and invoice brand fields: run {branding.run_id} {branding.status.value}")
         _print_minutes(progress, warehouse, signups)
 
         (recon,) = dagster.wait_for_runs([dagster.submit(
@@ -452,17 +450,22 @@ def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, 
 
 
 def _land_cdr_files(calls: pd.DataFrame, settings: Settings, seed: int) -> list[Path]:
-    """The month's CDRs as the three sources deliver them: accounts dealt over the formats."""
+    """The month's CDRs as the three sources deliver them: accounts dealt over the formats. Each file
+    is written beside the landing folder and moved in whole, as an uploader should (the daemon's
+    sensor may tick at any moment)."""
     codes = sorted(calls["account_code"].unique())
+    staging = settings.home / "staging"
     landed = []
     for index, file_format in enumerate(CDR_FORMATS):
         mine = set(codes[index :: len(CDR_FORMATS)])
         frame = calls[calls["account_code"].isin(mine)]
         extension = "csv" if file_format != "canonical_jsonl" else "jsonl"
-        path = settings.landing_dir / file_format / f"{MONTH_START:%Y-%m}-calls.{extension}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        written = write_calls(frame, path, file_format, asterisk_timezone=settings.asterisk_timezone, seed=seed)
-        landed.append(written.path)
+        name = Path(file_format) / f"{MONTH_START:%Y-%m}-calls.{extension}"
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        written = write_calls(frame, staging / name, file_format, asterisk_timezone=settings.asterisk_timezone, seed=seed)
+        (settings.landing_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written.path, settings.landing_dir / name)
+        landed.append(settings.landing_dir / name)
     return landed
 
 
