@@ -8,6 +8,8 @@ dump, and the pages behind portal and hosted-invoice URLs) and see no faults and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import socket
@@ -41,6 +43,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _basic_auth_user(credentials: str) -> str:
+    """The user name of HTTP Basic credentials (base64 of `user:password`); "" when unreadable.
+    Stripe takes the API key as the user name and ignores the password."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
 
 
 class _Server(ThreadingHTTPServer):
@@ -313,8 +325,12 @@ class EmulatorServer:
         return error.status, dumps(error.body(request_id))
 
     def _authenticate(self, authorization: str) -> str:
-        scheme, _, api_key = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not api_key:
+        """The API key of a request: `Bearer <key>` (the SDKs) or HTTP Basic auth with the key as the
+        user name and no password (`curl -u "sk_test_…:"`, as Stripe's guides write it)."""
+        scheme, _, api_key = authorization.strip().partition(" ")
+        if scheme.lower() == "basic":
+            api_key = _basic_auth_user(api_key.strip())
+        if scheme.lower() not in ("bearer", "basic") or not api_key:
             raise ApiError(
                 401,
                 "You did not provide an API key. You need to provide your API key in the Authorization header, "
