@@ -72,7 +72,9 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         drop_rate=args.drop_rate,
         summary_lag_seconds=args.summary_lag_seconds,
     )
-    server = EmulatorServer(host=args.host, port=args.port, faults=faults, seed=args.seed)
+    server = EmulatorServer(
+        host=args.host, port=args.port, faults=faults, seed=args.seed, webhook_retry_scale=args.webhook_retry_scale
+    )
     server.start()
     print(f"Stripe emulator on {server.url}  (faults: {faults.as_dict()})")
     print(f"  STRIPE_API_BASE={server.url}\n  STRIPE_SECRET_KEY={TEST_API_KEY}   (any sk_test_/rk_test_ key works)")
@@ -266,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of connections closed without an answer")
     emulator.add_argument("--summary-lag-seconds", type=float, default=0.0, help="meter events stay out of summaries this long")
     emulator.add_argument("--seed", type=int, default=None, help="makes ids and fault decisions repeatable")
+    emulator.add_argument(
+        "--webhook-retry-scale", type=float, default=1.0,
+        help="multiplies the delays between webhook delivery retries (30 min, 1 h, 2 h); 0.01 for quick retries",
+    )
     emulator.set_defaults(handler=cmd_emulator)
 
     bootstrap = commands.add_parser(

@@ -30,6 +30,7 @@ from aisyst_pipelines.emulator.idempotency import IdempotencyCache
 from aisyst_pipelines.emulator.params import check
 from aisyst_pipelines.emulator.router import Call, match
 from aisyst_pipelines.emulator.store import API_VERSION, RequestContext, Store
+from aisyst_pipelines.emulator.webhooks import WebhookDeliverer
 from aisyst_pipelines.emulator.wire import ApiError, decode_form, dumps
 
 TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
@@ -157,7 +158,10 @@ class EmulatorServer:
         faults: Faults | None = None,
         seed: int | None = None,
         tick_seconds: float = 1.0,
+        webhook_retry_scale: float = 1.0,
     ) -> None:
+        """`webhook_retry_scale` multiplies the delays between webhook delivery retries (30 min, 1 h,
+        2 h): 0.001 makes them 1.8 s, 3.6 s and 7.2 s for a test."""
         if not _is_loopback(host):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
         self.host, self._requested_port = host, port
@@ -166,6 +170,7 @@ class EmulatorServer:
         self.tick_seconds = tick_seconds
         self.store = Store(seed=seed, summary_lag_seconds=self.faults.summary_lag_seconds)
         self.idempotency = IdempotencyCache()
+        self.webhooks = WebhookDeliverer(self.store, retry_scale=webhook_retry_scale)
         self._injector = FaultInjector(self.faults, seed)
         self._log: deque[dict[str, Any]] = deque(maxlen=20000)
         self._log_lock = threading.Lock()
@@ -185,10 +190,12 @@ class EmulatorServer:
         self._threads = [serve, ticker]
         for thread in self._threads:
             thread.start()
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
+        self.webhooks.stop()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.close_all_connections()
@@ -236,6 +243,7 @@ class EmulatorServer:
         with self.store.lock:
             self.store.reset()
         self.idempotency.clear()
+        self.webhooks.clear()
         with self._log_lock:
             self._log.clear()
             self.max_in_flight = self.in_flight
@@ -261,6 +269,7 @@ class EmulatorServer:
             "idempotency_keys": self.idempotency.snapshot(),
             "requests": self.requests(),
             "max_in_flight": self.max_in_flight,
+            "webhook_attempts": [dict(vars(a)) for a in self.webhooks.attempts],
         }
 
     # ------------------------------------------------------------------ request handling

@@ -41,6 +41,7 @@ PREFIX_KIND = {
     "evt": "event",
     "clock": "test_helpers.test_clock",
     "bps": "billing_portal.session",
+    "we": "webhook_endpoint",
 }
 
 KIND_LABEL = {  # how Stripe names a kind in "No such …" messages
@@ -57,6 +58,7 @@ KIND_LABEL = {  # how Stripe names a kind in "No such …" messages
     "event": "event",
     "test_helpers.test_clock": "test_clock",
     "billing_portal.session": "billing portal session",
+    "webhook_endpoint": "webhook endpoint",
 }
 
 Renderer = Callable[["Store", dict[str, Any]], dict[str, Any]]
@@ -122,6 +124,8 @@ class Store:
     base_url: str = "http://127.0.0.1"
     summary_lag_seconds: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Called with each event as it is recorded, under the lock (webhook delivery queues it).
+    event_listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -349,7 +353,10 @@ class Store:
             },
             "type": event_type,
         }
-        return self.insert(event)
+        self.insert(event)
+        for listener in self.event_listeners:
+            listener(event)
+        return event
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

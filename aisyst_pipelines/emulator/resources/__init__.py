@@ -8,4 +8,5 @@ from aisyst_pipelines.emulator.resources import (  # noqa: F401
     invoices,
     meters,
     subscriptions,
+    webhook_endpoints,
 )
