@@ -500,11 +500,12 @@ def put_item_on_invoice(store: Store, invoice: dict[str, Any], item: dict[str, A
     return line
 
 
-def attach_pending_items(store: Store, invoice: dict[str, Any]) -> None:
-    """Pending invoice items of the customer go on its next subscription invoice."""
+def attach_pending_items(store: Store, invoice: dict[str, Any], *, preview: bool = False) -> None:
+    """Pending invoice items of the customer go on its next subscription invoice (`preview`: shown on
+    it, but left pending)."""
     for item in list(store.tables["invoiceitem"].values()):
         if item["customer"] == invoice["customer"] and item["invoice"] is None and not item.get("deleted"):
-            put_item_on_invoice(store, invoice, item)
+            put_item_on_invoice(store, invoice, dict(item) if preview else item)
 
 
 def tax_rate_ids(store: Store, value: Any, param: str) -> list[str]:
@@ -533,26 +534,8 @@ def renew_subscription(store: Store, subscription_id: str, when: int) -> None:
     before = store.render(subscription)
     ended_start = min(i["current_period_start"] for i in due)
     for item in due:
-        interval, count = item_interval(store, item)
-        item["current_period_start"] = when
-        item["current_period_end"] = periods.next_boundary_after(subscription["billing_cycle_anchor"], interval, count, when)
-    customer = store.tables["customer"][subscription["customer"]]
-    invoice = new_invoice(
-        store,
-        customer,
-        billing_reason="subscription_cycle",
-        currency=subscription["currency"],
-        subscription=subscription,
-        period_start=ended_start,
-        period_end=when,
-        collection_method=subscription["collection_method"],
-        default_tax_rates=subscription["_default_tax_rates"],
-        days_until_due=subscription["days_until_due"],
-    )
-    for item in due:
-        subscription_line(store, invoice, item)
-    attach_pending_items(store, invoice)
-    recompute(store, invoice)
+        item["current_period_start"], item["current_period_end"] = next_period(store, subscription, item, when)
+    invoice = renewal_invoice(store, subscription, due, period_start=ended_start, period_end=when)
     subscription["latest_invoice"] = invoice["id"]
     store.emit("invoice.created", invoice, clock_id=subscription["test_clock"])
     store.emit(
@@ -562,6 +545,71 @@ def renew_subscription(store: Store, subscription_id: str, when: int) -> None:
         clock_id=subscription["test_clock"],
     )
     schedule_renewal(store, subscription)
+
+
+def next_period(store: Store, subscription: dict[str, Any], item: dict[str, Any], when: int) -> tuple[int, int]:
+    """The period an item renews into at `when` (anniversary arithmetic from the cycle anchor)."""
+    interval, count = item_interval(store, item)
+    return when, periods.next_boundary_after(subscription["billing_cycle_anchor"], interval, count, when)
+
+
+def renewal_invoice(
+    store: Store,
+    subscription: dict[str, Any],
+    due: list[dict[str, Any]],
+    *,
+    period_start: int,
+    period_end: int,
+    preview: bool = False,
+) -> dict[str, Any]:
+    """The renewal invoice of the `due` items (their periods already the new ones), dated now: one
+    line per item, the customer's pending invoice items, taxes and totals.
+
+    `preview`: the same invoice for `POST /v1/invoices/create_preview` — nothing is scheduled or
+    attached; the caller takes it out of the store."""
+    customer = store.tables["customer"][subscription["customer"]]
+    invoice = new_invoice(
+        store,
+        customer,
+        billing_reason="subscription_cycle",
+        currency=subscription["currency"],
+        subscription=subscription,
+        period_start=period_start,
+        period_end=period_end,
+        auto_advance=not preview,
+        collection_method=subscription["collection_method"],
+        default_tax_rates=subscription["_default_tax_rates"],
+        days_until_due=subscription["days_until_due"],
+    )
+    for item in due:
+        subscription_line(store, invoice, item)
+    attach_pending_items(store, invoice, preview=preview)
+    recompute(store, invoice)
+    return invoice
+
+
+def preview_renewal(store: Store, subscription: dict[str, Any]) -> dict[str, Any]:
+    """The subscription's next renewal invoice as it would be created at its period end, built by
+    `renewal_invoice` (so lines, pending items and taxes are the renewal's own), rendered with the
+    preview id Stripe gives it (`upcoming_in_…`) and the time payment will be attempted."""
+    items = [store.tables["subscription_item"][i] for i in subscription["_items"]]
+    when = min(i["current_period_end"] for i in items)
+    due = []
+    for item in items:
+        if item["current_period_end"] == when:
+            start, end = next_period(store, subscription, item, when)
+            due.append(dict(item, current_period_start=start, current_period_end=end))
+    period_start = min(i["current_period_start"] for i in items if i["current_period_end"] == when)
+    with store.at(subscription["test_clock"], when):
+        invoice = renewal_invoice(store, subscription, due, period_start=period_start, period_end=when, preview=True)
+    del store.tables["invoice"][invoice["id"]]
+    rendered = store.render(invoice)
+    rendered["id"] = f"upcoming_{invoice['id']}"
+    if invoice["collection_method"] == "charge_automatically":
+        rendered.update(auto_advance=True, automatically_finalizes_at=None, next_payment_attempt=when + AUTO_FINALIZE_DELAY)
+    for line in rendered["lines"]["data"]:
+        line["invoice"] = rendered["id"]
+    return rendered
 
 
 def cancel_subscription(store: Store, subscription: dict[str, Any]) -> None:

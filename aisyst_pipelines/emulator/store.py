@@ -18,7 +18,8 @@ import string
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,6 +220,19 @@ class Store:
         finally:
             self._time_override.pop(clock_id, None)
         return ran
+
+    @contextmanager
+    def at(self, clock_id: str | None, moment: int) -> Iterator[None]:
+        """Objects of `clock_id` read `moment` as now meanwhile (a preview dated at the renewal it shows)."""
+        saved = self._time_override.get(clock_id)
+        self._time_override[clock_id] = moment
+        try:
+            yield
+        finally:
+            if saved is None:
+                self._time_override.pop(clock_id, None)
+            else:
+                self._time_override[clock_id] = saved
 
     def tick(self) -> int:
         """Run real-time work that has come due (renewals and finalizations without a clock)."""
