@@ -9,7 +9,8 @@ finalizations are scheduled actions (`store.schedule`) that run when their clock
   `automatically_finalizes_at` = created + 1 h; `invoice.created` is emitted;
 - one clock-hour later `finalize_invoice` finalizes it (`invoice.finalized`) and charges the
   default payment method: `invoice.paid`, or `invoice.payment_failed` and a past_due
-  subscription when the card fails every charge.
+  subscription when the card fails every charge; then Smart Retries (`retry_payment`, dunning.py)
+  until it is paid or the revenue-recovery settings end it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from aisyst_pipelines.emulator import periods
+from aisyst_pipelines.emulator import dunning, periods
 from aisyst_pipelines.emulator.store import Store, action, diff, public, renderer
 from aisyst_pipelines.emulator.wire import ApiError, as_list, invalid
 
@@ -414,9 +415,9 @@ def set_subscription_status(store: Store, subscription: dict[str, Any], status: 
 
 
 def pay(store: Store, invoice: dict[str, Any], payment_method: str | None = None) -> bool:
-    """Charge an open invoice; True when paid. A failing card leaves it open and the subscription past_due."""
+    """Charge an open invoice; True when paid. A failing card leaves it open and the subscription
+    past_due, with the next Smart Retry scheduled (or, the retries exhausted, the settings applied)."""
     clock = invoice["test_clock"]
-    now = store.now(clock)
     if invoice["amount_remaining"] == 0:
         mark_paid(store, invoice)
         return True
@@ -433,11 +434,29 @@ def pay(store: Store, invoice: dict[str, Any], payment_method: str | None = None
     if method is not None and not method["_fails"]:
         mark_paid(store, invoice)
         return True
-    invoice["next_payment_attempt"] = now + 3 * 86400 if invoice["auto_advance"] else None
+    invoice["next_payment_attempt"] = dunning.schedule_next_retry(store, invoice, subscription)
     store.emit("invoice.payment_failed", invoice, clock_id=clock)
     if subscription is not None and subscription["status"] == "active":
         set_subscription_status(store, subscription, "past_due")
+    if invoice["next_payment_attempt"] is None and dunning.is_dunned(invoice, subscription):
+        dunning.retries_exhausted(store, invoice, subscription)
     return False
+
+
+@action("retry_payment")
+def retry_payment(store: Store, invoice_id: str, when: int) -> None:
+    """A Smart Retry: charge the open invoice again with the payment method that is the default now."""
+    invoice = store.tables["invoice"].get(invoice_id)
+    if not invoice or invoice["status"] != "open" or invoice["next_payment_attempt"] != when:
+        return  # paid, voided or marked uncollectible meanwhile, or a stale entry of the heap
+    pay(store, invoice)
+
+
+def mark_uncollectible(store: Store, invoice: dict[str, Any]) -> None:
+    """open → uncollectible: no further payment attempts."""
+    invoice.update(status="uncollectible", auto_advance=False, next_payment_attempt=None)
+    invoice["status_transitions"]["marked_uncollectible_at"] = store.now(invoice["test_clock"])
+    store.emit("invoice.marked_uncollectible", invoice, clock_id=invoice["test_clock"])
 
 
 @action("finalize_invoice")
@@ -612,9 +631,11 @@ def preview_renewal(store: Store, subscription: dict[str, Any]) -> dict[str, Any
     return rendered
 
 
-def cancel_subscription(store: Store, subscription: dict[str, Any]) -> None:
+def cancel_subscription(store: Store, subscription: dict[str, Any], *, reason: str = "cancellation_requested") -> None:
+    """Cancel now; `reason` as Stripe records it (`payment_failed` when the retries ran out)."""
     now = store.now(subscription["test_clock"])
     subscription.update(status="canceled", canceled_at=now, ended_at=now, cancel_at_period_end=False)
+    subscription["cancellation_details"] = dict(subscription["cancellation_details"], reason=reason)
     store.emit("customer.subscription.deleted", subscription, clock_id=subscription["test_clock"])
 
 

@@ -3,7 +3,8 @@
 Each connection gets its own daemon thread (`ThreadingHTTPServer`), so injected latency is
 slept without blocking anyone; the state is guarded by one lock held only while a request runs.
 Routes under /v1 are Stripe's; routes under /_emulator are the emulator's own (faults, reset,
-dump, and the pages behind portal and hosted-invoice URLs) and see no faults and no auth.
+dump, revenue-recovery settings, and the pages behind portal and hosted-invoice URLs, the portal's
+card update included) and see no faults and no auth.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aisyst_pipelines.emulator import pages, resources  # noqa: F401 - registers the routes
+from aisyst_pipelines.emulator.dunning import RevenueRecovery
 from aisyst_pipelines.emulator.faults import Decision, FaultInjector, Faults
 from aisyst_pipelines.emulator.idempotency import IdempotencyCache
 from aisyst_pipelines.emulator.params import check
@@ -159,9 +161,11 @@ class EmulatorServer:
         seed: int | None = None,
         tick_seconds: float = 1.0,
         webhook_retry_scale: float = 1.0,
+        revenue_recovery: RevenueRecovery | None = None,
     ) -> None:
         """`webhook_retry_scale` multiplies the delays between webhook delivery retries (30 min, 1 h,
-        2 h): 0.001 makes them 1.8 s, 3.6 s and 7.2 s for a test."""
+        2 h): 0.001 makes them 1.8 s, 3.6 s and 7.2 s for a test. `revenue_recovery`: Smart Retries
+        and what happens when they run out (default: Stripe's, 8 retries in 14 days, then cancel)."""
         if not _is_loopback(host):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
         self.host, self._requested_port = host, port
@@ -169,6 +173,8 @@ class EmulatorServer:
         self.seed = seed
         self.tick_seconds = tick_seconds
         self.store = Store(seed=seed, summary_lag_seconds=self.faults.summary_lag_seconds)
+        if revenue_recovery is not None:
+            self.store.revenue_recovery = revenue_recovery
         self.idempotency = IdempotencyCache()
         self.webhooks = WebhookDeliverer(self.store, retry_scale=webhook_retry_scale)
         self._injector = FaultInjector(self.faults, seed)
@@ -403,6 +409,11 @@ class EmulatorServer:
                     changes = json.loads(body or b"{}")
                     self.set_faults(**changes)
                 return 200, dumps(self.faults.as_dict()), {}
+            if path == "/_emulator/revenue_recovery":
+                with self.store.lock:
+                    if method == "POST":
+                        self.store.revenue_recovery = self.store.revenue_recovery.updated(**json.loads(body or b"{}"))
+                    return 200, dumps(self.store.revenue_recovery.as_dict()), {}
             if path == "/_emulator/reset" and method == "POST":
                 self.reset()
                 return 200, dumps({"reset": True}), {}
@@ -410,7 +421,7 @@ class EmulatorServer:
                 return 200, dumps(self.dump()), {}
             with self.store.lock:
                 self.store.tick()
-                page = pages.render_page(self.store, path)
+                page = pages.portal_action(self.store, path, body) if method == "POST" else pages.render_page(self.store, path)
             if page is not None:
                 content_type, content = page
                 return 200, content, {"Content-Type": content_type}

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aisyst_pipelines.emulator.dunning import RevenueRecovery
 from aisyst_pipelines.emulator.wire import as_list, invalid, missing_param, no_such, opt_int
 
 API_VERSION = "2026-10-28.endive"
@@ -125,6 +126,8 @@ class Store:
     base_url: str = "http://127.0.0.1"
     summary_lag_seconds: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # What happens to a failed renewal charge: Smart Retries, then cancel / unpaid / past due (dunning.py).
+    revenue_recovery: RevenueRecovery = field(default_factory=RevenueRecovery)
     # Called with each event as it is recorded, under the lock (webhook delivery queues it).
     event_listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
