@@ -434,13 +434,39 @@ def pay(store: Store, invoice: dict[str, Any], payment_method: str | None = None
     if method is not None and not method["_fails"]:
         mark_paid(store, invoice)
         return True
-    invoice["next_payment_attempt"] = dunning.schedule_next_retry(store, invoice, subscription)
+    invoice["next_payment_attempt"] = schedule_next_retry(store, invoice, subscription)
     store.emit("invoice.payment_failed", invoice, clock_id=clock)
     if subscription is not None and subscription["status"] == "active":
         set_subscription_status(store, subscription, "past_due")
     if invoice["next_payment_attempt"] is None and dunning.is_dunned(invoice, subscription):
-        dunning.retries_exhausted(store, invoice, subscription)
+        retries_exhausted(store, invoice, subscription)
     return False
+
+
+def schedule_next_retry(store: Store, invoice: dict[str, Any], subscription: dict[str, Any] | None) -> int | None:
+    """After a failed charge: the time of the next Smart Retry (now scheduled), or None when none is left."""
+    if not dunning.is_dunned(invoice, subscription):
+        return None
+    now = store.now(invoice["test_clock"])
+    first_failure = invoice.setdefault("_first_failed_at", now)
+    upcoming = [t for t in store.revenue_recovery.retry_times(first_failure) if t > now]
+    if not upcoming:
+        return None
+    store.schedule(invoice["test_clock"], upcoming[0], "retry_payment", invoice["id"])
+    return upcoming[0]
+
+
+def retries_exhausted(store: Store, invoice: dict[str, Any], subscription: dict[str, Any] | None) -> None:
+    """The last retry failed: what the revenue-recovery settings say becomes of invoice and subscription."""
+    settings = store.revenue_recovery
+    if settings.mark_uncollectible:
+        mark_uncollectible(store, invoice)
+    if subscription is None or subscription["status"] not in ("active", "past_due"):
+        return
+    if settings.when_exhausted == "cancel":
+        cancel_subscription(store, subscription, reason="payment_failed")
+    elif settings.when_exhausted == "unpaid":
+        set_subscription_status(store, subscription, "unpaid")
 
 
 @action("retry_payment")

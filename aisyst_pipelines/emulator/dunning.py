@@ -14,16 +14,15 @@ is canceled (`customer.subscription.deleted`, `cancellation_details.reason = pay
 
 The emulator spaces the retries evenly over the window (Smart Retries picks its moments by machine
 learning; no schedule is published). They are scheduled actions on the invoice's clock, so they run
-as a test clock advances (real time for objects without one).
+as a test clock advances (real time for objects without one): `billing.pay` schedules them
+(`billing.schedule_next_retry`, action `retry_payment`) and applies the outcome
+(`billing.retries_exhausted`). This module holds the settings and the rules, free of state.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from aisyst_pipelines.emulator.store import Store
+from typing import Any, Literal
 
 WhenExhausted = Literal["cancel", "unpaid", "past_due"]
 DAY = 86400
@@ -65,31 +64,3 @@ def is_dunned(invoice: dict[str, Any], subscription: dict[str, Any] | None) -> b
         and invoice["collection_method"] == "charge_automatically"
         and (subscription is None or subscription["status"] != "incomplete")
     )
-
-
-def schedule_next_retry(store: Store, invoice: dict[str, Any], subscription: dict[str, Any] | None) -> int | None:
-    """After a failed charge: the time of the next retry (now scheduled), or None when none is left."""
-    if not is_dunned(invoice, subscription):
-        return None
-    now = store.now(invoice["test_clock"])
-    first_failure = invoice.setdefault("_first_failed_at", now)
-    upcoming = [t for t in store.revenue_recovery.retry_times(first_failure) if t > now]
-    if not upcoming:
-        return None
-    store.schedule(invoice["test_clock"], upcoming[0], "retry_payment", invoice["id"])
-    return upcoming[0]
-
-
-def retries_exhausted(store: Store, invoice: dict[str, Any], subscription: dict[str, Any] | None) -> None:
-    """The last retry failed: what the settings say happens to the invoice and the subscription."""
-    from aisyst_pipelines.emulator.billing import cancel_subscription, mark_uncollectible, set_subscription_status
-
-    settings = store.revenue_recovery
-    if settings.mark_uncollectible:
-        mark_uncollectible(store, invoice)
-    if subscription is None or subscription["status"] not in ("active", "past_due"):
-        return
-    if settings.when_exhausted == "cancel":
-        cancel_subscription(store, subscription, reason="payment_failed")
-    elif settings.when_exhausted == "unpaid":
-        set_subscription_status(store, subscription, "unpaid")
