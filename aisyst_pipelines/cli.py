@@ -66,6 +66,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from aisyst_pipelines.emulator import EmulatorServer, Faults
+    from aisyst_pipelines.emulator.dunning import RevenueRecovery
     from aisyst_pipelines.emulator.testing import TEST_API_KEY
 
     faults = Faults(
@@ -76,12 +77,18 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         drop_rate=args.drop_rate,
         summary_lag_seconds=args.summary_lag_seconds,
     )
-    server = EmulatorServer(host=args.host, port=args.port, faults=faults, seed=args.seed,
-                            state_file=Path(args.state) if args.state else None)
+    server = EmulatorServer(
+        host=args.host, port=args.port, faults=faults, seed=args.seed, state_file=Path(args.state) if args.state else None,
+        webhook_retry_scale=args.webhook_retry_scale,
+        revenue_recovery=RevenueRecovery(
+            retries=args.retries, retry_days=args.retry_days, when_exhausted=args.when_retries_exhausted,
+            mark_uncollectible=args.mark_uncollectible,
+        ),
+    )
     server.start()
     print(f"Stripe emulator on {server.url}  (faults: {faults.as_dict()})")
     print(f"  STRIPE_API_BASE={server.url}\n  STRIPE_SECRET_KEY={TEST_API_KEY}   (any sk_test_/rk_test_ key works)")
-    print(f"  admin: POST {server.url}/_emulator/faults | POST /_emulator/reset | GET /_emulator/dump")
+    print(f"  admin: POST {server.url}/_emulator/faults | POST /_emulator/revenue_recovery | POST /_emulator/reset | GET /_emulator/dump")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -336,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--summary-lag-seconds", type=float, default=0.0, help="meter events stay out of summaries this long")
     emulator.add_argument("--seed", type=int, default=None, help="makes ids and fault decisions repeatable")
     emulator.add_argument("--state", default=None, help="JSON file its objects are read from at start and written to at stop")
+    emulator.add_argument(
+        "--webhook-retry-scale", type=float, default=1.0,
+        help="multiplies the delays between webhook delivery retries (30 min, 1 h, 2 h); 0.01 for quick retries",
+    )
+    emulator.add_argument("--retries", type=int, default=8, help="Smart Retries of a failed renewal charge (0: none)")
+    emulator.add_argument("--retry-days", type=int, default=14, help="the days the retries are spread over")
+    emulator.add_argument(
+        "--when-retries-exhausted", choices=("cancel", "unpaid", "past_due"), default="cancel",
+        help="what becomes of the subscription when the last retry fails",
+    )
+    emulator.add_argument("--mark-uncollectible", action="store_true", help="and mark its invoice uncollectible")
     emulator.set_defaults(handler=cmd_emulator)
 
     bootstrap = commands.add_parser(

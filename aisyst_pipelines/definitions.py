@@ -16,7 +16,7 @@ from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_as
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
 from aisyst_pipelines.assets.reconciliation import meter_reconciliation
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
-from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
+from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_invoice_previews, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
 from jobs.ingestion import build_cdr_files_sensor, cdr_ingest_job
@@ -81,7 +81,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[
             load_cdr_file_assets,  # call_records and usage_daily, one transaction per landing file
-            stripe_customers, stripe_subscriptions, usage_by_period,
+            stripe_customers, stripe_subscriptions, usage_by_period, stripe_invoice_previews,
             meter_reconciliation,  # with its check meter_drift_within_tolerance
             invoice_annotations, invoice_branding_settings,  # with no_missed_or_failed_invoices
             usage_alerts,

@@ -101,7 +101,7 @@ def main() -> int:
         def one_run() -> tuple[float, AlertRunOutcome]:
             began = time.perf_counter()
             outcome = run_usage_alerts(
-                warehouse, notifier, stripe.customers, stripe.portal, brand=brand, catalog=catalog,
+                warehouse, notifier, stripe.customers, stripe.portal, stripe.invoices, brand=brand, catalog=catalog,
                 thresholds=DEFAULT_THRESHOLDS, policy=SilencePolicy(), as_of=AS_OF, log=log,
             )
             return time.perf_counter() - began, outcome

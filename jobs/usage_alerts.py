@@ -2,7 +2,8 @@
 
 The job first refreshes what the alerts read — the Stripe mirror (customers: e-mail addresses;
 subscriptions: current periods and tiers, so a renewal or a tier change since yesterday counts) and
-`usage_by_period` (the minutes of the current periods, stripe-sync's computation) — then runs
+`usage_by_period` (the minutes of the current periods, stripe-sync's computation) and
+`stripe_invoice_previews` (each customer's next invoice, for the dashboard) — then runs
 `usage_alerts`. The schedule fires at 06:00 in AISYST_ALERTS_TIMEZONE (default UTC; definitions.py
 builds it with that zone); the thresholds come from the `usage_alerts_config` resource. Its run key
 is the local date, so a day gets one run even if the daemon ticks twice, and the recorded alert
@@ -23,7 +24,9 @@ CRON = "0 6 * * *"
 usage_alerts_job = dg.define_asset_job(
     JOB_NAME,
     # The Stripe sync's assets by key: this feature does not import another feature's modules.
-    selection=dg.AssetSelection.assets("stripe_customers", "stripe_subscriptions", "usage_by_period", ASSET_KEY),
+    selection=dg.AssetSelection.assets(
+        "stripe_customers", "stripe_subscriptions", "usage_by_period", "stripe_invoice_previews", ASSET_KEY
+    ),
     description="Refresh the Stripe mirror and the current periods' usage, then send the 80 %/100 % alerts.",
 )
 

@@ -5,7 +5,8 @@ Adapters of services/stripe_sync.py, which says what each table holds:
 - `stripe_subscriptions`: `mirror_subscriptions`, with the tiers of the `catalog` resource; a
   subscription whose tier metadata cannot be read fails the materialization after the good rows
   are written;
-- `usage_by_period`: `recompute_usage_by_period`.
+- `usage_by_period`: `recompute_usage_by_period`;
+- `stripe_invoice_previews`: `refresh_invoice_previews` (services/invoice_previews.py).
 """
 
 from collections import Counter
@@ -13,7 +14,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.billing.formatting import format_number
+from aisyst_pipelines.billing.formatting import format_money, format_number
+from aisyst_pipelines.services.invoice_previews import refresh_invoice_previews
 from aisyst_pipelines.services.stripe_sync import mirror_customers, mirror_subscriptions, recompute_usage_by_period
 from aisyst_pipelines.warehouse.stripe_sync_store import StripeSubscriptionRow
 from resources import CatalogResource, StripeResource, WarehouseResource
@@ -123,5 +125,26 @@ def usage_by_period(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             "minutes_used_total": dg.MetadataValue.int(sum(row.usage.minutes_used for row in rows)),
             "subscriptions_over_allowance": dg.MetadataValue.int(sum(row.usage.overage_minutes > 0 for row in current)),
             "unmapped_call_minutes": dg.MetadataValue.int(usage.unmapped_call_minutes),
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"stripe", "sql"},
+    owners=OWNERS,
+    deps=[stripe_subscriptions],
+    description="The next invoice of every renewing subscription as Stripe previews it (amount, tax, date): "
+    "v_customer_dashboard's next invoice.",
+)
+def stripe_invoice_previews(stripe: StripeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    refresh = refresh_invoice_previews(warehouse.get(), stripe.invoices, now=_now())
+    due = ", ".join(format_money(amount, currency) for currency, amount in sorted(refresh.amount_due_by_currency.items()))
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(refresh.previews)),
+            "previewed": dg.MetadataValue.int(len(refresh.previews)),
+            "not_renewing": dg.MetadataValue.int(len(refresh.not_renewing)),
+            "next_invoices_amount_due": dg.MetadataValue.text(due or "none"),
         }
     )

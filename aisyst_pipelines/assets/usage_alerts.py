@@ -116,7 +116,7 @@ def usage_alerts(
     usage_alerts_config: UsageAlertsConfig,
 ) -> dg.MaterializeResult:
     outcome = run_usage_alerts(
-        warehouse.get(), notifier, stripe.customers, stripe.portal,
+        warehouse.get(), notifier, stripe.customers, stripe.portal, stripe.invoices,
         brand=catalog.brand(), catalog=catalog.tiers(),
         thresholds=usage_alerts_config.threshold_percentages(), policy=usage_alerts_config.silence_policy(),
         as_of=config.as_of_instant(), log=context.log,

@@ -16,6 +16,7 @@ from email.utils import parseaddr
 from typing import Any, Protocol, TypeVar
 
 from aisyst_pipelines.billing.formatting import format_money
+from aisyst_pipelines.billing.next_invoice import NextInvoice
 from aisyst_pipelines.billing.thresholds import days_left_in_period
 from aisyst_pipelines.billing.usage import PeriodUsage
 from aisyst_pipelines.templates import Brand, render
@@ -97,6 +98,7 @@ class CustomerAlert:
     as_of: datetime
     upgrade: UpgradeHint | None = None
     portal_url: str | None = None  # a short-lived Stripe customer portal session for this customer
+    next_invoice: NextInvoice | None = None  # Stripe's preview of the renewal invoice to come
 
 
 def alert_message_id(subscription: SubscriptionUsage, threshold_pct: int, sender: str) -> str:
@@ -138,6 +140,8 @@ def customer_alert_context(alert: CustomerAlert, brand: Brand) -> dict[str, Any]
         "as_of_text": _as_of_text(alert.as_of),
         "upgrade": alert.upgrade,
         "portal_url": alert.portal_url,
+        "next_invoice_amount": alert.next_invoice.amount_text() if alert.next_invoice else None,
+        "next_invoice_day": _day(alert.next_invoice.invoice_date.date()) if alert.next_invoice else None,
     }
 
 

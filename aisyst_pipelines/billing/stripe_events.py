@@ -64,8 +64,11 @@ INVOICE_STATUS_RANK: dict[str, int] = {
     "deleted": 3,
 }
 
-# Subscription states that ops must hear about when a subscription enters them.
+# Subscription states that ops must hear about when a subscription enters them (and leaves them: recovered).
 DELINQUENT_SUBSCRIPTION_STATUSES = frozenset({"past_due", "unpaid"})
+SERVING_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing"})
+# `cancellation_details.reason` of a subscription Stripe canceled because its retries ran out.
+PAYMENT_FAILED_CANCELLATION = "payment_failed"
 
 RENEWAL_BILLING_REASON = "subscription_cycle"
 
@@ -374,6 +377,7 @@ class SubscriptionStatus:
     current_period_end: datetime | None
     event_id: str
     event_created: datetime
+    cancellation_reason: str | None = None  # cancellation_details.reason: payment_failed, cancellation_requested, …
 
 
 def subscription_status(event: StripeEvent) -> SubscriptionStatus:
@@ -399,6 +403,7 @@ def subscription_status(event: StripeEvent) -> SubscriptionStatus:
         current_period_end=min(ends) if ends else None,
         event_id=event.id,
         event_created=event.created,
+        cancellation_reason=subscription.object("cancellation_details").text("reason", width=SUBSCRIPTION_STATUS_WIDTH),
     )
 
 
@@ -410,6 +415,8 @@ class OpsAlertKind(StrEnum):
     FINALIZATION_FAILED = "finalization_failed"
     SUBSCRIPTION_PAST_DUE = "subscription_past_due"
     SUBSCRIPTION_UNPAID = "subscription_unpaid"
+    SUBSCRIPTION_RECOVERED = "subscription_recovered"
+    SUBSCRIPTION_CANCELED = "subscription_canceled"
     RENEWAL_NOT_ANNOTATED = "renewal_not_annotated"
     EVENTS_RETENTION_GAP = "events_retention_gap"
     EVENT_UNREADABLE = "event_unreadable"
@@ -433,7 +440,10 @@ def invoice_alerts(event: StripeEvent, row: InvoiceRow, *, annotated: bool) -> l
     (invoice_annotations or the invoice's metadata) — only asked about for a finalized renewal."""
     refs = dict(customer_id=row.customer_id, subscription_id=row.subscription_id, invoice_id=row.invoice_id)
     if event.type == "invoice.payment_failed":
-        retry = f"; next attempt {row.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if row.next_payment_attempt else ""
+        retry = (
+            f"; Stripe retries on {row.next_payment_attempt:%Y-%m-%d %H:%M} UTC" if row.next_payment_attempt
+            else "; no further attempt is scheduled (Stripe's retries are over)"
+        )
         amount = format_money(row.amount_due, row.currency, iso_code=True) if row.currency else str(row.amount_due)
         return [OpsAlert(
             OpsAlertKind.PAYMENT_FAILED, event.id,
@@ -466,31 +476,50 @@ def _day(moment: datetime | None) -> str:
 
 
 def subscription_alerts(event: StripeEvent, change: SubscriptionStatus, *, stored_status: str | None) -> list[OpsAlert]:
-    """Alerts when a subscription turns past_due or unpaid.
+    """Alerts of a subscription's way through a failed payment: it turns past_due or unpaid, it recovers
+    (back to active once a retry or a new card paid), or Stripe cancels it for non-payment.
 
-    "Turning" is read from the event itself when it says so (`previous_attributes.status` on an
+    A change is read from the event itself when it says so (`previous_attributes.status` on an
     update); otherwise from the status we had stored, so that a subscription already past due does
     not alert again on every later update.
     """
-    if change.status not in DELINQUENT_SUBSCRIPTION_STATUSES:
-        return []
-    if event.type == "customer.subscription.updated" and "status" in event.previous_attributes:
+    if event.type == "customer.subscription.updated":
+        if "status" not in event.previous_attributes:
+            return []  # this update did not touch the status
         before = change.previous_status
-    elif event.type == "customer.subscription.updated":
-        return []  # this update did not touch the status
     else:
         before = stored_status
     if before == change.status:
         return []
-    kind = OpsAlertKind.SUBSCRIPTION_PAST_DUE if change.status == "past_due" else OpsAlertKind.SUBSCRIPTION_UNPAID
-    return [OpsAlert(
-        kind, event.id,
-        subject=f"Subscription {change.status.replace('_', ' ')}: {change.subscription_id} of {change.customer_id}",
-        detail=(f"Subscription {change.subscription_id} of {change.customer_id} went from "
-                f"{before or 'unknown'} to {change.status}: the renewal payment did not go through."),
-        customer_id=change.customer_id,
-        subscription_id=change.subscription_id,
-    )]
+    refs = dict(customer_id=change.customer_id, subscription_id=change.subscription_id)
+    who = f"{change.subscription_id} of {change.customer_id}"
+    if change.status in DELINQUENT_SUBSCRIPTION_STATUSES:
+        kind = OpsAlertKind.SUBSCRIPTION_PAST_DUE if change.status == "past_due" else OpsAlertKind.SUBSCRIPTION_UNPAID
+        return [OpsAlert(
+            kind, event.id,
+            subject=f"Subscription {change.status.replace('_', ' ')}: {who}",
+            detail=(f"Subscription {who} went from {before or 'unknown'} to {change.status}: "
+                    "the renewal payment did not go through."),
+            **refs,
+        )]
+    if change.status in SERVING_SUBSCRIPTION_STATUSES and before in DELINQUENT_SUBSCRIPTION_STATUSES:
+        return [OpsAlert(
+            OpsAlertKind.SUBSCRIPTION_RECOVERED, event.id,
+            subject=f"Subscription recovered: {who}",
+            detail=f"Subscription {who} is {change.status} again (it was {before}): the overdue invoice is paid.",
+            **refs,
+        )]
+    if change.status == "canceled" and (
+        change.cancellation_reason == PAYMENT_FAILED_CANCELLATION or before in DELINQUENT_SUBSCRIPTION_STATUSES
+    ):
+        return [OpsAlert(
+            OpsAlertKind.SUBSCRIPTION_CANCELED, event.id,
+            subject=f"Subscription canceled for non-payment: {who}",
+            detail=(f"Subscription {who} was canceled (it was {before or 'unknown'}; Stripe's reason: "
+                    f"{change.cancellation_reason or 'not given'}): the customer is no longer served."),
+            **refs,
+        )]
+    return []
 
 
 def retention_gap_alert(*, cursor_event_id: str, cursor_created: datetime | None, now: datetime) -> OpsAlert:

@@ -9,7 +9,8 @@ finalizations are scheduled actions (`store.schedule`) that run when their clock
   `automatically_finalizes_at` = created + 1 h; `invoice.created` is emitted;
 - one clock-hour later `finalize_invoice` finalizes it (`invoice.finalized`) and charges the
   default payment method: `invoice.paid`, or `invoice.payment_failed` and a past_due
-  subscription when the card fails every charge.
+  subscription when the card fails every charge; then Smart Retries (`retry_payment`, dunning.py)
+  until it is paid or the revenue-recovery settings end it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from aisyst_pipelines.emulator import periods
+from aisyst_pipelines.emulator import dunning, periods
 from aisyst_pipelines.emulator.store import Store, action, diff, public, renderer
 from aisyst_pipelines.emulator.wire import ApiError, as_list, invalid
 
@@ -414,9 +415,9 @@ def set_subscription_status(store: Store, subscription: dict[str, Any], status: 
 
 
 def pay(store: Store, invoice: dict[str, Any], payment_method: str | None = None) -> bool:
-    """Charge an open invoice; True when paid. A failing card leaves it open and the subscription past_due."""
+    """Charge an open invoice; True when paid. A failing card leaves it open and the subscription
+    past_due, with the next Smart Retry scheduled (or, the retries exhausted, the settings applied)."""
     clock = invoice["test_clock"]
-    now = store.now(clock)
     if invoice["amount_remaining"] == 0:
         mark_paid(store, invoice)
         return True
@@ -433,11 +434,55 @@ def pay(store: Store, invoice: dict[str, Any], payment_method: str | None = None
     if method is not None and not method["_fails"]:
         mark_paid(store, invoice)
         return True
-    invoice["next_payment_attempt"] = now + 3 * 86400 if invoice["auto_advance"] else None
+    invoice["next_payment_attempt"] = schedule_next_retry(store, invoice, subscription)
     store.emit("invoice.payment_failed", invoice, clock_id=clock)
     if subscription is not None and subscription["status"] == "active":
         set_subscription_status(store, subscription, "past_due")
+    if invoice["next_payment_attempt"] is None and dunning.is_dunned(invoice, subscription):
+        retries_exhausted(store, invoice, subscription)
     return False
+
+
+def schedule_next_retry(store: Store, invoice: dict[str, Any], subscription: dict[str, Any] | None) -> int | None:
+    """After a failed charge: the time of the next Smart Retry (now scheduled), or None when none is left."""
+    if not dunning.is_dunned(invoice, subscription):
+        return None
+    now = store.now(invoice["test_clock"])
+    first_failure = invoice.setdefault("_first_failed_at", now)
+    upcoming = [t for t in store.revenue_recovery.retry_times(first_failure) if t > now]
+    if not upcoming:
+        return None
+    store.schedule(invoice["test_clock"], upcoming[0], "retry_payment", invoice["id"])
+    return upcoming[0]
+
+
+def retries_exhausted(store: Store, invoice: dict[str, Any], subscription: dict[str, Any] | None) -> None:
+    """The last retry failed: what the revenue-recovery settings say becomes of invoice and subscription."""
+    settings = store.revenue_recovery
+    if settings.mark_uncollectible:
+        mark_uncollectible(store, invoice)
+    if subscription is None or subscription["status"] not in ("active", "past_due"):
+        return
+    if settings.when_exhausted == "cancel":
+        cancel_subscription(store, subscription, reason="payment_failed")
+    elif settings.when_exhausted == "unpaid":
+        set_subscription_status(store, subscription, "unpaid")
+
+
+@action("retry_payment")
+def retry_payment(store: Store, invoice_id: str, when: int) -> None:
+    """A Smart Retry: charge the open invoice again with the payment method that is the default now."""
+    invoice = store.tables["invoice"].get(invoice_id)
+    if not invoice or invoice["status"] != "open" or invoice["next_payment_attempt"] != when:
+        return  # paid, voided or marked uncollectible meanwhile, or a stale entry of the heap
+    pay(store, invoice)
+
+
+def mark_uncollectible(store: Store, invoice: dict[str, Any]) -> None:
+    """open → uncollectible: no further payment attempts."""
+    invoice.update(status="uncollectible", auto_advance=False, next_payment_attempt=None)
+    invoice["status_transitions"]["marked_uncollectible_at"] = store.now(invoice["test_clock"])
+    store.emit("invoice.marked_uncollectible", invoice, clock_id=invoice["test_clock"])
 
 
 @action("finalize_invoice")
@@ -500,11 +545,12 @@ def put_item_on_invoice(store: Store, invoice: dict[str, Any], item: dict[str, A
     return line
 
 
-def attach_pending_items(store: Store, invoice: dict[str, Any]) -> None:
-    """Pending invoice items of the customer go on its next subscription invoice."""
+def attach_pending_items(store: Store, invoice: dict[str, Any], *, preview: bool = False) -> None:
+    """Pending invoice items of the customer go on its next subscription invoice (`preview`: shown on
+    it, but left pending)."""
     for item in list(store.tables["invoiceitem"].values()):
         if item["customer"] == invoice["customer"] and item["invoice"] is None and not item.get("deleted"):
-            put_item_on_invoice(store, invoice, item)
+            put_item_on_invoice(store, invoice, dict(item) if preview else item)
 
 
 def tax_rate_ids(store: Store, value: Any, param: str) -> list[str]:
@@ -533,26 +579,8 @@ def renew_subscription(store: Store, subscription_id: str, when: int) -> None:
     before = store.render(subscription)
     ended_start = min(i["current_period_start"] for i in due)
     for item in due:
-        interval, count = item_interval(store, item)
-        item["current_period_start"] = when
-        item["current_period_end"] = periods.next_boundary_after(subscription["billing_cycle_anchor"], interval, count, when)
-    customer = store.tables["customer"][subscription["customer"]]
-    invoice = new_invoice(
-        store,
-        customer,
-        billing_reason="subscription_cycle",
-        currency=subscription["currency"],
-        subscription=subscription,
-        period_start=ended_start,
-        period_end=when,
-        collection_method=subscription["collection_method"],
-        default_tax_rates=subscription["_default_tax_rates"],
-        days_until_due=subscription["days_until_due"],
-    )
-    for item in due:
-        subscription_line(store, invoice, item)
-    attach_pending_items(store, invoice)
-    recompute(store, invoice)
+        item["current_period_start"], item["current_period_end"] = next_period(store, subscription, item, when)
+    invoice = renewal_invoice(store, subscription, due, period_start=ended_start, period_end=when)
     subscription["latest_invoice"] = invoice["id"]
     store.emit("invoice.created", invoice, clock_id=subscription["test_clock"])
     store.emit(
@@ -564,9 +592,76 @@ def renew_subscription(store: Store, subscription_id: str, when: int) -> None:
     schedule_renewal(store, subscription)
 
 
-def cancel_subscription(store: Store, subscription: dict[str, Any]) -> None:
+def next_period(store: Store, subscription: dict[str, Any], item: dict[str, Any], when: int) -> tuple[int, int]:
+    """The period an item renews into at `when` (anniversary arithmetic from the cycle anchor)."""
+    interval, count = item_interval(store, item)
+    return when, periods.next_boundary_after(subscription["billing_cycle_anchor"], interval, count, when)
+
+
+def renewal_invoice(
+    store: Store,
+    subscription: dict[str, Any],
+    due: list[dict[str, Any]],
+    *,
+    period_start: int,
+    period_end: int,
+    preview: bool = False,
+) -> dict[str, Any]:
+    """The renewal invoice of the `due` items (their periods already the new ones), dated now: one
+    line per item, the customer's pending invoice items, taxes and totals.
+
+    `preview`: the same invoice for `POST /v1/invoices/create_preview` — nothing is scheduled or
+    attached; the caller takes it out of the store."""
+    customer = store.tables["customer"][subscription["customer"]]
+    invoice = new_invoice(
+        store,
+        customer,
+        billing_reason="subscription_cycle",
+        currency=subscription["currency"],
+        subscription=subscription,
+        period_start=period_start,
+        period_end=period_end,
+        auto_advance=not preview,
+        collection_method=subscription["collection_method"],
+        default_tax_rates=subscription["_default_tax_rates"],
+        days_until_due=subscription["days_until_due"],
+    )
+    for item in due:
+        subscription_line(store, invoice, item)
+    attach_pending_items(store, invoice, preview=preview)
+    recompute(store, invoice)
+    return invoice
+
+
+def preview_renewal(store: Store, subscription: dict[str, Any]) -> dict[str, Any]:
+    """The subscription's next renewal invoice as it would be created at its period end, built by
+    `renewal_invoice` (so lines, pending items and taxes are the renewal's own), rendered with the
+    preview id Stripe gives it (`upcoming_in_…`) and the time payment will be attempted."""
+    items = [store.tables["subscription_item"][i] for i in subscription["_items"]]
+    when = min(i["current_period_end"] for i in items)
+    due = []
+    for item in items:
+        if item["current_period_end"] == when:
+            start, end = next_period(store, subscription, item, when)
+            due.append(dict(item, current_period_start=start, current_period_end=end))
+    period_start = min(i["current_period_start"] for i in items if i["current_period_end"] == when)
+    with store.at(subscription["test_clock"], when):
+        invoice = renewal_invoice(store, subscription, due, period_start=period_start, period_end=when, preview=True)
+    del store.tables["invoice"][invoice["id"]]
+    rendered = store.render(invoice)
+    rendered["id"] = f"upcoming_{invoice['id']}"
+    if invoice["collection_method"] == "charge_automatically":
+        rendered.update(auto_advance=True, automatically_finalizes_at=None, next_payment_attempt=when + AUTO_FINALIZE_DELAY)
+    for line in rendered["lines"]["data"]:
+        line["invoice"] = rendered["id"]
+    return rendered
+
+
+def cancel_subscription(store: Store, subscription: dict[str, Any], *, reason: str = "cancellation_requested") -> None:
+    """Cancel now; `reason` as Stripe records it (`payment_failed` when the retries ran out)."""
     now = store.now(subscription["test_clock"])
     subscription.update(status="canceled", canceled_at=now, ended_at=now, cancel_at_period_end=False)
+    subscription["cancellation_details"] = dict(subscription["cancellation_details"], reason=reason)
     store.emit("customer.subscription.deleted", subscription, clock_id=subscription["test_clock"])
 
 

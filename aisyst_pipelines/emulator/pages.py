@@ -1,12 +1,19 @@
-"""The pages behind the URLs the emulator hands out: billing portal, hosted invoice, invoice PDF."""
+"""The pages behind the URLs the emulator hands out: billing portal, hosted invoice, invoice PDF.
+
+The portal page lets the customer replace the card (a test token, attached and made the default as
+Stripe's portal does): a subscription in dunning is then charged with it on its next retry.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import Any
+from urllib.parse import parse_qs
 
 from aisyst_pipelines.emulator.billing import money
-from aisyst_pipelines.emulator.store import Store
+from aisyst_pipelines.emulator.resources.customers import TEST_CARDS, attach_payment_method
+from aisyst_pipelines.emulator.store import Store, diff
+from aisyst_pipelines.emulator.wire import ApiError
 
 
 def render_page(store: Store, path: str) -> tuple[str, bytes] | None:
@@ -22,6 +29,28 @@ def render_page(store: Store, path: str) -> tuple[str, bytes] | None:
             return "application/pdf", _pdf(_invoice_text(invoice))
         return "text/html; charset=utf-8", _page(f"Invoice {invoice['number']}", _invoice_html(invoice)).encode()
     return None
+
+
+def portal_action(store: Store, path: str, body: bytes) -> tuple[str, bytes] | None:
+    """`POST /_emulator/portal/<session>/payment_method` (form field `payment_method`, a test token):
+    the customer's new default card. Answers the portal page, with the outcome."""
+    parts = path.strip("/").split("/")
+    if len(parts) != 4 or parts[1] != "portal" or parts[3] != "payment_method":
+        return None
+    session = store.find("billing_portal.session", parts[2])
+    if session is None:
+        return None
+    customer = store.tables["customer"][session["customer"]]
+    token = (parse_qs(body.decode("utf-8")).get("payment_method") or [""])[0]
+    try:
+        method = attach_payment_method(store, token, customer, "payment_method")
+    except ApiError as error:
+        return "text/html; charset=utf-8", _portal(store, session, notice=f"Card not saved: {error.message}").encode()
+    before = store.render(customer)
+    customer["invoice_settings"]["default_payment_method"] = method["id"]
+    store.emit("customer.updated", customer, previous_attributes=diff(before, store.render(customer)), clock_id=customer["test_clock"])
+    notice = f"Card ending {method['card']['last4']} saved: it pays your next invoices and any past-due one on its next retry."
+    return "text/html; charset=utf-8", _portal(store, session, notice=notice).encode()
 
 
 def _page(title: str, body: str) -> str:
@@ -53,7 +82,7 @@ def _invoice_text(invoice: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _portal(store: Store, session: dict[str, Any]) -> str:
+def _portal(store: Store, session: dict[str, Any], notice: str | None = None) -> str:
     customer = store.tables["customer"][session["customer"]]
     subscriptions = [s for s in store.tables["subscription"].values() if s["customer"] == customer["id"]]
     invoices = sorted(
@@ -67,6 +96,13 @@ def _portal(store: Store, session: dict[str, Any]) -> str:
         f"{money(i['total'], i['currency'])} {i['status']}</li>"
         for i in invoices
     ) + "</ul>"
+    options = "".join(f"<option value='{token}'>{brand} ending {last4}</option>" for token, (brand, last4, _) in TEST_CARDS.items())
+    body += (
+        f"<h2>Payment method</h2><form method='post' action='/_emulator/portal/{html.escape(session['id'])}/payment_method'>"
+        f"<select name='payment_method'>{options}</select> <button type='submit'>Update card</button></form>"
+    )
+    if notice:
+        body = f"<p><b>{html.escape(notice)}</b></p>" + body
     if session.get("return_url"):
         body += f"<p><a href='{html.escape(session['return_url'])}'>Return</a></p>"
     return _page(f"Billing portal — {customer.get('name') or customer['id']}", body)

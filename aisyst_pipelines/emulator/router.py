@@ -49,12 +49,18 @@ def route(method: str, template: str, params_class: str | None = None) -> Callab
 
 
 def match(method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
-    """(route, path args, path_exists_for_another_method)."""
+    """(route, path args, path_exists_for_another_method). A literal segment wins over a path
+    argument, as in Stripe: `POST /v1/invoices/create_preview` is not an update of invoice
+    "create_preview"."""
     other_method = False
+    best: tuple[Route, dict[str, str]] | None = None
     for candidate in ROUTES:
         found = candidate.pattern.match(path)
         if found:
-            if candidate.method == method:
-                return candidate, found.groupdict(), True
-            other_method = True
-    return None, {}, other_method
+            if candidate.method != method:
+                other_method = True
+            elif best is None or len(found.groupdict()) < len(best[1]):
+                best = (candidate, found.groupdict())
+    if best is None:
+        return None, {}, other_method
+    return best[0], best[1], True

@@ -3,11 +3,14 @@
 Each connection gets its own daemon thread (`ThreadingHTTPServer`), so injected latency is
 slept without blocking anyone; the state is guarded by one lock held only while a request runs.
 Routes under /v1 are Stripe's; routes under /_emulator are the emulator's own (faults, reset,
-dump, and the pages behind portal and hosted-invoice URLs) and see no faults and no auth.
+dump, revenue-recovery settings, and the pages behind portal and hosted-invoice URLs, the portal's
+card update included) and see no faults and no auth.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import json
@@ -25,11 +28,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aisyst_pipelines.emulator import pages, resources  # noqa: F401 - registers the routes
+from aisyst_pipelines.emulator.dunning import RevenueRecovery
 from aisyst_pipelines.emulator.faults import Decision, FaultInjector, Faults
 from aisyst_pipelines.emulator.idempotency import IdempotencyCache
 from aisyst_pipelines.emulator.params import check
 from aisyst_pipelines.emulator.router import Call, match
 from aisyst_pipelines.emulator.store import API_VERSION, RequestContext, Store
+from aisyst_pipelines.emulator.webhooks import WebhookDeliverer
 from aisyst_pipelines.emulator.wire import ApiError, decode_form, dumps
 
 TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
@@ -43,6 +48,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _basic_auth_user(credentials: str) -> str:
+    """The user name of HTTP Basic credentials (base64 of `user:password`); "" when unreadable.
+    Stripe takes the API key as the user name and ignores the password."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
 
 
 class _Server(ThreadingHTTPServer):
@@ -148,7 +163,12 @@ class EmulatorServer:
         seed: int | None = None,
         tick_seconds: float = 1.0,
         state_file: Path | None = None,
+        webhook_retry_scale: float = 1.0,
+        revenue_recovery: RevenueRecovery | None = None,
     ) -> None:
+        """`webhook_retry_scale` multiplies the delays between webhook delivery retries (30 min, 1 h,
+        2 h): 0.001 makes them 1.8 s, 3.6 s and 7.2 s for a test. `revenue_recovery`: Smart Retries
+        and what happens when they run out (default: Stripe's, 8 retries in 14 days, then cancel)."""
         if not _is_loopback(host):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
         self.host, self._requested_port = host, port
@@ -159,7 +179,10 @@ class EmulatorServer:
         # written at stop, owner-only.
         self.state_file = state_file
         self.store = Store(seed=seed, summary_lag_seconds=self.faults.summary_lag_seconds)
+        if revenue_recovery is not None:
+            self.store.revenue_recovery = revenue_recovery
         self.idempotency = IdempotencyCache()
+        self.webhooks = WebhookDeliverer(self.store, retry_scale=webhook_retry_scale)
         self._injector = FaultInjector(self.faults, seed)
         self._log: deque[dict[str, Any]] = deque(maxlen=20000)
         self._log_lock = threading.Lock()
@@ -182,10 +205,12 @@ class EmulatorServer:
         self._threads = [serve, ticker]
         for thread in self._threads:
             thread.start()
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
+        self.webhooks.stop()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.close_all_connections()
@@ -245,6 +270,7 @@ class EmulatorServer:
         with self.store.lock:
             self.store.reset()
         self.idempotency.clear()
+        self.webhooks.clear()
         with self._log_lock:
             self._log.clear()
             self.max_in_flight = self.in_flight
@@ -270,6 +296,7 @@ class EmulatorServer:
             "idempotency_keys": self.idempotency.snapshot(),
             "requests": self.requests(),
             "max_in_flight": self.max_in_flight,
+            "webhook_attempts": [dict(vars(a)) for a in self.webhooks.attempts],
         }
 
     # ------------------------------------------------------------------ request handling
@@ -334,8 +361,12 @@ class EmulatorServer:
         return error.status, dumps(error.body(request_id))
 
     def _authenticate(self, authorization: str) -> str:
-        scheme, _, api_key = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not api_key:
+        """The API key of a request: `Bearer <key>` (the SDKs) or HTTP Basic auth with the key as the
+        user name and no password (`curl -u "sk_test_…:"`, as Stripe's guides write it)."""
+        scheme, _, api_key = authorization.strip().partition(" ")
+        if scheme.lower() == "basic":
+            api_key = _basic_auth_user(api_key.strip())
+        if scheme.lower() not in ("bearer", "basic") or not api_key:
             raise ApiError(
                 401,
                 "You did not provide an API key. You need to provide your API key in the Authorization header, "
@@ -399,6 +430,11 @@ class EmulatorServer:
                     changes = json.loads(body or b"{}")
                     self.set_faults(**changes)
                 return 200, dumps(self.faults.as_dict()), {}
+            if path == "/_emulator/revenue_recovery":
+                with self.store.lock:
+                    if method == "POST":
+                        self.store.revenue_recovery = self.store.revenue_recovery.updated(**json.loads(body or b"{}"))
+                    return 200, dumps(self.store.revenue_recovery.as_dict()), {}
             if path == "/_emulator/reset" and method == "POST":
                 self.reset()
                 return 200, dumps({"reset": True}), {}
@@ -406,7 +442,7 @@ class EmulatorServer:
                 return 200, dumps(self.dump()), {}
             with self.store.lock:
                 self.store.tick()
-                page = pages.render_page(self.store, path)
+                page = pages.portal_action(self.store, path, body) if method == "POST" else pages.render_page(self.store, path)
             if page is not None:
                 content_type, content = page
                 return 200, content, {"Content-Type": content_type}

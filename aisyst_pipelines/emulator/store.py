@@ -18,10 +18,12 @@ import string
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aisyst_pipelines.emulator.dunning import RevenueRecovery
 from aisyst_pipelines.emulator.wire import as_list, invalid, missing_param, no_such, opt_int
 
 API_VERSION = "2026-10-28.endive"
@@ -41,6 +43,7 @@ PREFIX_KIND = {
     "evt": "event",
     "clock": "test_helpers.test_clock",
     "bps": "billing_portal.session",
+    "we": "webhook_endpoint",
 }
 
 KIND_LABEL = {  # how Stripe names a kind in "No such …" messages
@@ -57,6 +60,7 @@ KIND_LABEL = {  # how Stripe names a kind in "No such …" messages
     "event": "event",
     "test_helpers.test_clock": "test_clock",
     "billing_portal.session": "billing portal session",
+    "webhook_endpoint": "webhook endpoint",
 }
 
 Renderer = Callable[["Store", dict[str, Any]], dict[str, Any]]
@@ -122,6 +126,10 @@ class Store:
     base_url: str = "http://127.0.0.1"
     summary_lag_seconds: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # What happens to a failed renewal charge: Smart Retries, then cancel / unpaid / past due (dunning.py).
+    revenue_recovery: RevenueRecovery = field(default_factory=RevenueRecovery)
+    # Called with each event as it is recorded, under the lock (webhook delivery queues it).
+    event_listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -249,6 +257,19 @@ class Store:
         finally:
             self._time_override.pop(clock_id, None)
         return ran
+
+    @contextmanager
+    def at(self, clock_id: str | None, moment: int) -> Iterator[None]:
+        """Objects of `clock_id` read `moment` as now meanwhile (a preview dated at the renewal it shows)."""
+        saved = self._time_override.get(clock_id)
+        self._time_override[clock_id] = moment
+        try:
+            yield
+        finally:
+            if saved is None:
+                self._time_override.pop(clock_id, None)
+            else:
+                self._time_override[clock_id] = saved
 
     def tick(self) -> int:
         """Run real-time work that has come due (renewals and finalizations without a clock)."""
@@ -383,7 +404,10 @@ class Store:
             },
             "type": event_type,
         }
-        return self.insert(event)
+        self.insert(event)
+        for listener in self.event_listeners:
+            listener(event)
+        return event
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -243,6 +243,8 @@ _KIND_LABELS = {
     OpsAlertKind.FINALIZATION_FAILED: "invoice finalization failed",
     OpsAlertKind.SUBSCRIPTION_PAST_DUE: "subscription past due",
     OpsAlertKind.SUBSCRIPTION_UNPAID: "subscription unpaid",
+    OpsAlertKind.SUBSCRIPTION_RECOVERED: "subscription recovered",
+    OpsAlertKind.SUBSCRIPTION_CANCELED: "subscription canceled for non-payment",
     OpsAlertKind.RENEWAL_NOT_ANNOTATED: "renewal finalized without usage lines",
     OpsAlertKind.EVENTS_RETENTION_GAP: "events lost to Stripe's retention",
     OpsAlertKind.EVENT_UNREADABLE: "unreadable event skipped",

@@ -5,8 +5,8 @@ minutes `usage_by_period` computed for exactly that period — the job refreshes
 1. pending alerts of periods that are no longer current (renewed, subscription ended) → `expired`;
 2. per customer-period, `billing.thresholds.plan_alerts` decides: the highest newly reached
    threshold is notified, lower ones are `superseded`; unlimited and unknown tiers never alert;
-3. the customer e-mail goes to the Stripe customer's address, with the next tier as upgrade hint and
-   a customer-portal session link; a failed delivery keeps the row `pending` with `last_error`
+3. the customer e-mail goes to the Stripe customer's address, with the next invoice as Stripe
+   previews it (amount, tax, date), the next tier as upgrade hint and a customer-portal session link; a failed delivery keeps the row `pending` with `last_error`
    (retried by the next run, never marked sent);
 4. silence: customers with usage on most of the last 14 days and none in the last 2;
 5. one ops digest with every alert whose status ops have not seen yet and every new silence episode.
@@ -53,6 +53,7 @@ from aisyst_pipelines.billing.thresholds import (
 from aisyst_pipelines.billing.tiers import TierCatalog
 from aisyst_pipelines.billing.usage import CallTotals, PeriodUsage
 from aisyst_pipelines.mail import Delivery, DeliveryError, Notifier
+from aisyst_pipelines.services.invoice_previews import NextInvoices
 from aisyst_pipelines.templates import Brand
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse import usage_alerts_store as store
@@ -117,6 +118,7 @@ class _Pass:
     warehouse: Warehouse
     notifier: Notifier
     portal: PortalLinks
+    next_invoices: NextInvoices
     brand: Brand
     catalog: TierCatalog
     log: Log
@@ -133,6 +135,7 @@ def run_usage_alerts(
     notifier: Notifier,
     clocks: ClockTimes,
     portal: PortalLinks,
+    next_invoices: NextInvoices,
     *,
     brand: Brand,
     catalog: TierCatalog,
@@ -146,7 +149,7 @@ def run_usage_alerts(
     served = store.current_period_usage(warehouse)
     test_clocks = {p.test_clock for p in served if p.test_clock}
     run = _Pass(
-        warehouse, notifier, portal, brand, catalog, log, as_of,
+        warehouse, notifier, portal, next_invoices, brand, catalog, log, as_of,
         clocks.test_clock_times(test_clocks) if test_clocks else {},
     )
     periods = _current_periods(run, served, outcome)
@@ -263,7 +266,14 @@ def _customer_alert(run: _Pass, period: CurrentPeriodUsage, threshold: int, now:
             portal_url = run.portal.session_url(period.customer_id, run.brand.portal_return_url)
         except Exception as error:  # noqa: BLE001 - the alert matters more than the link
             run.log.warning(f"no portal link for {period.customer_id} ({type(error).__name__}); the e-mail links the sign-in page")
-    return CustomerAlert(subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url)
+    try:
+        next_invoice = run.next_invoices.preview_next(period.subscription_id)
+    except Exception as error:  # noqa: BLE001 - the alert matters more than the preview
+        next_invoice = None
+        run.log.warning(f"no next-invoice preview for {period.subscription_id} ({type(error).__name__}); the e-mail goes without it")
+    return CustomerAlert(
+        subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url, next_invoice
+    )
 
 
 def _flagged(run: _Pass, periods: list[CurrentPeriodUsage], thresholds: tuple[int, ...]) -> list[FlaggedCustomer]:

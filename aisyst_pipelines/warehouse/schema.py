@@ -381,3 +381,21 @@ warehouse_properties = Table(
     Column("value", Text, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
 )
+
+
+# --- the next invoice of each renewing subscription, as Stripe previews it (migration 0008) ----------
+
+stripe_invoice_previews = Table(
+    "stripe_invoice_previews",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("invoice_date", UtcDateTime, nullable=False),  # when the renewal invoice will be created
+    Column("period_start", UtcDateTime, nullable=False),  # the period it closes, [start, end)
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("amount_due", BigInteger, nullable=False),  # minor units (cents)
+    Column("total", BigInteger, nullable=False),
+    Column("tax", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("previewed_at", UtcDateTime, nullable=False),
+)

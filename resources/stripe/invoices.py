@@ -17,6 +17,7 @@ import stripe
 from stripe.params import (
     InvoiceAddLinesParams,
     InvoiceAddLinesParamsLine,
+    InvoiceCreatePreviewParams,
     InvoiceLineItemListParams,
     InvoiceListParams,
     InvoiceUpdateParams,
@@ -24,6 +25,7 @@ from stripe.params import (
 )
 
 from aisyst_pipelines.billing.invoice_lines import LINE_KIND_KEY, InvoiceBranding, InvoiceLine
+from aisyst_pipelines.billing.next_invoice import NextInvoice
 
 from .client import PAGE_SIZE, StripeCalls
 from .records import InvoicePage, ListedInvoice, StripeInvoice
@@ -132,6 +134,19 @@ class InvoiceGateway:
         }
         self._calls.write(lambda c, o: c.v1.subscriptions.update(subscription_id, {"invoice_settings": settings}, o))
 
+    def preview_next(self, subscription_id: str) -> NextInvoice | None:
+        """The subscription's next renewal invoice as Stripe previews it (`create_preview`: a POST
+        that creates nothing), or None when it will not renew (`invoice_upcoming_none`: canceled, or
+        set to end with its period)."""
+        params: InvoiceCreatePreviewParams = {"subscription": subscription_id}
+        try:
+            raw = self._calls.write(lambda c, o: c.v1.invoices.create_preview(params, o)).to_dict()
+        except stripe.InvalidRequestError as error:
+            if error.code == "invoice_upcoming_none":
+                return None
+            raise
+        return _next_invoice(subscription_id, raw)
+
     def annotation_lines(self, invoice_id: str) -> list[tuple[str, str, int]]:
         """(kind, description, amount) of our lines on an invoice, all pages — to count them."""
         params: InvoiceLineItemListParams = {"limit": PAGE_SIZE}
@@ -163,6 +178,22 @@ def _draft_write(invoice_id: str) -> Iterator[None]:
         if error.code == "invoice_not_editable":
             raise InvoiceNotEditable(invoice_id, None) from None
         raise
+
+
+def _next_invoice(subscription_id: str, raw: Mapping[str, Any]) -> NextInvoice:
+    invoice = StripeInvoice.from_api(raw)
+    assert invoice.period_start is not None and invoice.period_end is not None
+    return NextInvoice(
+        subscription_id=subscription_id,
+        customer_id=invoice.customer_id,
+        invoice_date=invoice.created,  # a preview is dated when the renewal will be created
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        amount_due=invoice.amount_due,
+        total=invoice.total,
+        tax=sum(int(tax.get("amount") or 0) for tax in raw.get("total_taxes") or []),
+        currency=invoice.currency,
+    )
 
 
 def _carries_brand_fields(raw: Mapping[str, Any]) -> bool:

@@ -4,9 +4,11 @@
 --   minutes_used    billable minutes in the current billing period (usage_by_period; 0 before the first call)
 --   minutes_included / minutes_unused   NULL for an unlimited tier
 --   next_invoice_date   the end of the current period, unless the subscription ends there or has ended
+--   next_invoice_amount_due / _total / _tax / _currency   that invoice as Stripe previews it
+--                   (stripe_invoice_previews); NULL when no preview of the current period is known
 --   last_invoice_*, hosted_invoice_url, invoice_pdf   the newest invoice that is not a draft
 -- Payment history is stripe_invoices itself (one row per invoice, newest `created` first).
--- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006).
+-- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006, next invoice added by 0008).
 WITH ranked_subscriptions AS (
     SELECT
         s.subscription_id,
@@ -73,6 +75,10 @@ SELECT
         WHEN s.status IN ('active', 'trialing', 'past_due', 'unpaid') AND s.cancel_at_period_end = 0
         THEN s.current_period_end
     END AS next_invoice_date,
+    p.amount_due AS next_invoice_amount_due,
+    p.total AS next_invoice_total,
+    p.tax AS next_invoice_tax,
+    p.currency AS next_invoice_currency,
     li.invoice_id AS last_invoice_id,
     li.number AS last_invoice_number,
     li.status AS last_invoice_status,
@@ -87,4 +93,8 @@ FROM stripe_customers c
 LEFT JOIN ranked_subscriptions s ON s.customer_id = c.customer_id AND s.position = 1
 LEFT JOIN usage_by_period u ON u.subscription_id = s.subscription_id AND u.period_start = s.current_period_start
 LEFT JOIN ranked_invoices li ON li.customer_id = c.customer_id AND li.position = 1
+LEFT JOIN stripe_invoice_previews p
+    ON p.subscription_id = s.subscription_id
+    AND p.period_end = s.current_period_end
+    AND s.status IN ('active', 'trialing', 'past_due', 'unpaid') AND s.cancel_at_period_end = 0
 WHERE c.deleted = 0

@@ -78,10 +78,12 @@ class AlertsWorld:
         return self.client.v1.customers.retrieve(self.customers[account]).email
 
     def subscription(
-        self, account: str, included: int | None, start: datetime, end: datetime, status: str = "active"
+        self, account: str, included: int | None, start: datetime, end: datetime, status: str = "active",
+        subscription_id: str | None = None,
     ) -> str:
-        """The mirror row of the customer's subscription (what the Stripe sync would write)."""
-        subscription_id = f"sub_{account}"
+        """The mirror row of the customer's subscription (what the Stripe sync would write); its id is
+        `sub_<account>` (none in Stripe) unless the id of a subscription in the emulator is given."""
+        subscription_id = subscription_id or f"sub_{account}"
         row = StripeSubscriptionRow(
             subscription_id=subscription_id, customer_id=self.customers[account], status=status,
             subscription_item_id=f"si_{account}", price_id=f"price_{included}", price_lookup_key=None,
@@ -139,7 +141,7 @@ class AlertsWorld:
         """Refresh usage_by_period with stripe-sync's asset, then the alerts, as of `as_of`."""
         usage_by_period(dg.build_asset_context(), warehouse=WarehouseResource(url=self.warehouse.url))
         return run_usage_alerts(
-            self.warehouse, notifier or outbox_notifier(self.outbox), self.stripe.customers, self.stripe.portal,
+            self.warehouse, notifier or outbox_notifier(self.outbox), self.stripe.customers, self.stripe.portal, self.stripe.invoices,
             brand=load_brand(), catalog=load_tier_catalog(), thresholds=thresholds, policy=SilencePolicy(),
             as_of=as_of, log=LOG,
         )

@@ -157,7 +157,8 @@ def test_schedule_fires_at_6_in_the_configured_time_zone(
     job = definitions.resolve_job_def(JOB_NAME)
     assert dg.validate_run_config(job, request.run_config)
     assert job.asset_layer.selected_asset_keys == {
-        dg.AssetKey(k) for k in ("stripe_customers", "stripe_subscriptions", "usage_by_period", "usage_alerts")
+        dg.AssetKey(k)
+        for k in ("stripe_customers", "stripe_subscriptions", "usage_by_period", "stripe_invoice_previews", "usage_alerts")
     }
 
 

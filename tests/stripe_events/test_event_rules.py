@@ -102,7 +102,10 @@ def test_payment_failed_and_finalization_failed_alert() -> None:
     [failed] = _invoice_alerts("invoice.payment_failed", invoice(status="open", attempt_count=1))
     assert failed.kind is OpsAlertKind.PAYMENT_FAILED
     assert (failed.customer_id, failed.subscription_id, failed.invoice_id) == ("cus_1", "sub_1", "in_1")
-    assert "299.00 USD" in failed.detail and "attempt 1" in failed.detail
+    assert "299.00 USD" in failed.detail and "attempt 1" in failed.detail and "no further attempt" in failed.detail
+    retrying = invoice(status="open", attempt_count=2) | {"next_payment_attempt": T0 + 2 * DAY}
+    [again] = _invoice_alerts("invoice.payment_failed", retrying)
+    assert "attempt 2; Stripe retries on 2026-03-03 00:00 UTC" in again.detail
     # A zero-decimal currency's amount is already in yen: 29,900 JPY, not 299.00.
     [in_yen] = _invoice_alerts("invoice.payment_failed", invoice(status="open", attempt_count=1) | {"currency": "jpy"})
     assert "(29,900 JPY)" in in_yen.detail
@@ -121,8 +124,11 @@ def test_renewal_finalized_without_annotation_alerts_once_annotated_does_not() -
     assert _invoice_alerts("invoice.paid", annotated_metadata | {"status": "paid"}) == []
 
 
-def _sub_alerts(event_type: str, status: str, *, previous: dict | None = None, stored: str | None = None) -> list:
-    parsed = StripeEvent.from_payload(event(event_type, subscription(status=status), previous_attributes=previous))
+def _sub_alerts(
+    event_type: str, status: str, *, previous: dict | None = None, stored: str | None = None, reason: str | None = None
+) -> list:
+    payload = subscription(status=status) | ({"cancellation_details": {"reason": reason}} if reason else {})
+    parsed = StripeEvent.from_payload(event(event_type, payload, previous_attributes=previous))
     return subscription_alerts(parsed, subscription_status(parsed), stored_status=stored)
 
 
@@ -133,11 +139,22 @@ def test_subscription_turning_past_due_or_unpaid_alerts() -> None:
     assert unpaid.kind is OpsAlertKind.SUBSCRIPTION_UNPAID
 
 
-def test_subscription_staying_past_due_or_recovering_is_quiet() -> None:
+def test_subscription_recovering_or_canceled_for_non_payment_alerts() -> None:
+    [recovered] = _sub_alerts("customer.subscription.updated", "active", previous={"status": "past_due"}, stored="past_due")
+    assert recovered.kind is OpsAlertKind.SUBSCRIPTION_RECOVERED and "active again (it was past_due)" in recovered.detail
+    [lapsed] = _sub_alerts("customer.subscription.deleted", "canceled", stored="past_due", reason="payment_failed")
+    assert lapsed.kind is OpsAlertKind.SUBSCRIPTION_CANCELED and "payment_failed" in lapsed.detail
+    # Stripe's reason alone says it, whatever we had stored (an unpaid one, or none yet)
+    assert [a.kind for a in _sub_alerts("customer.subscription.deleted", "canceled", reason="payment_failed")] == [
+        OpsAlertKind.SUBSCRIPTION_CANCELED]
+    # a customer's own cancellation is no news for ops; nor is a first payment going through
+    assert _sub_alerts("customer.subscription.deleted", "canceled", stored="active", reason="cancellation_requested") == []
+    assert _sub_alerts("customer.subscription.updated", "active", previous={"status": "incomplete"}, stored="incomplete") == []
+
+
+def test_subscription_staying_past_due_is_quiet() -> None:
     # an update of something else while past due: no new alert
     assert _sub_alerts("customer.subscription.updated", "past_due", previous={"metadata": {}}, stored="past_due") == []
-    assert _sub_alerts("customer.subscription.updated", "active", previous={"status": "past_due"}) == []
-    assert _sub_alerts("customer.subscription.deleted", "canceled", stored="past_due") == []
     # a created event has no previous_attributes: the stored status tells whether it is a change
     assert len(_sub_alerts("customer.subscription.created", "past_due", stored=None)) == 1
     assert _sub_alerts("customer.subscription.resumed", "past_due", stored="past_due") == []

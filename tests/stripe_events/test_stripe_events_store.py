@@ -154,7 +154,8 @@ def test_subscription_status_and_period_follow_the_events(warehouse: Warehouse) 
     assert apply(warehouse, deleted).outcome == "applied"
     with warehouse.connect() as connection:
         assert connection.scalar(select(stripe_subscriptions.c.status)) == "canceled"
-    assert [a.kind for a in pending_event_alerts(warehouse)] == ["subscription_past_due"]
+    # canceled while past due: canceled for non-payment, as far as ops are concerned
+    assert sorted(a.kind for a in pending_event_alerts(warehouse)) == ["subscription_canceled", "subscription_past_due"]
 
 
 def test_unknown_types_are_recorded_and_ignored(warehouse: Warehouse) -> None:
@@ -225,4 +226,5 @@ def test_within_a_page_an_older_subscription_event_after_a_newer_one_is_stale(wa
     assert [o.outcome for o in outcomes] == ["applied", "stale"]
     with warehouse.connect() as connection:
         assert connection.scalar(select(stripe_subscriptions.c.status)) == "active"
-    assert pending_event_alerts(warehouse) == []
+    # the newer event's recovery is news; the stale older one raises nothing
+    assert [(a.kind, a.event_id) for a in pending_event_alerts(warehouse)] == [("subscription_recovered", "evt_n")]

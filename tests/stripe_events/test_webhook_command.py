@@ -34,14 +34,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def webhook_server(warehouse_url: str, home: Path) -> Iterator[tuple[str, subprocess.Popen, list[str]]]:
-    """`aisyst webhook` on a free port, up and answering: (base URL, process, its output once stopped)."""
-    port = free_port()
+def webhook_server(
+    warehouse_url: str, home: Path, *, secret: str = SECRET, port: int | None = None, stripe_api_base: str = "http://127.0.0.1:9"
+) -> Iterator[tuple[str, subprocess.Popen, list[str]]]:
+    """`aisyst webhook` on `port` (else a free one), up and answering: (base URL, process, its output
+    once stopped). Stripe: the emulator at `stripe_api_base` (by default nowhere: no Stripe call is
+    made for an invoice event)."""
+    port = port or free_port()
     env = os.environ | {
         "AISYST_HOME": str(home),
         "AISYST_WAREHOUSE_URL": warehouse_url,
-        "STRIPE_WEBHOOK_SECRET": SECRET,
-        "STRIPE_API_BASE": "http://127.0.0.1:9",  # no Stripe call is made for an invoice event
+        "STRIPE_WEBHOOK_SECRET": secret,
+        "STRIPE_API_BASE": stripe_api_base,
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "aisyst_pipelines.cli", "webhook", "--port", str(port)],

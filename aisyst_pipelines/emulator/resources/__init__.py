@@ -7,5 +7,7 @@ from aisyst_pipelines.emulator.resources import (  # noqa: F401
     events,
     invoices,
     meters,
+    previews,
     subscriptions,
+    webhook_endpoints,
 )

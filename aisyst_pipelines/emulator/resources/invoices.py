@@ -370,9 +370,7 @@ def mark_uncollectible(call: Call) -> dict[str, Any]:
     invoice = store.get("invoice", call.args["invoice"])
     if invoice["status"] != "open":
         raise invalid(f"You can only mark open invoices uncollectible; this one is {invoice['status']}.")
-    invoice.update(status="uncollectible", auto_advance=False)
-    invoice["status_transitions"]["marked_uncollectible_at"] = store.now(invoice["test_clock"])
-    store.emit("invoice.marked_uncollectible", invoice, clock_id=invoice["test_clock"])
+    billing.mark_uncollectible(store, invoice)
     return store.answer(invoice, call.params)
 
 
