@@ -208,6 +208,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.reconciliation import JOB_NAME, one_off_run_config
 
     as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    if as_of is not None and as_of.utcoffset() is None:
+        print(f"reconcile: --as-of {args.as_of} needs a UTC offset (e.g. {args.as_of}Z): refused", file=sys.stderr)
+        return 1
     config = one_off_run_config(settings, repair=True if args.repair else None, as_of=as_of)
     with emulator_when_meant(settings), deployment(settings) as dagster:
         (run,) = dagster.wait_for_runs([dagster.submit(JOB_NAME, run_config=config)])
