@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from aisyst_pipelines.assets import row_count_metadata
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.billing.stripe_events import EventsCursor
 from aisyst_pipelines.services.stripe_events import apply_new_events
@@ -90,6 +91,7 @@ def stripe_events_sensor(
                 "last_event_id": dg.MetadataValue.text(result.cursor.last_event_id or ""),
                 "backlog_left": dg.MetadataValue.bool(result.more_waiting),
                 "retention_gap": dg.MetadataValue.bool(result.retention_gap),
+                **row_count_metadata(warehouse.get(), "stripe_invoices"),
             },
         ))
     return dg.SensorResult(cursor=result.cursor.to_json(), asset_events=asset_events)

@@ -1,4 +1,4 @@
-"""Stripe → warehouse sync (DESIGN.md §2.2) and minutes per billing period (group `stripe`).
+"""Stripe → warehouse sync (DESIGN.md §2.2, group `stripe`) and minutes per billing period (group `usage`).
 
 Adapters of services/stripe_sync.py, which says what each table holds:
 - `stripe_customers`: `mirror_customers`;
@@ -13,13 +13,14 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from aisyst_pipelines.assets import OWNERS, table_metadata
 from aisyst_pipelines.billing.formatting import format_number
 from aisyst_pipelines.services.stripe_sync import mirror_customers, mirror_subscriptions, recompute_usage_by_period
 from aisyst_pipelines.warehouse.stripe_sync_store import StripeSubscriptionRow
 from resources import CatalogResource, StripeResource, WarehouseResource
 
 GROUP = "stripe"
-OWNERS = ["team:billing-data"]
+USAGE_GROUP = "usage"
 CALL_RECORDS = dg.AssetKey("call_records")
 MAX_LISTED = 20  # account codes / prices named in metadata before "and N more"
 
@@ -37,6 +38,7 @@ def _listed(values: list[str]) -> str:
     group_name=GROUP,
     kinds={"stripe", "sql"},
     owners=OWNERS,
+    metadata=table_metadata("stripe_customers"),
     description="Stripe customers with their Aisyst account code (metadata.aisyst_account_code).",
 )
 def stripe_customers(context: dg.AssetExecutionContext, stripe: StripeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -77,6 +79,7 @@ def tiers_table(rows: list[StripeSubscriptionRow]) -> str:
     kinds={"stripe", "sql"},
     owners=OWNERS,
     deps=[stripe_customers],
+    metadata=table_metadata("stripe_subscriptions"),
     description="Stripe subscriptions with the tier item's current period, price, tier and included minutes.",
 )
 def stripe_subscriptions(
@@ -104,10 +107,11 @@ def stripe_subscriptions(
 
 
 @dg.asset(
-    group_name=GROUP,
+    group_name=USAGE_GROUP,
     kinds={"sql"},
     owners=OWNERS,
     deps=[stripe_subscriptions, CALL_RECORDS],
+    metadata=table_metadata("usage_by_period"),
     description="Minutes used per subscription per billing period (current and previous), on Stripe's "
     "anniversary periods; calls count in the period containing their ended_at.",
 )
