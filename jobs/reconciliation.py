@@ -50,8 +50,9 @@ def partition_key(as_of: datetime, settle_lag_minutes: int) -> str:
     return partition_for_as_of(as_of, timedelta(minutes=settle_lag_minutes))
 
 
-def nightly_schedule(cron: str) -> dg.ScheduleDefinition:
-    """The partitions' schedule at the minute and hour of `cron` (UTC, "M H * * *")."""
+def nightly_schedule(cron: str):  # noqa: ANN201 - Dagster's unresolved partitioned schedule (not exported)
+    """The partitions' schedule at the minute and hour of `cron` (UTC, "M H * * *"); the code location
+    resolves it against the job's assets."""
     minute, hour = daily_cron_time(cron)
     return dg.build_schedule_from_partitioned_job(
         reconciliation_job,

@@ -11,7 +11,7 @@ alert ledger makes a rerun or a backfill of a day send nothing twice.
 """
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 from pydantic import Field
@@ -36,7 +36,7 @@ def as_of_for_partition(partition_key: str) -> datetime:
 
 def partition_for_as_of(as_of: datetime) -> str:
     """The partition whose run alerts at `as_of`: the UTC day that ended last by then."""
-    return DAILY_PARTITIONS.get_last_partition_key(current_time=as_of.astimezone(timezone.utc)) or ""
+    return (as_of.astimezone(timezone.utc).date() - timedelta(days=1)).isoformat()
 
 
 class UsageAlertsRunConfig(dg.Config):
