@@ -272,7 +272,7 @@ def ops_tick_failure_alert(context: dg.SensorEvaluationContext, notifier: Notifi
         if not streak or name in cursor.failing_since:
             continue
         since = datetime.fromtimestamp(ticks[-1].timestamp, timezone.utc)
-        error = ticks[0].error.message.strip() if ticks[0].error else "no error recorded"
+        error = tick_error_text(ticks[0].error)
         try:
             notifier.send_ops_alert(
                 subject=f"[aisyst] {name} failing: {FAILING_TICKS} ticks in a row",
@@ -291,3 +291,13 @@ def ops_tick_failure_alert(context: dg.SensorEvaluationContext, notifier: Notifi
     if not sent:
         return dg.SensorResult(cursor=cursor.dump(), skip_reason="no new failing streak")
     return dg.SensorResult(cursor=cursor.dump())
+
+
+def tick_error_text(error: object) -> str:
+    """A tick's error and its causes (Dagster wraps the sensor's own exception), without the stacks."""
+    lines: list[str] = []
+    while error is not None:
+        message = str(getattr(error, "message", "")).strip()
+        lines.append(message if not lines else f"caused by: {message}")
+        error = getattr(error, "cause", None)
+    return "\n".join(lines) or "no error recorded"
