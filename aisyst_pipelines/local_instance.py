@@ -19,6 +19,10 @@ LOCAL_INSTANCE_CONFIG = """\
 # storage in this folder. Production uses deploy/dagster.yaml (PostgreSQL) instead.
 telemetry:
   enabled: false
+# Dagster's run retries for the jobs tagged dagster/max_retries (as deploy/dagster.yaml)
+run_retries:
+  enabled: true
+  max_retries: 0
 """
 
 

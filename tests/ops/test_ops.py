@@ -13,7 +13,14 @@ import dagster as dg
 from aisyst_pipelines.assets.ingestion import CALL_RECORDS
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse
-from jobs.ops import CDR_FRESHNESS_CHECK, CDR_FRESHNESS_SENSOR, cdr_freshness_checks, cdr_freshness_sensor, ops_run_failure_alert
+from jobs.ops import (
+    CDR_FRESHNESS_CHECK,
+    CDR_FRESHNESS_SENSOR,
+    cdr_freshness_checks,
+    cdr_freshness_sensor,
+    ops_run_failure_alert,
+    will_be_retried,
+)
 from resources import NotifierResource, WarehouseResource
 
 
@@ -144,3 +151,17 @@ def test_a_failed_run_that_dagster_retries_is_emailed_only_after_its_last_attemp
             ).for_run_failure()
             ops_run_failure_alert(context)
             assert len(list(outbox.glob("*.eml"))) == (1 if attempt == "2" else 0)
+
+
+def test_the_local_and_production_instances_retry_the_jobs_tagged_for_it(tmp_path: Path) -> None:
+    import yaml
+
+    from aisyst_pipelines.local_instance import local_instance
+
+    with local_instance(Settings.from_env({"AISYST_HOME": str(tmp_path)})) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 0  # only tagged jobs
+        assert will_be_retried(instance, {"dagster/max_retries": "2", "dagster/retry_number": "1"})
+        assert not will_be_retried(instance, {"dagster/max_retries": "2", "dagster/retry_number": "2"})
+        assert not will_be_retried(instance, {})  # e.g. a cdr_ingest run: e-mailed at once
+    production = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml").read_text())
+    assert production["run_retries"] == {"enabled": True, "max_retries": 0}
