@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets import RUNBOOK
+from aisyst_pipelines.assets.common import RUNBOOK
 from aisyst_pipelines.assets.ingestion import CALL_RECORDS
 from aisyst_pipelines.mail import DeliveryError
 from resources import NotifierResource

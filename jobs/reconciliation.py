@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from aisyst_pipelines.assets import DAILY_PARTITIONS
+from aisyst_pipelines.assets.common import DAILY_PARTITIONS
 from aisyst_pipelines.assets.reconciliation import ASSET_KEY, partition_for_as_of
 from aisyst_pipelines.settings import Settings
 from resources.reconciliation import ReconciliationConfig

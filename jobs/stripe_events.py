@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from aisyst_pipelines.assets import row_count_metadata
+from aisyst_pipelines.assets.common import row_count_metadata
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.billing.stripe_events import EventsCursor
 from aisyst_pipelines.services.stripe_events import apply_new_events

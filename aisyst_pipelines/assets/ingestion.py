@@ -24,7 +24,7 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
-from aisyst_pipelines.assets import OWNERS, row_count_metadata, runbook_link, table_metadata
+from aisyst_pipelines.assets.common import OWNERS, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.cdr.records import REASON_CODES
 from aisyst_pipelines.services.ingestion import (
     FileNotLoaded,

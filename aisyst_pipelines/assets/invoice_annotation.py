@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 from pydantic import Field
 
-from aisyst_pipelines.assets import OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
+from aisyst_pipelines.assets.common import OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation import (
     AnnotationRun,

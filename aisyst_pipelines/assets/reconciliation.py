@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from aisyst_pipelines.assets import DAILY_PARTITIONS, OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
+from aisyst_pipelines.assets.common import DAILY_PARTITIONS, OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.billing.reconciliation import STRIPE_TIMESTAMP_WINDOW, PeriodResult
 from aisyst_pipelines.services.reconciliation import DRIFT_CHECK, DriftVerdict, ReconciliationOutcome, reconcile
 from aisyst_pipelines.warehouse import Warehouse

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from aisyst_pipelines.assets import OWNERS, table_metadata
+from aisyst_pipelines.assets.common import OWNERS, table_metadata
 
 STRIPE_INVOICES = dg.AssetSpec(
     "stripe_invoices",

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets import OWNERS, table_metadata
+from aisyst_pipelines.assets.common import OWNERS, table_metadata
 from aisyst_pipelines.billing.formatting import format_number
 from aisyst_pipelines.services.stripe_sync import mirror_customers, mirror_subscriptions, recompute_usage_by_period
 from aisyst_pipelines.warehouse.stripe_sync_store import StripeSubscriptionRow

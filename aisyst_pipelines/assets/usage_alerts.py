@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from pydantic import Field
 
-from aisyst_pipelines.assets import DAILY_PARTITIONS, OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
+from aisyst_pipelines.assets.common import DAILY_PARTITIONS, OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.services.usage_alerts import AlertRunOutcome, run_usage_alerts
 from aisyst_pipelines.warehouse import usage_alerts_store
 from resources import CatalogResource, NotifierResource, StripeResource, UsageAlertsConfig, WarehouseResource
