@@ -37,6 +37,8 @@ FAILING_TICKS = 3  # a sensor or schedule failing this many ticks in a row is e-
 MAX_RUNS_PER_TICK = 200  # finished runs whose checks one tick of ops_check_failure_alert reads
 TICK_RUNBOOK = f"{RUNBOOK}#a-sensor-or-schedule-keeps-failing"
 CHECK_RUNBOOK = f"{RUNBOOK}#failed-checks-ops_check_failure_alert"
+# Checks Dagster builds (no `runbook` in their metadata): their sections.
+RUNBOOK_OF_CHECK = {CDR_FRESHNESS_CHECK: f"{RUNBOOK}#cdr_freshness"}
 
 
 def run_failure_text(job_name: str, run_id: str, message: str) -> str:
@@ -212,7 +214,7 @@ def check_failure_text(evaluation: dg.AssetCheckEvaluation, run: dg.DagsterRun |
         lines += ["", *figures]
     if "offenders" in metadata:
         lines += ["", "Top offenders:", str(metadata["offenders"].value)]
-    runbook = str(metadata["runbook"].value) if "runbook" in metadata else CHECK_RUNBOOK
+    runbook = str(metadata["runbook"].value) if "runbook" in metadata else RUNBOOK_OF_CHECK.get(evaluation.check_name, CHECK_RUNBOOK)
     lines += ["", f"Runbook: {runbook}", f"Run details: Dagster UI, Runs, {run.run_id if run else '?'}; the check's "
               "metadata: Assets, the asset, Checks."]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,6 @@ from typing import Any
 
 import dagster as dg
 
-from aisyst_pipelines.assets.common import DAILY_PARTITIONS
 from aisyst_pipelines.assets.reconciliation import ASSET_KEY, partition_for_as_of
 from aisyst_pipelines.settings import Settings
 from resources.reconciliation import ReconciliationConfig
@@ -77,20 +76,15 @@ def daily_cron_time(cron: str) -> tuple[int, int]:
     return minute, hour
 
 
-def reconcile_once(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, settings: Settings, *, repair: bool | None = None,
-    as_of: datetime | None = None,
-) -> dg.ExecuteInProcessResult:
-    """The demo's reconciliation: one run of the job in `instance` (runs show in `dagster dev`
-    afterwards), under the partition `as_of` covers, with Settings' configuration unless `repair`
-    says otherwise. Without `as_of`: yesterday's partition, as the nightly run would."""
-    resource = ReconciliationConfig.from_settings(settings)
+def one_off_run_config(settings: Settings, *, repair: bool | None = None, as_of: datetime | None = None) -> dict[str, Any]:
+    """The run config of a reconciliation run submitted by hand (`aisyst reconcile`, the demo): at `as_of`,
+    with Settings' configuration unless `repair` says otherwise. Submit it under the partition
+    `partition_key(as_of, settle_lag_minutes)` (tag `dagster/partition`): the job is partitioned."""
     config = run_config(as_of)
     if repair is not None:
         # A run's config for a resource replaces all of it (unset fields fall back to the class
         # defaults, not to the bound values), so the whole of it goes in.
+        resource = ReconciliationConfig.from_settings(settings)
         config["resources"] = {"reconciliation": {"config": {
             "repair": repair, "settle_lag_minutes": resource.settle_lag_minutes, "tolerance_minutes": resource.tolerance_minutes}}}
-    job = definitions.resolve_job_def(JOB_NAME)
-    key = partition_key(as_of, resource.settle_lag_minutes) if as_of else DAILY_PARTITIONS.get_last_partition_key()
-    return job.execute_in_process(run_config=config, instance=instance, partition_key=key, raise_on_error=False)
+    return config

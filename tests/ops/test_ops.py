@@ -18,6 +18,7 @@ from jobs.ops import (
     CDR_FRESHNESS_SENSOR,
     cdr_freshness_checks,
     cdr_freshness_sensor,
+    ops_check_failure_alert,
     ops_run_failure_alert,
     will_be_retried,
 )
@@ -118,12 +119,24 @@ def test_cdr_freshness_is_dagsters_last_update_check_with_the_configured_hours()
             assert not sensor.evaluate_tick(context).run_requests
 
 
-def test_cdr_freshness_fails_once_the_last_load_is_older_than_the_max_age() -> None:
+def test_cdr_freshness_fails_once_the_last_load_is_older_than_the_max_age_and_ops_are_told(tmp_path: Path) -> None:
     definitions = _freshness_definitions(timedelta(seconds=1))
+    outbox = tmp_path / "outbox"
     with dg.instance_for_test() as instance:
+
+        def alert_tick(cursor: str | None) -> str | None:
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"notifier": _outbox_notifier(outbox)}) as context:
+                return ops_check_failure_alert(context).cursor
+
+        cursor = alert_tick(None)
         instance.report_runless_asset_event(dg.AssetMaterialization(CALL_RECORDS))
         time.sleep(1.5)
         assert not _freshness(definitions, instance).passed
+        alert_tick(cursor)
+        (message,) = outbox.glob("*.eml")
+        body = message_from_bytes(message.read_bytes()).get_payload(decode=True).decode()
+        assert "The ERROR check freshness_check on call_records failed" in body
+        assert "Runbook: docs/operations.md#cdr_freshness" in body
         sensor = definitions.resolve_sensor_def(CDR_FRESHNESS_SENSOR)
         instance.report_runless_asset_event(dg.AssetMaterialization(CALL_RECORDS))
         with dg.build_sensor_context(instance=instance, definitions=definitions) as context:

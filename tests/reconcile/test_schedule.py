@@ -18,8 +18,8 @@ from jobs.reconciliation import (
     JOB_NAME,
     SCHEDULE_NAME,
     nightly_schedule,
+    one_off_run_config,
     partition_key,
-    reconcile_once,
     reconciliation_job,
     run_config,
 )
@@ -134,7 +134,9 @@ def test_a_repairing_run_keeps_the_configured_lag_and_tolerance(recon_world: Rec
     world.send(TICK)
     settings = settings_for(tmp_path, AISYST_RECONCILIATION_SETTLE_LAG_MINUTES="90", AISYST_RECONCILIATION_TOLERANCE_MINUTES="1000")
     with dg.instance_for_test() as instance:
-        result = reconcile_once(instance, world_definitions(world, settings), settings, repair=True, as_of=TICK)
+        job = world_definitions(world, settings).resolve_job_def(JOB_NAME)
+        result = job.execute_in_process(run_config=one_off_run_config(settings, repair=True, as_of=TICK), instance=instance,
+                                        partition_key=partition_key(TICK, settings.reconciliation_settle_lag_minutes))
     assert result.success
     metadata = result.asset_materializations_for_node("meter_reconciliation")[0].metadata
     assert metadata["repair"].value is True and metadata["settle_lag_minutes"].value == 90
