@@ -18,9 +18,10 @@ again.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 import dagster as dg
 
@@ -73,7 +74,7 @@ def ops_run_failure_alert(context: dg.RunFailureSensorContext, notifier: Notifie
     )
 
 
-def will_be_retried(instance: dg.DagsterInstance, tags: dict[str, str]) -> bool:
+def will_be_retried(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> bool:
     """Whether Dagster's run retries (instance `run_retries`) start another attempt of a failed run
     with these tags: `dagster/max_retries` (else the instance's default) above `dagster/retry_number`."""
     if not instance.run_retries_enabled:
@@ -132,7 +133,8 @@ class CheckAlertCursor:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-RUN_END_EVENTS = {
+RunEnd = Literal[dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE]
+RUN_END_EVENTS: dict[str, RunEnd] = {
     "after_run_success_event": dg.DagsterEventType.RUN_SUCCESS,
     "after_run_failure_event": dg.DagsterEventType.RUN_FAILURE,
 }
@@ -169,7 +171,7 @@ def ops_check_failure_alert(context: dg.SensorEvaluationContext, notifier: Notif
     return dg.SensorResult(cursor=cursor.dump())
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, kind: dg.DagsterEventType) -> int:
+def _latest_storage_id(instance: dg.DagsterInstance, kind: RunEnd) -> int:
     records = instance.fetch_run_status_changes(kind, limit=1, ascending=False).records
     return records[0].storage_id if records else 0
 
