@@ -217,8 +217,9 @@ def check_failure_text(evaluation: dg.AssetCheckEvaluation, run: dg.DagsterRun |
     if "offenders" in metadata:
         lines += ["", "Top offenders:", str(metadata["offenders"].value)]
     runbook = str(metadata["runbook"].value) if "runbook" in metadata else RUNBOOK_OF_CHECK.get(evaluation.check_name, CHECK_RUNBOOK)
-    lines += ["", f"Runbook: {runbook}", f"Run details: Dagster UI, Runs, {run.run_id if run else '?'}; the check's "
-              "metadata: Assets, the asset, Checks."]
+    lines += ["", f"Runbook: {runbook}"]
+    lines += [f"Run details: Dagster UI, Runs, {run.run_id}."] if run else []
+    lines += [f"The check's metadata: Dagster UI, Assets, {evaluation.asset_key.to_user_string()}, Checks."]
     return "\n".join(lines) + "\n"
 
 
