@@ -200,20 +200,22 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     """One run of the reconciliation job now (or at --as-of), through the run queue; exit 1 if drift is
     left unrepaired or the run failed."""
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from aisyst_pipelines.assets.reconciliation import ASSET_KEY
     from aisyst_pipelines.deployment import deployment
     from aisyst_pipelines.services.reconciliation import DRIFT_CHECK
-    from jobs.reconciliation import JOB_NAME, one_off_run_config
+    from jobs.reconciliation import JOB_NAME, one_off_run_config, partition_key
 
     as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
     if as_of is not None and as_of.utcoffset() is None:
         print(f"reconcile: --as-of {args.as_of} needs a UTC offset (e.g. {args.as_of}Z): refused", file=sys.stderr)
         return 1
     config = one_off_run_config(settings, repair=True if args.repair else None, as_of=as_of)
+    # The job is partitioned by UTC day: the run goes under the day settled by then (as the nightly one would).
+    partition = partition_key(as_of or datetime.now(timezone.utc), settings.reconciliation_settle_lag_minutes)
     with emulator_when_meant(settings), deployment(settings) as dagster:
-        (run,) = dagster.wait_for_runs([dagster.submit(JOB_NAME, run_config=config)])
+        (run,) = dagster.wait_for_runs([dagster.submit(JOB_NAME, run_config=config, tags={"dagster/partition": partition})])
         materializations = [m for m in dagster.run_materializations(run.run_id) if m.asset_key == ASSET_KEY]
         checks = dagster.run_check_evaluations(run.run_id)
     if run.status.value != "SUCCESS" or not materializations:

@@ -26,7 +26,13 @@ from jobs.invoice_annotation import (
     invoice_branding_daily,
     invoice_branding_job,
 )
-from jobs.ops import build_cdr_freshness_check, cdr_freshness_hourly, cdr_freshness_job, ops_run_failure_alert
+from jobs.ops import (
+    cdr_freshness_checks,
+    cdr_freshness_sensor,
+    ops_check_failure_alert,
+    ops_run_failure_alert,
+    ops_tick_failure_alert,
+)
 from jobs.reconciliation import nightly_schedule, reconciliation_job
 from jobs.stripe_events import build_stripe_events_sensor
 from jobs.usage_alerts import usage_alerts_job, usage_alerts_schedule
@@ -76,8 +82,7 @@ def pii_key_resource(settings: Settings) -> PiiKeyResource:
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    cdr_freshness_check = build_cdr_freshness_check(timedelta(hours=settings.cdr_freshness_hours))
-    freshness_job = cdr_freshness_job(cdr_freshness_check)
+    freshness_checks = cdr_freshness_checks(timedelta(hours=settings.cdr_freshness_hours))
     return dg.Definitions(
         assets=[
             load_cdr_file_assets,  # call_records and usage_daily, one transaction per landing file
@@ -87,23 +92,20 @@ def defs() -> dg.Definitions:
             usage_alerts,
             STRIPE_INVOICES,  # kept current by stripe_events_sensor
         ],
-        asset_checks=[cdr_reject_share, cdr_freshness_check, usage_alerts_delivered],
-        jobs=[
-            cdr_ingest_job, freshness_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job,
-            usage_alerts_job,
-        ],
+        asset_checks=[cdr_reject_share, *freshness_checks, usage_alerts_delivered],
+        jobs=[cdr_ingest_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job, usage_alerts_job],
         sensors=[
             # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default)
             build_cdr_files_sensor(settings.sensor_interval_seconds),
             build_draft_invoice_sensor(settings.sensor_interval_seconds),
             build_stripe_events_sensor(settings.sensor_interval_seconds),
-            ops_run_failure_alert,
+            cdr_freshness_sensor(freshness_checks),  # evaluates the CDR freshness check when it may be overdue
+            ops_run_failure_alert, ops_check_failure_alert, ops_tick_failure_alert,
         ],
         schedules=[
-            cdr_freshness_hourly(freshness_job),
-            nightly_schedule(settings.reconciliation_cron),
+            nightly_schedule(settings.reconciliation_cron),  # yesterday's partition of meter_reconciliation
             invoice_branding_daily,
-            usage_alerts_schedule(settings.alerts_timezone),
+            usage_alerts_schedule,  # yesterday's partition of usage_alerts, 06:00 UTC
         ],
         resources=build_resources(settings),
         # Every job is one or two steps over one warehouse transaction: steps run in the run's own

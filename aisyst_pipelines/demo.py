@@ -377,14 +377,24 @@ def _play_month(
         progress.step(f"cdr_files_sensor ticked: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
         _print_minutes(progress, warehouse, signups)
 
+        # Two earlier nights as the nightly schedule runs them (their partitions, the configured
+        # repair: off), so the asset's history shows a trend; then the night before the renewal, repairing.
+        lag = settings.reconciliation_settle_lag_minutes
+        night = reconciliation.partition_key(RECONCILE_AT, lag)
+        earlier = [(datetime.fromisoformat(night) - timedelta(days=days)).strftime("%Y-%m-%d") for days in (2, 1)]
+        nights = dagster.wait_for_runs([dagster.submit(reconciliation.JOB_NAME, tags={"dagster/partition": key}) for key in earlier])
+        progress.step("nightly reconciliation of " + ", ".join(
+            f"{key} (run {run.run_id[:8]} {run.status.value})" for key, run in zip(earlier, nights)))
         (recon,) = dagster.wait_for_runs([dagster.submit(
-            reconciliation.JOB_NAME, run_config=reconciliation.one_off_run_config(settings, repair=True, as_of=RECONCILE_AT))])
+            reconciliation.JOB_NAME, run_config=reconciliation.one_off_run_config(settings, repair=True, as_of=RECONCILE_AT),
+            tags={"dagster/partition": night})])
         progress.step(f"reconciliation at {RECONCILE_AT:%Y-%m-%d %H:%M} with repair: run {recon.run_id} {recon.status.value}")
         _print_reconciliation(progress, warehouse, dagster, recon.run_id, signups)
 
         before = set(settings.outbox_dir.glob("*.eml"))
         (alerts,) = dagster.wait_for_runs([dagster.submit(
-            usage_alerts.JOB_NAME, run_config={"ops": {"usage_alerts": {"config": {"as_of": RECONCILE_AT.isoformat()}}}})])
+            usage_alerts.JOB_NAME, run_config=usage_alerts.run_config(RECONCILE_AT),
+            tags={"dagster/partition": usage_alerts.partition_key(RECONCILE_AT)})])
         progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {alerts.status.value}")
         _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
 
@@ -427,7 +437,7 @@ def _play_month(
         _print_dunning(progress, warehouse, signups)
         if receiver is not None:
             progress.say(receiver.summary(emulator, warehouse))
-        runs = [branding, recon, alerts]
+        runs = [branding, *nights, recon, alerts]
         return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
                          *(run.success for run in annotated))) else 1
 

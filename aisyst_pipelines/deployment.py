@@ -57,6 +57,10 @@ concurrency:
     tag_concurrency_limits:
       - key: aisyst/stripe_writer
         limit: 1
+# Dagster's run retries for the jobs tagged dagster/max_retries (as deploy/dagster.yaml)
+run_retries:
+  enabled: true
+  max_retries: 0
 telemetry:
   enabled: false
 """

@@ -22,6 +22,7 @@ from aisyst_pipelines.cdr import forced_format_for
 from aisyst_pipelines.deployment import Deployment, DeploymentError
 from aisyst_pipelines.services.ingestion import LandingCursor, NewFile, printable, scan_landing, shown_path
 from aisyst_pipelines.warehouse.cdr_store import FILE_FAILED
+from jobs.cursors import state_of, utc_time, with_readable
 from jobs.ops import CDR_FRESHNESS_CHECK, step_failure_cause
 from resources import NotifierResource, WarehouseResource
 from resources.ingestion import IngestionConfig
@@ -85,7 +86,7 @@ def landing_tick(
     if not landing_dir.is_dir():
         return dg.SensorResult(skip_reason=f"landing directory {landing_dir} does not exist", cursor=context.cursor)
     scan = scan_landing(
-        warehouse.get(), notifier, landing_dir, LandingCursor.loads(context.cursor),
+        warehouse.get(), notifier, landing_dir, LandingCursor.loads(state_of(context.cursor)),
         request=lambda new: run_request_for(new, ingestion), log=context.log,
     )
     observations = [
@@ -96,8 +97,18 @@ def landing_tick(
     if not scan.requests:
         refused = len(scan.refusals)
         refused_now = f"; {refused} entr{'y' if refused == 1 else 'ies'} not loaded (see the log)" if refused else ""
-        return dg.SensorResult(skip_reason=f"no new CDR files{refused_now}", cursor=scan.cursor.dumps(), asset_events=observations)
-    return dg.SensorResult(run_requests=scan.requests, cursor=scan.cursor.dumps(), asset_events=observations)
+        return dg.SensorResult(skip_reason=f"no new CDR files{refused_now}", cursor=readable_cursor(scan.cursor), asset_events=observations)
+    return dg.SensorResult(run_requests=scan.requests, cursor=readable_cursor(scan.cursor), asset_events=observations)
+
+
+def readable_cursor(cursor: LandingCursor) -> str:
+    """The landing cursor with what it means in words (jobs/cursors.py)."""
+    return with_readable(cursor.dumps(), {
+        "newest_file_change_seen": utc_time(cursor.watermark_ns / 1e9) if cursor.watermark_ns else None,
+        "files_kept_for_the_overlap": len(cursor.recent),
+        "entries_refused": len(cursor.refused),
+        "ops_alerts_not_yet_sent": len(cursor.unalerted),
+    })
 
 
 cdr_files_sensor = build_cdr_files_sensor()

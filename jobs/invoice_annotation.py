@@ -27,6 +27,7 @@ from aisyst_pipelines.services.invoice_annotation_planning import (
     scan_invoices,
 )
 from aisyst_pipelines.warehouse import Warehouse
+from jobs.cursors import state_of, utc_time, with_readable
 from resources import StripeResource, WarehouseResource
 
 annotate_draft_invoices = dg.define_asset_job(
@@ -54,13 +55,21 @@ def evaluate(
     policy: SensorPolicy = DEFAULT_POLICY,
 ) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
-    cursor = ScanCursor.parse(context.cursor)
+    cursor = ScanCursor.parse(state_of(context.cursor))
     plan = scan_invoices(stripe.invoices, warehouse, cursor, policy, now, stripe.effective_requests_per_second)
     requests = [_run_request(run) for run in planned_runs(plan, policy, now)]
     context.log.info(plan.summary())
     if not requests:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no new renewal invoices"), cursor=plan.cursor.dump())
-    return dg.SensorResult(run_requests=requests, cursor=plan.cursor.dump())
+        return dg.SensorResult(skip_reason=dg.SkipReason("no new renewal invoices"), cursor=readable_cursor(plan.cursor))
+    return dg.SensorResult(run_requests=requests, cursor=readable_cursor(plan.cursor))
+
+
+def readable_cursor(cursor: ScanCursor) -> str:
+    """The scan cursor with what it means in words (jobs/cursors.py)."""
+    return with_readable(cursor.dump(), {
+        "newest_invoice_created_seen": utc_time(cursor.hwm),
+        "scan": "continues next tick" if cursor.scanning else "complete",
+    })
 
 
 SENSOR_NAME = "draft_invoice_sensor"

@@ -28,11 +28,13 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from aisyst_pipelines.assets.common import row_count_metadata
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.billing.stripe_events import EventsCursor
 from aisyst_pipelines.deployment import Deployment, DeploymentError
 from aisyst_pipelines.services.stripe_events import apply_new_events
 from aisyst_pipelines.services.stripe_sync import subscription_mirror_row
+from jobs.cursors import state_of, utc_time, with_readable
 from resources import CatalogResource, NotifierResource, StripeResource, WarehouseResource
 
 
@@ -74,7 +76,7 @@ def events_tick(
 ) -> dg.SensorResult:
     mirror_row = subscription_mirror_row(stripe.catalog, catalog.tiers(), catalog.legacy_tier_price_ids)
     tick = apply_new_events(
-        stripe.events, warehouse.get(), notifier, EventsCursor.from_json(context.cursor),
+        stripe.events, warehouse.get(), notifier, EventsCursor.from_json(state_of(context.cursor)),
         now=datetime.now(timezone.utc), mirror_row=mirror_row,
     )
     result, delivery = tick.poll, tick.delivery
@@ -90,7 +92,7 @@ def events_tick(
             if result.cursor.scanning and result.more_waiting
             else f"no new Stripe events ({result.pages} page(s) read)"
         )
-        return dg.SensorResult(cursor=result.cursor.to_json(), skip_reason=dg.SkipReason(reason))
+        return dg.SensorResult(cursor=readable_cursor(result.cursor), skip_reason=dg.SkipReason(reason))
     asset_events = []
     if tick.new_events:
         asset_events.append(dg.AssetMaterialization(
@@ -107,9 +109,19 @@ def events_tick(
                 "last_event_id": dg.MetadataValue.text(result.cursor.last_event_id or ""),
                 "backlog_left": dg.MetadataValue.bool(result.more_waiting),
                 "retention_gap": dg.MetadataValue.bool(result.retention_gap),
+                **row_count_metadata(warehouse.get(), "stripe_invoices"),
             },
         ))
-    return dg.SensorResult(cursor=result.cursor.to_json(), asset_events=asset_events)
+    return dg.SensorResult(cursor=readable_cursor(result.cursor), asset_events=asset_events)
+
+
+def readable_cursor(cursor: EventsCursor) -> str:
+    """The events cursor with what it means in words (jobs/cursors.py)."""
+    return with_readable(cursor.to_json(), {
+        "last_applied_event": cursor.last_event_id,
+        "its_created_time": utc_time(cursor.last_created),
+        "mode": "looking for the oldest listed event" if cursor.scanning else "following new events",
+    })
 
 
 stripe_events_sensor = build_stripe_events_sensor()

@@ -1,25 +1,27 @@
-"""The daily usage-alerts job and its 06:00 schedule (DESIGN.md §2.5).
+"""The daily usage-alerts job, daily-partitioned (UTC), and its 06:00 UTC schedule built from the
+partitions (DESIGN.md §2.5).
 
 The job first refreshes what the alerts read — the Stripe mirror (customers: e-mail addresses;
 subscriptions: current periods and tiers, so a renewal or a tier change since yesterday counts) and
 `usage_by_period` (the minutes of the current periods, stripe-sync's computation) and
 `stripe_invoice_previews` (each customer's next invoice, for the dashboard) — then runs
-`usage_alerts`. The schedule fires at 06:00 in AISYST_ALERTS_TIMEZONE (default UTC; definitions.py
-builds it with that zone); the thresholds come from the `usage_alerts_config` resource. Its run key
-is the local date, so a day gets one run even if the daemon ticks twice, and the recorded alert
-state makes any further run send nothing new.
+`usage_alerts` for the partition's day, as of the end of that UTC day (assets/usage_alerts.py). The
+06:00 tick requests the day that ended six hours before; a day without a run is a missing partition
+that ops backfill from the UI, and the recorded alert state makes any further run of a day send
+nothing new. The thresholds come from the `usage_alerts_config` resource.
 """
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime, timezone
+from typing import Any
 
 import dagster as dg
 
-from aisyst_pipelines.assets.usage_alerts import ASSET_KEY
+from aisyst_pipelines.assets.usage_alerts import ASSET_KEY, partition_for_as_of
 
 JOB_NAME = "usage_alerts_job"
 SCHEDULE_NAME = "usage_alerts_daily"
-CRON = "0 6 * * *"
+HOUR_UTC = 6
+OP_NAME = ASSET_KEY.to_python_identifier()
 
 usage_alerts_job = dg.define_asset_job(
     JOB_NAME,
@@ -27,25 +29,29 @@ usage_alerts_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         "stripe_customers", "stripe_subscriptions", "usage_by_period", "stripe_invoice_previews", ASSET_KEY
     ),
-    description="Refresh the Stripe mirror and the current periods' usage, then send the 80 %/100 % alerts.",
+    description="Refresh the Stripe mirror and the current periods' usage, then send the 80 %/100 % alerts "
+    "as of the end of the partition's UTC day.",
+    # A failed run is retried (run_retries in the instance): the alert ledger (claimed, notified)
+    # never sends an alert twice, the sync steps are upserts.
+    tags={"dagster/max_retries": "2"},
+)
+
+usage_alerts_schedule = dg.build_schedule_from_partitioned_job(
+    usage_alerts_job,
+    name=SCHEDULE_NAME,
+    hour_of_day=HOUR_UTC,
+    minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily usage alerts at 06:00 UTC for the UTC day that just ended (thresholds: resource usage_alerts_config).",
 )
 
 
-def usage_alerts_schedule(timezone: str) -> dg.ScheduleDefinition:
-    """06:00 every day in `timezone` (an IANA name; a wrong one fails the code location's load)."""
-    zone = ZoneInfo(timezone)
+def run_config(as_of: datetime | None = None) -> dict[str, Any]:
+    """The job's run config: alerting at `as_of`, or (None) at the end of the partition's day."""
+    config = {} if as_of is None else {"as_of": as_of.astimezone(timezone.utc).isoformat()}
+    return {"ops": {OP_NAME: {"config": config}}}
 
-    @dg.schedule(
-        name=SCHEDULE_NAME,
-        cron_schedule=CRON,
-        execution_timezone=timezone,
-        target=usage_alerts_job,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Daily usage alerts at 06:00 {timezone} (thresholds: resource usage_alerts_config).",
-    )
-    def usage_alerts_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        tick = context.scheduled_execution_time or datetime.now(zone)
-        day = tick.astimezone(zone).date().isoformat()
-        return dg.RunRequest(run_key=f"usage-alerts-{day}", tags={"aisyst/alerts_day": day})
 
-    return usage_alerts_daily
+def partition_key(as_of: datetime) -> str:
+    """The partition to run an `as_of` alert pass under (the demo): the UTC day that ended last by then."""
+    return partition_for_as_of(as_of)

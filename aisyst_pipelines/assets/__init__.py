@@ -1,1 +1,1 @@
-"""Dagster assets and asset checks, one module per domain; each module exports its own `defs`."""
+"""Dagster assets and asset checks, one module per feature; what they share is in `common.py`."""

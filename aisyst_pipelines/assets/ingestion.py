@@ -24,6 +24,7 @@ from typing import TypeVar
 import dagster as dg
 from pydantic import Field
 
+from aisyst_pipelines.assets.common import OWNERS, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.cdr.records import REASON_CODES
 from aisyst_pipelines.services.ingestion import (
     FileNotLoaded,
@@ -42,7 +43,7 @@ CALL_RECORDS = dg.AssetKey("call_records")
 USAGE_DAILY = dg.AssetKey("usage_daily")
 LOAD_OP_NAME = "load_cdr_file"
 REJECT_SHARE_CHECK_NAME = "cdr_reject_share"
-OWNERS = ["team:billing-data"]
+RUNBOOK_SECTION = "cdr_ingest"
 MAX_LISTED_ACCOUNTS = 20
 FROM_RESOURCE = "Unset = the ingestion resource's value"
 
@@ -121,7 +122,7 @@ def rejected_metadata(rejected_by_reason: dict[str, int]) -> dict[str, int]:
             group_name="cdr",
             owners=OWNERS,
             kinds={"python", "pandas", "sql"},
-            metadata={"dagster/table_name": "call_records"},
+            metadata=table_metadata("call_records"),
         ),
         dg.AssetSpec(
             USAGE_DAILY,
@@ -131,7 +132,7 @@ def rejected_metadata(rejected_by_reason: dict[str, int]) -> dict[str, int]:
             group_name="cdr",
             owners=OWNERS,
             kinds={"sql"},
-            metadata={"dagster/table_name": "usage_daily"},
+            metadata=table_metadata("usage_daily"),
         ),
     ],
     description="Load one landing CDR file into the warehouse in one transaction.",
@@ -155,13 +156,16 @@ def load_cdr_file_assets(
             description=str(error), metadata={"file": dg.MetadataValue.path(str(path)), "reason": error.reason, **recorded}
         ) from error
     context.log.info(describe_load(result))
-    yield dg.MaterializeResult(asset_key=CALL_RECORDS, metadata=call_records_metadata(result))
+    yield dg.MaterializeResult(
+        asset_key=CALL_RECORDS, metadata={**call_records_metadata(result), **row_count_metadata(warehouse.get(), "call_records")}
+    )
     yield dg.MaterializeResult(
         asset_key=USAGE_DAILY,
         metadata={
             "outcome": "skipped" if result.skipped else "loaded",
             "file": dg.MetadataValue.path(result.file_path),
             "usage_days_recomputed": result.usage_days_recomputed,
+            **row_count_metadata(warehouse.get(), "usage_daily"),
         },
     )
 
@@ -203,6 +207,7 @@ def cdr_reject_share(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"the last materialization names a file (sha256 {sha256[:12]}…) that is not in cdr_files",
+            metadata={"runbook": runbook_link(RUNBOOK_SECTION)},
         )
     return dg.AssetCheckResult(
         passed=share.passed,
@@ -214,6 +219,7 @@ def cdr_reject_share(
             "max_reject_share": float(share.max_share),
             "rows_total": share.rows_total,
             "rows_rejected": share.rows_rejected,
+            "runbook": runbook_link(RUNBOOK_SECTION),
         },
     )
 

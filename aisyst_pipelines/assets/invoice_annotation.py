@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 from pydantic import Field
 
+from aisyst_pipelines.assets.common import OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation import (
     AnnotationRun,
@@ -28,6 +29,7 @@ ASSET_KEY = dg.AssetKey("invoice_annotations")
 BRANDING_ASSET_KEY = dg.AssetKey("invoice_branding")
 SUBSCRIPTIONS_ASSET_KEY = dg.AssetKey("stripe_subscriptions")  # the Stripe sync's mirror
 CHECK_NAME = "no_missed_or_failed_invoices"
+RUNBOOK_SECTION = "annotate_draft_invoices"
 
 
 class AnnotateConfig(dg.Config):
@@ -61,7 +63,9 @@ def _results_table(results: Sequence[InvoiceResult]) -> dg.MetadataValue:
 @dg.asset(
     key=ASSET_KEY,
     group_name="invoicing",
-    kinds={"stripe"},
+    kinds={"stripe", "sql"},
+    owners=OWNERS,
+    metadata=table_metadata("invoice_annotations"),
     description="Usage lines on renewal invoices (one row per invoice in invoice_annotations).",
     check_specs=[
         dg.AssetCheckSpec(
@@ -94,12 +98,21 @@ def invoice_annotations(
         raise dg.Failure(str(error)) from None
     for result in run.problems:
         context.log.error(f"invoice {result.invoice_id}: {result.outcome.status.value} — {result.outcome.detail}")
-    yield dg.MaterializeResult(metadata=_run_metadata(run))
+    yield dg.MaterializeResult(metadata={**_run_metadata(run), **row_count_metadata(warehouse.get(), "invoice_annotations")})
     yield dg.AssetCheckResult(
         check_name=CHECK_NAME,
         passed=not run.problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"missed": dg.MetadataValue.json(run.missed), "failed": dg.MetadataValue.json(run.failed)},
+        description=f"{len(run.missed)} missed, {len(run.failed)} failed of {len(run.results)} invoice(s)",
+        metadata={
+            "missed_invoices": dg.MetadataValue.int(len(run.missed)),
+            "failed_invoices": dg.MetadataValue.int(len(run.failed)),
+            "offenders": markdown_table(
+                ["invoice", "customer", "status", "detail"],
+                [[r.invoice_id, r.customer_id, r.outcome.status.value, r.outcome.detail] for r in run.problems],
+            ),
+            "runbook": runbook_link(RUNBOOK_SECTION),
+        },
     )
 
 
@@ -120,7 +133,9 @@ def _run_metadata(run: AnnotationRun) -> dict[str, dg.MetadataValue]:
     key=BRANDING_ASSET_KEY,
     deps=[SUBSCRIPTIONS_ASSET_KEY],
     group_name="invoicing",
-    kinds={"stripe"},
+    kinds={"stripe", "sql"},
+    owners=OWNERS,
+    metadata=table_metadata("invoice_branding"),
     description="Brand fields (Client ID, Tier, memo, footer) on each subscription's invoice settings, "
     "written only when they change; one row per subscription in invoice_branding.",
 )
@@ -141,5 +156,6 @@ def invoice_branding_settings(
             "updated": dg.MetadataValue.int(len(result.updated)),
             "unchanged": dg.MetadataValue.int(result.unchanged),
             "updated_subscriptions": dg.MetadataValue.json(result.updated),
+            **row_count_metadata(warehouse.get(), "invoice_branding"),
         }
     )

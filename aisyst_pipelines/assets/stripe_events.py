@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import dagster as dg
 
+from aisyst_pipelines.assets.common import OWNERS, table_metadata
+
 STRIPE_INVOICES = dg.AssetSpec(
     "stripe_invoices",
     group_name="stripe",
     kinds={"stripe", "sql"},
+    owners=OWNERS,
+    # Lineage: Stripe invoices the subscriptions' renewals, with the usage lines invoice_annotations
+    # added while the invoice was a draft (assets by key: this feature imports no other feature's assets).
+    deps=[dg.AssetKey("stripe_subscriptions"), dg.AssetKey("invoice_annotations")],
+    metadata=table_metadata("stripe_invoices"),
     description=(
         "One row per Stripe invoice (status, amounts, hosted_invoice_url, invoice_pdf, period), kept "
         "current from invoice.* events by stripe_events_sensor and the webhook receiver; an older event "

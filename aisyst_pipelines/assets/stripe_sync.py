@@ -1,4 +1,4 @@
-"""Stripe → warehouse sync (DESIGN.md §2.2) and minutes per billing period (group `stripe`).
+"""Stripe → warehouse sync (DESIGN.md §2.2, group `stripe`) and minutes per billing period (group `usage`).
 
 Adapters of services/stripe_sync.py, which says what each table holds:
 - `stripe_customers`: `mirror_customers`;
@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from aisyst_pipelines.assets.common import OWNERS, table_metadata
 from aisyst_pipelines.billing.formatting import format_money, format_number
 from aisyst_pipelines.services.invoice_previews import refresh_invoice_previews
 from aisyst_pipelines.services.stripe_sync import mirror_customers, mirror_subscriptions, recompute_usage_by_period
@@ -21,7 +22,7 @@ from aisyst_pipelines.warehouse.stripe_sync_store import StripeSubscriptionRow
 from resources import CatalogResource, StripeResource, WarehouseResource
 
 GROUP = "stripe"
-OWNERS = ["team:billing-data"]
+USAGE_GROUP = "usage"
 CALL_RECORDS = dg.AssetKey("call_records")
 MAX_LISTED = 20  # account codes / prices named in metadata before "and N more"
 
@@ -39,6 +40,7 @@ def _listed(values: list[str]) -> str:
     group_name=GROUP,
     kinds={"stripe", "sql"},
     owners=OWNERS,
+    metadata=table_metadata("stripe_customers"),
     description="Stripe customers with their Aisyst account code (metadata.aisyst_account_code).",
 )
 def stripe_customers(context: dg.AssetExecutionContext, stripe: StripeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -79,6 +81,7 @@ def tiers_table(rows: list[StripeSubscriptionRow]) -> str:
     kinds={"stripe", "sql"},
     owners=OWNERS,
     deps=[stripe_customers],
+    metadata=table_metadata("stripe_subscriptions"),
     description="Stripe subscriptions with the tier item's current period, price, tier and included minutes.",
 )
 def stripe_subscriptions(
@@ -106,10 +109,11 @@ def stripe_subscriptions(
 
 
 @dg.asset(
-    group_name=GROUP,
+    group_name=USAGE_GROUP,
     kinds={"sql"},
     owners=OWNERS,
     deps=[stripe_subscriptions, CALL_RECORDS],
+    metadata=table_metadata("usage_by_period"),
     description="Minutes used per subscription per billing period (current and previous), on Stripe's "
     "anniversary periods; calls count in the period containing their ended_at.",
 )

@@ -1,12 +1,12 @@
 """The usage-alerts job through real Dagster execution (the project's Definitions, the Stripe emulator
-with a test clock, both warehouse backends) and its 06:00 schedule through build_schedule_context."""
+with a test clock, both warehouse backends) and its 06:00 UTC schedule, built from the daily
+partitions, through build_schedule_context."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -19,7 +19,7 @@ from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.definitions import defs
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import call_records
-from jobs.usage_alerts import JOB_NAME, SCHEDULE_NAME
+from jobs.usage_alerts import JOB_NAME, SCHEDULE_NAME, partition_key, run_config
 from resources import CatalogResource, UsageAlertsConfig, WarehouseResource
 
 from .alerts_world import MARCH, AlertsWorld, outbox_notifier, read_eml, text_of
@@ -60,9 +60,15 @@ def add_calls(warehouse: Warehouse, account: str, minutes: int, day: datetime, f
 def run_job(as_of: datetime) -> dg.ExecuteInProcessResult:
     job = defs().resolve_job_def(JOB_NAME)
     return job.execute_in_process(
-        run_config={"ops": {"usage_alerts": {"config": {"as_of": as_of.isoformat()}}}},
-        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config(as_of), partition_key=partition_key(as_of), instance=dg.DagsterInstance.ephemeral()
     )
+
+
+def flagged(metadata: dict) -> list[dict[str, str]]:
+    """The rows of the flagged_customers Markdown table, by column."""
+    header, _rule, *rows = metadata["flagged_customers"].value.splitlines()
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    return [dict(zip(names, (cell.strip() for cell in row.strip("|").split("|")), strict=True)) for row in rows]
 
 
 def alert_metadata(result: dg.ExecuteInProcessResult) -> dict:
@@ -100,10 +106,10 @@ def test_job_alerts_with_portal_links_reruns_quietly_and_re_arms_after_renewal(
     assert metadata["alerts_sent_80pct"].value == 1 and metadata["alerts_sent_100pct"].value == 0
     assert metadata["customers_at_80pct"].value == 1 and metadata["customers_at_100pct"].value == 0
     assert metadata["subscriptions_checked"].value == 2 and metadata["delivery_channel"].value == "outbox"
-    [record] = metadata["flagged_customers"].value.records
-    assert record.data["customer_id"] == customers["ACME"] and record.data["threshold_pct"] == 80
-    assert record.data["minutes_used"] == 400 and record.data["alert_status"] == "notified"
-    assert record.data["days_left"] == 21  # counted from the test clock's time
+    [record] = flagged(metadata)
+    assert record["customer id"] == customers["ACME"] and record["threshold % reached"] == "80"
+    assert record["minutes used"] == "400" and record["alert status"] == "notified"
+    assert record["days left"] == "21"  # counted from the test clock's time
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "usage_alerts_delivered" and check.passed
 
@@ -124,34 +130,26 @@ def test_job_alerts_with_portal_links_reruns_quietly_and_re_arms_after_renewal(
     result = run_job(APRIL + timedelta(hours=6))
     assert result.success
     metadata = alert_metadata(result)
-    [record] = metadata["flagged_customers"].value.records
-    assert record.data["minutes_used"] == 400 and record.data["days_left"] == 30
+    [record] = flagged(metadata)
+    assert record["minutes used"] == "400" and record["days left"] == "30"
     assert metadata["alerts_sent_80pct"].value == 1
     april_mail = [m for m in mails(location) if m["To"] == "billing@acme.example"][-1]
     assert "renews on 1 May 2026" in text_of(april_mail)
 
 
-@pytest.mark.parametrize(
-    ("zone", "local_time", "day"),
-    [("Europe/Berlin", datetime(2026, 3, 2, 6, 0), "2026-03-02"), ("America/Los_Angeles", datetime(2026, 7, 1, 6, 0), "2026-07-01")],
-)
-def test_schedule_fires_at_6_in_the_configured_time_zone(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, zone: str, local_time: datetime, day: str
-) -> None:
+def test_schedule_requests_yesterdays_partition_at_6_utc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AISYST_HOME", str(tmp_path))
     monkeypatch.setenv("AISYST_PII_KEY", "cd" * 32)
-    monkeypatch.setenv("AISYST_ALERTS_TIMEZONE", zone)
     monkeypatch.setenv("AISYST_ALERT_THRESHOLDS", "100,75")
     definitions = defs()
     schedule = definitions.resolve_schedule_def(SCHEDULE_NAME)
-    assert schedule.cron_schedule == "0 6 * * *" and schedule.execution_timezone == zone
+    assert schedule.cron_schedule == "0 6 * * *" and schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    tick = local_time.replace(tzinfo=ZoneInfo(zone))
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 3, 2, 6, tzinfo=timezone.utc))
         request = schedule.evaluate_tick(context).run_requests[0]
-    assert request.run_key == f"usage-alerts-{day}"
-    assert request.run_config == {}  # the thresholds and the silence policy are the resource's:
+    assert request.partition_key == "2026-03-01"
+    assert request.run_config == {}  # as of the end of the day; thresholds and silence policy are the resource's:
     config = definitions.resources["usage_alerts_config"]
     assert config.threshold_percentages() == (75, 100) and config.silence_policy() == SilencePolicy(14, 2, 8)
     job = definitions.resolve_job_def(JOB_NAME)
@@ -160,6 +158,8 @@ def test_schedule_fires_at_6_in_the_configured_time_zone(
         dg.AssetKey(k)
         for k in ("stripe_customers", "stripe_subscriptions", "usage_by_period", "stripe_invoice_previews", "usage_alerts")
     }
+    assert job.tags["dagster/max_retries"] == "2"  # a failed day is retried by Dagster (run_retries)
+    assert partition_key(datetime(2026, 3, 2, 6, tzinfo=timezone.utc)) == "2026-03-01"
 
 
 def test_the_asset_takes_thresholds_and_tiers_from_its_resources(
@@ -179,7 +179,8 @@ def test_the_asset_takes_thresholds_and_tiers_from_its_resources(
             "catalog": CatalogResource(),
             "usage_alerts_config": UsageAlertsConfig(thresholds=[100, 75]),
         },
-        run_config={"ops": {"usage_alerts": {"config": {"as_of": (MARCH + timedelta(days=10, hours=6)).isoformat()}}}},
+        run_config=run_config(MARCH + timedelta(days=10, hours=6)),
+        partition_key=partition_key(MARCH + timedelta(days=10, hours=6)),
         instance=dg.DagsterInstance.ephemeral(),
     )
     [materialization] = result.asset_materializations_for_node("usage_alerts")

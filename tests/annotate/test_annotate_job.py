@@ -115,7 +115,8 @@ def test_finalized_before_annotation_is_missed_with_usage_in_metadata(world: Wor
     result = world.run(request.run_config)
     assert result.success  # the run finishes the batch; the check is the alert
     check = _check(result)
-    assert not check.passed and check.metadata["missed"].value == [late_invoice.id]
+    assert not check.passed and check.metadata["missed_invoices"].value == 1
+    assert f"| {late_invoice.id} | " in check.metadata["offenders"].value and "| missed |" in check.metadata["offenders"].value
     record = annotation_records(world.warehouse, [late_invoice.id])[late_invoice.id]
     assert record.status is AnnotationStatus.MISSED and "open" in record.detail
     assert record.minutes_used == 123

@@ -179,5 +179,7 @@ def test_the_daemon_annotates_every_renewal_draft_and_the_queue_runs_what_is_lau
         lines = client.v1.invoices.line_items.list(invoice.id, {"limit": 100}).data
         assert any((line.description or "").startswith("Voice minutes used") for line in lines)
 
-    reconciliation = finished_run(url, launch(url, "meter_reconciliation_job"))
+    # One partition of the nightly reconciliation, launched through the instance's queue.
+    reconciliation = finished_run(url, launch(url, "meter_reconciliation_job", tags={"dagster/partition": "2026-09-30"}))
     assert reconciliation["status"] == "SUCCESS"
+    assert {tag["key"]: tag["value"] for tag in reconciliation["tags"]}["dagster/partition"] == "2026-09-30"

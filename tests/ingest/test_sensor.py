@@ -257,13 +257,13 @@ from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_as
 from aisyst_pipelines.definitions import build_resources
 from aisyst_pipelines.settings import Settings
 from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
-from jobs.ops import build_cdr_freshness_check
+from jobs.ops import cdr_freshness_checks
 
 settings = Settings.from_env()
-freshness_check = build_cdr_freshness_check(timedelta(hours=settings.cdr_freshness_hours))
+freshness_checks = cdr_freshness_checks(timedelta(hours=settings.cdr_freshness_hours))
 defs = dg.Definitions(
     assets=[load_cdr_file_assets],
-    asset_checks=[cdr_reject_share, freshness_check],
+    asset_checks=[cdr_reject_share, *freshness_checks],
     jobs=[cdr_ingest_job],
     sensors=[cdr_files_sensor],
     resources=build_resources(settings),

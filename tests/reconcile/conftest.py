@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from aisyst_pipelines.assets.reconciliation import ASSET_KEY, meter_reconciliation
+from aisyst_pipelines.assets.reconciliation import ASSET_KEY, meter_reconciliation, partition_for_as_of
 from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy
@@ -139,12 +139,13 @@ class ReconWorld:
 
     def reconcile(self, as_of: datetime, instance: dg.DagsterInstance | None = None, *, repair: bool = False,
                   tolerance_minutes: int = 0) -> dg.ExecuteInProcessResult:
-        """The asset and its check in a Dagster run."""
+        """The asset and its check in a Dagster run, under the partition `as_of` covers."""
+        config = ReconciliationConfig(repair=repair, tolerance_minutes=tolerance_minutes)
         return dg.materialize(
             [meter_reconciliation],
-            resources={"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse.url),
-                       "reconciliation": ReconciliationConfig(repair=repair, tolerance_minutes=tolerance_minutes)},
+            resources={"stripe": self.stripe, "warehouse": WarehouseResource(url=self.warehouse.url), "reconciliation": config},
             run_config={"ops": {OP: {"config": {"as_of": as_of.isoformat(), "concurrency": 8}}}},
+            partition_key=partition_for_as_of(as_of, config.policy().settle_lag),
             instance=instance,
         )
 

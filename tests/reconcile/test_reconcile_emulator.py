@@ -70,11 +70,17 @@ def test_finds_exactly_the_injected_drift(recon_world: ReconWorld) -> None:
     assert metadata["over_metered_days"].value == len(over_days)
     # Only yesterday's events (received < 24 h before the 02:00 run) can still be cancelled.
     assert metadata["over_metered_days_cancellable"].value == sum(1 for d in over_days if d == AS_OF.date() - timedelta(days=1))
-    table = metadata["drifting_customers"].value
-    assert {record.data["customer_id"] for record in table.records} == set(by_customer[:2])
+    table = metadata["drifting_customers"].value.splitlines()  # Markdown: every column shown in the UI
+    assert {row.split(" | ")[1] for row in table[2:]} == set(by_customer[:2])
     check = _check(result)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert check.metadata["customer_periods_beyond_tolerance"].value == 2
+    offenders = check.metadata["offenders"]
+    assert isinstance(offenders, dg.MarkdownMetadataValue)
+    header, rule, *rows = offenders.value.splitlines()
+    assert header == "| account | period | delta min | cause | unrepaired min |" and rule == "|---|---|---|---|---|"
+    assert len(rows) == 2 and all(row.count(" | ") == 4 for row in rows)
+    assert check.metadata["runbook"].value == "docs/operations.md#meter_reconciliation_job"
 
 
 def test_repair_closes_the_drift_and_a_rerun_never_corrects_twice(recon_world: ReconWorld) -> None:
