@@ -6,9 +6,10 @@ the `invoice_annotations` asset): every 30 s the sensor scans the invoices creat
 requests one run per planned batch of ids, new renewals first, then the rows to try again.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, cast
 
 import dagster as dg
 
@@ -89,7 +90,7 @@ class RunOutcome:
 
 
 def execute_annotation(
-    instance: dg.DagsterInstance, definitions: dg.Definitions, run_config: dict, tags: dict[str, str] | None = None
+    instance: dg.DagsterInstance, definitions: dg.Definitions, run_config: Mapping[str, Any], tags: dict[str, str] | None = None
 ) -> RunOutcome:
     job = definitions.resolve_job_def(annotate_draft_invoices.name)
     result = job.execute_in_process(run_config={**run_config, **QUIET}, instance=instance, tags=tags, raise_on_error=False)
@@ -98,7 +99,8 @@ def execute_annotation(
     check_passed = None
     if result.success:
         metadata = result.asset_materializations_for_node(ASSET_KEY.to_python_identifier())[0].metadata
-        counts = {key: int(metadata[key].value) for key in ("annotated", "missed", "failed", "skipped", "already_done")}
+        # the asset records each count as MetadataValue.int
+        counts = {key: cast(int, metadata[key].value) for key in ("annotated", "missed", "failed", "skipped", "already_done")}
         check_passed = all(check.passed for check in result.get_asset_check_evaluations())
     return RunOutcome(result.run_id, len(ids), counts, check_passed, result.success)
 
