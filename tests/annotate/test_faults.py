@@ -10,10 +10,14 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from aisyst_pipelines.services.invoice_annotation_planning import SensorPolicy
 from aisyst_pipelines.warehouse.invoice_annotation_store import FINAL_STATUSES, annotation_records, status_counts
 
 from .conftest import AnnotationWorld
+
+pytestmark = pytest.mark.slow  # 200 invoices against a failing Stripe, one run killed as a process
 
 INVOICES = 200
 # In a test the sensor may ask again at once: runs here are synchronous, none is ever in flight.
