@@ -61,7 +61,6 @@ def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-@pytest.mark.slow
 def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED)]) == 0
     out = capsys.readouterr().out
