@@ -170,7 +170,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from aisyst_pipelines.demo import run_demo
 
-    return run_demo(customers=args.customers, seed=args.seed, home=Path(args.home) if args.home else settings.home)
+    return run_demo(customers=args.customers, seed=args.seed, home=Path(args.home) if args.home else settings.home, push=args.push)
 
 
 def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
@@ -374,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--customers", type=int, default=50, help="how many Stripe customers (at least 8)")
     demo.add_argument("--seed", type=int, default=7, help="makes the customers, calls and meter faults repeatable")
     demo.add_argument("--home", default=None, help="demo home (default AISYST_HOME, ./.aisyst)")
+    demo.add_argument("--push", action="store_true",
+                      help="also deliver Stripe's events by webhook: an emulator webhook endpoint pushing to `aisyst webhook`")
     demo.set_defaults(handler=cmd_demo)
 
     annotate = commands.add_parser(

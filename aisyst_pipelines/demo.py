@@ -56,6 +56,7 @@ from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.deployment import running_deployment_url
+from aisyst_pipelines.emulator.dunning import RevenueRecovery
 from aisyst_pipelines.settings import DEFAULT_EMULATOR_URL, Settings, embedded_warehouse_url
 from aisyst_pipelines.simulation import (
     MeteredCall,
@@ -76,7 +77,10 @@ METER_STEP = timedelta(hours=12)  # the clock advances in these steps while the 
 DUPLICATE_AFTER = timedelta(hours=48)  # late duplicates: past Stripe's 24 h identifier window
 UNMAPPED_ACCOUNT = "acct_9999"  # calls, but no Stripe customer carries this code
 CDR_FORMATS = ("canonical_csv", "twilio", "asterisk")  # accounts are dealt over the three sources
-STRIPE_RATE = 400.0  # requests per second against the local emulator (Stripe's own limit: 25/s test)
+STRIPE_RATE = 1000.0  # requests per second against the local emulator (Stripe's own limit: 25/s test)
+# Smart Retries of a declined renewal, shortened so the demo's clock sees the end: two retries within
+# two days, then the subscription is canceled (the emulator's default is Stripe's 8 within 14 days).
+DUNNING = RevenueRecovery(retries=2, retry_days=2, when_exhausted="cancel")
 DEFAULT_EMULATOR_PORT = int(DEFAULT_EMULATOR_URL.rsplit(":", 1)[1])
 SENSOR_INTERVAL_SECONDS = 5  # the daemon's sensor loop runs every 5 s; production ticks every 30 s
 # Environment the demo replaces for its duration (restored afterwards).
@@ -99,6 +103,7 @@ class DemoCustomer:
     usage_share: float  # target minutes / included minutes (unlimited: minutes / 1000)
     note: str = ""
     declining_card: bool = False
+    recovers: bool = False  # a declining card replaced by a working one after the first failed charge
 
 
 @dataclass
@@ -112,8 +117,8 @@ class Signup:
 
 def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
     """`count` customers: the named cases first, then tiers 1/2 with usual usage shares."""
-    if count < 8:
-        raise ValueError("the demo needs at least 8 customers (one of each case)")
+    if count < 9:
+        raise ValueError("the demo needs at least 9 customers (one of each case)")
     named = [
         DemoCustomer("acct_0001", 0, 1.10, "~110 % (overage)"),
         DemoCustomer("acct_0002", 1, 0.85, "~85 %"),
@@ -122,7 +127,8 @@ def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
         DemoCustomer("acct_0005", 1, 1.10, "~110 % (overage)"),
         DemoCustomer("acct_0006", 0, 0.85, "~85 %"),
         DemoCustomer("acct_0007", 1, 0.60, "~60 %"),
-        DemoCustomer("acct_0008", 0, 0.50, "card declines at renewal", declining_card=True),
+        DemoCustomer("acct_0008", 0, 0.50, "card declines at renewal, never updated (lapses)", declining_card=True),
+        DemoCustomer("acct_0009", 1, 0.40, "card declines at renewal, then updated (recovers)", declining_card=True, recovers=True),
     ]
     rng = random.Random(seed)
     shares = (0.25, 0.40, 0.55, 0.60, 0.70, 0.85, 1.10)
@@ -262,7 +268,7 @@ def fresh_demo_state(settings: Settings) -> None:
     settings.ensure_dirs()
 
 
-def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: TextIO | None = None) -> int:
+def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: TextIO | None = None, push: bool = False) -> int:
     """The whole demo; returns the exit status (0 when every step did what it should). Over-metering
     the reconciliation cannot repair (on purpose, see its findings) does not make it fail."""
     out = out or cast(TextIO, sys.stdout)  # typeshed: sys.stdout may be None (no console)
@@ -284,12 +290,14 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
     progress = Progress(out)
     state_file = Settings.from_env({"AISYST_HOME": str(home)}).emulator_state_file()
     state_file.unlink(missing_ok=True)  # a fresh world; the demo's is kept for `aisyst dev` afterwards
-    with EmulatorServer(port=_emulator_port(), state_file=state_file) as emulator, demo_environment(home, emulator.url) as settings:
+    emulator_server = EmulatorServer(port=_emulator_port(), state_file=state_file, revenue_recovery=DUNNING,
+                                     webhook_retry_scale=0.01)
+    with emulator_server as emulator, demo_environment(home, emulator.url) as settings:
         fresh_demo_state(settings)
         progress.step(f"Stripe emulator on {emulator.url}; demo home {settings.home} (fresh warehouse, landing, outbox)")
         log_path = settings.home / "demo-dagster.log"
         with log_path.open("a") as log, contextlib.redirect_stderr(log):
-            status = _month(emulator, settings, plans, seed, progress)
+            status = _month(emulator, settings, plans, seed, progress, push)
         progress.say(f"\nDagster's logs of this demo (webserver, daemon, runs): {log_path}")
         progress.say(
             "Where to look: every demo run's runs, sensor ticks and asset history are in the instance, and the demo's\n"
@@ -300,7 +308,27 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
     return status
 
 
-def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress) -> int:
+def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress, push: bool) -> int:
+    receiver = _receiver(emulator, settings, progress) if push else None
+    try:
+        return _play_month(emulator, settings, plans, seed, progress, receiver)
+    finally:
+        if receiver is not None:
+            receiver.stop()
+
+
+def _receiver(emulator: Any, settings: Settings, progress: Progress) -> WebhookReceiver:
+    from aisyst_pipelines.emulator.testing import RunningEmulator
+
+    receiver = WebhookReceiver(RunningEmulator(emulator).client(), settings)
+    receiver.wait_until_up()
+    progress.step(f"push mode: webhook endpoint created; `aisyst webhook` receives the signed events at {receiver.url}")
+    return receiver
+
+
+def _play_month(
+    emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress, receiver: WebhookReceiver | None
+) -> int:
     from aisyst_pipelines.deployment import local_deployment
     from aisyst_pipelines.emulator.testing import RunningEmulator
     from aisyst_pipelines.services.ingestion import shown_path
@@ -371,18 +399,104 @@ def _month(emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], see
         progress.step(f"draft_invoice_sensor ticked: {len(annotated)} run(s) of {annotation.annotate_draft_invoices.name}")
 
         finalized_at = time.time()
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
-        progress.step("test clock advanced one hour: invoices finalized and paid (one card declines)")
         before = set(settings.outbox_dir.glob("*.eml"))
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
+        progress.step("test clock advanced one hour: invoices finalized and paid (two cards decline)")
         applied = stripe_events.events_applied_since(dagster, finalized_at)
-        progress.step(f"stripe_events_sensor ticked: {applied['events_applied']} events applied, "
-                      f"{applied['ops_alerts_sent']} ops alert(s) sent")
+        progress.step(_events_line(applied, receiver))
         for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
             progress.say(f"    ops alert: {_subject(path)}  →  {path}")
         _print_invoices(progress, client, warehouse, signups)
+
+        # Dunning: one declined customer updates the card and is charged at the next retry; the other
+        # does not, and the subscription is canceled when the retries run out.
+        for signup in signups:
+            if signup.plan.recovers:
+                client.v1.payment_methods.attach("pm_card_visa", {"customer": signup.customer_id})
+                client.v1.customers.update(signup.customer_id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+        retried_at = time.time()
+        before = set(settings.outbox_dir.glob("*.eml"))
+        after_retries = RENEWAL + timedelta(days=DUNNING.retry_days, hours=2)
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int(after_retries.timestamp())})
+        progress.step(f"test clock advanced to {after_retries:%Y-%m-%d %H:%M} UTC: Smart Retries "
+                      f"({DUNNING.retries} within {DUNNING.retry_days} days) — one card was updated, one was not")
+        applied = stripe_events.events_applied_since(dagster, retried_at)
+        progress.step(_events_line(applied, receiver))
+        for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
+            progress.say(f"    ops alert: {_subject(path)}  →  {path}")
+        _print_dunning(progress, warehouse, signups)
+        if receiver is not None:
+            progress.say(receiver.summary(emulator, warehouse))
         runs = [branding, recon, alerts]
         return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
                          *(run.success for run in annotated))) else 1
+
+
+class WebhookReceiver:
+    """Push mode (`aisyst demo --push`): a webhook endpoint in the emulator delivering every watched
+    event, signed, to `aisyst webhook` — a real receiver process, as `stripe listen --forward-to` gives
+    in development — while the daemon's events sensor still polls (each event is applied once: the
+    ledger says by which path)."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        import subprocess
+
+        from aisyst_pipelines.billing.stripe_events import WATCHED_EVENT_TYPES
+        from aisyst_pipelines.deployment import free_port
+        from aisyst_pipelines.webhook import WEBHOOK_PATH
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        endpoint = client.v1.webhook_endpoints.create({"url": f"{self.url}{WEBHOOK_PATH}", "enabled_events": list(WATCHED_EVENT_TYPES)})
+        env = {**os.environ, "STRIPE_WEBHOOK_SECRET": endpoint.secret}
+        self.log = (settings.home / "demo-webhook.log").open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "aisyst_pipelines.cli", "webhook", "--port", str(port)],
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_until_up(self, timeout: float = 60) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"aisyst webhook did not come up; see {self.log.name}") from None
+                time.sleep(0.2)
+
+    def summary(self, emulator: Any, warehouse: Any, timeout: float = 60) -> str:
+        from aisyst_pipelines.warehouse.stripe_events_store import applied_by_source
+
+        deadline = time.monotonic() + timeout
+        while not emulator.webhooks.idle() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        by_source = applied_by_source(warehouse)
+        return (f"push mode: the emulator's webhook endpoint delivered to `aisyst webhook` at {self.url}; events applied "
+                + ", ".join(f"by {source}: {count}" for source, count in sorted(by_source.items())))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def _events_line(applied: Mapping[str, int], receiver: WebhookReceiver | None) -> str:
+    line = f"stripe_events_sensor ticked: {applied['events_applied']} events applied, {applied['ops_alerts_sent']} ops alert(s) sent"
+    return line + (" (push mode: the webhook receiver applies most of them first)" if receiver else "")
+
+
+def _print_dunning(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
+    from aisyst_pipelines.warehouse.stripe_sync_store import subscriptions_for_usage
+
+    statuses = {row.subscription_id: row.status for row in subscriptions_for_usage(warehouse, exclude_statuses=())}
+    progress.say("\nFailed payments to the end (stripe_subscriptions, mirrored from Stripe's events):")
+    for signup in signups:
+        if signup.plan.declining_card:
+            progress.say(f"  {signup.plan.account_code:<10} {signup.subscription_id:<32} {statuses.get(signup.subscription_id, '?'):<10} "
+                         f"{signup.plan.note}")
+    progress.say()
 
 
 def _sign_up(client: Any, clock_id: str, catalog: TierCatalog, prices: list[str], plans: Sequence[DemoCustomer]) -> list[Signup]:

@@ -397,3 +397,12 @@ def _finish_alerts(warehouse: Warehouse, alerts: Sequence[QueuedAlert], **values
                 update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
                 .values(attempts=c.attempts + 1, claimed_at=None, **values)
             )
+
+
+def applied_by_source(warehouse: Warehouse) -> dict[str, int]:
+    """How many Stripe events each path applied first: the events sensor or the webhook receiver."""
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            select(stripe_events_applied.c.source, func.count()).group_by(stripe_events_applied.c.source)
+        ).all()
+    return {source: int(count) for source, count in rows}

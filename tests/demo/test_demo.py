@@ -125,6 +125,10 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     # The declining card shows up through the events sensor; the closing lines say where to look.
     assert re.search(r"stripe_events_sensor ticked: \d+ events applied", out)
     assert "[Aisyst ops] Payment failed" in out
+    # Failed payments to the end: Smart Retries charge the updated card; the other subscription lapses.
+    dunning = section(out, "Failed payments to the end")
+    assert re.search(r"acct_0008 +sub_\S+ +canceled", dunning) and re.search(r"acct_0009 +sub_\S+ +active", dunning)
+    assert "Subscription recovered" in out and "Subscription canceled" in out
     assert "`./run dev` (aisyst dev) starts the UI, the daemon and the emulator" in out
     assert (demo_home / "emulator-state.json").is_file()  # the demo's Stripe world, for `aisyst dev`
 
@@ -133,9 +137,12 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert all(first_runs[job] == 1 for job in ("meter_reconciliation_job", "usage_alerts_job", "invoice_branding_job"))
     assert first_runs["annotate_draft_invoices"] >= 1
 
-    # Again in the same home: a fresh world (same minutes), the instance keeps both months' runs.
-    assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED)]) == 0
+    # Again in the same home, in push mode: a fresh world (same minutes), the instance keeps both
+    # months' runs; Stripe's events also arrive by webhook at `aisyst webhook`.
+    assert main(["demo", "--customers", str(CUSTOMERS), "--seed", str(SEED), "--push"]) == 0
     again = capsys.readouterr().out
+    pushed = re.search(r"push mode: .* events applied .*by webhook: (\d+)", again)
+    assert pushed and int(pushed.group(1)) > 0, again
     assert section(again, "Minutes per customer").splitlines()[2:][0].split()[2:] == minutes.splitlines()[2:][0].split()[2:]
     assert len(rows_of(warehouse, invoice_annotations)) == CUSTOMERS
     second_runs = assert_runs_came_from_the_daemon(demo_home)

@@ -1,0 +1,85 @@
+"""`aisyst dev`: the UI, the daemon and the emulator on a home, every sensor ticking without a failure,
+everything stopped on Ctrl-C; and the one line a sensor fails with when Stripe is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+
+from aisyst_pipelines.deployment import DEV_SERVER_FILE, LOCATION_NAME, REPOSITORY_NAME, free_port
+from resources.stripe import StripeResource
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SENSORS = ("cdr_files_sensor", "draft_invoice_sensor", "stripe_events_sensor")
+TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { ... on Sensor {
+  sensorState { status ticks(limit: 10) { status error { message } } } } } }"""
+
+
+def sensor_state(url: str, name: str) -> dict[str, Any]:
+    selector = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY_NAME, "sensorName": name}
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": TICKS, "variables": {"selector": selector}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]["sensorOrError"]["sensorState"]
+
+
+@pytest.mark.slow
+def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    emulator_port, ui_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
+    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{emulator_port}", AISYST_SENSOR_INTERVAL_SECONDS="5")
+    dev = subprocess.Popen([BIN / "aisyst", "dev", "--port", str(ui_port)], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{ui_port}"
+    try:
+        deadline = time.monotonic() + 300
+        while not (home / "dagster" / DEV_SERVER_FILE).exists():
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+            assert time.monotonic() < deadline, "aisyst dev did not come up within 300 s"
+            time.sleep(1)
+        assert json.loads((home / "dagster" / DEV_SERVER_FILE).read_text())["url"] == url
+
+        def ticked_everywhere() -> bool:
+            states = {name: sensor_state(url, name) for name in SENSORS}
+            for name, state in states.items():
+                assert state["status"] == "RUNNING", name
+                failures = [t["error"]["message"] for t in state["ticks"] if t["status"] == "FAILURE"]
+                assert failures == [], (name, failures)
+            return all(state["ticks"] for state in states.values())
+
+        while not ticked_everywhere():
+            assert time.monotonic() < deadline, "not every sensor ticked"
+            time.sleep(2)
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        output, _ = dev.communicate(timeout=120)
+    assert dev.returncode == 0, output
+    assert "Stripe emulator on" in output and f"Dagster UI: {url}" in output and "stopping" in output
+    assert not (home / "dagster" / DEV_SERVER_FILE).exists()
+    assert (home / "emulator-state.json").is_file()  # the emulator's objects, for the next start
+    leftover = subprocess.run(["pgrep", "-s", str(dev.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == []
+
+
+def test_stripe_down_is_one_line_saying_where_not_a_support_address() -> None:
+    port = free_port()  # nothing listens there
+    resource = StripeResource(api_key="sk_test_x", api_base=f"http://127.0.0.1:{port}", max_network_retries=1)
+    with pytest.raises(stripe.APIConnectionError) as raised:
+        resource.customers.list_customers()
+    message = str(raised.value)
+    assert message.startswith(f"Stripe is not reachable at http://127.0.0.1:{port}: ")
+    assert "support@stripe.com" not in message and "\n" not in message.strip()
