@@ -48,7 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import pandas as pd
 
@@ -271,7 +271,7 @@ def fresh_demo_state(settings: Settings) -> None:
 def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: TextIO | None = None, push: bool = False) -> int:
     """The whole demo; returns the exit status (0 when every step did what it should). Over-metering
     the reconciliation cannot repair (on purpose, see its findings) does not make it fail."""
-    out = out or sys.stdout
+    out = out or cast(TextIO, sys.stdout)  # typeshed: sys.stdout may be None (no console)
     from aisyst_pipelines.emulator import EmulatorServer
 
     home = (home or Path(os.environ.get("AISYST_HOME", "./.aisyst"))).expanduser().resolve()
@@ -539,9 +539,9 @@ def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, 
     customers = {s.plan.account_code: s.customer_id for s in signups}
     minutes = rate_calls(calls["disposition"], calls["billable_seconds"])
     metered = [
-        MeteredCall(row.call_id, customers[row.account_code], row.ended_at.to_pydatetime(), int(m))
-        for row, m in zip(calls.itertuples(index=False), minutes, strict=True)
-        if row.account_code in customers and m > 0
+        MeteredCall(call_id, customers[account_code], ended_at.to_pydatetime(), int(m))
+        for call_id, account_code, ended_at, m in zip(calls["call_id"], calls["account_code"], calls["ended_at"], minutes, strict=True)
+        if account_code in customers and m > 0
     ]
     # Faults on calls that end early enough for their duplicate to be sent before the reconciliation.
     early = sorted(c.call_id for c in metered if c.ended_at < RECONCILE_AT - DUPLICATE_AFTER - timedelta(days=1))

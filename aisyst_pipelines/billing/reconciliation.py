@@ -759,7 +759,7 @@ def plan_corrections(
                 continue
             day, span = finding.day, finding.comparison.slice.span
             missing = finding.delta - in_flight.get(day, 0)
-            if finding.cause in NOT_REPAIRABLE:
+            if finding.cause is not None and finding.cause in NOT_REPAIRABLE:
                 skipped.append((period.customer_id, period.period_start, day, f"cause {finding.cause.value}: for a person to judge"))
                 continue
             if missing <= 0:

@@ -37,6 +37,7 @@ import email.utils
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -318,7 +319,7 @@ def _mask(values: pa.Array) -> np.ndarray:
 
 
 def _is_empty(text: pa.Array) -> np.ndarray:
-    return _mask(pc.equal(text, ""))
+    return _mask(pc.equal(text, pa.scalar("")))
 
 
 def _lookup(text: pa.Array, mapping: Mapping[str, str]) -> pa.Array:
@@ -329,7 +330,7 @@ def _lookup(text: pa.Array, mapping: Mapping[str, str]) -> pa.Array:
 
 
 def _nullify_empty(text: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return pc.if_else(pc.equal(text, pa.scalar("")), pa.scalar(None, pa.string()), text)
 
 
 def _numbers(text: pa.Array) -> np.ndarray:
@@ -355,7 +356,7 @@ def _quote(value: object) -> str:
 
 
 def _values(values: pa.Array, where: np.ndarray) -> list[str]:
-    return [_quote(value) for value in values.take(pa.array(where)).to_pylist()]
+    return [_quote(value) for value in values.take(where).to_pylist()]
 
 
 # --- adapters ----------------------------------------------------------------------------------
@@ -395,7 +396,7 @@ def twilio_fields(fields: dict[str, pa.Array], n: int, options: ReadOptions) -> 
     times_raw = {"started_at": col["start_time"], "ended_at": col["end_time"]}
     times = {name: _parse_rfc2822(raw) for name, raw in times_raw.items()}
     disposition = _lookup(status, TWILIO_DISPOSITIONS)
-    completed = _mask(pc.equal(disposition, ANSWERED_DISPOSITION))
+    completed = _mask(pc.equal(disposition, pa.scalar(ANSWERED_DISPOSITION)))
     seconds = _numbers(col["duration"])
     # Twilio has no answer time: a completed call was answered `duration` seconds before it ended.
     with np.errstate(invalid="ignore"):
@@ -492,14 +493,16 @@ def _parse_rfc2822(raw: pa.Array) -> np.ndarray:
     if retry.any():
         # other spellings of RFC 2822 ("GMT", no weekday), or ISO 8601 with an offset
         where = np.flatnonzero(retry)
-        for i, value in zip(where.tolist(), raw.take(pa.array(where)).to_pylist()):
+        for i, value in zip(where.tolist(), raw.take(where).to_pylist()):
             moment = _parse_time_leniently(value)
             if moment is not None:
                 parsed[i] = np.datetime64(moment.astimezone(timezone.utc).replace(tzinfo=None), "us")
     return parsed
 
 
-def _parse_time_leniently(value: str) -> datetime | None:
+def _parse_time_leniently(value: str | None) -> datetime | None:
+    if value is None:
+        return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -528,7 +531,7 @@ def _localise(raw: pa.Array, tz: str) -> _LocalTime:
     if tz.upper() == UTC:
         return _LocalTime(naive, naive, None)
     n = len(naive)
-    local = pd.Series(naive)
+    local = pd.Series(naive, dtype="datetime64[us]")
 
     def reading(dst: bool) -> np.ndarray:
         aware = local.dt.tz_localize(tz, ambiguous=np.full(n, dst), nonexistent="NaT")
@@ -605,7 +608,7 @@ def _validate(calls: CallFields, verdict: _Verdict, options: ReadOptions) -> np.
     for name, raw in required.items():
         verdict.flag(_is_empty(raw), MISSING_FIELD, f"required field {name} is empty")
     for name, raw in (("call_id", calls.call_id), ("account_code", calls.account_code)):
-        too_long = _mask(pc.greater(pc.utf8_length(raw), MAX_KEY_CHARS))
+        too_long = _mask(pc.greater(pc.utf8_length(cast(pa.StringArray, raw)), pa.scalar(MAX_KEY_CHARS)))
         verdict.flag(too_long, MALFORMED_ROW, f"{name} is longer than {MAX_KEY_CHARS} characters")
 
     verdict.flag(_mask(pc.is_null(calls.direction)), UNKNOWN_DIRECTION, lambda w: [f"unknown direction {v}" for v in _values(calls.direction_raw, w)])
@@ -619,7 +622,7 @@ def _validate(calls: CallFields, verdict: _Verdict, options: ReadOptions) -> np.
         raw, parsed = calls.times_raw[name], calls.times[name]
         specific = calls.time_errors.get(name)
         if specific is not None:
-            verdict.flag(np.not_equal(specific, None), UNPARSEABLE_TIME, lambda w, s=specific, n=name: [f"{n}: {m}" for m in s[w]])
+            verdict.flag(specific.astype(bool), UNPARSEABLE_TIME, lambda w, s=specific, n=name: [f"{n}: {m}" for m in s[w]])
         unreadable = ~_is_empty(raw) & np.isnat(parsed)
         verdict.flag(unreadable, UNPARSEABLE_TIME, lambda w, r=raw, n=name: [f"cannot read {n} {v} as a time" for v in _values(r, w)])
     _check_billing_window(calls.times["ended_at"], verdict, options)
@@ -649,7 +652,7 @@ def _validate(calls: CallFields, verdict: _Verdict, options: ReadOptions) -> np.
             verdict.flag(number > MAX_CALL_SECONDS, ABSURD_DURATION, lambda w, s=number, n=name: [f"{n} is {int(v)} s, more than 24 h" for v in s[w]])
         _check_call_length(calls, verdict, seconds, duration)
 
-    completed = _mask(pc.equal(calls.disposition, ANSWERED_DISPOSITION))
+    completed = _mask(pc.equal(calls.disposition, pa.scalar(ANSWERED_DISPOSITION)))
     verdict.flag(completed & np.isnan(seconds) & np.isnat(answered), MISSING_FIELD, f"a completed call needs {calls.seconds_name} or answered_at")
     return seconds
 
@@ -730,29 +733,28 @@ def _records(
 ) -> pd.DataFrame:
     if not len(good):
         return empty_records()
-    rows = pa.array(good)
-    disposition = calls.disposition.take(rows)
+    disposition = calls.disposition.take(good)
     started, answered, ended = (calls.times[name][good] for name in ("started_at", "answered_at", "ended_at"))
     given = seconds[good]
     with np.errstate(invalid="ignore"):
         derived = np.ceil((ended - answered) / np.timedelta64(1, "s"))
-    completed = _mask(pc.equal(disposition, ANSWERED_DISPOSITION))
+    completed = _mask(pc.equal(disposition, pa.scalar(ANSWERED_DISPOSITION)))
     billable = np.where(np.isnan(given), derived, given)
     billable = np.where(completed & ~np.isnan(billable), billable, 0).astype(np.int64)
     minutes = options.policy.billable_minutes(billable)  # unanswered calls have 0 billable seconds, so 0 minutes
     table = pa.table(
         {
-            "call_id": calls.call_id.take(rows),
-            "account_code": calls.account_code.take(rows),
-            "direction": calls.direction.take(rows),
+            "call_id": calls.call_id.take(good),
+            "account_code": calls.account_code.take(good),
+            "direction": calls.direction.take(good),
             "disposition": disposition,
             "started_at": _utc_timestamps(started),
             "answered_at": _utc_timestamps(answered),
             "ended_at": _utc_timestamps(ended),
             "billable_seconds": pa.array(billable),
             "billable_minutes": pa.array(minutes),
-            "caller_hash": _hash_numbers(calls.caller.take(rows), options.pii_key, phone_hashes),
-            "callee_hash": _hash_numbers(calls.callee.take(rows), options.pii_key, phone_hashes),
+            "caller_hash": _hash_numbers(calls.caller.take(good), options.pii_key, phone_hashes),
+            "callee_hash": _hash_numbers(calls.callee.take(good), options.pii_key, phone_hashes),
         }
     )
     table = table.append_column("content_hash", _content_hashes(table))
@@ -769,8 +771,8 @@ def _utc_timestamps(values: np.ndarray) -> pa.Array:
 
 def _hash_numbers(numbers: pa.Array, key: bytes, cache: dict[str, str | None]) -> pa.Array:
     """Keyed hashes of a column of numbers, each distinct number hashed once per file."""
-    encoded = pc.dictionary_encode(numbers)
-    distinct = encoded.dictionary.to_pylist()
+    encoded = cast(pa.DictionaryArray, pc.dictionary_encode(numbers))  # pyarrow-stubs: an Array in gives a DictionaryArray out
+    distinct = cast(list[str], encoded.dictionary.to_pylist())  # no nulls: numbers are text, "" when absent (_text)
     missing = [value for value in distinct if value not in cache]
     if missing:
         if len(cache) + len(missing) > PHONE_CACHE_LIMIT:
@@ -794,21 +796,21 @@ def _content_hashes(table: pa.Table) -> pa.Array:
     hashed = []
     for start in range(0, table.num_rows, HASH_BATCH_ROWS):  # batches bound the joined text alive at once
         batch = [part.slice(start, HASH_BATCH_ROWS) for part in parts]
-        joined = pc.binary_join_element_wise(*batch, CONTENT_SEPARATOR, null_handling="replace", null_replacement="")
+        # pyarrow-stubs want every argument of one type; Arrow takes arrays with a scalar separator
+        joined = pc.binary_join_element_wise(*batch, CONTENT_SEPARATOR, null_handling="replace", null_replacement="")  # pyright: ignore[reportCallIssue, reportArgumentType]
         hashed.append(pa.array([sha256(text.encode()).hexdigest() for text in joined.to_pylist()], type=pa.string()))
     return pa.concat_arrays(hashed) if hashed else pa.array([], type=pa.string())
 
 
 def _validation_rejects(calls: CallFields, verdict: _Verdict, bad: np.ndarray, parsed: ParsedRows) -> RejectList:
     rejects = RejectList()
-    rows = pa.array(bad)
     raw_lines = parsed.raw_text(bad)
-    call_ids = calls.call_id.take(rows).to_pylist()
-    personal = [values.take(rows).to_pylist() for values in calls.personal]
+    call_ids = calls.call_id.take(bad).to_pylist()
+    personal = [values.take(bad).to_pylist() for values in calls.personal]
     for k, row in enumerate(bad.tolist()):
         rejects.source_line.append(int(parsed.line_numbers[row]))
-        rejects.reason_code.append(verdict.code[row])
-        rejects.reason.append(verdict.reason[row])
+        rejects.reason_code.append(str(verdict.code[row]))
+        rejects.reason.append(str(verdict.reason[row]))
         rejects.raw_record.append(rejected_text(raw_lines[k], [values[k] for values in personal]))
         call_id = call_ids[k]
         rejects.call_id.append(call_id[:MAX_KEY_CHARS] if call_id else None)

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -217,12 +217,13 @@ def _read(stream: BinaryIO, path: Path) -> bytes:
 
 def _line_ends(data: pa.Buffer | bytes) -> np.ndarray:
     """Offsets of the newlines in `data`."""
-    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    # pa.Buffer implements the buffer protocol; pyarrow-stubs does not declare it (no __buffer__)
+    return np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
 def _is_utf8(data: pa.Buffer) -> bool:
     """UTF-8 validity of a whole buffer, checked by Arrow without building a Python string."""
-    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int32))
+    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int32).tobytes())
     try:
         pa.StringArray.from_buffers(1, offsets, data).validate(full=True)
     except pa.ArrowInvalid:
@@ -274,7 +275,7 @@ def _screen(block: _Block, max_record_bytes: int, json_lines: bool) -> tuple[Lin
     data, ends = block.data, block.ends
     numbers = np.arange(block.first_line, block.first_line + block.n_lines, dtype=np.int64)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    bytes_ = np.frombuffer(data, dtype=np.uint8)
+    bytes_ = np.frombuffer(data, dtype=np.uint8)  # pyright: ignore[reportCallIssue, reportArgumentType]  (as in _line_ends)
     lengths = ends - starts
     blank = (lengths == 0) | ((lengths == 1) & (bytes_[np.minimum(starts, max(data.size - 1, 0))] == 13))
     too_long = lengths > max_record_bytes
@@ -391,14 +392,14 @@ def parse_csv_lines(
         return {name: pa.array([], type=pa.string()) for name in wanted}, np.zeros(0, dtype=np.int64), RejectList()
     invalid: list[int | None] = []
 
-    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+    def on_invalid_row(row: pacsv.InvalidRow) -> Literal["skip"]:
         invalid.append(row.number)
         return "skip"
 
     table = None
     try:
         table = pacsv.read_csv(
-            pa.BufferReader(lines.data),
+            pa.BufferReader(lines.data),  # pyright: ignore[reportArgumentType]  pyarrow-stubs: read_csv takes a NativeFile too
             read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False, block_size=PYARROW_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(
                 invalid_row_handler=on_invalid_row, newlines_in_values=False, ignore_empty_lines=False
@@ -424,7 +425,7 @@ def parse_csv_lines(
     keep = np.setdiff1d(np.arange(n, dtype=np.int64), bad, assume_unique=True)
     slow, slow_index, rejects = _parse_csv_per_line(lines, bad, names, wanted, accept_width)
     index = np.concatenate([keep, slow_index])
-    order = pa.array(np.argsort(index, kind="stable"))
+    order = np.argsort(index, kind="stable")
     fields = {name: pa.concat_arrays([fast[name], slow[name]]).take(order) for name in wanted}
     return fields, np.sort(index, kind="stable"), rejects
 
@@ -457,7 +458,7 @@ def _parse_csv_per_line(
         kept.append(i)
         for name, position in positions.items():
             columns[name].append(row[position] if position < len(row) else "")
-    fields = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
+    fields: Fields = {name: pa.array(values, type=pa.string()) for name, values in columns.items()}
     return fields, np.asarray(kept, dtype=np.int64), rejects
 
 
@@ -498,7 +499,7 @@ def _parse_json_with_arrow(lines: Lines, keys: Sequence[str]) -> Fields | None:
         )
         try:
             table = pajson.read_json(
-                pa.BufferReader(lines.data),
+                pa.BufferReader(lines.data),  # pyright: ignore[reportArgumentType]  pyarrow-stubs: read_json takes a NativeFile too
                 read_options=pajson.ReadOptions(use_threads=False, block_size=PYARROW_BLOCK_BYTES),
                 parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
             )

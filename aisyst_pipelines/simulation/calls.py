@@ -271,10 +271,10 @@ def _day_frame(parts: list[_AccountDay], midnight: datetime) -> pd.DataFrame:
             "account_code": pd.Series(np.concatenate([[part.account_code] * len(part.offset) for part in parts]), dtype="str"),
             "direction": pd.Series(np.where(inbound, "inbound", "outbound"), dtype="str"),
             "disposition": pd.Series(disposition, dtype="str"),
-            "started_at": pd.Series(started).dt.tz_localize("UTC").astype(utc),
-            "answered_at": pd.Series(np.where(answered, rang, np.datetime64("NaT", "us"))).dt.tz_localize("UTC").astype(utc),
+            "started_at": pd.Series(started, dtype="datetime64[us]").dt.tz_localize("UTC").astype(utc),
+            "answered_at": pd.Series(np.where(answered, rang, np.datetime64("NaT", "us")), dtype="datetime64[us]").dt.tz_localize("UTC").astype(utc),
             # an unanswered call ends when the ringing stops
-            "ended_at": pd.Series(np.where(answered, ended, rang)).dt.tz_localize("UTC").astype(utc),
+            "ended_at": pd.Series(np.where(answered, ended, rang), dtype="datetime64[us]").dt.tz_localize("UTC").astype(utc),
             "billable_seconds": pd.Series(seconds, dtype="int64"),
             "caller": pd.Series(np.where(inbound, other, own), dtype="str"),
             "callee": pd.Series(np.where(inbound, own, other), dtype="str"),
@@ -512,7 +512,7 @@ def _iso_times(values: pd.Series) -> pd.Series:
 
 def _rfc2822_times(values: pd.Series) -> pd.Series:
     naive = _utc_naive(values)
-    stamps = pd.Series(naive)
+    stamps = pd.Series(naive, dtype="datetime64[us]")
     text = pd.Series(np.datetime_as_string(naive, unit="s"), dtype="str")
     weekday = WEEKDAY_NAMES[stamps.dt.day_of_week.fillna(0).astype(int).to_numpy()]
     month = MONTH_NAMES[stamps.dt.month.fillna(1).astype(int).to_numpy()]
@@ -551,7 +551,7 @@ def _json_text(values: pd.Series, null_when_empty: bool = True) -> pd.Series:
         import json
 
         out = '"' + text + '"'
-        out[needs_escape] = [json.dumps(value) for value in text[needs_escape]]
+        out[needs_escape] = text[needs_escape].map(json.dumps)
     else:
         out = '"' + text + '"'
     return out.where(text != "", "null") if null_when_empty else out

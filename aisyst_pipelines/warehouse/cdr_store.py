@@ -35,7 +35,7 @@ import queue
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -390,7 +390,7 @@ def _bulk_cache(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "sqlite":
         yield
         return
-    previous = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    previous = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
     connection.exec_driver_sql(f"PRAGMA cache_size = {-_SQLITE_LOAD_CACHE_KIB}")
     try:
         yield
@@ -555,13 +555,14 @@ def _reject_conflicting_duplicates(
     return len(rejects)
 
 
-def _record_json(record: dict[str, Any]) -> str:
+def _record_json(record: dict[Hashable, Any]) -> str:
     def plain(value: Any) -> Any:
         if value is None or (not isinstance(value, str) and pd.isna(value)):
             return None
         if isinstance(value, pd.Timestamp | datetime):
             return pd.Timestamp(value).tz_convert("UTC").isoformat().replace("+00:00", "Z")
-        return value.item() if hasattr(value, "item") else value
+        item = getattr(value, "item", None)  # a numpy scalar as the Python value
+        return item() if callable(item) else value
 
     return json.dumps({key: plain(value) for key, value in record.items() if key != "source_line"}, sort_keys=True)
 
@@ -734,7 +735,8 @@ def write_postgres_csv(arrow: pa.Table, sink: Any) -> None:
     front: Arrow's own CSV rendering of zoned timestamps goes through strftime and costs more than
     the COPY itself."""
     columns = [
-        pc.binary_join_element_wise(_utc_text(column), "+00", "") if pa.types.is_timestamp(column.type) else column
+        # pyarrow-stubs want every argument of one type; Arrow joins an array with scalar strings
+        pc.binary_join_element_wise(_utc_text(column), "+00", "") if pa.types.is_timestamp(column.type) else column  # pyright: ignore[reportCallIssue, reportArgumentType]
         for column in arrow.columns
     ]
     # all_valid quotes every non-null value: an empty string stays '' and only a missing value is NULL.

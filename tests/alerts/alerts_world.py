@@ -1,6 +1,6 @@
-"""A small world for the alert scenarios: customers in the Stripe emulator, their mirror rows in the
-warehouse, calls, and one call to run the daily pass (usage_by_period by stripe-sync's asset, then
-the `run_usage_alerts` service)."""
+"""The alert scenarios' world: the shared StripeWorld (tests/stripe_world.py) without a test clock (the
+alerts count days from their `as_of`), the customers' mirror rows in the warehouse, calls, and one call
+to run the daily pass (usage_by_period by stripe-sync's asset, then the `run_usage_alerts` service)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 from sqlalchemy import insert
+from stripe_world import DEFAULT_EMAIL, StripeWorld
 
 from aisyst_pipelines.assets.stripe_sync import usage_by_period
 from aisyst_pipelines.billing.thresholds import DEFAULT_THRESHOLDS, SilencePolicy
@@ -24,7 +25,7 @@ from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse import stripe_sync_store, usage_alerts_store
 from aisyst_pipelines.warehouse.schema import call_records, usage_daily
-from aisyst_pipelines.warehouse.stripe_sync_store import StripeCustomerRow, StripeSubscriptionRow
+from aisyst_pipelines.warehouse.stripe_sync_store import StripeSubscriptionRow
 from aisyst_pipelines.warehouse.usage_alerts_store import AlertRow
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
@@ -48,34 +49,26 @@ def read_eml(path: Path) -> EmailMessage:
     return message
 
 
-@dataclass
-class AlertsWorld:
+@dataclass(kw_only=True)
+class AlertsWorld(StripeWorld):
     warehouse: Warehouse
-    stripe: StripeResource
-    client: Any  # stripe.StripeClient on the emulator
     outbox: Path
     customers: dict[str, str] = field(default_factory=dict)  # account code → customer id
     _call_ids: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
 
+    @classmethod
+    def create(cls, emulator: Any, stripe: StripeResource, warehouse: Warehouse, outbox: Path) -> AlertsWorld:
+        return cls.build(emulator, stripe, None, warehouse=warehouse, outbox=outbox)
+
     # --- Stripe side and its mirror ----------------------------------------------------------------
 
-    def customer(self, account: str, email: str | None = "default") -> str:
+    def customer(self, account_code: str, *, email: str | None = DEFAULT_EMAIL, card: str = "pm_card_visa",
+                 locale: str | None = None) -> str:
         """A customer in the emulator, mirrored into stripe_customers."""
-        address = f"billing@{account.lower()}.example" if email == "default" else email
-        params: dict[str, Any] = {"name": f"{account} Ltd", "metadata": {"aisyst_account_code": account}}
-        if address:
-            params["email"] = address
-        customer_id = self.client.v1.customers.create(params).id
-        self.customers[account] = customer_id
-        rows = [
-            StripeCustomerRow(cid, code, f"{code} Ltd", self._email_of(code), None, None)
-            for code, cid in self.customers.items()
-        ]
-        stripe_sync_store.sync_customers(self.warehouse, rows, synced_at=datetime.now(UTC))
+        customer_id = super().customer(account_code, email=email, card=card, locale=locale)
+        self.customers[account_code] = customer_id
+        self.sync_customers()
         return customer_id
-
-    def _email_of(self, account: str) -> str | None:
-        return self.client.v1.customers.retrieve(self.customers[account]).email
 
     def subscription(
         self, account: str, included: int | None, start: datetime, end: datetime, status: str = "active",

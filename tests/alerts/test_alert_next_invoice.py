@@ -16,11 +16,9 @@ DAY = timedelta(days=1)
 def test_the_alert_names_the_next_invoice_with_its_tax(
     warehouse: Warehouse, stripe_resource, stripe_emulator, tmp_path: Path  # noqa: ANN001
 ) -> None:
-    world = AlertsWorld(warehouse, stripe_resource, stripe_emulator.client(), tmp_path / "outbox")
+    world = AlertsWorld.create(stripe_emulator, stripe_resource, warehouse, tmp_path / "outbox")
     client = world.client
-    customer_id = world.customer("ACME")
-    client.v1.payment_methods.attach("pm_card_visa", {"customer": customer_id})
-    client.v1.customers.update(customer_id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    customer_id = world.customer("ACME")  # paying by pm_card_visa
     product = client.v1.products.create({"name": "Tier 1"})
     price = client.v1.prices.create({"product": product.id, "currency": "usd", "unit_amount": 29900, "recurring": {"interval": "month"}})
     gst = client.v1.tax_rates.create({"display_name": "GST", "percentage": 10, "inclusive": False})
@@ -40,7 +38,7 @@ def test_the_alert_names_the_next_invoice_with_its_tax(
 
 
 def test_without_a_preview_the_alert_still_goes(warehouse: Warehouse, stripe_resource, stripe_emulator, tmp_path: Path) -> None:  # noqa: ANN001
-    world = AlertsWorld(warehouse, stripe_resource, stripe_emulator.client(), tmp_path / "outbox")
+    world = AlertsWorld.create(stripe_emulator, stripe_resource, warehouse, tmp_path / "outbox")
     world.customer("ACME")
     world.subscription("ACME", 500, MARCH, APRIL)  # a mirror row Stripe does not know: no preview
     world.calls("ACME", 400, MARCH + 9 * DAY)

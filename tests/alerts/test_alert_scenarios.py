@@ -21,7 +21,7 @@ RUN_TIME = timedelta(hours=6)  # the schedule runs at 06:00
 
 @pytest.fixture
 def world(warehouse: Warehouse, stripe_resource, stripe_emulator, tmp_path: Path) -> Iterator[AlertsWorld]:  # noqa: ANN001
-    yield AlertsWorld(warehouse, stripe_resource, stripe_emulator.client(), tmp_path / "outbox")
+    yield AlertsWorld.create(stripe_emulator, stripe_resource, warehouse, tmp_path / "outbox")
 
 
 def march_customer(world: AlertsWorld, account: str = "ACME", included: int | None = 500) -> str:

@@ -11,11 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from sqlalchemy import insert
+from stripe_world import StripeWorld
 
 from aisyst_pipelines.assets.stripe_sync import usage_by_period
 from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.billing.thresholds import SilencePolicy
-from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.definitions import defs
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import call_records
@@ -83,22 +83,12 @@ def mails(outbox: Path) -> list:
 def test_job_alerts_with_portal_links_reruns_quietly_and_re_arms_after_renewal(
     location: Path, warehouse: Warehouse, stripe_resource, stripe_emulator  # noqa: ANN001
 ) -> None:
-    client = stripe_emulator.client()
-    prices = [price.id for price in stripe_resource.catalog.ensure(load_tier_catalog()).prices]
-    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
-    customers = {}
-    for account, tier in (("ACME", 1), ("BETA", 2), ("GIGA", 3)):
-        customer = client.v1.customers.create({
-            "name": f"{account} Ltd", "email": f"billing@{account.lower()}.example", "test_clock": clock.id,
-            "metadata": {"aisyst_account_code": account},
-            "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"},
-        })
-        client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": prices[tier - 1]}]})
-        customers[account] = customer.id
+    world = StripeWorld.build(stripe_emulator, stripe_resource, T0)
+    customers = {account: world.sign_up(account, tier).customer_id for account, tier in (("ACME", 1), ("BETA", 2), ("GIGA", 3))}
     add_calls(warehouse, "ACME", 400, T0 + timedelta(days=8), 0)  # 80 % of Tier 1
     add_calls(warehouse, "BETA", 750, T0 + timedelta(days=8), 0)  # 75 % of Tier 2
     add_calls(warehouse, "GIGA", 5000, T0 + timedelta(days=2), 0)  # unlimited
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((T0 + timedelta(days=10, hours=6)).timestamp())})
+    world.advance(T0 + timedelta(days=10, hours=6))
 
     result = run_job(T0 + timedelta(days=10, hours=6))
     assert result.success
@@ -125,7 +115,7 @@ def test_job_alerts_with_portal_links_reruns_quietly_and_re_arms_after_renewal(
     assert alert_metadata(rerun)["ops_digest_sent"].value == 0 and len(mails(location)) == 2
 
     # Renewal at 00:00 on April 1 (the test clock renews the subscriptions); 400 minutes by 06:00.
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((APRIL + timedelta(hours=6)).timestamp())})
+    world.advance(APRIL + timedelta(hours=6))
     add_calls(warehouse, "ACME", 400, APRIL, 100)  # eight calls ending 00:50 … 04:20
     result = run_job(APRIL + timedelta(hours=6))
     assert result.success
@@ -166,7 +156,7 @@ def test_the_asset_takes_thresholds_and_tiers_from_its_resources(
     warehouse: Warehouse, stripe_resource, stripe_emulator, tmp_path: Path  # noqa: ANN001
 ) -> None:
     """Every run alerts at the usage_alerts_config resource's thresholds (here 75 %, not the default 80/100)."""
-    world = AlertsWorld(warehouse, stripe_resource, stripe_emulator.client(), tmp_path / "outbox")
+    world = AlertsWorld.create(stripe_emulator, stripe_resource, warehouse, tmp_path / "outbox")
     world.customer("ACME")
     world.subscription("ACME", 500, MARCH, APRIL)
     world.calls("ACME", 375, MARCH + timedelta(days=9))  # 75 %

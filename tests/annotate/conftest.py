@@ -1,6 +1,6 @@
-"""A small billing world on the Stripe emulator for the annotation tests.
+"""The annotation tests' world: the shared StripeWorld (tests/stripe_world.py) and what only they need.
 
-Customers on one test clock subscribe at T0 (2026-03-01 00:00 UTC) to the tiers of the tiers file; the
+Customers on one test clock sign up at T0 (2026-03-01 00:00 UTC) to the tiers of the tiers file; the
 Stripe sync mirrors them into the warehouse; calls are inserted into call_records; advancing the clock
 past 2026-04-01 makes the emulator create the renewal drafts (invoice period = March). The services
 are called directly (`plan`, `annotate`); the sensor and the job run through Dagster
@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
 import pytest
 from sqlalchemy import insert
+from stripe_world import StripeWorld, Subscriber
 
 from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
-from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row
-from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch
 from aisyst_pipelines.services.invoice_annotation_planning import DEFAULT_POLICY, ScanCursor, SensorPolicy, TickPlan, scan_invoices
 from aisyst_pipelines.templates import load_brand
-from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
+from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import call_records
 from jobs.invoice_annotation import (
     annotate_draft_invoices,
@@ -44,53 +43,11 @@ RENEWAL = datetime(2026, 4, 1, tzinfo=UTC)  # end of the first period = the rene
 _call_ids = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class Subscriber:
-    customer_id: str
-    subscription_id: str
-    account_code: str
-    tier: int
-
-
-@dataclass
-class World:
-    emulator: Any
-    stripe: StripeResource
+@dataclass(kw_only=True)
+class AnnotationWorld(StripeWorld):
     warehouse: Warehouse
     warehouse_url: str
-    clock_id: str
-    prices: list[str]
     instance: dg.DagsterInstance
-    subscribers: list[Subscriber] = field(default_factory=list)
-
-    @property
-    def client(self) -> Any:
-        return self.emulator.client()
-
-    def subscribe(self, account_code: str, tier: int, locale: str | None = None) -> Subscriber:
-        client = self.client
-        params: dict[str, Any] = {
-            "name": f"Customer {account_code}",
-            "email": f"{account_code.lower()}@example.com",
-            "metadata": {"aisyst_account_code": account_code},
-            "test_clock": self.clock_id,
-            "payment_method": "pm_card_visa",
-            "invoice_settings": {"default_payment_method": "pm_card_visa"},
-        }
-        if locale:
-            params["preferred_locales"] = [locale]
-        customer = client.v1.customers.create(params)
-        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": self.prices[tier - 1]}]})
-        subscriber = Subscriber(customer.id, subscription.id, account_code, tier)
-        self.subscribers.append(subscriber)
-        return subscriber
-
-    def sync(self) -> None:
-        """The Stripe sync's own row builders and store: what its assets write."""
-        catalog = load_tier_catalog()
-        stripe_sync_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
-        rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
-        stripe_sync_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
     def calls(self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True) -> None:
         """One answered call per entry, each `minutes` long (billable minutes = that number)."""
@@ -118,9 +75,6 @@ class World:
             )
         with self.warehouse.begin() as connection:
             connection.execute(insert(call_records), rows)
-
-    def advance(self, to: datetime) -> None:
-        self.client.v1.test_helpers.test_clocks.advance(self.clock_id, {"frozen_time": int(to.timestamp())})
 
     def renew(self) -> None:
         """Past the renewal: every subscription gets its draft renewal invoice (period = March)."""
@@ -182,8 +136,8 @@ class World:
 
 
 @pytest.fixture
-def world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, warehouse_url: str) -> Iterator[World]:
-    prices = [price.id for price in stripe_resource.catalog.ensure(load_tier_catalog()).prices]
-    clock = stripe_emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
+def world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, warehouse_url: str) -> Iterator[AnnotationWorld]:
     with dg.instance_for_test() as instance:
-        yield World(stripe_emulator, stripe_resource, warehouse, warehouse_url, clock.id, prices, instance)
+        yield AnnotationWorld.build(
+            stripe_emulator, stripe_resource, T0, warehouse=warehouse, warehouse_url=warehouse_url, instance=instance
+        )

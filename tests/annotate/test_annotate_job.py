@@ -7,7 +7,7 @@ from datetime import timedelta
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_idempotency_key
 from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, mark_pending
 
-from .conftest import RENEWAL, T0, World
+from .conftest import RENEWAL, T0, AnnotationWorld
 
 
 def _materialization(result):
@@ -18,12 +18,12 @@ def _check(result):
     return result.get_asset_check_evaluations()[0]
 
 
-def test_lines_per_tier_overage_unlimited_zero_usage_and_no_cdrs(world: World) -> None:
-    tier1 = world.subscribe("ACME-1", 1)
-    tier2_over = world.subscribe("ACME-2", 2)
-    tier3 = world.subscribe("ACME-3", 3)
-    quiet = world.subscribe("ACME-4", 1)  # calls, but none billable in March
-    silent = world.subscribe("ACME-5", 2)  # no CDRs at all
+def test_lines_per_tier_overage_unlimited_zero_usage_and_no_cdrs(world: AnnotationWorld) -> None:
+    tier1 = world.sign_up("ACME-1", 1)
+    tier2_over = world.sign_up("ACME-2", 2)
+    tier3 = world.sign_up("ACME-3", 3)
+    quiet = world.sign_up("ACME-4", 1)  # calls, but none billable in March
+    silent = world.sign_up("ACME-5", 2)  # no CDRs at all
     world.sync()
     world.calls(tier1, [200, 195])
     world.calls(tier1, [7], ended_at=RENEWAL)  # ends exactly at the period end: April's
@@ -71,8 +71,8 @@ def test_lines_per_tier_overage_unlimited_zero_usage_and_no_cdrs(world: World) -
     assert _check(results[0]).passed
 
 
-def test_german_customer_and_priced_overage(world: World) -> None:
-    german = world.subscribe("KUNDE-7", 2, locale="de-DE")
+def test_german_customer_and_priced_overage(world: AnnotationWorld) -> None:
+    german = world.sign_up("KUNDE-7", 2, locale="de-DE")
     world.sync()
     # The tier gets an overage rate of 4 cents a minute (as `aisyst_overage_unit_amount` metadata would).
     from aisyst_pipelines.warehouse.schema import stripe_subscriptions
@@ -89,8 +89,8 @@ def test_german_customer_and_priced_overage(world: World) -> None:
     assert invoice.total == 49900 + 1000
 
 
-def test_a_second_run_adds_nothing(world: World) -> None:
-    subscriber = world.subscribe("ACME-1", 1)
+def test_a_second_run_adds_nothing(world: AnnotationWorld) -> None:
+    subscriber = world.sign_up("ACME-1", 1)
     world.sync()
     world.calls(subscriber, [10])
     world.renew()
@@ -102,9 +102,9 @@ def test_a_second_run_adds_nothing(world: World) -> None:
     assert (again.count(AnnotationStatus.ANNOTATED), again.already_done) == (0, [invoice.id])
 
 
-def test_finalized_before_annotation_is_missed_with_usage_in_metadata(world: World) -> None:
-    late = world.subscribe("ACME-1", 1)
-    on_time = world.subscribe("ACME-2", 1)
+def test_finalized_before_annotation_is_missed_with_usage_in_metadata(world: AnnotationWorld) -> None:
+    late = world.sign_up("ACME-1", 1)
+    on_time = world.sign_up("ACME-2", 1)
     world.sync()
     world.calls(late, [123])
     world.renew()
@@ -126,8 +126,8 @@ def test_finalized_before_annotation_is_missed_with_usage_in_metadata(world: Wor
     assert len(world.our_lines(world.renewal_invoice(on_time).id)) == 2
 
 
-def test_an_interrupted_attempt_is_read_back_not_written_twice(world: World) -> None:
-    subscriber = world.subscribe("ACME-1", 1)
+def test_an_interrupted_attempt_is_read_back_not_written_twice(world: AnnotationWorld) -> None:
+    subscriber = world.sign_up("ACME-1", 1)
     world.sync()
     world.calls(subscriber, [50])
     world.renew()
@@ -151,8 +151,8 @@ def test_an_interrupted_attempt_is_read_back_not_written_twice(world: World) -> 
     assert not run.problems
 
 
-def test_finalize_after_annotating_and_brand_fields_on_an_unbranded_draft(world: World) -> None:
-    subscriber = world.subscribe("ACME-9", 3)
+def test_finalize_after_annotating_and_brand_fields_on_an_unbranded_draft(world: AnnotationWorld) -> None:
+    subscriber = world.sign_up("ACME-9", 3)
     world.sync()
     world.renew()
     request = world.tick().run_requests[0]

@@ -8,23 +8,23 @@ from aisyst_pipelines.services.invoice_annotation import BrandingResult, apply_i
 from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse.schema import invoice_branding, stripe_subscriptions
 
-from .conftest import World
+from .conftest import AnnotationWorld
 
 
-def brand(world: World) -> dict:
+def brand(world: AnnotationWorld) -> dict:
     """The asset, materialized with the world's resources: its metadata."""
     result = dg.materialize([invoice_branding_settings], resources=world.resources, instance=world.instance)
     assert result.success
     return {k: v.value for k, v in result.asset_materializations_for_node("invoice_branding")[0].metadata.items()}
 
 
-def apply(world: World) -> BrandingResult:
+def apply(world: AnnotationWorld) -> BrandingResult:
     return apply_invoice_branding(world.stripe.invoices, world.warehouse, load_brand())
 
 
-def test_brand_fields_are_written_once_and_again_only_on_change(world: World) -> None:
-    english = world.subscribe("ACME-1", 1)
-    german = world.subscribe("KUNDE-2", 3, locale="de")
+def test_brand_fields_are_written_once_and_again_only_on_change(world: AnnotationWorld) -> None:
+    english = world.sign_up("ACME-1", 1)
+    german = world.sign_up("KUNDE-2", 3, locale="de")
     world.sync()
     first = apply(world)
     assert (len(first.updated), first.unchanged) == (2, 0)
@@ -45,8 +45,8 @@ def test_brand_fields_are_written_once_and_again_only_on_change(world: World) ->
         assert connection.execute(invoice_branding.select()).rowcount != 0
 
 
-def test_branded_renewals_cost_one_write_each(world: World) -> None:
-    subscribers = [world.subscribe(f"ACME-{n}", 1 + n % 3) for n in range(4)]
+def test_branded_renewals_cost_one_write_each(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1 + n % 3) for n in range(4)]
     world.sync()
     assert brand(world)["updated"] == len(subscribers)
     world.renew()

@@ -10,26 +10,30 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from aisyst_pipelines.services.invoice_annotation_planning import SensorPolicy
 from aisyst_pipelines.warehouse.invoice_annotation_store import FINAL_STATUSES, annotation_records, status_counts
 
-from .conftest import World
+from .conftest import AnnotationWorld
+
+pytestmark = pytest.mark.slow  # 200 invoices against a failing Stripe, one run killed as a process
 
 INVOICES = 200
 # In a test the sensor may ask again at once: runs here are synchronous, none is ever in flight.
 IMPATIENT = SensorPolicy(stale_after=timedelta(0), failed_after=timedelta(0))
 
 
-def populate(world: World) -> None:
+def populate(world: AnnotationWorld) -> None:
     for n in range(INVOICES):
-        subscriber = world.subscribe(f"ACCT-{n:03d}", 1 + n % 3, locale="de" if n % 7 == 0 else None)
+        subscriber = world.sign_up(f"ACCT-{n:03d}", 1 + n % 3, locale="de" if n % 7 == 0 else None)
         if n % 4:
             world.calls(subscriber, [n % 300 + 1, n % 500])
     world.sync()
     world.renew()
 
 
-def assert_each_invoice_annotated_once(world: World) -> None:
+def assert_each_invoice_annotated_once(world: AnnotationWorld) -> None:
     world.emulator.set_faults(latency_ms=0, rps_limit=None, error_rate=0, rate_limit_error_rate=0, drop_rate=0)
     invoices = [world.renewal_invoice(s) for s in world.subscribers]
     records = annotation_records(world.warehouse, [i.id for i in invoices])
@@ -42,7 +46,7 @@ def assert_each_invoice_annotated_once(world: World) -> None:
         assert invoice.metadata["aisyst_annotation_version"]
 
 
-def test_every_invoice_annotated_exactly_once_while_stripe_fails(world: World) -> None:
+def test_every_invoice_annotated_exactly_once_while_stripe_fails(world: AnnotationWorld) -> None:
     populate(world)
     world.emulator.set_faults(error_rate=0.10, rate_limit_error_rate=0.05, drop_rate=0.02)
     cursor = None
@@ -64,7 +68,7 @@ def test_every_invoice_annotated_exactly_once_while_stripe_fails(world: World) -
     assert_each_invoice_annotated_once(world)
 
 
-def test_killed_midway_and_run_again_gives_the_same_result(world: World, tmp_path: Path) -> None:
+def test_killed_midway_and_run_again_gives_the_same_result(world: AnnotationWorld, tmp_path: Path) -> None:
     populate(world)
     (request,) = world.tick().run_requests
     ids = request.run_config["ops"]["invoice_annotations"]["config"]["invoice_ids"]

@@ -13,15 +13,15 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus
 from aisyst_pipelines.warehouse.schema import invoice_annotations
 from jobs.invoice_annotation import annotate_draft_invoices
 
-from .conftest import RENEWAL, World
+from .conftest import RENEWAL, AnnotationWorld
 
 
 def ids_of(result: dg.SensorResult) -> list[list[str]]:
     return [request.run_config["ops"]["invoice_annotations"]["config"]["invoice_ids"] for request in result.run_requests]
 
 
-def test_batches_cursor_and_only_new_renewals(world: World) -> None:
-    subscribers = [world.subscribe(f"ACME-{n}", 1 + n % 3) for n in range(7)]
+def test_batches_cursor_and_only_new_renewals(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1 + n % 3) for n in range(7)]
     world.sync()
     # Before the renewal only subscription_create invoices exist: nothing to annotate, but the
     # first tick remembers where it stands.
@@ -57,8 +57,8 @@ def test_batches_cursor_and_only_new_renewals(world: World) -> None:
     assert status_counts(world.warehouse) == {"annotated": 7}
 
 
-def test_a_scan_larger_than_a_tick_continues_from_the_cursor(world: World) -> None:
-    subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(9)]
+def test_a_scan_larger_than_a_tick_continues_from_the_cursor(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(9)]
     world.sync()
     world.renew()
     policy = SensorPolicy(page_size=2, max_pages_per_tick=2, batch_size=100)
@@ -78,8 +78,8 @@ def test_a_scan_larger_than_a_tick_continues_from_the_cursor(world: World) -> No
     assert len(seen) == len(set(seen))
 
 
-def test_a_tick_stops_listing_once_it_has_enough_new_renewals_for_its_runs(world: World) -> None:
-    subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(7)]
+def test_a_tick_stops_listing_once_it_has_enough_new_renewals_for_its_runs(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(7)]
     world.sync()
     world.renew()
     # 3 new renewals are enough for one tick: it requests them after 2 pages of 2 (not 4 pages) …
@@ -99,9 +99,9 @@ def test_a_tick_stops_listing_once_it_has_enough_new_renewals_for_its_runs(world
     assert again.run_requests == [] and not json.loads(again.cursor)["scanning"]
 
 
-def test_stale_rows_are_requested_again_and_our_version_is_respected(world: World) -> None:
-    stuck = world.subscribe("ACME-1", 1)
-    annotated_elsewhere = world.subscribe("ACME-2", 1)
+def test_stale_rows_are_requested_again_and_our_version_is_respected(world: AnnotationWorld) -> None:
+    stuck = world.sign_up("ACME-1", 1)
+    annotated_elsewhere = world.sign_up("ACME-2", 1)
     world.sync()
     world.renew()
     marked = world.renewal_invoice(annotated_elsewhere)
@@ -127,8 +127,8 @@ def test_stale_rows_are_requested_again_and_our_version_is_respected(world: Worl
     assert world.our_lines(marked.id) == []
 
 
-def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(world: World) -> None:
-    subscriber = world.subscribe("ACME-1", 2)
+def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(world: AnnotationWorld) -> None:
+    subscriber = world.sign_up("ACME-1", 2)
     world.sync()
     cursor = world.tick().cursor  # the sensor knows the subscription_create invoices
     world.renew()
@@ -143,13 +143,13 @@ def test_a_renewal_finalized_while_the_sensor_was_stopped_is_not_silently_lost(w
 
 
 def test_aisyst_annotate_waits_for_the_daemons_tick_and_its_runs(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: AnnotationWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`aisyst annotate` starts a local deployment (webserver, daemon) on its home's instance; the
     daemon's tick of draft_invoice_sensor launches the run, which the command waits for and reports."""
     from aisyst_pipelines.cli import main
 
-    subscribers = [world.subscribe(f"ACME-{n}", 1) for n in range(3)]
+    subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(3)]
     world.sync()
     world.renew()
     monkeypatch.setenv("AISYST_HOME", str(tmp_path / "home"))
@@ -173,9 +173,9 @@ def test_aisyst_annotate_waits_for_the_daemons_tick_and_its_runs(
     assert capsys.readouterr().out.strip().endswith(": 1 invoice(s): already_done 1")
 
 
-def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -> None:
+def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: AnnotationWorld) -> None:
     for n in range(3):
-        world.subscribe(f"ACME-{n}", 1)
+        world.sign_up(f"ACME-{n}", 1)
     world.sync()
     world.renew()
     first = world.plan()
@@ -187,7 +187,7 @@ def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: World) -
     settled = world.plan(first.cursor, now=later)
     assert settled.listed == 0 and settled.cursor == first.cursor
     # A new renewal (the clock moves on) is still found once the overlap has settled.
-    newcomer = world.subscribe("ACME-9", 2)
+    newcomer = world.sign_up("ACME-9", 2)
     world.advance(RENEWAL + timedelta(days=31))
     found = world.plan(first.cursor, now=later)
     assert world.renewal_invoice(newcomer).id in found.queued

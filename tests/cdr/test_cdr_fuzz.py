@@ -36,6 +36,7 @@ line_bytes = st.one_of(
 ).map(lambda line: line.replace(b"\n", b" "))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lines=st.lists(line_bytes, max_size=25),
@@ -110,6 +111,7 @@ odd_values = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.dictionaries(st.sampled_from(list(GOOD_FIELDS)), odd_values, max_size=4), min_size=1, max_size=12))
 def test_odd_field_values_are_loaded_or_rejected_never_crash(rows):
@@ -151,6 +153,7 @@ json_values = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(st.dictionaries(st.sampled_from(list(TWILIO_FIELDS)), json_values, max_size=4), min_size=1, max_size=12))
 def test_odd_twilio_values_are_loaded_or_rejected_never_crash(rows):
@@ -179,6 +182,7 @@ asterisk_times = st.one_of(
 asterisk_numbers = st.one_of(st.integers(-100, 200_000).map(str), st.sampled_from(["", "inf", "x", "1.5"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(

@@ -44,6 +44,7 @@ def modes_not_private(root: Path) -> dict[str, str]:
             if mode(path) != (0o700 if path.is_dir() else 0o600)}
 
 
+@pytest.mark.slow
 def test_a_home_made_through_the_cli_is_owner_only(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {name: value for name, value in os.environ.items() if not name.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}

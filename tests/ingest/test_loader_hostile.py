@@ -112,6 +112,7 @@ def huge_line_pieces(fmt: str, neighbour: str) -> tuple[str, str]:
     return before + '"', '"' + after
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["canonical_jsonl", "asterisk"])
 def test_a_gzip_with_one_giant_line_loads_its_neighbours_in_bounded_memory(warehouse: Warehouse, tmp_path: Path, fmt: str) -> None:
     calls = simulate_calls(["acct_a"], days=1, seed=2, mean_calls_per_day=6)

@@ -271,6 +271,7 @@ defs = dg.Definitions(
 """
 
 
+@pytest.mark.slow
 def test_the_daemon_tick_launches_the_other_files_and_stores_its_cursor(
     ingest_settings: Settings, warehouse: Warehouse, tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
-"""A billing world for the reconciliation tests, on the Stripe emulator and a real warehouse.
+"""The reconciliation tests' world: the shared StripeWorld (tests/stripe_world.py) on a real warehouse.
 
-Customers on one test clock subscribe at T0 (2026-03-04 14:23:17 UTC: an anniversary that is
-neither minute- nor day-aligned) to Tier 1; the Stripe sync's own row builders mirror them; calls
+Customers on one test clock sign up at T0 (2026-03-04 14:23:17 UTC: an anniversary that is
+neither minute- nor day-aligned) to Tier 1; the Stripe sync's own services mirror them; calls
 from the project's simulator are written as a canonical CSV and loaded by the real CDR loader; the
 voice server's meter events (with injected faults) are sent through StripeResource while the test
 clock advances; the reconciliation runs through the service (`run`) or the asset with its check
@@ -21,12 +21,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 from sqlalchemy import select
+from stripe_world import StripeWorld
 
 from aisyst_pipelines.assets.reconciliation import ASSET_KEY, meter_reconciliation, partition_for_as_of
-from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.reconciliation import ReconciliationPolicy
-from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.cdr.privacy import pii_key_fingerprint
 from aisyst_pipelines.cdr.reader import ReadOptions, read_cdr_file
 from aisyst_pipelines.services.reconciliation import ReconciliationOutcome, reconcile
@@ -39,7 +38,7 @@ from aisyst_pipelines.simulation import (
     simulate_calls,
     write_calls,
 )
-from aisyst_pipelines.warehouse import Warehouse, reconciliation_store, stripe_sync_store
+from aisyst_pipelines.warehouse import Warehouse, reconciliation_store
 from aisyst_pipelines.warehouse.cdr_store import CdrFileIdentity, load_cdr_file
 from aisyst_pipelines.warehouse.schema import call_records
 from resources import WarehouseResource
@@ -52,40 +51,20 @@ T0 = datetime(2026, 3, 4, 14, 23, 17, tzinfo=UTC)
 OP = ASSET_KEY.to_python_identifier()
 
 
-@dataclass
-class ReconWorld:
-    emulator: Any
-    stripe: StripeResource
+@dataclass(kw_only=True)
+class ReconWorld(StripeWorld):
     warehouse: Warehouse
+    clock: datetime
     tmp: Path
-    clock_id: str
-    price_id: str
-    clock: datetime = T0
     customers: dict[str, str] = field(default_factory=dict)  # account code -> customer id
     plan: VoiceServerPlan | None = None
     sent_until: datetime | None = None
 
-    @property
-    def client(self) -> Any:
-        return self.emulator.client()
-
-    def subscribe(self, account_codes: list[str]) -> None:
-        client = self.client
+    def sign_up_all(self, account_codes: list[str]) -> None:
+        """Each account signs up to Tier 1; the warehouse mirrors them."""
         for code in account_codes:
-            customer = client.v1.customers.create({
-                "name": f"Customer {code}", "email": f"{code}@example.com",
-                "metadata": {"aisyst_account_code": code}, "test_clock": self.clock_id,
-                "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"},
-            })
-            client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": self.price_id}]})
-            self.customers[code] = customer.id
+            self.customers[code] = self.sign_up(code).customer_id
         self.sync()
-
-    def sync(self) -> None:
-        catalog = load_tier_catalog()
-        stripe_sync_store.sync_customers(self.warehouse, [customer_row(c) for c in self.stripe.customers.list_customers()], datetime.now(UTC))
-        rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
-        stripe_sync_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
     def load_calls(self, days: int, seed: int = 1, mean_calls_per_day: float = 5.0, extra: pd.DataFrame | None = None,
                    name: str = "calls.csv") -> pd.DataFrame:
@@ -116,11 +95,6 @@ class ReconWorld:
     def plan_voice_server(self, faults: VoiceServerFaults | None = None, calls: list[MeteredCall] | None = None) -> VoiceServerPlan:
         self.plan = plan_meter_events(calls if calls is not None else self.metered_calls(), faults)
         return self.plan
-
-    def advance(self, to: datetime) -> None:
-        if to > self.clock:
-            self.client.v1.test_helpers.test_clocks.advance(self.clock_id, {"frozen_time": int(to.timestamp())})
-            self.clock = to
 
     def send(self, until: datetime) -> int:
         """The voice server's sends due by `until`, as the clock moves; then the clock stands at `until`."""
@@ -183,7 +157,5 @@ def expected_drift_in_windows(plan: VoiceServerPlan, rows: list[dict[str, Any]],
 
 @pytest.fixture
 def recon_world(stripe_emulator: Any, stripe_resource: StripeResource, warehouse: Warehouse, tmp_path: Path) -> Iterator[ReconWorld]:
-    catalog_ids = stripe_resource.catalog.ensure(load_tier_catalog())
-    clock = stripe_emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())})
-    yield ReconWorld(stripe_emulator, stripe_resource, warehouse, tmp_path, clock.id, catalog_ids.prices[0].id)
+    yield ReconWorld.build(stripe_emulator, stripe_resource, T0, warehouse=warehouse, tmp=tmp_path)
 

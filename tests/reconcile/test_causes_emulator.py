@@ -18,7 +18,7 @@ AS_OF = datetime(2026, 3, 14, 2, 0, tzinfo=UTC)
 
 def test_duplicate_cdr_is_named_and_never_corrected(recon_world: ReconWorld) -> None:
     world = recon_world
-    world.subscribe(["acct_a"])
+    world.sign_up_all(["acct_a"])
     calls = world.load_calls(days=10, seed=9)
     answered = calls[(calls["disposition"] == "completed") & (calls["ended_at"] > pd.Timestamp(T0 + timedelta(days=2)))]
     twin = answered.iloc[[0]].copy()
@@ -41,7 +41,7 @@ def test_duplicate_cdr_is_named_and_never_corrected(recon_world: ReconWorld) -> 
 
 def test_unmapped_account_code_explains_over_metering(recon_world: ReconWorld) -> None:
     world = recon_world
-    world.subscribe(["shared", "other"])
+    world.sign_up_all(["shared", "other"])
     # A second customer carries the same account code: the code is ambiguous, its calls stay unmapped.
     client = world.client
     twin = client.v1.customers.create({"name": "Twin", "metadata": {"aisyst_account_code": "shared"},

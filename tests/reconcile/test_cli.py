@@ -18,7 +18,7 @@ AS_OF = datetime(2026, 3, 14, 2, 0, tzinfo=timezone.utc)
 def test_reconcile_command_reports_and_repairs(recon_world: ReconWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     world = recon_world
-    world.subscribe(["acct_a"])
+    world.sign_up_all(["acct_a"])
     world.load_calls(days=10, seed=4)
     inside = sorted(c.call_id for c in world.metered_calls()
                     if c.billable_minutes and datetime(2026, 3, 6, tzinfo=timezone.utc) <= c.ended_at < AS_OF)

@@ -85,6 +85,7 @@ def load_calls(warehouse: Warehouse, calls: list[tuple[str, datetime, int, str]]
             ) for call_id, ended, minutes, _fate in calls])
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=scenarios(), lag=st.sampled_from([timedelta(hours=1), timedelta(minutes=5)]))
 def test_comparison_finds_exactly_the_injected_drift(warehouse: Warehouse, scenario, lag: timedelta) -> None:

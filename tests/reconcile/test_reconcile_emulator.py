@@ -29,7 +29,7 @@ def _check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 def test_finds_exactly_the_injected_drift(recon_world: ReconWorld) -> None:
     world = recon_world
-    world.subscribe(ACCOUNTS)
+    world.sign_up_all(ACCOUNTS)
     world.load_calls(days=10)
     calls = world.metered_calls()
     by_customer = sorted({c.customer_id for c in calls})
@@ -85,7 +85,7 @@ def test_finds_exactly_the_injected_drift(recon_world: ReconWorld) -> None:
 
 def test_repair_closes_the_drift_and_a_rerun_never_corrects_twice(recon_world: ReconWorld) -> None:
     world = recon_world
-    world.subscribe(ACCOUNTS[:2])
+    world.sign_up_all(ACCOUNTS[:2])
     world.load_calls(days=10, seed=5)
     calls = world.metered_calls()
     dropped = frozenset(sorted(c.call_id for c in calls)[::4])
@@ -118,7 +118,7 @@ def test_repair_closes_the_drift_and_a_rerun_never_corrects_twice(recon_world: R
 
 def test_report_only_by_default(recon_world: ReconWorld) -> None:
     world = recon_world
-    world.subscribe(ACCOUNTS[:1])
+    world.sign_up_all(ACCOUNTS[:1])
     world.load_calls(days=10, seed=7)
     calls = world.metered_calls()
     world.plan_voice_server(VoiceServerFaults(drop=frozenset({sorted(c.call_id for c in calls)[0]})))

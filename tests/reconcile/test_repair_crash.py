@@ -37,7 +37,7 @@ def crashed_repair(world: ReconWorld, as_of: datetime, *, sent: bool) -> list:
 
 
 def setup_drops(world: ReconWorld) -> dict:
-    world.subscribe(["acct_a", "acct_b"])
+    world.sign_up_all(["acct_a", "acct_b"])
     world.load_calls(days=10, seed=11)
     calls = world.metered_calls()
     plan = world.plan_voice_server(VoiceServerFaults(drop=frozenset(sorted(c.call_id for c in calls)[1::5])))

@@ -97,7 +97,7 @@ def test_cron_repair_lag_and_tolerance_come_from_the_environment(tmp_path: Path)
 
 def test_the_scheduled_run_reconciles(recon_world: ReconWorld, tmp_path: Path) -> None:
     world = recon_world
-    world.subscribe(["acct_a"])
+    world.sign_up_all(["acct_a"])
     world.load_calls(days=10, seed=2)
     world.plan_voice_server()
     world.send(TICK)
@@ -127,7 +127,7 @@ def test_the_scheduled_run_reconciles(recon_world: ReconWorld, tmp_path: Path) -
 def test_a_repairing_run_keeps_the_configured_lag_and_tolerance(recon_world: ReconWorld, tmp_path: Path) -> None:
     """The demo's run turns repair on for itself; the rest of the resource stays as the environment says."""
     world = recon_world
-    world.subscribe(["acct_a"])
+    world.sign_up_all(["acct_a"])
     world.load_calls(days=10, seed=3)
     billed = sorted(c.call_id for c in world.metered_calls() if c.billable_minutes)
     world.plan_voice_server(VoiceServerFaults(drop=frozenset(billed[:1])))

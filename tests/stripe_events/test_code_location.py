@@ -13,7 +13,7 @@ from aisyst_pipelines.definitions import defs
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import stripe_invoices
 
-from .stripe_world import StripeWorld
+from .events_helpers import events_world
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_the_code_location_runs_the_events_sensor(location: dg.Definitions, stri
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 30
     assert location.resolve_assets_def("stripe_invoices") is not None
 
-    world = StripeWorld.create(stripe_emulator, stripe_resource)
+    world = events_world(stripe_emulator, stripe_resource)
     world.subscribe(world.customer("ACME"))
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, definitions=location, resources=dict(location.resources or {}))

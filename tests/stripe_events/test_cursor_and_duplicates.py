@@ -22,7 +22,9 @@ from aisyst_pipelines.warehouse.schema import stripe_event_alerts, stripe_events
 from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
 from resources.stripe import StripeResource
 
-from .stripe_world import HOUR, StripeWorld, ops_mail_subjects, sensor_tick
+from stripe_world import StripeWorld
+
+from .events_helpers import HOUR, events_world, ops_mail_subjects, sensor_tick, watched_event_ids
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -30,12 +32,12 @@ NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 @pytest.fixture
 def world(stripe_emulator, stripe_resource) -> StripeWorld:
     """Three customers, one of whose cards starts failing; two renewals: ~40 watched events."""
-    world = StripeWorld.create(stripe_emulator, stripe_resource)
+    world = events_world(stripe_emulator, stripe_resource)
     customers = [world.customer(code) for code in ("ACME", "BETA", "GAMMA")]
     subscriptions = [world.subscribe(customer, tier=n + 1).id for n, customer in enumerate(customers)]
     world.switch_card(customers[1], "pm_card_chargeCustomerFail")
-    world.advance_to(world.period_end(subscriptions[0]) + 2 * HOUR)
-    world.advance_to(world.period_end(subscriptions[0]) + 2 * HOUR)
+    world.advance(world.period_end(subscriptions[0]) + 2 * HOUR)
+    world.advance(world.period_end(subscriptions[0]) + 2 * HOUR)
     return world
 
 
@@ -62,7 +64,7 @@ def alert_count(warehouse: Warehouse) -> int:
 
 
 def test_ticks_are_bounded_and_resume_from_the_cursor(world: StripeWorld, warehouse: Warehouse) -> None:
-    everything = world.watched_event_ids()
+    everything = watched_event_ids(world.stripe)
     assert len(everything) > 30
     cursor, rounds, applied_per_round = EventsCursor(), 0, []
     while True:
@@ -83,7 +85,7 @@ def test_ticks_are_bounded_and_resume_from_the_cursor(world: StripeWorld, wareho
 
 
 def test_the_first_run_walks_down_to_the_oldest_event_over_several_ticks(world: StripeWorld, warehouse: Warehouse) -> None:
-    everything = world.watched_event_ids()
+    everything = watched_event_ids(world.stripe)
     cursor, walking_ticks = EventsCursor(), 0
     while True:
         result = poll_events(world.stripe.events, warehouse, cursor, max_events=500, now=NOW, page_size=3, max_scan_pages=4)
@@ -103,7 +105,7 @@ def test_restart_after_a_crash_applies_each_event_once(world: StripeWorld, wareh
     outbox = tmp_path / "outbox"
     crashed = sensor_tick(warehouse, world.stripe, outbox, None)  # applied, then died before its cursor was stored
     applied_before = len(ledger(warehouse))
-    assert applied_before == len(world.watched_event_ids()) and crashed.cursor
+    assert applied_before == len(watched_event_ids(world.stripe)) and crashed.cursor
     mails_before = ops_mail_subjects(outbox)
 
     restarted = sensor_tick(warehouse, world.stripe, outbox, None)  # the daemon starts again from no cursor
@@ -115,7 +117,7 @@ def test_restart_after_a_crash_applies_each_event_once(world: StripeWorld, wareh
 
 
 def test_ticks_dying_midway_never_skip_nor_double_apply(stripe_emulator, world: StripeWorld, warehouse: Warehouse) -> None:
-    everything = world.watched_event_ids()
+    everything = watched_event_ids(world.stripe)
     flaky = StripeResource(api_key=stripe_emulator.api_key, api_base=stripe_emulator.url, max_network_retries=1,
                            requests_per_second=200, burst=20)
     stripe_emulator.set_faults(error_rate=0.35)
@@ -144,11 +146,11 @@ def test_a_cursor_stripe_no_longer_lists_applies_what_exists_and_warns(world: St
     lost = EventsCursor(last_event_id="evt_expired_long_ago", last_created=1_700_000_000, scanning=False)
     result = poll_events(world.stripe.events, warehouse, lost, max_events=500, now=NOW)
     assert result.retention_gap
-    assert sorted(e for e, _, _ in ledger(warehouse)) == sorted(world.watched_event_ids())
+    assert sorted(e for e, _, _ in ledger(warehouse)) == sorted(watched_event_ids(world.stripe))
     with warehouse.connect() as connection:
         kinds = Counter(connection.scalars(select(stripe_event_alerts.c.kind)))
     assert kinds[OpsAlertKind.EVENTS_RETENTION_GAP.value] == 1
-    assert result.cursor.last_event_id == world.watched_event_ids()[-1] and not result.cursor.scanning
+    assert result.cursor.last_event_id == watched_event_ids(world.stripe)[-1] and not result.cursor.scanning
 
 
 SECRET = "whsec_duplicate_delivery_test"

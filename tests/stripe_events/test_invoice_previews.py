@@ -3,7 +3,6 @@ SQLite and PostgreSQL: tax included, nothing for a subscription that ends, refre
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -12,7 +11,9 @@ from aisyst_pipelines.warehouse import Warehouse
 from resources import CatalogResource, WarehouseResource
 
 from .dashboard import customer_dashboard
-from .stripe_world import HOUR, StripeWorld
+from stripe_world import StripeWorld
+
+from .events_helpers import HOUR, events_world
 
 
 def sync_and_preview(world: StripeWorld, warehouse: Warehouse, *assets: dg.AssetsDefinition) -> dg.ExecuteInProcessResult:
@@ -23,7 +24,7 @@ def sync_and_preview(world: StripeWorld, warehouse: Warehouse, *assets: dg.Asset
 
 
 def test_dashboard_shows_the_next_invoice_as_stripe_previews_it(stripe_emulator, stripe_resource, warehouse: Warehouse) -> None:
-    world = StripeWorld.create(stripe_emulator, stripe_resource)
+    world = events_world(stripe_emulator, stripe_resource)
     acme, beta = world.customer("ACME"), world.customer("BETA")
     gst = world.client.v1.tax_rates.create({"display_name": "GST", "percentage": 10, "inclusive": False})
     sub_acme = world.client.v1.subscriptions.create(
@@ -38,17 +39,17 @@ def test_dashboard_shows_the_next_invoice_as_stripe_previews_it(stripe_emulator,
     [row_acme] = customer_dashboard(warehouse, acme)
     [row_beta] = customer_dashboard(warehouse, beta)
     renewal = world.period_end(sub_acme)
-    assert row_acme["next_invoice_date"] == datetime.fromtimestamp(renewal, timezone.utc)
+    assert row_acme["next_invoice_date"] == renewal
     # Tier 1 ($299) and the pending item ($15), each with 10 % GST: what Stripe will charge.
     assert (row_acme["next_invoice_amount_due"], row_acme["next_invoice_tax"], row_acme["next_invoice_currency"]) == (
         34540, 3140, "usd")
     assert row_beta["next_invoice_date"] is None and row_beta["next_invoice_amount_due"] is None
 
     # After the renewal the stored preview is of a period gone by: not shown until it is refreshed.
-    world.advance_to(renewal + 2 * HOUR)
+    world.advance(renewal + 2 * HOUR)
     sync_and_preview(world, warehouse, stripe_customers, stripe_subscriptions)
     [stale] = customer_dashboard(warehouse, acme)
-    assert stale["next_invoice_date"] == datetime.fromtimestamp(world.period_end(sub_acme), timezone.utc)
+    assert stale["next_invoice_date"] == world.period_end(sub_acme)
     assert stale["next_invoice_amount_due"] is None
     sync_and_preview(world, warehouse, stripe_invoice_previews)
     [fresh] = customer_dashboard(warehouse, acme)

@@ -3,7 +3,6 @@ clock — renewal paid; a declined card (payment_failed, past_due); cancellation
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -18,11 +17,7 @@ from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invo
 from resources import WarehouseResource
 
 from .dashboard import customer_dashboard
-from .stripe_world import HOUR, StripeWorld, ops_mail_subjects, sensor_tick
-
-
-def utc(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+from .events_helpers import HOUR, events_world, ops_mail_subjects, sensor_tick, watched_event_ids
 
 
 def invoices(warehouse: Warehouse) -> dict[str, tuple]:
@@ -41,7 +36,7 @@ def subscription(warehouse: Warehouse, subscription_id: str):
 
 def test_lifecycle_on_a_test_clock(stripe_emulator, stripe_resource, warehouse: Warehouse, tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
-    world = StripeWorld.create(stripe_emulator, stripe_resource)
+    world = events_world(stripe_emulator, stripe_resource)
     good = world.customer("ACME")
     declined = world.customer("BETA")
     sub_good = world.subscribe(good, tier=1).id
@@ -63,15 +58,15 @@ def test_lifecycle_on_a_test_clock(stripe_emulator, stripe_resource, warehouse: 
     # BETA's card starts failing, so its renewal is declined.
     period_end = world.period_end(sub_good)
     world.switch_card(declined, "pm_card_chargeCustomerFail")
-    world.advance_to(period_end + HOUR // 2)
+    world.advance(period_end + HOUR // 2)
     drafts = sensor_tick(warehouse, stripe_resource, outbox, first.cursor)
     renewals = {i: v for i, v in invoices(warehouse).items() if v[1] == "subscription_cycle"}
     assert sorted(v[2] for v in renewals.values()) == ["draft", "draft"]
     good_renewal = next(i for i, v in renewals.items() if v[0] == good)
     stripe_resource.invoices.write_metadata(good_renewal, {METADATA_VERSION_KEY: ANNOTATION_VERSION})
-    assert subscription(warehouse, sub_good).current_period_start == utc(period_end)
+    assert subscription(warehouse, sub_good).current_period_start == period_end
 
-    world.advance_to(period_end + 2 * HOUR)  # one clock-hour after the drafts: finalized, charged
+    world.advance(period_end + 2 * HOUR)  # one clock-hour after the drafts: finalized, charged
     charged = sensor_tick(warehouse, stripe_resource, outbox, drafts.cursor)
     by_customer = {v[0]: v for i, v in invoices(warehouse).items() if v[1] == "subscription_cycle"}
     assert by_customer[good][2:] == ("paid", 29_900)
@@ -98,7 +93,7 @@ def test_lifecycle_on_a_test_clock(stripe_emulator, stripe_resource, warehouse: 
     # Every watched event the emulator holds was applied exactly once, by the sensor.
     with warehouse.connect() as connection:
         ledger = connection.execute(select(stripe_events_applied.c.event_id, stripe_events_applied.c.outcome)).all()
-    assert sorted(e for e, _ in ledger) == sorted(world.watched_event_ids())
+    assert sorted(e for e, _ in ledger) == sorted(watched_event_ids(world.stripe))
     assert {outcome for _, outcome in ledger} == {"applied"}
 
     # What a customer dashboard shows for ACME after its paid renewal.

@@ -24,6 +24,8 @@ from aisyst_pipelines.webhook import MAX_BODY_BYTES, WEBHOOK_PATH
 
 from .payloads import event, invoice
 
+pytestmark = pytest.mark.slow  # each test starts `aisyst webhook` as a process
+
 SECRET = "whsec_cli_0a1b2c3d4e5f"
 
 

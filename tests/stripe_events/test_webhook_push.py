@@ -20,7 +20,7 @@ from aisyst_pipelines.warehouse.schema import (
 )
 from aisyst_pipelines.webhook import WEBHOOK_PATH
 
-from .stripe_world import HOUR, StripeWorld
+from .events_helpers import HOUR, events_world, watched_event_ids
 from .test_webhook_command import free_port, webhook_server
 
 
@@ -41,7 +41,7 @@ def test_emulator_pushes_events_through_aisyst_webhook_into_the_warehouse(
     stripe_emulator, stripe_resource, warehouse: Warehouse, tmp_path: Path
 ) -> None:
     stripe_emulator.server.webhooks.retry_scale = 0.003  # retries after 5.4 s, 10.8 s, 21.6 s
-    world = StripeWorld.create(stripe_emulator, stripe_resource)
+    world = events_world(stripe_emulator, stripe_resource)
     port = free_port()
     endpoint = world.client.v1.webhook_endpoints.create(
         {"url": f"http://127.0.0.1:{port}{WEBHOOK_PATH}", "enabled_events": list(WATCHED_EVENT_TYPES)}
@@ -51,14 +51,14 @@ def test_emulator_pushes_events_through_aisyst_webhook_into_the_warehouse(
     declined = world.customer("BETA")
     sub_good = world.subscribe(good, tier=1).id
     sub_bad = world.subscribe(declined, tier=2).id
-    early = set(world.watched_event_ids())
+    early = set(watched_event_ids(world.stripe))
     wait_for(lambda: len(stripe_emulator.server.webhooks.attempts) >= len(early))
 
     with webhook_server(warehouse.url, tmp_path / "home", secret=endpoint.secret, port=port, stripe_api_base=stripe_emulator.url):
         wait_for(lambda: set(applied_ids(warehouse)) >= early)  # the retries came through
         world.switch_card(declined, "pm_card_chargeCustomerFail")
-        world.advance_to(world.period_end(sub_good) + 2 * HOUR)  # renewals: drafts, finalized, paid / declined
-        watched = set(world.watched_event_ids())
+        world.advance(world.period_end(sub_good) + 2 * HOUR)  # renewals: drafts, finalized, paid / declined
+        watched = set(watched_event_ids(world.stripe))
         wait_for(lambda: set(applied_ids(warehouse)) == watched and stripe_emulator.server.webhooks.idle())
 
     ledger = applied_ids(warehouse)

@@ -66,6 +66,7 @@ def test_a_configured_warehouse_is_refused_by_the_commands(warehouse_url: str, t
     assert Warehouse(warehouse_url).is_current()
 
 
+@pytest.mark.slow
 def test_two_upgrades_at_once_take_turns(warehouse_url: str, tmp_path) -> None:
     # Two `aisyst db upgrade` processes on one fresh database (two deploy pipelines at once).
     env = os.environ | {"AISYST_HOME": str(tmp_path / "home"), "AISYST_WAREHOUSE_URL": warehouse_url}

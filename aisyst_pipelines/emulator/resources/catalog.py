@@ -219,7 +219,7 @@ def list_prices(call: Call) -> dict[str, Any]:
     p = call.params
     active = opt_bool(p, "active")
     lookup_keys = set(as_list(p.get("lookup_keys"), "lookup_keys"))
-    recurring = p.get("recurring") if isinstance(p.get("recurring"), dict) else {}
+    recurring = asked if isinstance(asked := p.get("recurring"), dict) else {}
     created = range_filter(p, "created")
 
     def wanted(price: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ DECLINED_AT_ATTACH = {"pm_card_visa_chargeDeclined", "pm_card_chargeDeclined"}
 
 
 def _invoice_settings(update: Any, current: dict[str, Any] | None = None) -> dict[str, Any]:
-    settings = dict(current or {"custom_fields": None, "default_payment_method": None, "footer": None, "rendering_options": None})
+    settings: dict[str, Any] = dict(current or {"custom_fields": None, "default_payment_method": None, "footer": None, "rendering_options": None})
     if not isinstance(update, dict):
         return settings
     if "custom_fields" in update:
