@@ -192,3 +192,9 @@ def test_product_code_runs_jobs_only_through_dagsters_runtime() -> None:
     private = {str(p.relative_to(REPO)) for p in python_files(*PRODUCT) if any(m.startswith("dagster._") for m in imports_of(p))}
     in_process = {str(p.relative_to(REPO)) for p in python_files(*PRODUCT) if "execute_in_process" in p.read_text()}
     assert private == set() and in_process == set(), (private, in_process)
+
+
+def test_the_resources_package_exports_what_it_imports_lazily() -> None:
+    import resources
+
+    assert sorted(resources.__all__) == sorted(resources._MODULE_OF)  # noqa: SLF001 - the package's own table
