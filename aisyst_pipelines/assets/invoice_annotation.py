@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 from pydantic import Field
 
+from aisyst_pipelines.billing.client_groups import BrandProfiles
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation import (
     AnnotationRun,
@@ -20,6 +21,7 @@ from aisyst_pipelines.services.invoice_annotation import (
     UnknownInvoices,
     annotate_batch,
     apply_invoice_branding,
+    brand_profiles,
 )
 from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus
 from resources import CatalogResource, StripeResource, WarehouseResource
@@ -85,7 +87,7 @@ def invoice_annotations(
             warehouse.get(),
             config.invoice_ids,
             run_id=context.run.run_id,
-            brand=catalog.brand(),
+            profiles=_brand_profiles(stripe, catalog),
             concurrency=config.concurrency,
             requests_per_second=stripe.effective_requests_per_second,
             finalize=config.finalize_after_annotating,
@@ -127,7 +129,7 @@ def _run_metadata(run: AnnotationRun) -> dict[str, dg.MetadataValue]:
 def invoice_branding_settings(
     context: dg.AssetExecutionContext, stripe: StripeResource, warehouse: WarehouseResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
-    result = apply_invoice_branding(stripe.invoices, warehouse.get(), catalog.brand())
+    result = apply_invoice_branding(stripe.invoices, warehouse.get(), _brand_profiles(stripe, catalog))
     for subscription_id, error in result.failed.items():
         context.log.error(f"subscription {subscription_id}: brand fields not written — {error}")
     if result.failed:
@@ -143,3 +145,7 @@ def invoice_branding_settings(
             "updated_subscriptions": dg.MetadataValue.json(result.updated),
         }
     )
+
+
+def _brand_profiles(stripe: StripeResource, catalog: CatalogResource) -> BrandProfiles:
+    return brand_profiles(catalog.brand(), catalog.client_groups(), catalog.tiers(), stripe.catalog)

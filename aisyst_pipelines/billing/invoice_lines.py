@@ -218,29 +218,51 @@ def validate_custom_fields(custom_fields: Sequence[CustomField]) -> list[CustomF
 
 
 @dataclass(frozen=True)
+class InvoiceTemplate:
+    """A client group's invoice texts (billing/client_groups.py); None keeps the brand file's text."""
+
+    memo: str | None = None
+    footer: str | None = None
+    custom_fields: tuple[CustomField, ...] = ()
+
+
+@dataclass(frozen=True)
 class InvoiceBranding:
     """The invoice settings every invoice of a subscription carries: "Client ID" and "Tier" custom
-    fields, the memo (Stripe's `description`) and the footer."""
+    fields (then the client group's), the memo (Stripe's `description`), the footer, and the Stripe
+    ids of the tax rates its client group pays (the subscription's `default_tax_rates`)."""
 
     locale: str
     custom_fields: tuple[CustomField, ...]
     memo: str
     footer: str
+    tax_rate_ids: tuple[str, ...] = ()
 
 
 def invoice_branding(
-    account_code: str | None, tier_name: str | None, preferred_locale: str | None, brand: Brand
+    account_code: str | None,
+    tier_name: str | None,
+    preferred_locale: str | None,
+    brand: Brand,
+    template: InvoiceTemplate | None = None,
+    tax_rate_ids: Sequence[str] = (),
 ) -> InvoiceBranding:
     """The brand fields for one subscription, in the customer's language. A missing account code or
-    tier leaves its field out rather than empty (Stripe refuses empty values)."""
+    tier leaves its field out rather than empty (Stripe refuses empty values). The client group's
+    `template` wins over the brand file (the guide's order: template > subscription > customer >
+    account); its custom fields come after ours, and one it names like ours replaces ours."""
     texts = invoice_texts(preferred_locale)
     fields = [CustomField(texts.client_id_field(), account_code)] if account_code else []
     if tier_name:
         fields.append(CustomField(texts.tier_field(), tier_name))
+    template = template or InvoiceTemplate()
+    names = {field.name for field in template.custom_fields}
+    fields = [field for field in fields if field.name not in names] + list(template.custom_fields)
     locale = texts.locale
     return InvoiceBranding(
         locale=locale,
         custom_fields=tuple(validate_custom_fields(fields)),
-        memo=render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
-        footer=render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),
+        memo=template.memo or render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
+        footer=template.footer or render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),
+        tax_rate_ids=tuple(tax_rate_ids),
     )

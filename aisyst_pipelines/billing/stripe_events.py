@@ -297,6 +297,8 @@ class InvoiceRow:
     amount_paid: int
     amount_remaining: int
     total: int
+    subtotal: int
+    tax: int  # every amount of total_taxes (inclusive and exclusive), as the invoice states them
     currency: str
     period_start: datetime | None
     period_end: datetime | None
@@ -331,6 +333,8 @@ def invoice_row(event: StripeEvent) -> InvoiceRow:
         amount_paid=invoice.integer("amount_paid"),
         amount_remaining=invoice.integer("amount_remaining"),
         total=invoice.integer("total"),
+        subtotal=invoice.integer("subtotal"),
+        tax=sum(tax.integer("amount") for tax in invoice.objects("total_taxes")),
         currency=invoice.text("currency", width=CURRENCY_WIDTH) or "",
         # Invoice periods are Unix seconds already in our half-open convention: period_end is the
         # first second after the period (only line item periods are inclusive, STRIPE.md §3.2).

@@ -39,13 +39,14 @@ from aisyst_pipelines.billing.invoice_lines import (
     TierTerms,
     annotation_idempotency_key,
     annotation_version_of,
-    invoice_branding,
     invoice_lines,
     invoice_metadata,
     invoice_texts,
     period_usage,
 )
+from aisyst_pipelines.billing.client_groups import BrandProfiles, ClientGroups, TaxRateNotInStripe
 from aisyst_pipelines.billing.periods import Period
+from aisyst_pipelines.billing.tiers import TierCatalog
 from aisyst_pipelines.templates import Brand
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.invoice_annotation_store import (
@@ -67,6 +68,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     subscription_terms,
 )
 from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
+from resources.stripe.catalog import CatalogGateway
 from resources.stripe.client import transient_stripe_error
 from resources.stripe.invoices import AnnotationWriteConflict, InvoiceGateway, InvoiceGone, InvoiceNotEditable
 
@@ -137,16 +139,16 @@ def annotate_batch(
     invoice_ids: Sequence[str],
     *,
     run_id: str,
-    brand: Brand,
+    profiles: BrandProfiles,
     concurrency: int,
     requests_per_second: float,
     finalize: bool = False,
 ) -> AnnotationRun:
     """Annotate the invoices (each id must have a row, else UnknownInvoices) with at most `concurrency`
     workers, fewer when the Stripe rate could not keep more busy (`workers_for`). `run_id` goes on the
-    rows; `brand` fills the brand fields of a draft whose subscription had none; `finalize` finalizes
-    each invoice right after its lines are on."""
-    annotator = InvoiceAnnotator(invoices, warehouse, run_id, brand, finalize)
+    rows; `profiles` fill the brand fields (and tax rates) of a draft whose subscription had none;
+    `finalize` finalizes each invoice right after its lines are on."""
+    annotator = InvoiceAnnotator(invoices, warehouse, run_id, profiles, finalize)
     return AnnotationRun(annotator.annotate(invoice_ids, workers_for(concurrency, requests_per_second)))
 
 
@@ -169,11 +171,13 @@ class _Inputs:
 class InvoiceAnnotator:
     """Annotates one batch of invoices; thread-safe per invoice (each invoice is one worker's)."""
 
-    def __init__(self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, brand: Brand, finalize: bool = False) -> None:
+    def __init__(
+        self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, profiles: BrandProfiles, finalize: bool = False
+    ) -> None:
         self.invoices = invoices
         self.warehouse = warehouse
         self.run_id = run_id
-        self.brand = brand
+        self.profiles = profiles
         self.finalize = finalize
 
     def annotate(self, invoice_ids: Sequence[str], workers: int) -> list[InvoiceResult]:
@@ -265,7 +269,8 @@ class InvoiceAnnotator:
                 # Its subscription had no brand fields yet when Stripe created the draft (see
                 # `apply_invoice_branding` below): this one invoice gets them directly, a second write.
                 account_code = inputs.profile.account_code if inputs.profile else None
-                branding = invoice_branding(account_code, terms.tier_name, texts.locale, self.brand)
+                country = inputs.profile.country if inputs.profile else None
+                _, branding = self.profiles.branding(account_code, terms.tier_name, texts.locale, country)
                 self.invoices.write_branding(record.invoice_id, branding)
             self._add_lines(record.invoice_id, lines, metadata)
         except InvoiceGone:
@@ -393,27 +398,44 @@ class BrandingResult:
     failed: dict[str, str]
 
 
-def apply_invoice_branding(invoices: InvoiceGateway, warehouse: Warehouse, brand: Brand, concurrency: int = 16) -> BrandingResult:
-    """Write the brand fields to every renewing subscription whose fields changed since last time."""
+def brand_profiles(brand: Brand, groups: ClientGroups, tiers: TierCatalog, catalog: CatalogGateway) -> BrandProfiles:
+    """The brand profiles with the Stripe ids of the client groups' tax rates (one tax rate listing)."""
+    specs = [tiers.tax_rate(key) for key in sorted(groups.tax_rate_keys)]
+    return BrandProfiles(brand, groups, catalog.tax_rate_ids(specs) if specs else {})
+
+
+def apply_invoice_branding(
+    invoices: InvoiceGateway, warehouse: Warehouse, profiles: BrandProfiles, concurrency: int = 16
+) -> BrandingResult:
+    """Write the brand fields and tax rates of its client group to every renewing subscription whose
+    fields changed since last time (one subscription update each, none when nothing changed)."""
     applied = applied_branding_hashes(warehouse)
-    pending: list[tuple[BrandingTarget, InvoiceBranding, str]] = []
+    pending: list[tuple[BrandingTarget, InvoiceBranding, str, str]] = []
+    failed: dict[str, str] = {}
     unchanged = 0
     for target in branding_targets(warehouse, BRANDED_STATUSES):
-        branding = invoice_branding(target.account_code, target.tier_name, target.preferred_locale, brand)
-        digest = branding_hash([(f.name, f.value) for f in branding.custom_fields], branding.memo, branding.footer)
+        try:
+            group, branding = profiles.branding(target.account_code, target.tier_name, target.preferred_locale, target.country)
+        except TaxRateNotInStripe as error:
+            failed[target.subscription_id] = str(error)
+            continue
+        fields = [(f.name, f.value) for f in branding.custom_fields]
+        digest = branding_hash(fields, branding.memo, branding.footer, branding.tax_rate_ids)
         if applied.get(target.subscription_id) == digest:
             unchanged += 1
         else:
-            pending.append((target, branding, digest))
+            pending.append((target, branding, digest, group.key))
 
-    def write(item: tuple[BrandingTarget, InvoiceBranding, str]) -> tuple[str, str | None]:
-        target, branding, digest = item
+    def write(item: tuple[BrandingTarget, InvoiceBranding, str, str]) -> tuple[str, str | None]:
+        target, branding, digest, group_key = item
         try:
             invoices.set_subscription_branding(target.subscription_id, branding)
         except Exception as error:  # noqa: BLE001 - one subscription must not stop the others
             return target.subscription_id, _describe(error)
         fields = [(f.name, f.value) for f in branding.custom_fields]
-        record_branding(warehouse, target, fields, branding.locale, digest, _now())
+        record_branding(
+            warehouse, target, fields, branding.locale, digest, _now(), client_group=group_key, tax_rate_ids=branding.tax_rate_ids
+        )
         return target.subscription_id, None
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="branding") as pool:
@@ -421,5 +443,5 @@ def apply_invoice_branding(invoices: InvoiceGateway, warehouse: Warehouse, brand
     return BrandingResult(
         updated=[sub for sub, error in outcomes if error is None],
         unchanged=unchanged,
-        failed={sub: error for sub, error in outcomes if error is not None},
+        failed=failed | {sub: error for sub, error in outcomes if error is not None},
     )

@@ -110,6 +110,7 @@ stripe_customers = Table(
     Column("email", Text, nullable=True),
     Column("preferred_locale", String(16), nullable=True),
     Column("test_clock", String(64), nullable=True),
+    Column("country", String(2), nullable=True),  # address.country: picks the client group (migration 0009)
     Column("deleted", Integer, nullable=False, server_default="0"),
     Column("synced_at", UtcDateTime, nullable=False),
     Index("ix_stripe_customers_account_code", "account_code"),
@@ -298,6 +299,8 @@ invoice_branding = Table(
     Column("locale", String(16), nullable=False),
     Column("custom_fields", Text, nullable=False),  # JSON [{"name", "value"}], for analysts and support
     Column("applied_at", UtcDateTime, nullable=False),
+    Column("client_group", String(64), nullable=True),  # key in client_groups.json (migration 0009)
+    Column("tax_rate_ids", Text, nullable=True),  # JSON list: the subscription's default_tax_rates (0009)
 )
 
 # --- Stripe events: invoices, the applied-events ledger, ops alerts (migration 0006) -----------------
@@ -315,6 +318,10 @@ stripe_invoices = Table(
     Column("amount_paid", BigInteger, nullable=False),
     Column("amount_remaining", BigInteger, nullable=False),
     Column("total", BigInteger, nullable=False),
+    # Tax (migration 0009): subtotal before exclusive tax, and every tax amount (inclusive or not)
+    # summed over total_taxes; NULL on rows mirrored before 0009.
+    Column("subtotal", BigInteger, nullable=True),
+    Column("tax", BigInteger, nullable=True),
     Column("currency", String(3), nullable=False),
     Column("period_start", UtcDateTime, nullable=True),
     Column("period_end", UtcDateTime, nullable=True),  # exclusive

@@ -4,9 +4,12 @@
 --   minutes_used    billable minutes in the current billing period (usage_by_period; 0 before the first call)
 --   minutes_included / minutes_unused   NULL for an unlimited tier
 --   next_invoice_date   the end of the current period, unless the subscription ends there or has ended
---   last_invoice_*, hosted_invoice_url, invoice_pdf   the newest invoice that is not a draft
+--   country, client_group   the customer's address country and the client group it picked when the brand
+--                   fields were last written (client_groups.json: tax rate and invoice template)
+--   last_invoice_*, hosted_invoice_url, invoice_pdf   the newest invoice that is not a draft;
+--                   last_invoice_subtotal / _tax / _total in minor units (tax: every amount of its total_taxes)
 -- Payment history is stripe_invoices itself (one row per invoice, newest `created` first).
--- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006).
+-- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006, replaced by 0009).
 WITH ranked_subscriptions AS (
     SELECT
         s.subscription_id,
@@ -40,6 +43,9 @@ ranked_invoices AS (
         i.amount_due,
         i.amount_paid,
         i.amount_remaining,
+        i.subtotal,
+        i.tax,
+        i.total,
         i.currency,
         i.created,
         i.paid_at,
@@ -54,6 +60,8 @@ SELECT
     c.account_code,
     c.name,
     c.email,
+    c.country,
+    b.client_group,
     s.subscription_id,
     s.status AS subscription_status,
     s.tier_name AS plan,
@@ -78,6 +86,9 @@ SELECT
     li.status AS last_invoice_status,
     li.amount_due AS last_invoice_amount_due,
     li.amount_paid AS last_invoice_amount_paid,
+    li.subtotal AS last_invoice_subtotal,
+    li.tax AS last_invoice_tax,
+    li.total AS last_invoice_total,
     li.currency AS last_invoice_currency,
     li.created AS last_invoice_created,
     li.paid_at AS last_invoice_paid_at,
@@ -87,4 +98,5 @@ FROM stripe_customers c
 LEFT JOIN ranked_subscriptions s ON s.customer_id = c.customer_id AND s.position = 1
 LEFT JOIN usage_by_period u ON u.subscription_id = s.subscription_id AND u.period_start = s.current_period_start
 LEFT JOIN ranked_invoices li ON li.customer_id = c.customer_id AND li.position = 1
+LEFT JOIN invoice_branding b ON b.subscription_id = s.subscription_id
 WHERE c.deleted = 0

@@ -23,8 +23,9 @@ from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
 from aisyst_pipelines.services.stripe_sync import customer_row, subscription_row
 from aisyst_pipelines.billing.tiers import load_tier_catalog
-from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch
+from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch, brand_profiles
 from aisyst_pipelines.services.invoice_annotation_planning import DEFAULT_POLICY, ScanCursor, SensorPolicy, TickPlan, scan_invoices
+from aisyst_pipelines.billing.client_groups import BrandProfiles, load_client_groups
 from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store
 from aisyst_pipelines.warehouse.schema import call_records
@@ -67,7 +68,7 @@ class World:
     def client(self) -> Any:
         return self.emulator.client()
 
-    def subscribe(self, account_code: str, tier: int, locale: str | None = None) -> Subscriber:
+    def subscribe(self, account_code: str, tier: int, locale: str | None = None, country: str | None = None) -> Subscriber:
         client = self.client
         params: dict[str, Any] = {
             "name": f"Customer {account_code}",
@@ -79,6 +80,8 @@ class World:
         }
         if locale:
             params["preferred_locales"] = [locale]
+        if country:
+            params["address"] = {"country": country}
         customer = client.v1.customers.create(params)
         subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": self.prices[tier - 1]}]})
         subscriber = Subscriber(customer.id, subscription.id, account_code, tier)
@@ -137,10 +140,14 @@ class World:
         rate = self.stripe.effective_requests_per_second
         return scan_invoices(self.stripe.invoices, self.warehouse, cursor or ScanCursor(), policy, now or datetime.now(UTC), rate)
 
+    def profiles(self) -> BrandProfiles:
+        """The brand profiles the assets use: packaged brand and client groups, tax rates found in Stripe."""
+        return brand_profiles(load_brand(), load_client_groups(), load_tier_catalog(), self.stripe.catalog)
+
     def annotate(self, invoice_ids: Sequence[str], finalize: bool = False) -> AnnotationRun:
         """One batch, as a run of the job with its default concurrency would work it."""
         return annotate_batch(
-            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", brand=load_brand(),
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", profiles=self.profiles(),
             concurrency=64, requests_per_second=self.stripe.effective_requests_per_second, finalize=finalize,
         )
 

@@ -1,0 +1,49 @@
+"""Issue 15 (billing): client groups and tax.
+
+- stripe_customers.country: the customer's address country, which picks its client group
+  (client_groups.json: tax rate and invoice template);
+- invoice_branding.client_group, tax_rate_ids: the group and the tax rates written with the brand
+  fields onto each subscription;
+- stripe_invoices.subtotal, tax: the invoice's subtotal and its tax (every amount of total_taxes),
+  integer minor units; NULL on rows mirrored before this revision;
+- v_customer_dashboard: the customer's country and client group, the last invoice's subtotal, tax
+  and total.
+
+Revision ID: 0009
+Revises: 0007 (the lead re-chains it onto 0008 when merging)
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from aisyst_pipelines.warehouse.views import create_view, drop_view
+
+revision = "0009"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("stripe_customers") as batch:
+        batch.add_column(sa.Column("country", sa.String(2), nullable=True))
+    with op.batch_alter_table("invoice_branding") as batch:
+        batch.add_column(sa.Column("client_group", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("tax_rate_ids", sa.Text, nullable=True))
+    with op.batch_alter_table("stripe_invoices") as batch:
+        batch.add_column(sa.Column("subtotal", sa.BigInteger, nullable=True))
+        batch.add_column(sa.Column("tax", sa.BigInteger, nullable=True))
+    create_view(op, revision, "v_customer_dashboard")
+
+
+def downgrade() -> None:
+    drop_view(op, "v_customer_dashboard")  # SQLite rebuilds a table to drop a column: no view may read it
+    with op.batch_alter_table("stripe_invoices") as batch:
+        batch.drop_column("tax")
+        batch.drop_column("subtotal")
+    with op.batch_alter_table("invoice_branding") as batch:
+        batch.drop_column("tax_rate_ids")
+        batch.drop_column("client_group")
+    with op.batch_alter_table("stripe_customers") as batch:
+        batch.drop_column("country")
+    create_view(op, "0006", "v_customer_dashboard")
