@@ -94,6 +94,25 @@ def test_german_texts_follow_the_preferred_locale() -> None:
     assert lines_for(priced, 1001, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
 
 
+@pytest.mark.parametrize(
+    ("preferred", "used_line", "overage_line", "priced_line"),
+    [
+        ("fr-FR", "Minutes vocales utilisées : 12\u202f345 sur 1\u202f000", "Dépassement : 11\u202f345 minutes",
+         "Dépassement : 11\u202f345 minutes à 1\u202f234,50 EUR la minute"),
+        ("es-ES", "Minutos de voz utilizados: 12.345 de 1.000", "Exceso: 11.345 minutos",
+         "Exceso: 11.345 minutos a 1.234,50 EUR por minuto"),
+        ("ja-JP", "音声通話の利用時間: 12,345 分 / 1,000 分", "超過: 11,345 分", "超過: 11,345 分（1 分あたり 1,234.50 EUR）"),
+    ],
+)
+def test_french_spanish_and_japanese_texts_with_the_locales_numbers(preferred, used_line, overage_line, priced_line) -> None:
+    """Issue 15 item 4: the customer's language, numbers and money formatted for it by Babel (CLDR):
+    French groups with a narrow no-break space, Spanish with dots, Japanese with commas."""
+    texts = invoice_texts(preferred)
+    assert [line.description for line in lines_for(TIER2, 12345, texts)] == [used_line, overage_line]
+    priced = TierTerms("Tier 2", 1000, overage_unit_amount=123450, currency="eur")
+    assert lines_for(priced, 12345, texts)[1].description == priced_line
+
+
 def test_overage_rate_in_a_zero_decimal_currency_is_not_divided_by_100() -> None:
     yen = TierTerms("Tier 1", 500, overage_unit_amount=5, currency="jpy")
     assert lines_for(yen, 1734, EN)[1].description == "Overage: 1,234 minutes at 5 JPY per minute"
@@ -104,7 +123,7 @@ def test_overage_rate_in_a_zero_decimal_currency_is_not_divided_by_100() -> None
 
 @pytest.mark.parametrize(
     ("preferred", "locale"),
-    [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr", "en")],
+    [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr-CA", "fr"), ("es-MX", "es"), ("ja-JP", "ja"), ("zh", "en")],
 )
 def test_template_locale_falls_back_to_english(preferred, locale) -> None:
     assert template_locale(preferred) == locale
