@@ -210,7 +210,7 @@ class Daemon:
     def run(self, invoice_ids: list[str]) -> None:
         started = time.monotonic()
         run = annotate_batch(
-            self.stripe.invoices, self.warehouse, invoice_ids, run_id=f"bench-{len(self.runs) + 1}", profiles=self.profiles,
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id=f"bench-{len(self.runs) + 1}", profiles=lambda: self.profiles,
             concurrency=CONCURRENCY, requests_per_second=self.stripe.effective_requests_per_second,
         )
         counts = {status.value: run.count(status) for status in COUNTED}

@@ -87,7 +87,7 @@ def invoice_annotations(
             warehouse.get(),
             config.invoice_ids,
             run_id=context.run.run_id,
-            profiles=_brand_profiles(stripe, catalog),
+            profiles=lambda: _brand_profiles(stripe, catalog),
             concurrency=config.concurrency,
             requests_per_second=stripe.effective_requests_per_second,
             finalize=config.finalize_after_annotating,

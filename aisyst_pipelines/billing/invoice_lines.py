@@ -23,7 +23,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from aisyst_pipelines.templates import TEMPLATES_DIR, Brand, render, template_environment
+from aisyst_pipelines.templates import Brand, locale_folders, pick_locale, render, template_environment
 
 from .periods import Period
 from .usage import CallTotals, PeriodUsage
@@ -31,7 +31,6 @@ from .usage import CallTotals, PeriodUsage
 ANNOTATION_VERSION = "1"
 METADATA_VERSION_KEY = "aisyst_annotation_version"  # invoice metadata: which annotation is on it
 LINE_KIND_KEY = "aisyst_line"  # line metadata: which of our lines this is (lets anyone count them)
-DEFAULT_LOCALE = "en"
 
 # Stripe's limits for invoice custom fields (reference/STRIPE.md §3.3).
 MAX_CUSTOM_FIELDS = 4
@@ -81,19 +80,8 @@ class InvoiceLine:
 
 def template_locale(preferred_locale: str | None) -> str:
     """The invoice template folder for a customer's preferred locale: "de-DE" → "de", "pt-BR" → "en"
-    (no Portuguese templates), None → "en". An exact folder ("pt-br") wins over the language."""
-    if preferred_locale:
-        tag = preferred_locale.strip().lower().replace("_", "-")
-        for candidate in (tag, tag.split("-")[0]):
-            if candidate in available_locales():
-                return candidate
-    return DEFAULT_LOCALE
-
-
-@cache
-def available_locales() -> frozenset[str]:
-    folder = TEMPLATES_DIR / "invoice"
-    return frozenset(p.name for p in folder.iterdir() if (p / "lines.txt.j2").is_file())
+    (no Portuguese templates), None → "en"."""
+    return pick_locale(preferred_locale, locale_folders("invoice", "lines.txt.j2"))
 
 
 @dataclass(frozen=True)

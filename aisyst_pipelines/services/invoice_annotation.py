@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import cache
 
 from aisyst_pipelines.billing.invoice_lines import (
     ANNOTATION_VERSION,
@@ -139,15 +140,16 @@ def annotate_batch(
     invoice_ids: Sequence[str],
     *,
     run_id: str,
-    profiles: BrandProfiles,
+    profiles: Callable[[], BrandProfiles],
     concurrency: int,
     requests_per_second: float,
     finalize: bool = False,
 ) -> AnnotationRun:
     """Annotate the invoices (each id must have a row, else UnknownInvoices) with at most `concurrency`
     workers, fewer when the Stripe rate could not keep more busy (`workers_for`). `run_id` goes on the
-    rows; `profiles` fill the brand fields (and tax rates) of a draft whose subscription had none;
-    `finalize` finalizes each invoice right after its lines are on."""
+    rows; `profiles` (called once, and only when a draft's subscription had no brand fields: it may
+    read Stripe's tax rates) fill the brand fields and tax rates of such a draft; `finalize` finalizes
+    each invoice right after its lines are on."""
     annotator = InvoiceAnnotator(invoices, warehouse, run_id, profiles, finalize)
     return AnnotationRun(annotator.annotate(invoice_ids, workers_for(concurrency, requests_per_second)))
 
@@ -172,12 +174,12 @@ class InvoiceAnnotator:
     """Annotates one batch of invoices; thread-safe per invoice (each invoice is one worker's)."""
 
     def __init__(
-        self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, profiles: BrandProfiles, finalize: bool = False
+        self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, profiles: Callable[[], BrandProfiles], finalize: bool = False
     ) -> None:
         self.invoices = invoices
         self.warehouse = warehouse
         self.run_id = run_id
-        self.profiles = profiles
+        self.profiles = cache(profiles)  # no request in the burst unless a draft needs brand fields
         self.finalize = finalize
 
     def annotate(self, invoice_ids: Sequence[str], workers: int) -> list[InvoiceResult]:
@@ -270,7 +272,7 @@ class InvoiceAnnotator:
                 # `apply_invoice_branding` below): this one invoice gets them directly, a second write.
                 account_code = inputs.profile.account_code if inputs.profile else None
                 country = inputs.profile.country if inputs.profile else None
-                _, branding = self.profiles.branding(account_code, terms.tier_name, texts.locale, country)
+                _, branding = self.profiles().branding(account_code, terms.tier_name, texts.locale, country)
                 self.invoices.write_branding(record.invoice_id, branding)
             self._add_lines(record.invoice_id, lines, metadata)
         except InvoiceGone:

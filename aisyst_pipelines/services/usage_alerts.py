@@ -236,11 +236,12 @@ def _deliver(run: _Pass, period: CurrentPeriodUsage, key: AlertKey, now: datetim
     return error
 
 
-def upgrade_hint(included_minutes: int, catalog: TierCatalog) -> UpgradeHint | None:
+def upgrade_hint(included_minutes: int, catalog: TierCatalog, locale: str | None = None) -> UpgradeHint | None:
+    """The next tier up, its price written for the customer's `locale`."""
     tier = next_tier(included_minutes, catalog.tiers)
     if tier is None:
         return None
-    price = format_price(tier.unit_amount, tier.currency, tier.interval if tier.interval_count == 1 else None)
+    price = format_price(tier.unit_amount, tier.currency, tier.interval if tier.interval_count == 1 else None, locale)
     return UpgradeHint(tier.name, tier.included_minutes, price)
 
 
@@ -256,14 +257,17 @@ def subscription_usage(period: CurrentPeriodUsage) -> SubscriptionUsage:
 
 def _customer_alert(run: _Pass, period: CurrentPeriodUsage, threshold: int, now: datetime) -> CustomerAlert:
     assert period.included_minutes is not None and period.customer_email
-    upgrade = upgrade_hint(period.included_minutes, run.catalog)
+    upgrade = upgrade_hint(period.included_minutes, run.catalog, period.preferred_locale)
     portal_url = None
     if upgrade is not None:
         try:
             portal_url = run.portal.session_url(period.customer_id, run.brand.portal_return_url)
         except Exception as error:  # noqa: BLE001 - the alert matters more than the link
             run.log.warning(f"no portal link for {period.customer_id} ({type(error).__name__}); the e-mail links the sign-in page")
-    return CustomerAlert(subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url)
+    return CustomerAlert(
+        subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url,
+        preferred_locale=period.preferred_locale,
+    )
 
 
 def _flagged(run: _Pass, periods: list[CurrentPeriodUsage], thresholds: tuple[int, ...]) -> list[FlaggedCustomer]:

@@ -24,7 +24,9 @@ from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse import stripe_sync_store, usage_alerts_store
 from aisyst_pipelines.warehouse.schema import call_records, usage_daily
-from aisyst_pipelines.warehouse.stripe_sync_store import StripeCustomerRow, StripeSubscriptionRow
+from aisyst_pipelines.services.stripe_sync import customer_row
+from aisyst_pipelines.warehouse.stripe_sync_store import StripeSubscriptionRow
+from resources.stripe.records import StripeCustomer
 from aisyst_pipelines.warehouse.usage_alerts_store import AlertRow
 from resources import WarehouseResource
 from resources.notifier import NotifierResource
@@ -59,23 +61,22 @@ class AlertsWorld:
 
     # --- Stripe side and its mirror ----------------------------------------------------------------
 
-    def customer(self, account: str, email: str | None = "default") -> str:
-        """A customer in the emulator, mirrored into stripe_customers."""
+    def customer(self, account: str, email: str | None = "default", locale: str | None = None) -> str:
+        """A customer in the emulator, mirrored into stripe_customers (with the sync's own row builder)."""
         address = f"billing@{account.lower()}.example" if email == "default" else email
         params: dict[str, Any] = {"name": f"{account} Ltd", "metadata": {"aisyst_account_code": account}}
         if address:
             params["email"] = address
+        if locale:
+            params["preferred_locales"] = [locale]
         customer_id = self.client.v1.customers.create(params).id
         self.customers[account] = customer_id
         rows = [
-            StripeCustomerRow(cid, code, f"{code} Ltd", self._email_of(code), None, None)
-            for code, cid in self.customers.items()
+            customer_row(StripeCustomer.from_api(self.client.v1.customers.retrieve(cid).to_dict()))
+            for cid in self.customers.values()
         ]
         stripe_sync_store.sync_customers(self.warehouse, rows, synced_at=datetime.now(UTC))
         return customer_id
-
-    def _email_of(self, account: str) -> str | None:
-        return self.client.v1.customers.retrieve(self.customers[account]).email
 
     def subscription(
         self, account: str, included: int | None, start: datetime, end: datetime, status: str = "active"

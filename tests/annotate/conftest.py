@@ -147,7 +147,7 @@ class World:
     def annotate(self, invoice_ids: Sequence[str], finalize: bool = False) -> AnnotationRun:
         """One batch, as a run of the job with its default concurrency would work it."""
         return annotate_batch(
-            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", profiles=self.profiles(),
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", profiles=self.profiles,
             concurrency=64, requests_per_second=self.stripe.effective_requests_per_second, finalize=finalize,
         )
 

@@ -118,3 +118,18 @@ def test_a_group_whose_tax_rate_stripe_lacks_is_reported_not_written_untaxed(wor
     result = dg.materialize([invoice_branding_settings], resources=world.resources, instance=world.instance, raise_on_error=False)
     assert not result.success
     assert world.client.v1.subscriptions.retrieve(australian.subscription_id).invoice_settings.footer is None
+
+
+def test_a_draft_of_an_unbranded_subscription_gets_its_groups_tax_and_template_itself(world: World) -> None:
+    """A subscription created after the last branding run: its renewal draft is listed without brand
+    fields, and the annotation puts the group's texts and tax rate on that one draft."""
+    australian = world.subscribe("AU-2", 1, country="AU")
+    world.sync()
+    world.renew()
+    before = len(world.emulator.requests(method="POST"))
+    world.annotate_all()
+    assert len(world.emulator.requests(method="POST")[before:]) == 2  # the draft's brand fields, then add_lines
+    invoice = world.renewal_invoice(australian)
+    assert [r.id for r in invoice.default_tax_rates] == [gst_rate_id(world)]
+    assert (invoice.footer, invoice.custom_fields[-1].value) == ("ABN: 12 345 678 901", "APAC")
+    assert (invoice.total_taxes[0].amount, invoice.total) == (2990, 32890)
