@@ -322,6 +322,7 @@ stripe_invoices = Table(
     # summed over total_taxes; NULL on rows mirrored before 0009.
     Column("subtotal", BigInteger, nullable=True),
     Column("tax", BigInteger, nullable=True),
+    Column("collection_method", String(32), nullable=True),  # send_invoice: paid by invoice, has a due date (0009)
     Column("currency", String(3), nullable=False),
     Column("period_start", UtcDateTime, nullable=True),
     Column("period_end", UtcDateTime, nullable=True),  # exclusive
@@ -338,8 +339,13 @@ stripe_invoices = Table(
     Column("last_event_type", String(64), nullable=False),
     Column("last_event_created", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Written by the overdue watch, never by an event (migration 0009): when the pipeline saw the due
+    # date pass on an open invoice (and alerted ops, once), and its whole days overdue while open.
+    Column("overdue_at", UtcDateTime, nullable=True),
+    Column("days_overdue", Integer, nullable=True),
     Index("ix_stripe_invoices_customer", "customer_id", "created"),
     Index("ix_stripe_invoices_subscription", "subscription_id", "created"),
+    Index("ix_stripe_invoices_open_due", "status", "due_date"),  # the overdue watch (migration 0009)
 )
 
 # One row per Stripe event ever applied, written in the same transaction as the rows it changed:

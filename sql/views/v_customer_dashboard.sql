@@ -8,6 +8,9 @@
 --                   fields were last written (client_groups.json: tax rate and invoice template)
 --   last_invoice_*, hosted_invoice_url, invoice_pdf   the newest invoice that is not a draft;
 --                   last_invoice_subtotal / _tax / _total in minor units (tax: every amount of its total_taxes)
+--   overdue_invoices, overdue_amount, days_overdue   the customer's open invoices past their due date
+--                   (paid by invoice, e.g. Net 30): how many, the amount unpaid, the most days overdue —
+--                   as of the overdue watch's last look (the events sensor, every tick); 0 / 0 / NULL when none
 -- Payment history is stripe_invoices itself (one row per invoice, newest `created` first).
 -- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006, replaced by 0009).
 WITH ranked_subscriptions AS (
@@ -54,6 +57,16 @@ ranked_invoices AS (
         ROW_NUMBER() OVER (PARTITION BY i.customer_id ORDER BY i.created DESC, i.invoice_id DESC) AS position
     FROM stripe_invoices i
     WHERE i.status NOT IN ('draft', 'deleted')
+),
+overdue AS (
+    SELECT
+        i.customer_id,
+        COUNT(*) AS overdue_invoices,
+        SUM(i.amount_remaining) AS overdue_amount,
+        MAX(i.days_overdue) AS days_overdue
+    FROM stripe_invoices i
+    WHERE i.status = 'open' AND i.overdue_at IS NOT NULL
+    GROUP BY i.customer_id
 )
 SELECT
     c.customer_id,
@@ -93,10 +106,14 @@ SELECT
     li.created AS last_invoice_created,
     li.paid_at AS last_invoice_paid_at,
     li.hosted_invoice_url,
-    li.invoice_pdf
+    li.invoice_pdf,
+    COALESCE(o.overdue_invoices, 0) AS overdue_invoices,
+    COALESCE(o.overdue_amount, 0) AS overdue_amount,
+    o.days_overdue
 FROM stripe_customers c
 LEFT JOIN ranked_subscriptions s ON s.customer_id = c.customer_id AND s.position = 1
 LEFT JOIN usage_by_period u ON u.subscription_id = s.subscription_id AND u.period_start = s.current_period_start
 LEFT JOIN ranked_invoices li ON li.customer_id = c.customer_id AND li.position = 1
 LEFT JOIN invoice_branding b ON b.subscription_id = s.subscription_id
+LEFT JOIN overdue o ON o.customer_id = c.customer_id
 WHERE c.deleted = 0

@@ -43,6 +43,9 @@ v_customer_dashboard = Table(
     Column("last_invoice_paid_at", UtcDateTime),
     Column("hosted_invoice_url", Text),
     Column("invoice_pdf", Text),
+    Column("overdue_invoices", BigInteger),
+    Column("overdue_amount", BigInteger),
+    Column("days_overdue", Integer),
 )
 
 

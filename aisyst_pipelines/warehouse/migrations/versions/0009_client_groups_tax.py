@@ -6,8 +6,10 @@
   fields onto each subscription;
 - stripe_invoices.subtotal, tax: the invoice's subtotal and its tax (every amount of total_taxes),
   integer minor units; NULL on rows mirrored before this revision;
+- stripe_invoices.collection_method, overdue_at, days_overdue (+ index status, due_date): invoices paid
+  by invoice (Net 30), when the overdue watch saw one pass its due date, its days overdue;
 - v_customer_dashboard: the customer's country and client group, the last invoice's subtotal, tax
-  and total.
+  and total, the customer's overdue invoices (count, amount, most days overdue).
 
 Revision ID: 0009
 Revises: 0007 (the lead re-chains it onto 0008 when merging)
@@ -33,12 +35,19 @@ def upgrade() -> None:
     with op.batch_alter_table("stripe_invoices") as batch:
         batch.add_column(sa.Column("subtotal", sa.BigInteger, nullable=True))
         batch.add_column(sa.Column("tax", sa.BigInteger, nullable=True))
+        batch.add_column(sa.Column("collection_method", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("overdue_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("days_overdue", sa.Integer, nullable=True))
+    op.create_index("ix_stripe_invoices_open_due", "stripe_invoices", ["status", "due_date"])
     create_view(op, revision, "v_customer_dashboard")
 
 
 def downgrade() -> None:
     drop_view(op, "v_customer_dashboard")  # SQLite rebuilds a table to drop a column: no view may read it
+    op.drop_index("ix_stripe_invoices_open_due", "stripe_invoices")
     with op.batch_alter_table("stripe_invoices") as batch:
+        for column in ("days_overdue", "overdue_at", "collection_method"):
+            batch.drop_column(column)
         batch.drop_column("tax")
         batch.drop_column("subtotal")
     with op.batch_alter_table("invoice_branding") as batch:
