@@ -13,14 +13,21 @@ from datetime import timedelta
 import dagster as dg
 
 from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
-from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
+from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_audits, invoice_branding_settings
 from aisyst_pipelines.assets.reconciliation import meter_reconciliation
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_subscriptions, usage_by_period
 from aisyst_pipelines.assets.usage_alerts import usage_alerts, usage_alerts_delivered
 from aisyst_pipelines.settings import Settings
 from jobs.ingestion import cdr_files_sensor, cdr_ingest_job
-from jobs.invoice_annotation import annotate_draft_invoices, draft_invoice_sensor, invoice_branding_daily, invoice_branding_job
+from jobs.invoice_annotation import (
+    annotate_draft_invoices,
+    draft_invoice_sensor,
+    invoice_audit_daily,
+    invoice_audit_job,
+    invoice_branding_daily,
+    invoice_branding_job,
+)
 from jobs.ops import build_cdr_freshness_check, cdr_freshness_hourly, cdr_freshness_job, ops_run_failure_alert
 from jobs.reconciliation import nightly_schedule, reconciliation_job
 from jobs.stripe_events import stripe_events_sensor
@@ -79,12 +86,13 @@ def defs() -> dg.Definitions:
             stripe_customers, stripe_subscriptions, usage_by_period,
             meter_reconciliation,  # with its check meter_drift_within_tolerance
             invoice_annotations, invoice_branding_settings,  # with no_missed_or_failed_invoices
+            invoice_audits,  # with final_invoices_agree_with_calls
             usage_alerts,
             STRIPE_INVOICES,  # kept current by stripe_events_sensor
         ],
         asset_checks=[cdr_reject_share, cdr_freshness_check, usage_alerts_delivered],
         jobs=[
-            cdr_ingest_job, freshness_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job,
+            cdr_ingest_job, freshness_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job, invoice_audit_job,
             usage_alerts_job,
         ],
         sensors=[cdr_files_sensor, draft_invoice_sensor, stripe_events_sensor, ops_run_failure_alert],
@@ -92,6 +100,7 @@ def defs() -> dg.Definitions:
             cdr_freshness_hourly(freshness_job),
             nightly_schedule(settings.reconciliation_cron),
             invoice_branding_daily,
+            invoice_audit_daily,
             usage_alerts_schedule(settings.alerts_timezone),
         ],
         resources=build_resources(settings),

@@ -303,6 +303,25 @@ invoice_branding = Table(
     Column("tax_rate_ids", Text, nullable=True),  # JSON list: the subscription's default_tax_rates (0009)
 )
 
+# The audit of each final renewal invoice (migration 0009, billing/invoice_audit.py): its usage line's
+# minutes against the warehouse's and Stripe's meter's, and the cause of each difference.
+invoice_audits = Table(
+    "invoice_audits",
+    metadata,
+    Column("invoice_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("period_start", UtcDateTime, nullable=False),  # the invoice's period, [start, end)
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("finalized_at", UtcDateTime, nullable=False),
+    Column("invoice_minutes", BigInteger, nullable=False),  # on its usage line
+    Column("warehouse_minutes", BigInteger, nullable=False),  # the period's calls when audited
+    Column("late_minutes", BigInteger, nullable=False),  # of those: calls ingested after finalization
+    Column("meter_minutes", BigInteger, nullable=False),  # Stripe's meter summary of the period
+    Column("causes", String(64), nullable=False),  # comma-separated AuditCause values; "" = they agree
+    Column("audited_at", UtcDateTime, nullable=False),
+    Index("ix_invoice_audits_customer", "customer_id", "period_start"),
+)
+
 # --- Stripe events: invoices, the applied-events ledger, ops alerts (migration 0006) -----------------
 
 stripe_invoices = Table(

@@ -95,8 +95,12 @@ class World:
         rows = [subscription_row(s, catalog, {}) for s in self.stripe.customers.list_subscriptions()]
         stripe_sync_store.sync_subscriptions(self.warehouse, rows, datetime.now(UTC))
 
-    def calls(self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True) -> None:
-        """One answered call per entry, each `minutes` long (billable minutes = that number)."""
+    def calls(
+        self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True,
+        ingested_at: datetime | None = None,
+    ) -> None:
+        """One answered call per entry, each `minutes` long (billable minutes = that number), ingested
+        when it ended unless `ingested_at` says later (a late CDR)."""
         ended = ended_at or T0 + timedelta(days=10)
         rows = []
         for length in minutes:
@@ -116,7 +120,7 @@ class World:
                     source_file="calls.csv",
                     source_sha256="0" * 64,
                     source_line=1,
-                    ingested_at=ended,
+                    ingested_at=ingested_at or ended,
                 )
             )
         with self.warehouse.begin() as connection:

@@ -1,0 +1,66 @@
+"""The audit of final renewal invoices (issue 15 item 9), through the pipeline: the usage line's
+minutes against the warehouse's and Stripe's meter summary (the real SDK against the emulator), the
+named cause of each difference, the asset check — on both warehouse backends."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import select
+
+from aisyst_pipelines.assets.invoice_annotation import invoice_audits
+from aisyst_pipelines.warehouse.schema import invoice_audits as audits_table
+from tests.stripe_events.stripe_world import sensor_tick
+
+from .conftest import RENEWAL, T0, Subscriber, World
+
+
+def meter(world: World, subscriber: Subscriber, minutes: int, tag: str) -> None:
+    """The voice server's meter event for a call of the period."""
+    world.stripe.meters.create_event(subscriber.customer_id, minutes, T0 + timedelta(days=10), identifier=f"{subscriber.account_code}-{tag}")
+
+
+def audit(world: World) -> tuple[dg.ExecuteInProcessResult, dict[str, tuple]]:
+    result = dg.materialize(
+        [invoice_audits], resources=world.resources, instance=world.instance, raise_on_error=False,
+        run_config={"ops": {"invoice_audits": {"config": {"look_back_days": 3650}}}},  # the test clock is in the past
+    )
+    with world.warehouse.connect() as connection:
+        rows = connection.execute(select(audits_table)).all()
+    return result, {row.customer_id: (row.invoice_minutes, row.warehouse_minutes, row.late_minutes, row.meter_minutes, row.causes) for row in rows}
+
+
+def test_final_invoices_are_audited_and_each_difference_named(world: World, tmp_path: Path) -> None:
+    on_time = world.subscribe("ACME-1", 1)
+    drifting = world.subscribe("ACME-2", 1)
+    world.calls(on_time, [100, 20])
+    world.calls(drifting, [50])
+    world.advance(T0 + timedelta(days=10, hours=1))  # the test clock past the calls: their meter events are not in the future
+    meter(world, on_time, 100, "a")
+    meter(world, on_time, 20, "b")
+    meter(world, drifting, 45, "a")  # the voice server lost 5 minutes of it
+    world.sync()
+    world.renew()
+    world.annotate_all()
+    world.advance(RENEWAL + timedelta(hours=2))  # finalized and paid
+    cursor = None
+    while (result := sensor_tick(world.warehouse, world.stripe, tmp_path, cursor)).cursor != cursor:
+        cursor = result.cursor  # the events sensor mirrors the finalization
+
+    result, rows = audit(world)
+    assert rows[on_time.customer_id] == (120, 120, 0, 120, "")
+    assert rows[drifting.customer_id] == (50, 50, 0, 45, "meter_drift")
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert list(check.metadata["causes"].value.values()) == ["meter_drift"]
+
+    # A CDR of March arrives after the invoice was final: the line says 120, the calls now 132.
+    world.calls(on_time, [12], ingested_at=RENEWAL + timedelta(days=3))
+    meter(world, on_time, 12, "c")  # the meter had it all along
+    _, rows = audit(world)
+    assert rows[on_time.customer_id] == (120, 132, 12, 132, "late_cdr")
+
+    # A call removed from the warehouse after the line was written: no late CDR explains it.
+    world.calls(drifting, [7], ingested_at=T0 + timedelta(days=11))
+    _, rows = audit(world)
+    assert rows[drifting.customer_id] == (50, 57, 0, 45, "invoice_mismatch,meter_drift")
