@@ -53,8 +53,3 @@ def audit_causes(minutes: InvoiceMinutes) -> tuple[AuditCause, ...]:
     if minutes.meter != minutes.warehouse:
         causes.append(AuditCause.METER_DRIFT)
     return tuple(causes)
-
-
-def late_minutes(minutes: InvoiceMinutes) -> int:
-    """Minutes to carry onto the next draft: the late CDRs' minutes when they are the whole difference."""
-    return minutes.late if AuditCause.LATE_CDR in audit_causes(minutes) else 0

@@ -23,14 +23,18 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
+from babel.dates import format_date
+
 from aisyst_pipelines.templates import Brand, locale_folders, pick_locale, render, template_environment
 
+from .formatting import babel_locale
 from .periods import Period
 from .usage import CallTotals, PeriodUsage
 
 ANNOTATION_VERSION = "1"
 METADATA_VERSION_KEY = "aisyst_annotation_version"  # invoice metadata: which annotation is on it
 LINE_KIND_KEY = "aisyst_line"  # line metadata: which of our lines this is (lets anyone count them)
+LATE_FROM_KEY = "aisyst_late_minutes_from"  # invoice metadata: the earlier invoices whose late minutes it carries
 
 # Stripe's limits for invoice custom fields (reference/STRIPE.md §3.3).
 MAX_CUSTOM_FIELDS = 4
@@ -42,6 +46,7 @@ class LineKind(StrEnum):
     MINUTES_USED = "minutes_used"
     MINUTES_UNUSED = "minutes_unused"
     OVERAGE = "overage"
+    LATE_MINUTES = "late_minutes"
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,10 @@ class InvoiceTexts:
             return self._macro("overage_priced", minutes, terms.overage_unit_amount, terms.currency or "")
         return self._macro("overage", minutes)
 
+    def late_minutes(self, period: Period, minutes: int) -> str:
+        month = format_date(period.start, "LLLL", locale=babel_locale(self.locale))
+        return self._macro("late_minutes", month, minutes)
+
     def client_id_field(self) -> str:
         return self._macro("client_id_field")
 
@@ -146,6 +155,29 @@ def invoice_lines(terms: TierTerms, usage: PeriodUsage, texts: InvoiceTexts) -> 
     else:
         lines.append(line(LineKind.MINUTES_UNUSED, texts.minutes_unused(usage.minutes_unused or 0)))
     return lines
+
+
+@dataclass(frozen=True)
+class LateMinutes:
+    """Minutes of an earlier period whose CDRs arrived after its invoice was final (the audit's
+    `late_cdr`), with what that invoice showed: they go onto the next draft, once."""
+
+    from_invoice_id: str
+    period: Period
+    invoice_minutes: int  # on the earlier invoice's usage line
+    late_minutes: int
+
+
+def late_minutes_line(late: LateMinutes, terms: TierTerms, texts: InvoiceTexts, current: Period) -> InvoiceLine:
+    """"Late-reported minutes from September: 12". Charged only for the overage they add to their
+    own period — the minutes beyond the allowance that the earlier invoice did not already show — at
+    the tier's overage rate; 0 when the tier prices no overage (or they still fit the allowance)."""
+    amount = 0
+    if terms.overage_unit_amount and terms.included_minutes is not None:
+        before = max(0, late.invoice_minutes - terms.included_minutes)
+        after = max(0, late.invoice_minutes + late.late_minutes - terms.included_minutes)
+        amount = (after - before) * terms.overage_unit_amount
+    return InvoiceLine(LineKind.LATE_MINUTES, texts.late_minutes(late.period, late.late_minutes), amount, current.start, current.end)
 
 
 def invoice_metadata(terms: TierTerms, usage: PeriodUsage, version: str = ANNOTATION_VERSION) -> dict[str, str]:

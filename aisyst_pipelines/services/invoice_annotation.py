@@ -34,15 +34,18 @@ from functools import cache
 
 from aisyst_pipelines.billing.invoice_lines import (
     ANNOTATION_VERSION,
+    LATE_FROM_KEY,
     METADATA_VERSION_KEY,
     InvoiceBranding,
     InvoiceLine,
+    LateMinutes,
     TierTerms,
     annotation_idempotency_key,
     annotation_version_of,
     invoice_lines,
     invoice_metadata,
     invoice_texts,
+    late_minutes_line,
     period_usage,
 )
 from aisyst_pipelines.billing.client_groups import BrandProfiles, ClientGroups, TaxRateNotInStripe
@@ -50,6 +53,7 @@ from aisyst_pipelines.billing.periods import Period
 from aisyst_pipelines.billing.tiers import TierCatalog
 from aisyst_pipelines.templates import Brand
 from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.invoice_audit_store import late_minutes_to_carry, mark_carried
 from aisyst_pipelines.warehouse.invoice_annotation_store import (
     FINAL_STATUSES,
     AnnotationOutcome,
@@ -168,6 +172,7 @@ class _Inputs:
     record: AnnotationRecord
     terms: SubscriptionTerms | None
     profile: CustomerProfile | None
+    late: tuple[LateMinutes, ...] = ()  # earlier periods' late CDRs this draft carries (the audit's ledger)
 
 
 class InvoiceAnnotator:
@@ -196,9 +201,11 @@ class InvoiceAnnotator:
         records = annotation_records(self.warehouse, invoice_ids)
         terms = subscription_terms(self.warehouse, [r.subscription_id for r in records.values() if r.subscription_id])
         profiles = customer_profiles(self.warehouse, [r.customer_id for r in records.values()])
+        late = late_minutes_to_carry(self.warehouse, [r.customer_id for r in records.values()])
         return {
             invoice_id: _Inputs(
-                record=record, terms=terms.get(record.subscription_id or ""), profile=profiles.get(record.customer_id)
+                record=record, terms=terms.get(record.subscription_id or ""), profile=profiles.get(record.customer_id),
+                late=tuple(m for m in late.get(record.customer_id, []) if m.period.end <= record.period_start),
             )
             for invoice_id in dict.fromkeys(invoice_ids)
             if (record := records.get(invoice_id)) is not None
@@ -234,7 +241,7 @@ class InvoiceAnnotator:
                 return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
             if annotation_version_of(state.metadata):
                 detail = "found annotated after an interrupted attempt"
-                return self._already_annotated(record.invoice_id, state.metadata, detail)
+                return self._already_annotated(record.invoice_id, state.metadata, detail, inputs.late)
             if state.status != "draft":
                 finalized_status = state.status
         terms = _tier_terms(inputs.terms)
@@ -249,8 +256,10 @@ class InvoiceAnnotator:
         minutes_used = call_totals_in_windows(self.warehouse, [window])[window].billable_minutes
         usage = period_usage(minutes_used, terms, Period(record.period_start, record.period_end))
         texts = invoice_texts(inputs.profile.preferred_locale if inputs.profile else None)
-        lines = invoice_lines(terms, usage, texts)
+        lines = invoice_lines(terms, usage, texts) + [late_minutes_line(m, terms, texts, usage.period) for m in inputs.late]
         metadata = invoice_metadata(terms, usage)
+        if inputs.late:
+            metadata[LATE_FROM_KEY] = ",".join(m.from_invoice_id for m in inputs.late)
         figures = AnnotationOutcome(
             AnnotationStatus.ANNOTATED,
             tier_name=terms.tier_name,
@@ -264,7 +273,7 @@ class InvoiceAnnotator:
             locale=texts.locale,
         )
         if finalized_status is not None:
-            return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures)
+            return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures, inputs.late)
         mark_pending(self.warehouse, record.invoice_id, self.run_id, _now())
         try:
             if record.needs_branding:
@@ -278,7 +287,9 @@ class InvoiceAnnotator:
         except InvoiceGone:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
         except InvoiceNotEditable as error:
-            return self._not_a_draft(record.invoice_id, error.status, metadata, figures)
+            return self._not_a_draft(record.invoice_id, error.status, metadata, figures, inputs.late)
+        if inputs.late:
+            mark_carried(self.warehouse, inputs.late, record.invoice_id, _now())
         if self.finalize:
             try:
                 self.invoices.finalize(record.invoice_id)
@@ -304,18 +315,24 @@ class InvoiceAnnotator:
             self.invoices.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=f"{key}-retry")
 
     def _not_a_draft(
-        self, invoice_id: str, status: str | None, metadata: dict[str, str], figures: AnnotationOutcome
+        self,
+        invoice_id: str,
+        status: str | None,
+        metadata: dict[str, str],
+        figures: AnnotationOutcome,
+        late: Sequence[LateMinutes] = (),
     ) -> AnnotationOutcome:
         state = self.invoices.if_exists(invoice_id)
         if state is None:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
         if annotation_version_of(state.metadata):
             # Our lines went on, then Stripe finalized it before our answer came back.
-            return self._already_annotated(invoice_id, state.metadata, "annotated just before finalization")
+            return self._already_annotated(invoice_id, state.metadata, "annotated just before finalization", late)
         status = state.status or status
         if status == "void":
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice voided before annotation")
-        usage_metadata = {k: v for k, v in metadata.items() if k != METADATA_VERSION_KEY}
+        # Without our lines it carries no late minutes either: they wait for the next draft.
+        usage_metadata = {k: v for k, v in metadata.items() if k not in (METADATA_VERSION_KEY, LATE_FROM_KEY)}
         usage_metadata[MISSED_MARKER_KEY] = ANNOTATION_VERSION
         detail = f"invoice was {status} before annotation; usage written to its metadata"
         try:
@@ -325,9 +342,16 @@ class InvoiceAnnotator:
         # The figures it would have shown, no lines and nothing charged.
         return replace(figures, status=AnnotationStatus.MISSED, detail=detail, lines_added=0, overage_amount=None)
 
-    def _already_annotated(self, invoice_id: str, metadata: dict[str, str], detail: str) -> AnnotationOutcome:
+    def _already_annotated(
+        self, invoice_id: str, metadata: dict[str, str], detail: str, late: Sequence[LateMinutes] = ()
+    ) -> AnnotationOutcome:
         """The row for an invoice Stripe shows annotated: figures from its metadata and our lines counted
-        on it (what is on the invoice is the truth, whatever this attempt would have written)."""
+        on it (what is on the invoice is the truth, whatever this attempt would have written). Late
+        minutes its metadata names as carried are marked so in the ledger."""
+        carried_from = set((metadata.get(LATE_FROM_KEY) or "").split(","))
+        carried = [m for m in late if m.from_invoice_id in carried_from]
+        if carried:
+            mark_carried(self.warehouse, carried, invoice_id, _now())
 
         def number(key: str) -> int | None:
             value = metadata.get(key, "")

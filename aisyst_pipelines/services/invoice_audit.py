@@ -28,7 +28,8 @@ class AuditRun:
 
     @property
     def disagreements(self) -> list[AuditRow]:
-        return [audit for audit in self.audits if audit.causes]
+        """Audits with a difference still open (late CDRs already carried onto a later invoice are settled)."""
+        return [audit for audit in self.audits if not audit.settled]
 
 
 def audit_final_invoices(warehouse: Warehouse, meters: MeterGateway, *, now: datetime, look_back: timedelta = LOOK_BACK) -> AuditRun:
@@ -46,6 +47,7 @@ def audit_final_invoices(warehouse: Warehouse, meters: MeterGateway, *, now: dat
                 period_start=renewal.period_start, period_end=renewal.period_end, finalized_at=renewal.finalized_at,
                 invoice_minutes=minutes.invoice, warehouse_minutes=minutes.warehouse, late_minutes=minutes.late,
                 meter_minutes=minutes.meter, causes=audit_causes(minutes), audited_at=now,
+                carried_to_invoice_id=renewal.carried_to_invoice_id,
             )
         )
     record_audits(warehouse, audits)

@@ -319,6 +319,10 @@ invoice_audits = Table(
     Column("meter_minutes", BigInteger, nullable=False),  # Stripe's meter summary of the period
     Column("causes", String(64), nullable=False),  # comma-separated AuditCause values; "" = they agree
     Column("audited_at", UtcDateTime, nullable=False),
+    # The late minutes' ledger: the later renewal invoice whose line carried them (once), and when.
+    Column("carried_to_invoice_id", String(64), nullable=True),
+    Column("carried_minutes", BigInteger, nullable=True),
+    Column("carried_at", UtcDateTime, nullable=True),
     Index("ix_invoice_audits_customer", "customer_id", "period_start"),
 )
 

@@ -9,6 +9,7 @@ import dagster as dg
 from sqlalchemy import select
 
 from aisyst_pipelines.assets.invoice_annotation import invoice_audits
+from aisyst_pipelines.services.invoice_annotation import apply_invoice_branding
 from aisyst_pipelines.warehouse.schema import invoice_audits as audits_table
 from tests.stripe_events.stripe_world import sensor_tick
 
@@ -64,3 +65,56 @@ def test_final_invoices_are_audited_and_each_difference_named(world: World, tmp_
     world.calls(drifting, [7], ingested_at=T0 + timedelta(days=11))
     _, rows = audit(world)
     assert rows[drifting.customer_id] == (50, 57, 0, 45, "invoice_mismatch,meter_drift")
+
+
+def test_late_minutes_go_onto_the_next_draft_once(world: World, tmp_path: Path) -> None:
+    """March's late CDR (12 minutes, after March's invoice was final) is one line on April's renewal
+    draft, in the same add_lines; the ledger says so, the audit counts it settled, May's draft does
+    not carry it again."""
+    customer = world.subscribe("ACME-1", 1)
+    world.calls(customer, [100, 20])
+    world.advance(T0 + timedelta(days=10, hours=1))
+    meter(world, customer, 120, "a")
+    world.sync()
+    apply_invoice_branding(world.stripe.invoices, world.warehouse, world.profiles())  # renewals need one write each
+    world.renew()
+    world.annotate_all()
+    world.advance(RENEWAL + timedelta(hours=2))
+    cursor = mirror(world, tmp_path, None)
+    world.calls(customer, [12], ingested_at=RENEWAL + timedelta(days=3))
+    meter(world, customer, 12, "c")
+    result, rows = audit(world)
+    assert rows[customer.customer_id] == (120, 132, 12, 132, "late_cdr")
+    assert not result.get_asset_check_evaluations()[0].passed  # not carried yet
+
+    april_renewal = RENEWAL.replace(month=5)
+    world.advance(april_renewal + timedelta(minutes=1))  # April's renewal draft
+    before = len(world.emulator.requests(method="POST"))
+    world.annotate_all()
+    assert [p["path"].rsplit("/", 1)[-1] for p in world.emulator.requests(method="POST")[before:]] == ["add_lines"]
+    april = next(i for i in world.client.v1.invoices.list({"customer": customer.customer_id, "limit": 10}).data
+                 if i.billing_reason == "subscription_cycle" and i.status == "draft")
+    lines = {kind: (text, amount) for kind, text, amount in world.our_lines(april.id)}
+    assert lines["late_minutes"] == ("Late-reported minutes from March: 12", 0)  # Tier 1 prices no overage
+    with world.warehouse.connect() as connection:
+        ledger = connection.execute(select(audits_table.c.carried_to_invoice_id, audits_table.c.carried_minutes)).one()
+    assert tuple(ledger) == (april.id, 12)
+
+    result, rows = audit(world)
+    assert rows[customer.customer_id][-1] == "late_cdr" and result.get_asset_check_evaluations()[0].passed  # settled
+
+    world.advance(april_renewal + timedelta(hours=2))
+    mirror(world, tmp_path, cursor)
+    audit(world)
+    world.advance(RENEWAL.replace(month=6) + timedelta(minutes=1))  # May's draft: nothing late to carry
+    world.annotate_all()
+    may = next(i for i in world.client.v1.invoices.list({"customer": customer.customer_id, "limit": 10}).data
+               if i.billing_reason == "subscription_cycle" and i.status == "draft")
+    assert "late_minutes" not in {kind for kind, _, _ in world.our_lines(may.id)}
+
+
+def mirror(world: World, tmp_path: Path, cursor: str | None) -> str | None:
+    """The events sensor's ticks until it has nothing new (the finalizations reach stripe_invoices)."""
+    while (result := sensor_tick(world.warehouse, world.stripe, tmp_path, cursor)).cursor != cursor:
+        cursor = result.cursor
+    return cursor

@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 import pytest
 
 from aisyst_pipelines.billing.invoice_lines import (
+    LateMinutes,
+    late_minutes_line,
     ANNOTATION_VERSION,
     CustomField,
     LineKind,
@@ -195,3 +197,22 @@ def test_branding_renders_brand_settings_in_the_customer_language() -> None:
     assert [f.name for f in invoice_branding(None, "Tier 1", None, brand).custom_fields] == ["Tier"]
     with pytest.raises(ValueError, match="value must be"):
         invoice_branding("X" * 141, "Tier 1", None, brand)
+
+
+@pytest.mark.parametrize(
+    ("shown", "late", "amount"),
+    [(395, 12, 0), (495, 12, 7 * 25), (510, 12, 12 * 25)],  # within, crossing and beyond the 500 included
+)
+def test_late_minutes_are_charged_only_for_the_overage_they_add(shown: int, late: int, amount: int) -> None:
+    """Issue 15 item 9: September's late CDRs on October's draft, charged at the overage rate for the
+    minutes beyond the allowance that September's invoice did not already show."""
+    priced = TierTerms("Tier 1", 500, overage_unit_amount=25, currency="usd")
+    september = Period(datetime(2026, 9, 1, tzinfo=timezone.utc), datetime(2026, 10, 1, tzinfo=timezone.utc))
+    october = Period(datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc))
+    line = late_minutes_line(LateMinutes("in_sep", september, shown, late), priced, EN, october)
+    assert (line.kind, line.description, line.amount) == (LineKind.LATE_MINUTES, f"Late-reported minutes from September: {late}", amount)
+    assert (line.period_start, line.period_end) == (october.start, october.end)
+    assert late_minutes_line(LateMinutes("in_sep", september, shown, late), TierTerms("Tier 1", 500), EN, october).amount == 0
+    assert late_minutes_line(LateMinutes("in_sep", september, shown, late), priced, invoice_texts("de"), october).description == (
+        f"Nachgemeldete Minuten aus September: {late}"
+    )

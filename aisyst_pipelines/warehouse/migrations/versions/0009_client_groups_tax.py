@@ -54,6 +54,9 @@ def upgrade() -> None:
         sa.Column("meter_minutes", sa.BigInteger, nullable=False),
         sa.Column("causes", sa.String(64), nullable=False),
         sa.Column("audited_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("carried_to_invoice_id", sa.String(64), nullable=True),
+        sa.Column("carried_minutes", sa.BigInteger, nullable=True),
+        sa.Column("carried_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_invoice_audits_customer", "invoice_audits", ["customer_id", "period_start"])
     create_view(op, revision, "v_customer_dashboard")
