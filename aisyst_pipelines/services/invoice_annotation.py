@@ -1,14 +1,15 @@
 """Invoice annotation and branding (DESIGN.md §2.4): usage lines on renewal invoices while they are
-drafts, brand fields on the subscriptions that create them.
+drafts, brand fields (and the client group's tax rate) on the subscriptions that create them.
 
 `annotate_batch` works one batch of invoice ids (the ids `draft_invoice_sensor` queued; which ones and
 when is `invoice_annotation_planning`). Per invoice:
 1. the subscription, its tier (from the Stripe mirror) and the usage period — the invoice's own
    `period_start`/`period_end`, i.e. the period that just ended (see billing/invoice_lines.py);
 2. the minutes of exactly that [start, end) window, summed fresh from call_records;
-3. ONE `add_lines` call carrying every line and the invoice metadata, with an idempotency key made
-   of the invoice id and the annotation version;
-4. the outcome in invoice_annotations.
+3. ONE `add_lines` call carrying every line — with one "Late-reported minutes from March" line per
+   earlier period whose late CDRs the audit found and no invoice carries yet — and the invoice
+   metadata, with an idempotency key made of the invoice id and the annotation version;
+4. the outcome in invoice_annotations, and the carried late minutes in invoice_audits' ledger.
 
 Never twice: a row that is final is not touched again; a row left `pending` (a write may have reached
 Stripe before a crash) is read back from Stripe first, and an invoice whose metadata carries our
