@@ -6,7 +6,10 @@ Clients" (footer "Terms: Net 30", memo "Thank you!", Region=US). They live in ON
 tiers.json, `client_groups.json` (or the file named by AISYST_CLIENT_GROUPS_FILE): each group names
 the countries of its customers (the ISO 3166-1 code of the Stripe customer's `address.country`), the
 key of its tax rate in the tiers file (or none) and its invoice template. A customer whose country no
-group names — or who has no address — belongs to the file's `default_group`.
+group names — or who has no address — belongs to the file's `default_group`. A template may also name
+an invoice rendering template of the Stripe account by id (`stripe_template`, "inrtem_…", made in the
+Dashboard): it is set as the customer's `invoice_settings.rendering_options.template` (and as a
+draft's `rendering.template` when the annotation brands a draft itself).
 
 Which value an invoice shows follows the guide's priority: values on the invoice > template >
 subscription > customer > account. The pipeline writes the subscription's invoice settings, so there
@@ -153,7 +156,8 @@ def _parse_group(position: int, raw: object) -> ClientGroup:
         countries=frozenset(c.strip().upper() for c in countries),
         tax_rate=str(tax_rate) if tax_rate else None,
         template=InvoiceTemplate(
-            memo=_text(invoice.get("memo")), footer=_text(invoice.get("footer")), custom_fields=custom_fields
+            memo=_text(invoice.get("memo")), footer=_text(invoice.get("footer")), custom_fields=custom_fields,
+            stripe_template=_text(invoice.get("stripe_template")),
         ),
     )
 

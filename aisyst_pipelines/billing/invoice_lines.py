@@ -244,6 +244,7 @@ class InvoiceTemplate:
     memo: str | None = None
     footer: str | None = None
     custom_fields: tuple[CustomField, ...] = ()
+    stripe_template: str | None = None  # id of an invoice rendering template of the Stripe account (inrtem_…)
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,7 @@ class InvoiceBranding:
     memo: str
     footer: str
     tax_rate_ids: tuple[str, ...] = ()
+    rendering_template: str | None = None  # Stripe invoice rendering template: the customer's, the invoice's
 
 
 def invoice_branding(
@@ -285,4 +287,5 @@ def invoice_branding(
         memo=template.memo or render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
         footer=template.footer or render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),
         tax_rate_ids=tuple(tax_rate_ids),
+        rendering_template=template.stripe_template,
     )

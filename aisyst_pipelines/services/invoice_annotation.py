@@ -447,7 +447,7 @@ def apply_invoice_branding(
             failed[target.subscription_id] = str(error)
             continue
         fields = [(f.name, f.value) for f in branding.custom_fields]
-        digest = branding_hash(fields, branding.memo, branding.footer, branding.tax_rate_ids)
+        digest = branding_hash(fields, branding.memo, branding.footer, branding.tax_rate_ids, branding.rendering_template)
         if applied.get(target.subscription_id) == digest:
             unchanged += 1
         else:
@@ -457,6 +457,8 @@ def apply_invoice_branding(
         target, branding, digest, group_key = item
         try:
             invoices.set_subscription_branding(target.subscription_id, branding)
+            if branding.rendering_template:  # a second write, only for a group with a Stripe template
+                invoices.set_customer_rendering_template(target.customer_id, branding.rendering_template)
         except Exception as error:  # noqa: BLE001 - one subscription must not stop the others
             return target.subscription_id, _describe(error)
         fields = [(f.name, f.value) for f in branding.custom_fields]

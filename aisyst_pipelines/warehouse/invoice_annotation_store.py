@@ -348,10 +348,14 @@ def branding_targets(warehouse: Warehouse, statuses: Iterable[str]) -> list[Bran
         return [BrandingTarget(*row) for row in connection.execute(statement)]
 
 
-def branding_hash(custom_fields: Sequence[tuple[str, str]], memo: str, footer: str, tax_rate_ids: Sequence[str] = ()) -> str:
+def branding_hash(
+    custom_fields: Sequence[tuple[str, str]], memo: str, footer: str, tax_rate_ids: Sequence[str] = (), template: str | None = None
+) -> str:
     fields: dict[str, Any] = {"custom_fields": list(custom_fields), "memo": memo, "footer": footer}
-    if tax_rate_ids:  # absent when untaxed: the hashes recorded before tax rates existed stay valid
+    if tax_rate_ids:  # absent when untaxed (or untemplated): the hashes recorded before stay valid
         fields["tax_rate_ids"] = list(tax_rate_ids)
+    if template:
+        fields["template"] = template
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 
 import stripe
 from stripe.params import (
+    CustomerUpdateParams,
     InvoiceAddLinesParams,
     InvoiceAddLinesParamsLine,
     InvoiceLineItemListParams,
@@ -122,6 +123,8 @@ class InvoiceGateway:
         }
         if branding.tax_rate_ids:  # the client group's tax on every line without tax rates of its own
             params["default_tax_rates"] = list(branding.tax_rate_ids)
+        if branding.rendering_template:
+            params["rendering"] = {"template": branding.rendering_template}
         with _draft_write(invoice_id):
             self._calls.write(lambda c, o: c.v1.invoices.update(invoice_id, params, o))
 
@@ -189,6 +192,12 @@ class InvoiceGateway:
             amount_remaining=int(raw.get("amount_remaining") or 0),
             due_date=_day(raw["due_date"]) if raw.get("due_date") else None,
         )
+
+    def set_customer_rendering_template(self, customer_id: str, template_id: str) -> None:
+        """The invoice rendering template every new invoice of the customer uses (subscriptions cannot
+        name one: Stripe takes it from the customer's invoice settings)."""
+        params: CustomerUpdateParams = {"invoice_settings": {"rendering_options": {"template": template_id}}}
+        self._calls.write(lambda c, o: c.v1.customers.update(customer_id, params, o))
 
     def annotation_lines(self, invoice_id: str) -> list[tuple[str, str, int]]:
         """(kind, description, amount) of our lines on an invoice, all pages — to count them."""

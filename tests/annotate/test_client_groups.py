@@ -4,6 +4,7 @@ tax — written with the brand fields in one subscription update, copied by Stri
 the renewal draft, taxed there as Stripe does, and mirrored into stripe_invoices and
 v_customer_dashboard by the events sensor. Real SDK, real Dagster, both warehouse backends."""
 
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,10 @@ import dagster as dg
 from sqlalchemy import select
 
 from aisyst_pipelines.assets.invoice_annotation import invoice_branding_settings
+from aisyst_pipelines.billing.client_groups import DEFAULT_CLIENT_GROUPS_FILE, parse_client_groups
+from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.services.invoice_annotation import annotate_batch, apply_invoice_branding, brand_profiles
+from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.services.invoice_printout import print_invoice
 from aisyst_pipelines.warehouse.schema import invoice_branding, stripe_invoices
 from tests.stripe_events.dashboard import customer_dashboard
@@ -133,3 +138,27 @@ def test_a_draft_of_an_unbranded_subscription_gets_its_groups_tax_and_template_i
     assert [r.id for r in invoice.default_tax_rates] == [gst_rate_id(world)]
     assert (invoice.footer, invoice.custom_fields[-1].value) == ("ABN: 12 345 678 901", "APAC")
     assert (invoice.total_taxes[0].amount, invoice.total) == (2990, 32890)
+
+
+def test_a_groups_stripe_rendering_template_reaches_the_customer_and_the_draft(world: World, tmp_path: Path) -> None:
+    """A group may name an invoice rendering template of the Stripe account: the branding step sets it
+    as the customer's invoice_settings.rendering_options.template, Stripe (the emulator) copies it onto
+    the renewal draft's rendering.template; a draft the annotation brands itself gets it directly."""
+    document = json.loads(DEFAULT_CLIENT_GROUPS_FILE.read_text())
+    document["groups"][0]["invoice"]["stripe_template"] = "inrtem_apac"
+    profiles = brand_profiles(load_brand(), parse_client_groups(document), load_tier_catalog(), world.stripe.catalog)
+    branded = world.subscribe("AU-1", 1, country="AU")
+    world.sync()
+    result = apply_invoice_branding(world.stripe.invoices, world.warehouse, profiles)
+    assert result.failed == {}
+    customer = world.client.v1.customers.retrieve(branded.customer_id)
+    assert customer.invoice_settings.rendering_options.template == "inrtem_apac"
+    late_comer = world.subscribe("AU-2", 1, country="AU")  # after the branding run: its draft is branded by the annotation
+    world.sync()
+    world.renew()
+    ids = world.plan().queued  # the sensor's planning queues both drafts (one listed without brand fields)
+    run = annotate_batch(world.stripe.invoices, world.warehouse, ids, run_id="t", profiles=lambda: profiles,
+                         concurrency=4, requests_per_second=world.stripe.effective_requests_per_second)
+    assert len(run.annotated) == 2
+    assert world.renewal_invoice(branded).rendering.template == "inrtem_apac"
+    assert world.renewal_invoice(late_comer).rendering.template == "inrtem_apac"
