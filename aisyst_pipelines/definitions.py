@@ -13,7 +13,7 @@ from datetime import timedelta
 import dagster as dg
 
 from aisyst_pipelines.assets.ingestion import cdr_reject_share, load_cdr_file_assets
-from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
+from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_audits, invoice_branding_settings
 from aisyst_pipelines.assets.reconciliation import meter_reconciliation
 from aisyst_pipelines.assets.stripe_events import STRIPE_INVOICES
 from aisyst_pipelines.assets.stripe_sync import stripe_customers, stripe_invoice_previews, stripe_subscriptions, usage_by_period
@@ -23,6 +23,8 @@ from jobs.ingestion import build_cdr_files_sensor, cdr_ingest_job
 from jobs.invoice_annotation import (
     annotate_draft_invoices,
     build_draft_invoice_sensor,
+    invoice_audit_daily,
+    invoice_audit_job,
     invoice_branding_daily,
     invoice_branding_job,
 )
@@ -89,11 +91,15 @@ def defs() -> dg.Definitions:
             stripe_customers, stripe_subscriptions, usage_by_period, stripe_invoice_previews,
             meter_reconciliation,  # with its check meter_drift_within_tolerance
             invoice_annotations, invoice_branding_settings,  # with no_missed_or_failed_invoices
+            invoice_audits,  # with final_invoices_agree_with_calls
             usage_alerts,
             STRIPE_INVOICES,  # kept current by stripe_events_sensor
         ],
         asset_checks=[cdr_reject_share, *freshness_checks, usage_alerts_delivered],
-        jobs=[cdr_ingest_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job, usage_alerts_job],
+        jobs=[
+            cdr_ingest_job, reconciliation_job, annotate_draft_invoices, invoice_branding_job, invoice_audit_job,
+            usage_alerts_job,
+        ],
         sensors=[
             # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default)
             build_cdr_files_sensor(settings.sensor_interval_seconds),
@@ -105,6 +111,7 @@ def defs() -> dg.Definitions:
         schedules=[
             nightly_schedule(settings.reconciliation_cron),  # yesterday's partition of meter_reconciliation
             invoice_branding_daily,
+            invoice_audit_daily,
             usage_alerts_schedule,  # yesterday's partition of usage_alerts, 06:00 UTC
         ],
         resources=build_resources(settings),

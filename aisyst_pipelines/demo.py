@@ -52,7 +52,6 @@ from typing import Any, TextIO, cast
 
 import pandas as pd
 
-from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.deployment import running_deployment_url
@@ -104,6 +103,7 @@ class DemoCustomer:
     note: str = ""
     declining_card: bool = False
     recovers: bool = False  # a declining card replaced by a working one after the first failed charge
+    country: str | None = None  # the address country, which picks the client group (tax, invoice template)
 
 
 @dataclass
@@ -120,8 +120,8 @@ def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
     if count < 9:
         raise ValueError("the demo needs at least 9 customers (one of each case)")
     named = [
-        DemoCustomer("acct_0001", 0, 1.10, "~110 % (overage)"),
-        DemoCustomer("acct_0002", 1, 0.85, "~85 %"),
+        DemoCustomer("acct_0001", 0, 1.10, "~110 % (overage), Australia: GST", country="AU"),
+        DemoCustomer("acct_0002", 1, 0.85, "~85 %, US", country="US"),
         DemoCustomer("acct_0003", 0, 0.60, "~60 %"),
         DemoCustomer("acct_0004", 2, 0.70, "unlimited"),
         DemoCustomer("acct_0005", 1, 1.10, "~110 % (overage)"),
@@ -416,7 +416,7 @@ def _play_month(
         progress.step(_events_line(applied, receiver))
         for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
             progress.say(f"    ops alert: {_subject(path)}  →  {path}")
-        _print_invoices(progress, client, warehouse, signups)
+        _print_invoices(progress, client, stripe, signups)
 
         # Dunning: one declined customer updates the card and is charged at the next retry; the other
         # does not, and the subscription is canceled when the retries run out.
@@ -521,6 +521,7 @@ def _sign_up(client: Any, clock_id: str, catalog: TierCatalog, prices: list[str]
             "test_clock": clock_id,
             "payment_method": "pm_card_visa",
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
+            **({"address": {"country": plan.country}} if plan.country else {}),
         })
         subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": prices[plan.tier_index]}]})
         if plan.declining_card:  # paid the first month; the card on file now declines every charge
@@ -652,8 +653,11 @@ def _subject(path: Path) -> str:
     return f"to {message['To']}: {str(message['Subject']).strip()}"
 
 
-def _print_invoices(progress: Progress, client: Any, warehouse: Any, signups: Sequence[Signup]) -> None:
-    """Two renewal invoices as the customer reads them: one over its minutes, one within them."""
+def _print_invoices(progress: Progress, client: Any, stripe: Any, signups: Sequence[Signup]) -> None:
+    """Two renewal invoices as the customer reads them (services/invoice_printout.py): an Australian
+    Tier 1 customer over its minutes, with GST, and a US Tier 2 customer within them."""
+    from aisyst_pipelines.services.invoice_printout import print_invoice
+
     shown = [s for s in signups if s.plan.account_code in ("acct_0001", "acct_0002")]
     for signup in shown:
         invoices = client.v1.invoices.list({"customer": signup.customer_id, "limit": 10}).data
@@ -661,38 +665,4 @@ def _print_invoices(progress: Progress, client: Any, warehouse: Any, signups: Se
         if invoice is None:
             progress.say(f"\n(no renewal invoice for {signup.plan.account_code})")
             continue
-        lines = client.v1.invoices.line_items.list(invoice.id, {"limit": 100}).data
-        progress.say(_invoice_text(invoice.to_dict(), [line.to_dict() for line in lines]))
-
-
-def _invoice_text(invoice: dict[str, Any], lines: Sequence[dict[str, Any]]) -> str:
-    def money(amount: int | None) -> str:
-        return f"{format_money(amount or 0, invoice['currency'], iso_code=True):>14}"
-
-    def day(seconds: int) -> str:
-        return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d}"
-
-    text = [
-        "",
-        f"┌ Invoice {invoice.get('number') or invoice['id']} ({invoice['status']}) for {invoice.get('customer_name') or ''} "
-        f"<{invoice.get('customer_email') or ''}>, period {day(invoice['period_start'])} – {day(invoice['period_end'])}",
-    ]
-    for field in invoice.get("custom_fields") or []:
-        text.append(f"│ {field['name']}: {field['value']}")
-    if invoice.get("description"):
-        text.append(f"│ memo: {invoice['description']}")
-    text.append("│")
-    for line in lines:
-        text.append(f"│   {line.get('description') or '':<64} {money(line.get('amount'))}")
-    text.append("│")
-    text.append(f"│   {'Subtotal':<64} {money(invoice.get('subtotal'))}")
-    for tax in invoice.get("total_taxes") or invoice.get("total_tax_amounts") or []:
-        text.append(f"│   {'Tax':<64} {money(tax.get('amount'))}")
-    text.append(f"│   {'Total':<64} {money(invoice.get('total'))}")
-    text.append(f"│   {'Amount paid':<64} {money(invoice.get('amount_paid'))}")
-    text.append(f"│   {'Amount due':<64} {money(invoice.get('amount_remaining'))}")
-    if invoice.get("footer"):
-        text.append("│")
-        text.extend(f"│ {part}" for part in str(invoice["footer"]).splitlines())
-    text.append("└")
-    return "\n".join(text)
+        progress.say("\n" + print_invoice(stripe.invoices, invoice.id))

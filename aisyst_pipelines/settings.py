@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from aisyst_pipelines.billing.client_groups import DEFAULT_CLIENT_GROUPS_FILE
 from aisyst_pipelines.billing.thresholds import parse_thresholds
 from aisyst_pipelines.billing.tiers import DEFAULT_TIERS_FILE, parse_legacy_price_ids
 from aisyst_pipelines.templates import DEFAULT_BRAND_FILE
@@ -52,6 +53,7 @@ class Settings:
     stripe_uses_emulator: bool
     stripe_requests_per_second: float | None  # client-side limit; None → 25/s test keys, 100/s live
     tiers_file: Path
+    client_groups_file: Path  # which customers pay which tax rate and read which invoice template
     legacy_tier_price_ids: dict[str, int]  # STRIPE_TIER{1,2,3}_PRICE_ID of the integration guide → tier 1..3
     # nightly reconciliation with Stripe's meter (DESIGN.md §2.3)
     reconciliation_cron: str = "0 2 * * *"  # UTC
@@ -92,6 +94,7 @@ class Settings:
             if env.get("AISYST_STRIPE_REQUESTS_PER_SECOND")
             else None,
             tiers_file=Path(env.get("AISYST_TIERS_FILE") or DEFAULT_TIERS_FILE).resolve(),
+            client_groups_file=Path(env.get("AISYST_CLIENT_GROUPS_FILE") or DEFAULT_CLIENT_GROUPS_FILE).resolve(),
             legacy_tier_price_ids=parse_legacy_price_ids(env),
             reconciliation_cron=env.get("AISYST_RECONCILIATION_CRON") or "0 2 * * *",
             reconciliation_repair=env.get("AISYST_RECONCILIATION_REPAIR", "").lower() == "true",

@@ -61,6 +61,7 @@ from aisyst_pipelines.services.invoice_annotation_planning import (  # noqa: E40
     planned_runs,
     scan_invoices,
 )
+from aisyst_pipelines.billing.client_groups import BrandProfiles, load_client_groups  # noqa: E402
 from aisyst_pipelines.templates import load_brand  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store  # noqa: E402
 from aisyst_pipelines.warehouse.invoice_annotation_store import (  # noqa: E402
@@ -182,7 +183,7 @@ class Daemon:
     def __init__(self, stripe_resource: StripeResource, warehouse: Warehouse) -> None:
         self.stripe = stripe_resource
         self.warehouse = warehouse
-        self.brand = load_brand()
+        self.profiles = BrandProfiles(load_brand(), load_client_groups(), {})  # the bench's customers have no address: untaxed
         self.cursor = ScanCursor()
         self.used_keys: set[str] = set()
         self.queue: list[list[str]] = []
@@ -209,7 +210,7 @@ class Daemon:
     def run(self, invoice_ids: list[str]) -> None:
         started = time.monotonic()
         run = annotate_batch(
-            self.stripe.invoices, self.warehouse, invoice_ids, run_id=f"bench-{len(self.runs) + 1}", brand=self.brand,
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id=f"bench-{len(self.runs) + 1}", profiles=lambda: self.profiles,
             concurrency=CONCURRENCY, requests_per_second=self.stripe.effective_requests_per_second,
         )
         counts = {status.value: run.count(status) for status in COUNTED}
@@ -369,7 +370,9 @@ def main() -> int:
             warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
         )
         report["calls"] = insert_calls(warehouse, subscribers, args.seed)
-        branding = apply_invoice_branding(roomy.invoices, warehouse, load_brand(), concurrency=16)
+        branding = apply_invoice_branding(
+            roomy.invoices, warehouse, BrandProfiles(load_brand(), load_client_groups(), {}), concurrency=16
+        )
         report["branded_subscriptions"] = len(branding.updated)
         report["setup_seconds"] = round(time.monotonic() - setup_started, 1)
         print(f"set-up: {args.invoices} subscriptions, {report['calls']} calls, brand fields on "

@@ -12,11 +12,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from aisyst_pipelines.assets.invoice_annotation import (
-    ASSET_KEY,
-    BRANDING_ASSET_KEY,
-    SUBSCRIPTIONS_ASSET_KEY,
-)
+from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY, AUDIT_ASSET_KEY, BRANDING_ASSET_KEY, SUBSCRIPTIONS_ASSET_KEY
 from aisyst_pipelines.deployment import Deployment
 from aisyst_pipelines.services.invoice_annotation_planning import (
     DEFAULT_POLICY,
@@ -142,6 +138,20 @@ invoice_branding_daily = dg.ScheduleDefinition(
     name="invoice_branding_daily",
     job=invoice_branding_job,
     cron_schedule="0 5 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+invoice_audit_job = dg.define_asset_job(
+    "invoice_audit_job",
+    selection=dg.AssetSelection.assets(AUDIT_ASSET_KEY),
+    description="Audit the final renewal invoices: usage line vs. calls vs. Stripe's meter, causes named.",
+)
+
+invoice_audit_daily = dg.ScheduleDefinition(
+    name="invoice_audit_daily",
+    job=invoice_audit_job,
+    cron_schedule="30 3 * * *",  # after the nightly reconciliation (02:00 UTC)
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

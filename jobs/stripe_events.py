@@ -51,8 +51,9 @@ def build_stripe_events_sensor(interval_seconds: int = 30) -> dg.SensorDefinitio
         description=(
             "Applies Stripe invoice.* and customer.subscription.* events (Events API, oldest first, each "
             "exactly once) to stripe_invoices and stripe_subscriptions, and e-mails ops about failed "
-            "payments, past_due/unpaid subscriptions, failed finalizations and renewal invoices finalized "
-            "without our usage lines. Cursor: the last applied event (JSON)."
+            "payments, past_due/unpaid subscriptions, failed finalizations, renewal invoices finalized "
+            "without our usage lines and invoices paid by invoice that pass their due date (once each). "
+            "Cursor: the last applied event (JSON)."
         ),
     )
     def stripe_events_sensor(
@@ -85,6 +86,8 @@ def events_tick(
         context.log.warning(f"Stripe event {skipped.reference} cannot be read, skipped (ops alerted): {skipped.reason}")
     if delivery.last_error:
         context.log.warning(f"ops alert delivery failed, retried next tick: {delivery.last_error}")
+    for invoice_id in tick.newly_overdue:
+        context.log.warning(f"invoice {invoice_id} is past its due date and unpaid (ops alerted)")
 
     if not tick.new_events and not delivery.sent and not result.unreadable:
         reason = (

@@ -58,7 +58,8 @@ class StripeWorld:
         return self.emulator.client()
 
     def customer(
-        self, account_code: str, *, email: str | None = DEFAULT_EMAIL, card: str = "pm_card_visa", locale: str | None = None
+        self, account_code: str, *, email: str | None = DEFAULT_EMAIL, card: str = "pm_card_visa", locale: str | None = None,
+        country: str | None = None,
     ) -> str:
         """A customer of `account_code` ("<code> Ltd", billing@<code>.example), on the world's clock, paying by `card`."""
         params: CustomerCreateParams = {
@@ -74,15 +75,17 @@ class StripeWorld:
             params["email"] = address
         if locale:
             params["preferred_locales"] = [locale]
+        if country:
+            params["address"] = {"country": country}
         return self.client.v1.customers.create(params).id
 
     def subscribe(self, customer_id: str, tier: int = 1) -> Any:
         """The customer's subscription to a tier; returns the stripe.Subscription."""
         return self.client.v1.subscriptions.create({"customer": customer_id, "items": [{"price": self.tier_prices[tier - 1]}]})
 
-    def sign_up(self, account_code: str, tier: int = 1, locale: str | None = None) -> Subscriber:
+    def sign_up(self, account_code: str, tier: int = 1, locale: str | None = None, country: str | None = None) -> Subscriber:
         """A customer of `account_code` subscribed to a tier, as the sign-up flow leaves them."""
-        customer_id = self.customer(account_code, locale=locale)
+        customer_id = self.customer(account_code, locale=locale, country=country)
         subscriber = Subscriber(customer_id, self.subscribe(customer_id, tier).id, account_code, tier)
         self.subscribers.append(subscriber)
         return subscriber

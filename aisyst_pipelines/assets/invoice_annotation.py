@@ -4,16 +4,19 @@
 (jobs/invoice_annotation.py) with `annotate_batch`, and turns the result into metadata and the asset
 check `no_missed_or_failed_invoices` — the ops alert for invoices finalized before we got there
 (missed) or that could not be annotated (failed). `invoice_branding` writes the brand fields to the
-subscriptions' invoice settings with `apply_invoice_branding`. The brand comes from the `catalog`
-resource; Stripe and the warehouse from theirs.
+subscriptions' invoice settings with `apply_invoice_branding`. `invoice_audits` audits the final
+renewal invoices (`audit_final_invoices`) with its check `final_invoices_agree_with_calls`. The brand
+comes from the `catalog` resource; Stripe and the warehouse from theirs.
 """
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 from pydantic import Field
 
 from aisyst_pipelines.assets.common import OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
+from aisyst_pipelines.billing.client_groups import BrandProfiles
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation import (
     AnnotationRun,
@@ -21,7 +24,9 @@ from aisyst_pipelines.services.invoice_annotation import (
     UnknownInvoices,
     annotate_batch,
     apply_invoice_branding,
+    brand_profiles,
 )
+from aisyst_pipelines.services.invoice_audit import LOOK_BACK, audit_final_invoices
 from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus
 from resources import CatalogResource, StripeResource, WarehouseResource
 
@@ -30,6 +35,15 @@ BRANDING_ASSET_KEY = dg.AssetKey("invoice_branding")
 SUBSCRIPTIONS_ASSET_KEY = dg.AssetKey("stripe_subscriptions")  # the Stripe sync's mirror
 CHECK_NAME = "no_missed_or_failed_invoices"
 RUNBOOK_SECTION = "annotate_draft_invoices"
+AUDIT_ASSET_KEY = dg.AssetKey("invoice_audits")
+AUDIT_CHECK_NAME = "final_invoices_agree_with_calls"
+
+
+class AuditConfig(dg.Config):
+    look_back_days: int = Field(
+        default=LOOK_BACK.days,
+        description="Audit the renewal invoices finalized within this many days (late CDRs beyond it are a person's correction).",
+    )
 
 
 class AnnotateConfig(dg.Config):
@@ -89,7 +103,7 @@ def invoice_annotations(
             warehouse.get(),
             config.invoice_ids,
             run_id=context.run.run_id,
-            brand=catalog.brand(),
+            profiles=lambda: _brand_profiles(stripe, catalog),
             concurrency=config.concurrency,
             requests_per_second=stripe.effective_requests_per_second,
             finalize=config.finalize_after_annotating,
@@ -142,7 +156,7 @@ def _run_metadata(run: AnnotationRun) -> dict[str, dg.MetadataValue]:
 def invoice_branding_settings(
     context: dg.AssetExecutionContext, stripe: StripeResource, warehouse: WarehouseResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
-    result = apply_invoice_branding(stripe.invoices, warehouse.get(), catalog.brand())
+    result = apply_invoice_branding(stripe.invoices, warehouse.get(), _brand_profiles(stripe, catalog))
     for subscription_id, error in result.failed.items():
         context.log.error(f"subscription {subscription_id}: brand fields not written — {error}")
     if result.failed:
@@ -158,4 +172,44 @@ def invoice_branding_settings(
             "updated_subscriptions": dg.MetadataValue.json(result.updated),
             **row_count_metadata(warehouse.get(), "invoice_branding"),
         }
+    )
+
+
+def _brand_profiles(stripe: StripeResource, catalog: CatalogResource) -> BrandProfiles:
+    return brand_profiles(catalog.brand(), catalog.client_groups(), catalog.tiers(), stripe.catalog)
+
+
+@dg.asset(
+    key=AUDIT_ASSET_KEY,
+    deps=[ASSET_KEY],
+    group_name="invoicing",
+    kinds={"stripe"},
+    description="The audit of every final renewal invoice: its usage line's minutes against the warehouse's "
+    "and Stripe's meter summary, with the cause of each difference (one row per invoice in invoice_audits).",
+    check_specs=[
+        dg.AssetCheckSpec(
+            AUDIT_CHECK_NAME,
+            asset=AUDIT_ASSET_KEY,
+            description="Fails when a final renewal invoice's minutes differ from the calls' or the meter's; "
+            "the metadata names each invoice and its causes (late_cdr, invoice_mismatch, meter_drift).",
+        )
+    ],
+)
+def invoice_audits(
+    context: dg.AssetExecutionContext, config: AuditConfig, stripe: StripeResource, warehouse: WarehouseResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    run = audit_final_invoices(
+        warehouse.get(), stripe.meters, now=datetime.now(timezone.utc), look_back=timedelta(days=config.look_back_days)
+    )
+    differing = {audit.invoice_id: ",".join(audit.causes) for audit in run.disagreements}
+    for invoice_id, causes in differing.items():
+        context.log.warning(f"invoice {invoice_id}: {causes}")
+    yield dg.MaterializeResult(
+        metadata={"audited": dg.MetadataValue.int(len(run.audits)), "disagreeing": dg.MetadataValue.int(len(differing))}
+    )
+    yield dg.AssetCheckResult(
+        check_name=AUDIT_CHECK_NAME,
+        passed=not differing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"causes": dg.MetadataValue.json(differing)},
     )

@@ -1,7 +1,10 @@
 """The e-mails of the usage alerts (DESIGN.md §2.5): the customer alert and the ops digest.
 
 Rendered from jinja2 templates (`templates/alerts/*.{txt,html}.j2`, HTML and plain text) with the
-brand settings. Plain values in, `email.message.EmailMessage` or texts out; delivery is the
+brand settings. The customer alert is in the customer's language (the first of Stripe's
+`preferred_locales` that has a folder `templates/alerts/<locale>/`: en, de, fr, es, ja; English
+otherwise): its phrases come from that folder, its numbers, money and dates are formatted for the
+locale by Babel. Plain values in, `email.message.EmailMessage` or texts out; delivery is the
 notifier's job (`resources/notifier.py`).
 """
 
@@ -11,15 +14,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
+from functools import cache
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any, Protocol, TypeVar
 
-from aisyst_pipelines.billing.formatting import format_money
+from babel.dates import format_date
+from babel.numbers import format_decimal
+
+from aisyst_pipelines.billing.formatting import babel_locale, format_money
 from aisyst_pipelines.billing.next_invoice import NextInvoice
 from aisyst_pipelines.billing.thresholds import days_left_in_period
 from aisyst_pipelines.billing.usage import PeriodUsage
-from aisyst_pipelines.templates import Brand, render
+from aisyst_pipelines.templates import Brand, locale_folders, pick_locale, render, template_environment
 
 class TierOffer(Protocol):
     """What the upgrade hint needs to know about a tier of the catalog."""
@@ -46,22 +54,38 @@ def next_tier(included_minutes: int, catalog: Sequence[Offer]) -> Offer | None:
     return min(bigger, key=lambda t: (t.included_minutes is None, t.included_minutes or 0), default=None)
 
 
-def format_price(unit_amount: int, currency: str, interval: str | None = "month") -> str:
-    """29900, "usd", "month" → "$299 / month"; cents are shown only when there are some."""
-    amount = format_money(unit_amount, currency, drop_zero_decimals=True)
-    return f"{amount} / {interval}" if interval else amount
+def alert_locale(preferred_locale: str | None) -> str:
+    """The folder of the customer alert's phrases for a preferred locale ("fr-CA" → "fr"; else "en")."""
+    return pick_locale(preferred_locale, locale_folders("alerts", "customer_alert.j2"))
 
 
-def percent_text(pct: float | None) -> str:
-    """79.96 → "79.9": rounded down, so a customer below a threshold never reads the threshold."""
+@cache
+def alert_phrases(locale: str) -> Any:
+    """The phrases (macros, `day_pattern`, `intervals`) of `alerts/<locale>/customer_alert.j2`."""
+    return template_environment().get_template(f"alerts/{locale}/customer_alert.j2").make_module({"locale": locale})
+
+
+def format_price(unit_amount: int, currency: str, interval: str | None = "month", locale: str | None = None) -> str:
+    """29900, "usd", "month" → "$299 / month" ("299 $ / Monat" in German); cents are shown only when
+    there are some."""
+    amount = format_money(unit_amount, currency, locale, drop_zero_decimals=True)
+    if not interval:
+        return amount
+    return f"{amount} / {alert_phrases(alert_locale(locale)).intervals.get(interval, interval)}"
+
+
+def percent_text(pct: float | None, locale: str | None = None) -> str:
+    """79.96 → "79.9" ("79,9" in German): rounded down, so a customer below a threshold never reads
+    the threshold."""
     if pct is None:
         return "–"
-    floored = math.floor(pct * 10) / 10
-    return f"{floored:.0f}" if floored == int(floored) else f"{floored:.1f}"
+    floored = Decimal(math.floor(pct * 10)) / 10
+    return format_decimal(floored, format="0.#", locale=babel_locale(locale))
 
 
-def _day(value: date) -> str:
-    return f"{value.day} {value:%B %Y}"
+def _day(value: date, locale: str = "en") -> str:
+    """A date as the locale writes it in prose: "1 March 2026", "1. März 2026", "2026年3月1日"."""
+    return format_date(value, alert_phrases(locale).day_pattern, locale=babel_locale(locale))
 
 
 def _as_of_text(as_of: datetime) -> str:
@@ -99,6 +123,7 @@ class CustomerAlert:
     upgrade: UpgradeHint | None = None
     portal_url: str | None = None  # a short-lived Stripe customer portal session for this customer
     next_invoice: NextInvoice | None = None  # Stripe's preview of the renewal invoice to come
+    preferred_locale: str | None = None  # the customer's first preferred_locales entry in Stripe
 
 
 def alert_message_id(subscription: SubscriptionUsage, threshold_pct: int, sender: str) -> str:
@@ -111,17 +136,21 @@ def alert_message_id(subscription: SubscriptionUsage, threshold_pct: int, sender
 
 
 def customer_alert_subject(alert: CustomerAlert, brand: Brand) -> str:
+    phrases = alert_phrases(alert_locale(alert.preferred_locale))
     if alert.threshold_pct >= 100:
-        return f"{brand.company_name}: you have used all included minutes of your {alert.subscription.tier_name or 'plan'}"
-    return f"{brand.company_name}: you have used {alert.threshold_pct} % of your included minutes"
+        return str(phrases.subject_all(brand.company_name, alert.subscription.tier_name)).strip()
+    return str(phrases.subject_pct(brand.company_name, alert.threshold_pct)).strip()
 
 
 def customer_alert_context(alert: CustomerAlert, brand: Brand) -> dict[str, Any]:
     usage, period = alert.subscription.usage, alert.subscription.usage.period
     last_instant = period.end - timedelta(microseconds=1)  # periods are [start, end)
     pct = usage.usage_pct
+    locale = alert_locale(alert.preferred_locale)
     return {
         "brand": brand,
+        "locale": locale,
+        "t": alert_phrases(locale),
         "subject": customer_alert_subject(alert, brand),
         "customer_name": alert.customer_name,
         "tier_name": alert.subscription.tier_name or "current",
@@ -131,17 +160,17 @@ def customer_alert_context(alert: CustomerAlert, brand: Brand) -> dict[str, Any]
         "included_minutes": usage.included_minutes,
         "minutes_remaining": usage.minutes_unused,
         "overage_minutes": usage.overage_minutes,
-        "usage_pct_text": percent_text(pct),
+        "usage_pct_text": percent_text(pct, locale),
         "bar_pct": min(int(pct or 0), 100),
-        "period_first_day": _day(period.start.date()),
-        "period_last_day": _day(last_instant.date()),
-        "renewal_day": _day(period.end.date()),
+        "period_first_day": _day(period.start.date(), locale),
+        "period_last_day": _day(last_instant.date(), locale),
+        "renewal_day": _day(period.end.date(), locale),
         "days_left": days_left_in_period(period.end, alert.as_of),
         "as_of_text": _as_of_text(alert.as_of),
         "upgrade": alert.upgrade,
         "portal_url": alert.portal_url,
-        "next_invoice_amount": alert.next_invoice.amount_text() if alert.next_invoice else None,
-        "next_invoice_day": _day(alert.next_invoice.invoice_date.date()) if alert.next_invoice else None,
+        "next_invoice_amount": alert.next_invoice.amount_text(locale) if alert.next_invoice else None,
+        "next_invoice_day": _day(alert.next_invoice.invoice_date.date(), locale) if alert.next_invoice else None,
     }
 
 

@@ -23,15 +23,18 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from aisyst_pipelines.templates import TEMPLATES_DIR, Brand, render, template_environment
+from babel.dates import format_date
 
+from aisyst_pipelines.templates import Brand, locale_folders, pick_locale, render, template_environment
+
+from .formatting import babel_locale
 from .periods import Period
 from .usage import CallTotals, PeriodUsage
 
 ANNOTATION_VERSION = "1"
 METADATA_VERSION_KEY = "aisyst_annotation_version"  # invoice metadata: which annotation is on it
 LINE_KIND_KEY = "aisyst_line"  # line metadata: which of our lines this is (lets anyone count them)
-DEFAULT_LOCALE = "en"
+LATE_FROM_KEY = "aisyst_late_minutes_from"  # invoice metadata: the earlier invoices whose late minutes it carries
 
 # Stripe's limits for invoice custom fields (reference/STRIPE.md §3.3).
 MAX_CUSTOM_FIELDS = 4
@@ -43,6 +46,7 @@ class LineKind(StrEnum):
     MINUTES_USED = "minutes_used"
     MINUTES_UNUSED = "minutes_unused"
     OVERAGE = "overage"
+    LATE_MINUTES = "late_minutes"
 
 
 @dataclass(frozen=True)
@@ -81,19 +85,8 @@ class InvoiceLine:
 
 def template_locale(preferred_locale: str | None) -> str:
     """The invoice template folder for a customer's preferred locale: "de-DE" → "de", "pt-BR" → "en"
-    (no Portuguese templates), None → "en". An exact folder ("pt-br") wins over the language."""
-    if preferred_locale:
-        tag = preferred_locale.strip().lower().replace("_", "-")
-        for candidate in (tag, tag.split("-")[0]):
-            if candidate in available_locales():
-                return candidate
-    return DEFAULT_LOCALE
-
-
-@cache
-def available_locales() -> frozenset[str]:
-    folder = TEMPLATES_DIR / "invoice"
-    return frozenset(p.name for p in folder.iterdir() if (p / "lines.txt.j2").is_file())
+    (no Portuguese templates), None → "en"."""
+    return pick_locale(preferred_locale, locale_folders("invoice", "lines.txt.j2"))
 
 
 @dataclass(frozen=True)
@@ -117,6 +110,10 @@ class InvoiceTexts:
         if terms.overage_unit_amount:
             return self._macro("overage_priced", minutes, terms.overage_unit_amount, terms.currency or "")
         return self._macro("overage", minutes)
+
+    def late_minutes(self, period: Period, minutes: int) -> str:
+        month = format_date(period.start, "LLLL", locale=babel_locale(self.locale))
+        return self._macro("late_minutes", month, minutes)
 
     def client_id_field(self) -> str:
         return self._macro("client_id_field")
@@ -158,6 +155,29 @@ def invoice_lines(terms: TierTerms, usage: PeriodUsage, texts: InvoiceTexts) -> 
     else:
         lines.append(line(LineKind.MINUTES_UNUSED, texts.minutes_unused(usage.minutes_unused or 0)))
     return lines
+
+
+@dataclass(frozen=True)
+class LateMinutes:
+    """Minutes of an earlier period whose CDRs arrived after its invoice was final (the audit's
+    `late_cdr`), with what that invoice showed: they go onto the next draft, once."""
+
+    from_invoice_id: str
+    period: Period
+    invoice_minutes: int  # on the earlier invoice's usage line
+    late_minutes: int
+
+
+def late_minutes_line(late: LateMinutes, terms: TierTerms, texts: InvoiceTexts, current: Period) -> InvoiceLine:
+    """"Late-reported minutes from September: 12". Charged only for the overage they add to their
+    own period — the minutes beyond the allowance that the earlier invoice did not already show — at
+    the tier's overage rate; 0 when the tier prices no overage (or they still fit the allowance)."""
+    amount = 0
+    if terms.overage_unit_amount and terms.included_minutes is not None:
+        before = max(0, late.invoice_minutes - terms.included_minutes)
+        after = max(0, late.invoice_minutes + late.late_minutes - terms.included_minutes)
+        amount = (after - before) * terms.overage_unit_amount
+    return InvoiceLine(LineKind.LATE_MINUTES, texts.late_minutes(late.period, late.late_minutes), amount, current.start, current.end)
 
 
 def invoice_metadata(terms: TierTerms, usage: PeriodUsage, version: str = ANNOTATION_VERSION) -> dict[str, str]:
@@ -218,29 +238,54 @@ def validate_custom_fields(custom_fields: Sequence[CustomField]) -> list[CustomF
 
 
 @dataclass(frozen=True)
+class InvoiceTemplate:
+    """A client group's invoice texts (billing/client_groups.py); None keeps the brand file's text."""
+
+    memo: str | None = None
+    footer: str | None = None
+    custom_fields: tuple[CustomField, ...] = ()
+    stripe_template: str | None = None  # id of an invoice rendering template of the Stripe account (inrtem_…)
+
+
+@dataclass(frozen=True)
 class InvoiceBranding:
     """The invoice settings every invoice of a subscription carries: "Client ID" and "Tier" custom
-    fields, the memo (Stripe's `description`) and the footer."""
+    fields (then the client group's), the memo (Stripe's `description`), the footer, and the Stripe
+    ids of the tax rates its client group pays (the subscription's `default_tax_rates`)."""
 
     locale: str
     custom_fields: tuple[CustomField, ...]
     memo: str
     footer: str
+    tax_rate_ids: tuple[str, ...] = ()
+    rendering_template: str | None = None  # Stripe invoice rendering template: the customer's, the invoice's
 
 
 def invoice_branding(
-    account_code: str | None, tier_name: str | None, preferred_locale: str | None, brand: Brand
+    account_code: str | None,
+    tier_name: str | None,
+    preferred_locale: str | None,
+    brand: Brand,
+    template: InvoiceTemplate | None = None,
+    tax_rate_ids: Sequence[str] = (),
 ) -> InvoiceBranding:
     """The brand fields for one subscription, in the customer's language. A missing account code or
-    tier leaves its field out rather than empty (Stripe refuses empty values)."""
+    tier leaves its field out rather than empty (Stripe refuses empty values). The client group's
+    `template` wins over the brand file (the guide's order: template > subscription > customer >
+    account); its custom fields come after ours, and one it names like ours replaces ours."""
     texts = invoice_texts(preferred_locale)
     fields = [CustomField(texts.client_id_field(), account_code)] if account_code else []
     if tier_name:
         fields.append(CustomField(texts.tier_field(), tier_name))
+    template = template or InvoiceTemplate()
+    names = {field.name for field in template.custom_fields}
+    fields = [field for field in fields if field.name not in names] + list(template.custom_fields)
     locale = texts.locale
     return InvoiceBranding(
         locale=locale,
         custom_fields=tuple(validate_custom_fields(fields)),
-        memo=render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
-        footer=render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),
+        memo=template.memo or render(f"invoice/{locale}/memo.txt.j2", brand=brand).strip(),
+        footer=template.footer or render(f"invoice/{locale}/footer.txt.j2", brand=brand).strip(),
+        tax_rate_ids=tuple(tax_rate_ids),
+        rendering_template=template.stripe_template,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -88,6 +88,7 @@ INVOICE_STATUS_WIDTH = 16
 BILLING_REASON_WIDTH = 48
 SUBSCRIPTION_STATUS_WIDTH = 32
 CURRENCY_WIDTH = 3
+COLLECTION_METHOD_WIDTH = 32
 AMOUNT_BITS = 64
 COUNT_BITS = 32
 
@@ -300,6 +301,9 @@ class InvoiceRow:
     amount_paid: int
     amount_remaining: int
     total: int
+    subtotal: int
+    tax: int  # every amount of total_taxes (inclusive and exclusive), as the invoice states them
+    collection_method: str | None  # charge_automatically, or send_invoice (the customer pays by invoice: Net 30)
     currency: str
     period_start: datetime | None
     period_end: datetime | None
@@ -334,6 +338,9 @@ def invoice_row(event: StripeEvent) -> InvoiceRow:
         amount_paid=invoice.integer("amount_paid"),
         amount_remaining=invoice.integer("amount_remaining"),
         total=invoice.integer("total"),
+        subtotal=invoice.integer("subtotal"),
+        tax=sum(tax.integer("amount") for tax in invoice.objects("total_taxes")),
+        collection_method=invoice.text("collection_method", width=COLLECTION_METHOD_WIDTH),
         currency=invoice.text("currency", width=CURRENCY_WIDTH) or "",
         # Invoice periods are Unix seconds already in our half-open convention: period_end is the
         # first second after the period (only line item periods are inclusive, STRIPE.md §3.2).
@@ -420,6 +427,7 @@ class OpsAlertKind(StrEnum):
     RENEWAL_NOT_ANNOTATED = "renewal_not_annotated"
     EVENTS_RETENTION_GAP = "events_retention_gap"
     EVENT_UNREADABLE = "event_unreadable"
+    INVOICE_OVERDUE = "invoice_overdue"
 
 
 @dataclass(frozen=True)
@@ -469,6 +477,36 @@ def invoice_alerts(event: StripeEvent, row: InvoiceRow, *, annotated: bool) -> l
             **refs,
         )]
     return []
+
+
+@dataclass(frozen=True)
+class OverdueInvoice:
+    """An open invoice whose due date has passed (one the customer pays by invoice, e.g. Net 30)."""
+
+    invoice_id: str
+    customer_id: str
+    subscription_id: str | None
+    number: str | None
+    amount_remaining: int
+    currency: str
+    due_date: datetime
+
+
+def overdue_alert(invoice: OverdueInvoice) -> OpsAlert:
+    """The one alert when an invoice becomes overdue. No Stripe event raises it (the pipeline sees the
+    due date pass), so its key is the invoice: `overdue-<invoice id>`, never raised twice."""
+    amount = format_money(invoice.amount_remaining, invoice.currency, iso_code=True)
+    return OpsAlert(
+        OpsAlertKind.INVOICE_OVERDUE, f"overdue-{invoice.invoice_id}",
+        subject=f"Invoice overdue: {invoice.number or invoice.invoice_id} of {invoice.customer_id}",
+        detail=f"Invoice {invoice.invoice_id} ({amount} unpaid) was due on {_day(invoice.due_date)} and is still open.",
+        customer_id=invoice.customer_id, subscription_id=invoice.subscription_id, invoice_id=invoice.invoice_id,
+    )
+
+
+def days_overdue(due_date: datetime, now: datetime) -> int:
+    """Whole days since the due date (0 on the day it passed)."""
+    return max(0, (now - due_date) // timedelta(days=1))
 
 
 def _day(moment: datetime | None) -> str:

@@ -54,8 +54,11 @@ class Tier:
 
 @dataclass(frozen=True)
 class TaxRateSpec:
-    """A Stripe tax rate the tiers file asks for (e.g. GST 10 %, exclusive)."""
+    """A Stripe tax rate the tiers file asks for (e.g. GST 10 %, exclusive). `key` is how the client
+    groups file (billing/client_groups.py) names it; Stripe finds it by name, percentage, inclusive
+    and jurisdiction."""
 
+    key: str
     display_name: str
     percentage: Decimal
     inclusive: bool
@@ -67,7 +70,14 @@ class TaxRateSpec:
 @dataclass(frozen=True)
 class TierCatalog:
     tiers: tuple[Tier, ...]
-    tax_rate: TaxRateSpec | None = None
+    tax_rates: tuple[TaxRateSpec, ...] = ()
+
+    def tax_rate(self, key: str) -> TaxRateSpec:
+        """The tax rate of `key`; an unknown key is an error naming the keys there are."""
+        found = next((rate for rate in self.tax_rates if rate.key == key), None)
+        if found is None:
+            raise ValueError(f"no tax rate {key!r} in the tiers file (there are: {', '.join(r.key for r in self.tax_rates) or 'none'})")
+        return found
 
     def by_lookup_key(self, lookup_key: str | None) -> Tier | None:
         return next((tier for tier in self.tiers if lookup_key and tier.lookup_key == lookup_key), None)
@@ -138,12 +148,28 @@ def parse_tier_catalog(document: Mapping[str, Any]) -> TierCatalog:
         values = [getattr(tier, field) for tier in tiers]
         if len(set(values)) != len(values):
             raise ValueError(f"two tiers share the same {field}")
-    return TierCatalog(tiers=tuple(tiers), tax_rate=_parse_tax_rate(document.get("tax_rate")))
+    return TierCatalog(tiers=tuple(tiers), tax_rates=_parse_tax_rates(document))
 
 
-def _parse_tax_rate(raw: object) -> TaxRateSpec | None:
-    if raw is None:
-        return None
+def _parse_tax_rates(document: Mapping[str, Any]) -> tuple[TaxRateSpec, ...]:
+    """`tax_rates` (a list, each with a `key`), or the single `tax_rate` object of older tiers files
+    (its key is "default")."""
+    if "tax_rates" in document:
+        raw_rates = document["tax_rates"]
+        if not isinstance(raw_rates, list):
+            raise ValueError("tax_rates must be a list of tax rate objects")
+        rates = tuple(_parse_tax_rate(raw, default_key=None) for raw in raw_rates)
+    elif document.get("tax_rate") is not None:
+        rates = (_parse_tax_rate(document["tax_rate"], default_key="default"),)
+    else:
+        rates = ()
+    keys = [rate.key for rate in rates]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two tax rates share the same key")
+    return rates
+
+
+def _parse_tax_rate(raw: object, default_key: str | None) -> TaxRateSpec:
     if not isinstance(raw, Mapping):
         raise ValueError("tax_rate must be an object with display_name, percentage and inclusive")
     try:
@@ -156,7 +182,11 @@ def _parse_tax_rate(raw: object) -> TaxRateSpec | None:
         raise ValueError(f"tax_rate percentage {percentage} is outside 0..100")
     if "display_name" not in raw:
         raise ValueError("tax_rate lacks the field 'display_name'")
+    key = raw.get("key", default_key)
+    if not key:
+        raise ValueError(f"tax rate {raw['display_name']!r} lacks the field 'key'")
     return TaxRateSpec(
+        key=str(key),
         display_name=str(raw["display_name"]),
         percentage=percentage,
         inclusive=bool(raw.get("inclusive", False)),

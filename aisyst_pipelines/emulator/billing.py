@@ -203,7 +203,7 @@ def new_invoice(
             "post_payment_credit_notes_amount": 0,
             "pre_payment_credit_notes_amount": 0,
             "receipt_number": None,
-            "rendering": None,
+            "rendering": _rendering_of(customer),
             "shipping_cost": None,
             "shipping_details": None,
             "starting_balance": 0,
@@ -228,6 +228,16 @@ def new_invoice(
     if auto_advance:
         store.schedule(clock, invoice["automatically_finalizes_at"], "finalize_invoice", invoice["id"])
     return invoice
+
+
+def _rendering_of(customer: dict[str, Any]) -> dict[str, Any] | None:
+    """A new invoice's `rendering`: the invoice rendering template (and tax display) the customer's
+    `invoice_settings.rendering_options` name, as Stripe copies them."""
+    options = (customer.get("invoice_settings") or {}).get("rendering_options") or {}
+    if not options:
+        return None
+    return {"amount_tax_display": options.get("amount_tax_display"), "pdf": None,
+            "template": options.get("template"), "template_version": None}
 
 
 def add_line(

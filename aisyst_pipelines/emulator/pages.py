@@ -2,11 +2,17 @@
 
 The portal page lets the customer replace the card (a test token, attached and made the default as
 Stripe's portal does): a subscription in dunning is then charged with it on its next retry.
+
+The hosted invoice page and the PDF show what Stripe's do: the account's branding (logo, colour),
+the customer, custom fields, memo, every line with its period, each tax by its rate's display name
+("GST (10%)"), the totals and the footer.
 """
 
 from __future__ import annotations
 
 import html
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,8 +32,8 @@ def render_page(store: Store, path: str) -> tuple[str, bytes] | None:
         if invoice is None or invoice["status"] == "draft":
             return None
         if len(parts) == 4 and parts[3] == "pdf":
-            return "application/pdf", _pdf(_invoice_text(invoice))
-        return "text/html; charset=utf-8", _page(f"Invoice {invoice['number']}", _invoice_html(invoice)).encode()
+            return "application/pdf", _pdf(_invoice_text(store, invoice))
+        return "text/html; charset=utf-8", _page(f"Invoice {invoice['number']}", _invoice_html(store, invoice)).encode()
     return None
 
 
@@ -61,24 +67,92 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _invoice_html(invoice: dict[str, Any]) -> str:
+# The account's branding as Stripe's Dashboard settings hold it (Settings → Branding): the hosted page
+# and the PDF show the logo and the colour. The emulator's account is Aisyst's.
+ACCOUNT_BRANDING = {"primary_color": "#4338ca", "secondary_color": "#eef2ff", "logo_initials": "A"}
+
+
+def _day(seconds: int | None) -> str:
+    return "" if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d")
+
+
+def _tax_name(store: Store, tax: dict[str, Any]) -> str:
+    """A tax as Stripe prints it: its rate's display name and percentage, "GST (10%)"; "incl." when
+    the amount is already inside the line amounts."""
+    rate = store.tables["tax_rate"].get((tax.get("tax_rate_details") or {}).get("tax_rate") or "") or {}
+    percentage = f"{Decimal(str(rate.get('percentage', 0))).normalize():f}%"
+    inclusive = " incl." if tax.get("tax_behavior") == "inclusive" else ""
+    return f"{rate.get('display_name') or 'Tax'} ({percentage}{inclusive})"
+
+
+def _invoice_document(store: Store, invoice: dict[str, Any]) -> dict[str, Any]:
+    """What both the hosted page and the PDF show, in the order a reader reads it."""
+    currency = invoice["currency"]
+    customer = store.tables["customer"].get(invoice["customer"]) or {}
+    address = customer.get("address") or {}
+    return {
+        "account": invoice["account_name"],
+        "number": invoice["number"],
+        "status": invoice["status"],
+        "issued": _day(invoice["status_transitions"]["finalized_at"]),
+        "due": _day(invoice.get("due_date")),
+        "bill_to": [v for v in (invoice.get("customer_name"), invoice.get("customer_email"), address.get("country")) if v],
+        "fields": [(f["name"], f["value"]) for f in invoice.get("custom_fields") or []],
+        "memo": invoice.get("description"),
+        "lines": [
+            (line["description"] or "", f"{_day(line['period']['start'])} – {_day(line['period']['end'])}", money(line["amount"], currency))
+            for line in invoice["_lines"]
+        ],
+        "totals": [("Subtotal", money(invoice["subtotal"], currency))]
+        + [(_tax_name(store, tax), money(tax["amount"], currency)) for tax in invoice["total_taxes"]]
+        + [
+            ("Total", money(invoice["total"], currency)),
+            ("Amount paid", money(invoice["amount_paid"], currency)),
+            ("Amount due", money(invoice["amount_remaining"], currency)),
+        ],
+        "footer": invoice.get("footer"),
+    }
+
+
+def _invoice_html(store: Store, invoice: dict[str, Any]) -> str:
+    doc, e = _invoice_document(store, invoice), html.escape
+    color, light = ACCOUNT_BRANDING["primary_color"], ACCOUNT_BRANDING["secondary_color"]
+    logo = (
+        f"<svg width='40' height='40' role='img' aria-label='logo'><rect width='40' height='40' rx='8' fill='{color}'/>"
+        f"<text x='20' y='27' font-size='20' text-anchor='middle' fill='#fff'>{e(ACCOUNT_BRANDING['logo_initials'])}</text></svg>"
+    )
+    dates = f"Issued {doc['issued']}" + (f" · Due {doc['due']}" if doc["due"] else "")
+    fields = "".join(f"<div>{e(name)}: <b>{e(value)}</b></div>" for name, value in doc["fields"])
     rows = "".join(
-        f"<tr><td>{html.escape(line['description'] or '')}</td><td>{money(line['amount'], invoice['currency'])}</td></tr>"
-        for line in invoice["_lines"]
+        f"<tr><td>{e(text)}<br><small style='color:#666'>{e(period)}</small></td><td style='text-align:right'>{e(amount)}</td></tr>"
+        for text, period, amount in doc["lines"]
     )
-    taxes = sum(t["amount"] for t in invoice["total_taxes"])
+    totals = "".join(
+        f"<tr><td style='text-align:right'>{e(label)}</td><td style='text-align:right'>{e(amount)}</td></tr>"
+        for label, amount in doc["totals"]
+    )
     return (
-        f"<p>Status: <b>{invoice['status']}</b></p><table>{rows}</table>"
-        f"<p>Subtotal {money(invoice['subtotal'], invoice['currency'])} · Tax {money(taxes, invoice['currency'])} · "
-        f"Total <b>{money(invoice['total'], invoice['currency'])}</b> · Amount due {money(invoice['amount_due'], invoice['currency'])}</p>"
-        + (f"<p>{html.escape(invoice['footer'])}</p>" if invoice.get("footer") else "")
+        f"<div style='border-top:6px solid {color};padding-top:1rem;display:flex;gap:1rem;align-items:center'>{logo}"
+        f"<b>{e(doc['account'])}</b></div>"
+        f"<p>Status: <b>{e(doc['status'])}</b> · {e(dates)}</p>"
+        f"<p>Bill to: {'<br>'.join(e(v) for v in doc['bill_to'])}</p>{fields}"
+        + (f"<p style='background:{light};padding:.5rem'>{e(doc['memo'])}</p>" if doc["memo"] else "")
+        + f"<table style='width:100%;border-collapse:collapse'>{rows}</table>"
+        f"<table style='width:100%;border-top:1px solid {color}'>{totals}</table>"
+        + (f"<p style='color:#666'>{e(doc['footer'])}</p>" if doc["footer"] else "")
     )
 
 
-def _invoice_text(invoice: dict[str, Any]) -> list[str]:
-    lines = [f"Invoice {invoice['number']}  ({invoice['status']})"]
-    lines += [f"{line['description'] or ''}  {money(line['amount'], invoice['currency'])}" for line in invoice["_lines"]]
-    lines.append(f"Total {money(invoice['total'], invoice['currency'])}")
+def _invoice_text(store: Store, invoice: dict[str, Any]) -> list[str]:
+    doc = _invoice_document(store, invoice)
+    lines = [doc["account"], f"Invoice {doc['number']}  ({doc['status']})  issued {doc['issued']}" + (f"  due {doc['due']}" if doc["due"] else "")]
+    lines += ["Bill to: " + ", ".join(doc["bill_to"])] + [f"{name}: {value}" for name, value in doc["fields"]]
+    if doc["memo"]:
+        lines.append(doc["memo"])
+    lines += [f"{text}  ({period})  {amount}" for text, period, amount in doc["lines"]]
+    lines += [f"{label}  {amount}" for label, amount in doc["totals"]]
+    if doc["footer"]:
+        lines.append(doc["footer"])
     return lines
 
 

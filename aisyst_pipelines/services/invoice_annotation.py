@@ -1,14 +1,15 @@
 """Invoice annotation and branding (DESIGN.md §2.4): usage lines on renewal invoices while they are
-drafts, brand fields on the subscriptions that create them.
+drafts, brand fields (and the client group's tax rate) on the subscriptions that create them.
 
 `annotate_batch` works one batch of invoice ids (the ids `draft_invoice_sensor` queued; which ones and
 when is `invoice_annotation_planning`). Per invoice:
 1. the subscription, its tier (from the Stripe mirror) and the usage period — the invoice's own
    `period_start`/`period_end`, i.e. the period that just ended (see billing/invoice_lines.py);
 2. the minutes of exactly that [start, end) window, summed fresh from call_records;
-3. ONE `add_lines` call carrying every line and the invoice metadata, with an idempotency key made
-   of the invoice id and the annotation version;
-4. the outcome in invoice_annotations.
+3. ONE `add_lines` call carrying every line — with one "Late-reported minutes from March" line per
+   earlier period whose late CDRs the audit found and no invoice carries yet — and the invoice
+   metadata, with an idempotency key made of the invoice id and the annotation version;
+4. the outcome in invoice_annotations, and the carried late minutes in invoice_audits' ledger.
 
 Never twice: a row that is final is not touched again; a row left `pending` (a write may have reached
 Stripe before a crash) is read back from Stripe first, and an invoice whose metadata carries our
@@ -26,28 +27,34 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import cache
 
 from aisyst_pipelines.billing.invoice_lines import (
     ANNOTATION_VERSION,
+    LATE_FROM_KEY,
     METADATA_VERSION_KEY,
     InvoiceBranding,
     InvoiceLine,
+    LateMinutes,
     TierTerms,
     annotation_idempotency_key,
     annotation_version_of,
-    invoice_branding,
     invoice_lines,
     invoice_metadata,
     invoice_texts,
+    late_minutes_line,
     period_usage,
 )
+from aisyst_pipelines.billing.client_groups import BrandProfiles, ClientGroups, TaxRateNotInStripe
 from aisyst_pipelines.billing.periods import Period
+from aisyst_pipelines.billing.tiers import TierCatalog
 from aisyst_pipelines.templates import Brand
 from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.invoice_audit_store import late_minutes_to_carry, mark_carried
 from aisyst_pipelines.warehouse.invoice_annotation_store import (
     FINAL_STATUSES,
     AnnotationOutcome,
@@ -67,6 +74,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     subscription_terms,
 )
 from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
+from resources.stripe.catalog import CatalogGateway
 from resources.stripe.client import transient_stripe_error
 from resources.stripe.invoices import AnnotationWriteConflict, InvoiceGateway, InvoiceGone, InvoiceNotEditable
 
@@ -137,16 +145,17 @@ def annotate_batch(
     invoice_ids: Sequence[str],
     *,
     run_id: str,
-    brand: Brand,
+    profiles: Callable[[], BrandProfiles],
     concurrency: int,
     requests_per_second: float,
     finalize: bool = False,
 ) -> AnnotationRun:
     """Annotate the invoices (each id must have a row, else UnknownInvoices) with at most `concurrency`
     workers, fewer when the Stripe rate could not keep more busy (`workers_for`). `run_id` goes on the
-    rows; `brand` fills the brand fields of a draft whose subscription had none; `finalize` finalizes
+    rows; `profiles` (called once, and only when a draft's subscription had no brand fields: it may
+    read Stripe's tax rates) fill the brand fields and tax rates of such a draft; `finalize` finalizes
     each invoice right after its lines are on."""
-    annotator = InvoiceAnnotator(invoices, warehouse, run_id, brand, finalize)
+    annotator = InvoiceAnnotator(invoices, warehouse, run_id, profiles, finalize)
     return AnnotationRun(annotator.annotate(invoice_ids, workers_for(concurrency, requests_per_second)))
 
 
@@ -164,16 +173,19 @@ class _Inputs:
     record: AnnotationRecord
     terms: SubscriptionTerms | None
     profile: CustomerProfile | None
+    late: tuple[LateMinutes, ...] = ()  # earlier periods' late CDRs this draft carries (the audit's ledger)
 
 
 class InvoiceAnnotator:
     """Annotates one batch of invoices; thread-safe per invoice (each invoice is one worker's)."""
 
-    def __init__(self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, brand: Brand, finalize: bool = False) -> None:
+    def __init__(
+        self, invoices: InvoiceGateway, warehouse: Warehouse, run_id: str, profiles: Callable[[], BrandProfiles], finalize: bool = False
+    ) -> None:
         self.invoices = invoices
         self.warehouse = warehouse
         self.run_id = run_id
-        self.brand = brand
+        self.profiles = cache(profiles)  # no request in the burst unless a draft needs brand fields
         self.finalize = finalize
 
     def annotate(self, invoice_ids: Sequence[str], workers: int) -> list[InvoiceResult]:
@@ -190,9 +202,11 @@ class InvoiceAnnotator:
         records = annotation_records(self.warehouse, invoice_ids)
         terms = subscription_terms(self.warehouse, [r.subscription_id for r in records.values() if r.subscription_id])
         profiles = customer_profiles(self.warehouse, [r.customer_id for r in records.values()])
+        late = late_minutes_to_carry(self.warehouse, [r.customer_id for r in records.values()])
         return {
             invoice_id: _Inputs(
-                record=record, terms=terms.get(record.subscription_id or ""), profile=profiles.get(record.customer_id)
+                record=record, terms=terms.get(record.subscription_id or ""), profile=profiles.get(record.customer_id),
+                late=tuple(m for m in late.get(record.customer_id, []) if m.period.end <= record.period_start),
             )
             for invoice_id in dict.fromkeys(invoice_ids)
             if (record := records.get(invoice_id)) is not None
@@ -228,7 +242,7 @@ class InvoiceAnnotator:
                 return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
             if annotation_version_of(state.metadata):
                 detail = "found annotated after an interrupted attempt"
-                return self._already_annotated(record.invoice_id, state.metadata, detail)
+                return self._already_annotated(record.invoice_id, state.metadata, detail, inputs.late)
             if state.status != "draft":
                 finalized_status = state.status
         terms = _tier_terms(inputs.terms)
@@ -243,8 +257,10 @@ class InvoiceAnnotator:
         minutes_used = call_totals_in_windows(self.warehouse, [window])[window].billable_minutes
         usage = period_usage(minutes_used, terms, Period(record.period_start, record.period_end))
         texts = invoice_texts(inputs.profile.preferred_locale if inputs.profile else None)
-        lines = invoice_lines(terms, usage, texts)
+        lines = invoice_lines(terms, usage, texts) + [late_minutes_line(m, terms, texts, usage.period) for m in inputs.late]
         metadata = invoice_metadata(terms, usage)
+        if inputs.late:
+            metadata[LATE_FROM_KEY] = ",".join(m.from_invoice_id for m in inputs.late)
         figures = AnnotationOutcome(
             AnnotationStatus.ANNOTATED,
             tier_name=terms.tier_name,
@@ -258,20 +274,23 @@ class InvoiceAnnotator:
             locale=texts.locale,
         )
         if finalized_status is not None:
-            return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures)
+            return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures, inputs.late)
         mark_pending(self.warehouse, record.invoice_id, self.run_id, _now())
         try:
             if record.needs_branding:
                 # Its subscription had no brand fields yet when Stripe created the draft (see
                 # `apply_invoice_branding` below): this one invoice gets them directly, a second write.
                 account_code = inputs.profile.account_code if inputs.profile else None
-                branding = invoice_branding(account_code, terms.tier_name, texts.locale, self.brand)
+                country = inputs.profile.country if inputs.profile else None
+                _, branding = self.profiles().branding(account_code, terms.tier_name, texts.locale, country)
                 self.invoices.write_branding(record.invoice_id, branding)
             self._add_lines(record.invoice_id, lines, metadata)
         except InvoiceGone:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
         except InvoiceNotEditable as error:
-            return self._not_a_draft(record.invoice_id, error.status, metadata, figures)
+            return self._not_a_draft(record.invoice_id, error.status, metadata, figures, inputs.late)
+        if inputs.late:
+            mark_carried(self.warehouse, inputs.late, record.invoice_id, _now())
         if self.finalize:
             try:
                 self.invoices.finalize(record.invoice_id)
@@ -297,18 +316,24 @@ class InvoiceAnnotator:
             self.invoices.add_annotation_lines(invoice_id, lines, metadata, idempotency_key=f"{key}-retry")
 
     def _not_a_draft(
-        self, invoice_id: str, status: str | None, metadata: dict[str, str], figures: AnnotationOutcome
+        self,
+        invoice_id: str,
+        status: str | None,
+        metadata: dict[str, str],
+        figures: AnnotationOutcome,
+        late: Sequence[LateMinutes] = (),
     ) -> AnnotationOutcome:
         state = self.invoices.if_exists(invoice_id)
         if state is None:
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice deleted")
         if annotation_version_of(state.metadata):
             # Our lines went on, then Stripe finalized it before our answer came back.
-            return self._already_annotated(invoice_id, state.metadata, "annotated just before finalization")
+            return self._already_annotated(invoice_id, state.metadata, "annotated just before finalization", late)
         status = state.status or status
         if status == "void":
             return AnnotationOutcome(AnnotationStatus.SKIPPED, detail="invoice voided before annotation")
-        usage_metadata = {k: v for k, v in metadata.items() if k != METADATA_VERSION_KEY}
+        # Without our lines it carries no late minutes either: they wait for the next draft.
+        usage_metadata = {k: v for k, v in metadata.items() if k not in (METADATA_VERSION_KEY, LATE_FROM_KEY)}
         usage_metadata[MISSED_MARKER_KEY] = ANNOTATION_VERSION
         detail = f"invoice was {status} before annotation; usage written to its metadata"
         try:
@@ -318,9 +343,16 @@ class InvoiceAnnotator:
         # The figures it would have shown, no lines and nothing charged.
         return replace(figures, status=AnnotationStatus.MISSED, detail=detail, lines_added=0, overage_amount=None)
 
-    def _already_annotated(self, invoice_id: str, metadata: dict[str, str], detail: str) -> AnnotationOutcome:
+    def _already_annotated(
+        self, invoice_id: str, metadata: dict[str, str], detail: str, late: Sequence[LateMinutes] = ()
+    ) -> AnnotationOutcome:
         """The row for an invoice Stripe shows annotated: figures from its metadata and our lines counted
-        on it (what is on the invoice is the truth, whatever this attempt would have written)."""
+        on it (what is on the invoice is the truth, whatever this attempt would have written). Late
+        minutes its metadata names as carried are marked so in the ledger."""
+        carried_from = set((metadata.get(LATE_FROM_KEY) or "").split(","))
+        carried = [m for m in late if m.from_invoice_id in carried_from]
+        if carried:
+            mark_carried(self.warehouse, carried, invoice_id, _now())
 
         def number(key: str) -> int | None:
             value = metadata.get(key, "")
@@ -393,27 +425,46 @@ class BrandingResult:
     failed: dict[str, str]
 
 
-def apply_invoice_branding(invoices: InvoiceGateway, warehouse: Warehouse, brand: Brand, concurrency: int = 16) -> BrandingResult:
-    """Write the brand fields to every renewing subscription whose fields changed since last time."""
+def brand_profiles(brand: Brand, groups: ClientGroups, tiers: TierCatalog, catalog: CatalogGateway) -> BrandProfiles:
+    """The brand profiles with the Stripe ids of the client groups' tax rates (one tax rate listing)."""
+    specs = [tiers.tax_rate(key) for key in sorted(groups.tax_rate_keys)]
+    return BrandProfiles(brand, groups, catalog.tax_rate_ids(specs) if specs else {})
+
+
+def apply_invoice_branding(
+    invoices: InvoiceGateway, warehouse: Warehouse, profiles: BrandProfiles, concurrency: int = 16
+) -> BrandingResult:
+    """Write the brand fields and tax rates of its client group to every renewing subscription whose
+    fields changed since last time (one subscription update each, none when nothing changed)."""
     applied = applied_branding_hashes(warehouse)
-    pending: list[tuple[BrandingTarget, InvoiceBranding, str]] = []
+    pending: list[tuple[BrandingTarget, InvoiceBranding, str, str]] = []
+    failed: dict[str, str] = {}
     unchanged = 0
     for target in branding_targets(warehouse, BRANDED_STATUSES):
-        branding = invoice_branding(target.account_code, target.tier_name, target.preferred_locale, brand)
-        digest = branding_hash([(f.name, f.value) for f in branding.custom_fields], branding.memo, branding.footer)
+        try:
+            group, branding = profiles.branding(target.account_code, target.tier_name, target.preferred_locale, target.country)
+        except TaxRateNotInStripe as error:
+            failed[target.subscription_id] = str(error)
+            continue
+        fields = [(f.name, f.value) for f in branding.custom_fields]
+        digest = branding_hash(fields, branding.memo, branding.footer, branding.tax_rate_ids, branding.rendering_template)
         if applied.get(target.subscription_id) == digest:
             unchanged += 1
         else:
-            pending.append((target, branding, digest))
+            pending.append((target, branding, digest, group.key))
 
-    def write(item: tuple[BrandingTarget, InvoiceBranding, str]) -> tuple[str, str | None]:
-        target, branding, digest = item
+    def write(item: tuple[BrandingTarget, InvoiceBranding, str, str]) -> tuple[str, str | None]:
+        target, branding, digest, group_key = item
         try:
             invoices.set_subscription_branding(target.subscription_id, branding)
+            if branding.rendering_template:  # a second write, only for a group with a Stripe template
+                invoices.set_customer_rendering_template(target.customer_id, branding.rendering_template)
         except Exception as error:  # noqa: BLE001 - one subscription must not stop the others
             return target.subscription_id, _describe(error)
         fields = [(f.name, f.value) for f in branding.custom_fields]
-        record_branding(warehouse, target, fields, branding.locale, digest, _now())
+        record_branding(
+            warehouse, target, fields, branding.locale, digest, _now(), client_group=group_key, tax_rate_ids=branding.tax_rate_ids
+        )
         return target.subscription_id, None
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="branding") as pool:
@@ -421,5 +472,5 @@ def apply_invoice_branding(invoices: InvoiceGateway, warehouse: Warehouse, brand
     return BrandingResult(
         updated=[sub for sub, error in outcomes if error is None],
         unchanged=unchanged,
-        failed={sub: error for sub, error in outcomes if error is not None},
+        failed=failed | {sub: error for sub, error in outcomes if error is not None},
     )

@@ -7,7 +7,8 @@ transaction). This module holds the rest of the work:
   that cannot be read is skipped with an ops alert;
 - `apply_webhook_event`: one event pushed by Stripe;
 - `deliver_event_alerts`: send the queued ops alerts through the notifier;
-- `apply_new_events`: what one tick of the sensor does (a pass within its budget, then the alerts).
+- `apply_new_events`: what one tick of the sensor does (a pass within its budget, the overdue watch —
+  open invoices past their due date: `overdue_at`, `days_overdue`, one ops alert each — then the alerts).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from aisyst_pipelines.warehouse.stripe_events_store import (
     mark_event_alerts_failed,
     mark_event_alerts_sent,
     queue_event_alert,
+    watch_overdue_invoices,
 )
 from resources.stripe.client import PAGE_SIZE
 from resources.stripe.events import EventCursorGone, EventGateway
@@ -288,6 +290,7 @@ def _with_label(alert: QueuedAlert) -> dict[str, Any]:
 class EventsTick:
     poll: PollResult
     delivery: AlertDelivery
+    newly_overdue: list[str] = field(default_factory=list)  # invoice ids whose due date passed since the last tick
 
     @property
     def new_events(self) -> list[EventOutcome]:
@@ -311,10 +314,12 @@ def apply_new_events(
     now: datetime,
     mirror_row: SubscriptionRowBuilder | None = None,
 ) -> EventsTick:
-    """One tick of stripe_events_sensor: a pass within the tick's budget, then the ops alerts queued
-    so far (by this pass, the webhook, or earlier ticks whose delivery failed)."""
+    """One tick of stripe_events_sensor: a pass within the tick's budget, the overdue watch over the
+    mirrored invoices, then the ops alerts queued so far (by this pass, the watch, the webhook, or
+    earlier ticks whose delivery failed)."""
     poll = poll_events(
         events, warehouse, cursor, max_events=MAX_EVENTS_PER_TICK, now=now, mirror_row=mirror_row,
         time_budget_seconds=TICK_TIME_BUDGET_SECONDS,
     )
-    return EventsTick(poll, deliver_event_alerts(warehouse, notifier, now=now))
+    overdue = [invoice.invoice_id for invoice in watch_overdue_invoices(warehouse, now=now)]
+    return EventsTick(poll, deliver_event_alerts(warehouse, notifier, now=now), overdue)

@@ -53,6 +53,7 @@ def customer_row(customer: StripeCustomer) -> StripeCustomerRow:
         email=customer.email,
         preferred_locale=customer.preferred_locale,
         test_clock=customer.test_clock,
+        country=customer.country,
     )
 
 

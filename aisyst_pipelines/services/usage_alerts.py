@@ -239,11 +239,12 @@ def _deliver(run: _Pass, period: CurrentPeriodUsage, key: AlertKey, now: datetim
     return error
 
 
-def upgrade_hint(included_minutes: int, catalog: TierCatalog) -> UpgradeHint | None:
+def upgrade_hint(included_minutes: int, catalog: TierCatalog, locale: str | None = None) -> UpgradeHint | None:
+    """The next tier up, its price written for the customer's `locale`."""
     tier = next_tier(included_minutes, catalog.tiers)
     if tier is None:
         return None
-    price = format_price(tier.unit_amount, tier.currency, tier.interval if tier.interval_count == 1 else None)
+    price = format_price(tier.unit_amount, tier.currency, tier.interval if tier.interval_count == 1 else None, locale)
     return UpgradeHint(tier.name, tier.included_minutes, price)
 
 
@@ -259,7 +260,7 @@ def subscription_usage(period: CurrentPeriodUsage) -> SubscriptionUsage:
 
 def _customer_alert(run: _Pass, period: CurrentPeriodUsage, threshold: int, now: datetime) -> CustomerAlert:
     assert period.included_minutes is not None and period.customer_email
-    upgrade = upgrade_hint(period.included_minutes, run.catalog)
+    upgrade = upgrade_hint(period.included_minutes, run.catalog, period.preferred_locale)
     portal_url = None
     if upgrade is not None:
         try:
@@ -272,7 +273,8 @@ def _customer_alert(run: _Pass, period: CurrentPeriodUsage, threshold: int, now:
         next_invoice = None
         run.log.warning(f"no next-invoice preview for {period.subscription_id} ({type(error).__name__}); the e-mail goes without it")
     return CustomerAlert(
-        subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url, next_invoice
+        subscription_usage(period), threshold, period.customer_name, period.customer_email, now, upgrade, portal_url, next_invoice,
+        preferred_locale=period.preferred_locale,
     )
 
 

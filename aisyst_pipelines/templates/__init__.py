@@ -9,6 +9,7 @@ so a rebrand is one edit.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -50,6 +51,23 @@ def load_brand(path: Path | str | None = None) -> Brand:
     if missing or unknown:
         raise ValueError(f"brand file {source}: missing {sorted(missing)}, unknown {sorted(unknown)}")
     return Brand(**{name: str(data[name]) for name in names})
+
+
+def pick_locale(preferred_locale: str | None, available: Collection[str]) -> str:
+    """The template folder for a customer's preferred locale: "de-DE" → "de", "pt-BR" → "en" (when
+    there is no Portuguese), None → "en". An exact folder ("pt-br") wins over the language."""
+    if preferred_locale:
+        tag = preferred_locale.strip().lower().replace("_", "-")
+        for candidate in (tag, tag.split("-")[0]):
+            if candidate in available:
+                return candidate
+    return DEFAULT_LOCALE
+
+
+@cache
+def locale_folders(folder: str, template: str) -> frozenset[str]:
+    """The locales of `folder` (relative to this one) that have `template`: one subfolder per locale."""
+    return frozenset(p.name for p in (TEMPLATES_DIR / folder).iterdir() if (p / template).is_file())
 
 
 def format_minutes(value: int | None, locale: str | None = DEFAULT_LOCALE) -> str:

@@ -291,6 +291,7 @@ class CustomerProfile:
     customer_id: str
     account_code: str | None
     preferred_locale: str | None
+    country: str | None = None  # address.country: picks the client group
 
 
 def subscription_terms(warehouse: Warehouse, subscription_ids: Iterable[str]) -> dict[str, SubscriptionTerms]:
@@ -313,7 +314,7 @@ def customer_profiles(warehouse: Warehouse, customer_ids: Iterable[str]) -> dict
     with warehouse.connect() as connection:
         for chunk in _chunks(sorted(set(customer_ids))):
             for row in connection.execute(
-                select(t.customer_id, t.account_code, t.preferred_locale).where(t.customer_id.in_(chunk))
+                select(t.customer_id, t.account_code, t.preferred_locale, t.country).where(t.customer_id.in_(chunk))
             ):
                 result[row.customer_id] = CustomerProfile(*row)
     return result
@@ -331,13 +332,14 @@ class BrandingTarget:
     account_code: str | None
     preferred_locale: str | None
     tier_name: str | None
+    country: str | None = None
 
 
 def branding_targets(warehouse: Warehouse, statuses: Iterable[str]) -> list[BrandingTarget]:
     """Mirrored subscriptions in `statuses` (those that will still renew), with their customer."""
     s, c = stripe_subscriptions.c, stripe_customers.c
     statement = (
-        select(s.subscription_id, s.customer_id, c.account_code, c.preferred_locale, s.tier_name)
+        select(s.subscription_id, s.customer_id, c.account_code, c.preferred_locale, s.tier_name, c.country)
         .select_from(stripe_subscriptions.outerjoin(stripe_customers, c.customer_id == s.customer_id))
         .where(s.status.in_(list(statuses)))
         .order_by(s.subscription_id)
@@ -346,8 +348,15 @@ def branding_targets(warehouse: Warehouse, statuses: Iterable[str]) -> list[Bran
         return [BrandingTarget(*row) for row in connection.execute(statement)]
 
 
-def branding_hash(custom_fields: Sequence[tuple[str, str]], memo: str, footer: str) -> str:
-    payload = json.dumps({"custom_fields": list(custom_fields), "memo": memo, "footer": footer}, sort_keys=True)
+def branding_hash(
+    custom_fields: Sequence[tuple[str, str]], memo: str, footer: str, tax_rate_ids: Sequence[str] = (), template: str | None = None
+) -> str:
+    fields: dict[str, Any] = {"custom_fields": list(custom_fields), "memo": memo, "footer": footer}
+    if tax_rate_ids:  # absent when untaxed (or untemplated): the hashes recorded before stay valid
+        fields["tax_rate_ids"] = list(tax_rate_ids)
+    if template:
+        fields["template"] = template
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -363,6 +372,9 @@ def record_branding(
     locale: str,
     digest: str,
     now: datetime,
+    *,
+    client_group: str | None = None,
+    tax_rate_ids: Sequence[str] = (),
 ) -> None:
     """Remember what was written to Stripe for a subscription (delete + insert: same on both backends)."""
     row = dict(
@@ -372,6 +384,8 @@ def record_branding(
         locale=locale,
         custom_fields=json.dumps([{"name": name, "value": value} for name, value in custom_fields]),
         applied_at=now,
+        client_group=client_group,
+        tax_rate_ids=json.dumps(list(tax_rate_ids)),
     )
     with warehouse.begin() as connection:
         connection.execute(invoice_branding.delete().where(invoice_branding.c.subscription_id == target.subscription_id))

@@ -110,6 +110,7 @@ stripe_customers = Table(
     Column("email", Text, nullable=True),
     Column("preferred_locale", String(16), nullable=True),
     Column("test_clock", String(64), nullable=True),
+    Column("country", String(2), nullable=True),  # address.country: picks the client group (migration 0009)
     Column("deleted", Integer, nullable=False, server_default="0"),
     Column("synced_at", UtcDateTime, nullable=False),
     Index("ix_stripe_customers_account_code", "account_code"),
@@ -298,6 +299,31 @@ invoice_branding = Table(
     Column("locale", String(16), nullable=False),
     Column("custom_fields", Text, nullable=False),  # JSON [{"name", "value"}], for analysts and support
     Column("applied_at", UtcDateTime, nullable=False),
+    Column("client_group", String(64), nullable=True),  # key in client_groups.json (migration 0009)
+    Column("tax_rate_ids", Text, nullable=True),  # JSON list: the subscription's default_tax_rates (0009)
+)
+
+# The audit of each final renewal invoice (migration 0009, billing/invoice_audit.py): its usage line's
+# minutes against the warehouse's and Stripe's meter's, and the cause of each difference.
+invoice_audits = Table(
+    "invoice_audits",
+    metadata,
+    Column("invoice_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("period_start", UtcDateTime, nullable=False),  # the invoice's period, [start, end)
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("finalized_at", UtcDateTime, nullable=False),
+    Column("invoice_minutes", BigInteger, nullable=False),  # on its usage line
+    Column("warehouse_minutes", BigInteger, nullable=False),  # the period's calls when audited
+    Column("late_minutes", BigInteger, nullable=False),  # of those: calls ingested after finalization
+    Column("meter_minutes", BigInteger, nullable=False),  # Stripe's meter summary of the period
+    Column("causes", String(64), nullable=False),  # comma-separated AuditCause values; "" = they agree
+    Column("audited_at", UtcDateTime, nullable=False),
+    # The late minutes' ledger: the later renewal invoice whose line carried them (once), and when.
+    Column("carried_to_invoice_id", String(64), nullable=True),
+    Column("carried_minutes", BigInteger, nullable=True),
+    Column("carried_at", UtcDateTime, nullable=True),
+    Index("ix_invoice_audits_customer", "customer_id", "period_start"),
 )
 
 # --- Stripe events: invoices, the applied-events ledger, ops alerts (migration 0006) -----------------
@@ -315,6 +341,11 @@ stripe_invoices = Table(
     Column("amount_paid", BigInteger, nullable=False),
     Column("amount_remaining", BigInteger, nullable=False),
     Column("total", BigInteger, nullable=False),
+    # Tax (migration 0009): subtotal before exclusive tax, and every tax amount (inclusive or not)
+    # summed over total_taxes; NULL on rows mirrored before 0009.
+    Column("subtotal", BigInteger, nullable=True),
+    Column("tax", BigInteger, nullable=True),
+    Column("collection_method", String(32), nullable=True),  # send_invoice: paid by invoice, has a due date (0009)
     Column("currency", String(3), nullable=False),
     Column("period_start", UtcDateTime, nullable=True),
     Column("period_end", UtcDateTime, nullable=True),  # exclusive
@@ -331,8 +362,13 @@ stripe_invoices = Table(
     Column("last_event_type", String(64), nullable=False),
     Column("last_event_created", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Written by the overdue watch, never by an event (migration 0009): when the pipeline saw the due
+    # date pass on an open invoice (and alerted ops, once), and its whole days overdue while open.
+    Column("overdue_at", UtcDateTime, nullable=True),
+    Column("days_overdue", Integer, nullable=True),
     Index("ix_stripe_invoices_customer", "customer_id", "created"),
     Index("ix_stripe_invoices_subscription", "subscription_id", "created"),
+    Index("ix_stripe_invoices_open_due", "status", "due_date"),  # the overdue watch (migration 0009)
 )
 
 # One row per Stripe event ever applied, written in the same transaction as the rows it changed:

@@ -41,8 +41,11 @@ from aisyst_pipelines.billing.invoice_lines import annotation_version_of
 from aisyst_pipelines.billing.stripe_events import (
     INVOICE_STATUS_RANK,
     OpsAlert,
+    OverdueInvoice,
     StripeEvent,
+    days_overdue,
     invoice_alerts,
+    overdue_alert,
     subscription_alerts,
 )
 
@@ -196,9 +199,13 @@ def _invoice_upsert(dialect_name: str):  # type: ignore[no-untyped-def]
     )
     return statement.on_conflict_do_update(
         index_elements=["invoice_id"],
-        set_={column.name: excluded[column.name] for column in stripe_invoices.columns if column.name != "invoice_id"},
+        set_={column.name: excluded[column.name] for column in stripe_invoices.columns if column.name not in _NOT_FROM_EVENTS},
         where=newer,
     ).returning(stored.invoice_id)
+
+
+# Columns an event never writes: the key, and what the overdue watch keeps (`watch_overdue_invoices`).
+_NOT_FROM_EVENTS = frozenset({"invoice_id", "overdue_at", "days_overdue"})
 
 
 def _apply_invoice_event(connection: Connection, event: StripeEvent, now: datetime) -> tuple[str, list[OpsAlert]]:
@@ -301,6 +308,37 @@ def _storable(table: Table, row: Mapping[str, Any]) -> bool:
             if not isinstance(value, datetime) or value.tzinfo is None:
                 return False
     return True
+
+
+# --- overdue invoices (paid by invoice: Net 30) ------------------------------------------------------
+
+
+def watch_overdue_invoices(warehouse: Warehouse, *, now: datetime) -> list[OverdueInvoice]:
+    """Open invoices whose due date has passed: each gets `overdue_at` and one ops alert the first time
+    (in the same transaction, so never twice), and its whole `days_overdue` as of `now`; an invoice no
+    longer open loses its days overdue. Returns the invoices that became overdue now."""
+    t = stripe_invoices.c
+    with warehouse.begin() as connection:
+        connection.execute(update(stripe_invoices).where(t.status != "open", t.days_overdue.is_not(None)).values(days_overdue=None))
+        due = connection.execute(
+            select(t.invoice_id, t.customer_id, t.subscription_id, t.number, t.amount_remaining, t.currency, t.due_date,
+                   t.overdue_at, t.days_overdue)
+            .where(t.status == "open", t.due_date.is_not(None), t.due_date < now)
+        ).all()
+        newly: list[OverdueInvoice] = []
+        for row in due:
+            days = days_overdue(row.due_date, now)
+            values: dict[str, Any] = {}
+            if row.overdue_at is None:
+                values["overdue_at"] = now
+                newly.append(OverdueInvoice(row.invoice_id, row.customer_id, row.subscription_id, row.number,
+                                            row.amount_remaining, row.currency, row.due_date))
+            if row.days_overdue != days:
+                values["days_overdue"] = days
+            if values:
+                connection.execute(update(stripe_invoices).where(t.invoice_id == row.invoice_id).values(**values))
+        _queue_alerts(connection, [overdue_alert(invoice) for invoice in newly], now)
+    return newly
 
 
 # --- ops alerts ------------------------------------------------------------------------------------

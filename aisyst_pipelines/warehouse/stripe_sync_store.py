@@ -36,6 +36,7 @@ class StripeCustomerRow:
     email: str | None
     preferred_locale: str | None
     test_clock: str | None
+    country: str | None = None  # ISO 3166-1 alpha-2 of the customer's address
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ class CurrentPeriodUsage:
     usage_computed_at: datetime | None
     customer_name: str | None
     customer_email: str | None
+    preferred_locale: str | None = None  # the customer's language for its alert e-mail
 
 
 def current_period_usage(warehouse: Warehouse) -> list[CurrentPeriodUsage]:
@@ -139,7 +140,7 @@ def current_period_usage(warehouse: Warehouse) -> list[CurrentPeriodUsage]:
             s.subscription_id, s.customer_id, s.status, s.tier_name, s.included_minutes,
             s.current_period_start.label("period_start"), s.current_period_end.label("period_end"), s.test_clock,
             u.calls, u.billable_seconds, u.minutes_used, u.computed_at.label("usage_computed_at"),
-            k.name.label("customer_name"), k.email.label("customer_email"),
+            k.name.label("customer_name"), k.email.label("customer_email"), k.preferred_locale,
         )
         .select_from(
             stripe_subscriptions.outerjoin(

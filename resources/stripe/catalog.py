@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
 from stripe.params import (
     PriceCreateParams,
@@ -50,8 +52,8 @@ class CatalogGateway:
         products = tuple(self._ensure_product(tier) for tier in catalog.tiers)
         prices = tuple(self._ensure_price(tier, product.id) for tier, product in zip(catalog.tiers, products))
         meter = self.ensure_meter()
-        tax_rate = self._ensure_tax_rate(catalog.tax_rate) if catalog.tax_rate else None
-        return CatalogIds(products=products, prices=prices, meter=meter, tax_rate=tax_rate)
+        tax_rates = tuple(self._ensure_tax_rate(spec) for spec in catalog.tax_rates)
+        return CatalogIds(products=products, prices=prices, meter=meter, tax_rates=tax_rates)
 
     def products(self) -> dict[str, StripeProduct]:
         """All products by id (the subscription sync joins items' prices on it)."""
@@ -114,17 +116,22 @@ class CatalogGateway:
         created = self._calls.write(lambda c, o: c.v1.prices.create(params, o))
         return CatalogEntry("price", created.id, True, label)
 
+    def tax_rate_ids(self, specs: Sequence[TaxRateSpec]) -> dict[str, str]:
+        """Tax rate key → the id of the active Stripe tax rate matching it (one listing for all);
+        a key bootstrap has not created yet is absent."""
+        listed = self._active_tax_rates()
+        found = {spec.key: _matching_tax_rate(listed, spec) for spec in specs}
+        return {key: rate_id for key, rate_id in found.items() if rate_id is not None}
+
+    def _active_tax_rates(self) -> list[Mapping[str, Any]]:
+        listing: TaxRateListParams = {"active": True, "limit": PAGE_SIZE}
+        return self._calls.list_all(lambda c: c.v1.tax_rates.list(listing), lambda raw: raw)
+
     def _ensure_tax_rate(self, spec: TaxRateSpec) -> CatalogEntry:
         label = f"{spec.display_name} {spec.percentage}% {'inclusive' if spec.inclusive else 'exclusive'}"
-        listing: TaxRateListParams = {"active": True, "limit": PAGE_SIZE}
-        for rate in self._calls.list_all(lambda c: c.v1.tax_rates.list(listing), lambda raw: raw):
-            if (
-                rate.get("display_name") == spec.display_name
-                and Decimal(str(rate.get("percentage"))) == spec.percentage
-                and bool(rate.get("inclusive")) == spec.inclusive
-                and rate.get("jurisdiction") == spec.jurisdiction
-            ):
-                return CatalogEntry("tax_rate", rate["id"], False, label)
+        existing = _matching_tax_rate(self._active_tax_rates(), spec)
+        if existing is not None:
+            return CatalogEntry("tax_rate", existing, False, label)
         params: TaxRateCreateParams = {
             "display_name": spec.display_name,
             "percentage": float(spec.percentage),
@@ -138,6 +145,19 @@ class CatalogGateway:
             params["description"] = spec.description
         created = self._calls.write(lambda c, o: c.v1.tax_rates.create(params, o))
         return CatalogEntry("tax_rate", created.id, True, label)
+
+
+def _matching_tax_rate(rates: Sequence[Mapping[str, Any]], spec: TaxRateSpec) -> str | None:
+    """The id of the listed tax rate with the spec's name, percentage, inclusiveness and jurisdiction."""
+    for rate in rates:
+        if (
+            rate.get("display_name") == spec.display_name
+            and Decimal(str(rate.get("percentage"))) == spec.percentage
+            and bool(rate.get("inclusive")) == spec.inclusive
+            and rate.get("jurisdiction") == spec.jurisdiction
+        ):
+            return str(rate["id"])
+    return None
 
 
 def _tier_metadata(tier: Tier) -> dict[str, str]:

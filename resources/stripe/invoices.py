@@ -10,21 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Literal, cast
 
 import stripe
 from stripe.params import (
+    CustomerUpdateParams,
     InvoiceAddLinesParams,
     InvoiceAddLinesParamsLine,
     InvoiceCreatePreviewParams,
     InvoiceLineItemListParams,
     InvoiceListParams,
     InvoiceUpdateParams,
+    SubscriptionUpdateParams,
     SubscriptionUpdateParamsInvoiceSettings,
 )
 
-from aisyst_pipelines.billing.invoice_lines import LINE_KIND_KEY, InvoiceBranding, InvoiceLine
+from aisyst_pipelines.billing.invoice_lines import LINE_KIND_KEY, CustomField, InvoiceBranding, InvoiceLine
+from aisyst_pipelines.billing.invoice_printout import PrintedInvoice, PrintedLine, PrintedTax
 from aisyst_pipelines.billing.next_invoice import NextInvoice
 
 from .client import PAGE_SIZE, StripeCalls
@@ -119,6 +123,10 @@ class InvoiceGateway:
             "description": branding.memo,
             "footer": branding.footer,
         }
+        if branding.tax_rate_ids:  # the client group's tax on every line without tax rates of its own
+            params["default_tax_rates"] = list(branding.tax_rate_ids)
+        if branding.rendering_template:
+            params["rendering"] = {"template": branding.rendering_template}
         with _draft_write(invoice_id):
             self._calls.write(lambda c, o: c.v1.invoices.update(invoice_id, params, o))
 
@@ -126,13 +134,72 @@ class InvoiceGateway:
         self._calls.write(lambda c, o: c.v1.invoices.finalize_invoice(invoice_id, {"auto_advance": True}, o))
 
     def set_subscription_branding(self, subscription_id: str, branding: InvoiceBranding) -> None:
-        """Brand fields on the subscription's invoice settings: every invoice it creates carries them."""
+        """Brand fields on the subscription's invoice settings and its client group's tax rates as its
+        default_tax_rates, in one update: every invoice it creates carries them."""
         settings: SubscriptionUpdateParamsInvoiceSettings = {
             "custom_fields": [{"name": f.name, "value": f.value} for f in branding.custom_fields] or "",
             "description": branding.memo,
             "footer": branding.footer,
         }
-        self._calls.write(lambda c, o: c.v1.subscriptions.update(subscription_id, {"invoice_settings": settings}, o))
+        # The client group's tax rates in the same write: Stripe copies a subscription's
+        # default_tax_rates onto each invoice it creates, where they apply to every line without rates
+        # of its own (the tier fee and our usage lines alike). "" clears them when the group pays none.
+        params: SubscriptionUpdateParams = {
+            "invoice_settings": settings,
+            "default_tax_rates": list(branding.tax_rate_ids) or "",
+        }
+        self._calls.write(lambda c, o: c.v1.subscriptions.update(subscription_id, params, o))
+
+    def printable(self, invoice_id: str) -> PrintedInvoice:
+        """The invoice as its customer reads it: every line (all pages), each tier fee by its product's
+        name, each tax by its rate's display name and percentage."""
+        raw = self._calls.read(lambda c: c.v1.invoices.retrieve(invoice_id)).to_dict()
+        params: InvoiceLineItemListParams = {"limit": PAGE_SIZE}
+        lines = self._calls.list_all(lambda c: c.v1.invoices.line_items.list(invoice_id, params), lambda line: line)
+        rate_ids = {tax["tax_rate_details"]["tax_rate"] for tax in raw.get("total_taxes") or [] if tax.get("tax_rate_details")}
+        rates = {rate_id: self._calls.read(lambda c, r=rate_id: c.v1.tax_rates.retrieve(r)).to_dict() for rate_id in rate_ids}
+        product_ids = {product for line in lines if (product := _tier_product(line))}
+        names = {pid: self._calls.read(lambda c, p=pid: c.v1.products.retrieve(p)).name for pid in product_ids}
+        return PrintedInvoice(
+            number=raw.get("number") or raw["id"],
+            status=raw.get("status") or "",
+            customer_name=raw.get("customer_name") or "",
+            customer_email=raw.get("customer_email") or "",
+            currency=raw["currency"],
+            period=(_day(raw["period_start"]), _day(raw["period_end"])),
+            custom_fields=tuple(CustomField(f["name"], f["value"]) for f in raw.get("custom_fields") or []),
+            memo=raw.get("description"),
+            footer=raw.get("footer"),
+            lines=tuple(
+                PrintedLine(
+                    names.get(_tier_product(line) or "") or line.get("description") or "",
+                    int(line.get("amount") or 0),
+                    (_day(line["period"]["start"]), _day(line["period"]["end"])) if line.get("period") else None,
+                )
+                for line in lines
+            ),
+            subtotal=int(raw.get("subtotal") or 0),
+            taxes=tuple(
+                PrintedTax(
+                    display_name=rates[tax["tax_rate_details"]["tax_rate"]]["display_name"],
+                    percentage=Decimal(str(rates[tax["tax_rate_details"]["tax_rate"]]["percentage"])),
+                    inclusive=tax.get("tax_behavior") == "inclusive",
+                    amount=int(tax["amount"]),
+                )
+                for tax in raw.get("total_taxes") or []
+                if tax.get("tax_rate_details")
+            ),
+            total=int(raw.get("total") or 0),
+            amount_paid=int(raw.get("amount_paid") or 0),
+            amount_remaining=int(raw.get("amount_remaining") or 0),
+            due_date=_day(raw["due_date"]) if raw.get("due_date") else None,
+        )
+
+    def set_customer_rendering_template(self, customer_id: str, template_id: str) -> None:
+        """The invoice rendering template every new invoice of the customer uses (subscriptions cannot
+        name one: Stripe takes it from the customer's invoice settings)."""
+        params: CustomerUpdateParams = {"invoice_settings": {"rendering_options": {"template": template_id}}}
+        self._calls.write(lambda c, o: c.v1.customers.update(customer_id, params, o))
 
     def preview_next(self, subscription_id: str) -> NextInvoice | None:
         """The subscription's next renewal invoice as Stripe previews it (`create_preview`: a POST
@@ -198,6 +265,17 @@ def _next_invoice(subscription_id: str, raw: Mapping[str, Any]) -> NextInvoice:
 
 def _carries_brand_fields(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("custom_fields")) and bool(raw.get("footer"))
+
+
+def _tier_product(line: Mapping[str, Any]) -> str | None:
+    """The product of a subscription item's line (a tier's fee); None for any other line."""
+    if (line.get("parent") or {}).get("type") != "subscription_item_details":
+        return None
+    return ((line.get("pricing") or {}).get("price_details") or {}).get("product")
+
+
+def _day(seconds: int) -> date:
+    return datetime.fromtimestamp(seconds, timezone.utc).date()
 
 
 def _annotation_line(raw: Mapping[str, Any]) -> tuple[str, str, int] | None:

@@ -39,6 +39,7 @@ class StripeCustomer:
     preferred_locale: str | None
     test_clock: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    country: str | None = None  # address.country (ISO 3166-1 alpha-2): picks the client group
 
     ACCOUNT_CODE_KEY = "aisyst_account_code"
 
@@ -55,6 +56,7 @@ class StripeCustomer:
             preferred_locale=locales[0] if locales else None,
             test_clock=_id_of(raw.get("test_clock")),
             metadata=metadata,
+            country=((raw.get("address") or {}).get("country") or "").strip().upper() or None,
         )
 
 
@@ -256,17 +258,16 @@ class CatalogEntry:
 
 @dataclass(frozen=True)
 class CatalogIds:
-    """The outcome of a bootstrap: per tier (in file order) its product and price, the meter, the tax rate."""
+    """The outcome of a bootstrap: per tier (in file order) its product and price, the meter, the tax rates."""
 
     products: tuple[CatalogEntry, ...]
     prices: tuple[CatalogEntry, ...]
     meter: CatalogEntry
-    tax_rate: CatalogEntry | None
+    tax_rates: tuple[CatalogEntry, ...] = ()
 
     @property
     def entries(self) -> tuple[CatalogEntry, ...]:
-        extra = (self.meter,) + ((self.tax_rate,) if self.tax_rate else ())
-        return self.products + self.prices + extra
+        return self.products + self.prices + (self.meter,) + self.tax_rates
 
     @property
     def created_count(self) -> int:
@@ -276,8 +277,8 @@ class CatalogIds:
         """The environment lines of the original integration guide."""
         lines = [f"STRIPE_TIER{number}_PRICE_ID={price.id}" for number, price in enumerate(self.prices, start=1)]
         lines.append(f"STRIPE_VOICE_METER_ID={self.meter.id}")
-        if self.tax_rate is not None:
-            lines.append(f"STRIPE_TAX_RATE_ID={self.tax_rate.id}")
+        if self.tax_rates:  # the guide knows one tax rate: the file's first
+            lines.append(f"STRIPE_TAX_RATE_ID={self.tax_rates[0].id}")
         return lines
 
 

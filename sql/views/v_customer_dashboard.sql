@@ -6,9 +6,15 @@
 --   next_invoice_date   the end of the current period, unless the subscription ends there or has ended
 --   next_invoice_amount_due / _total / _tax / _currency   that invoice as Stripe previews it
 --                   (stripe_invoice_previews); NULL when no preview of the current period is known
---   last_invoice_*, hosted_invoice_url, invoice_pdf   the newest invoice that is not a draft
+--   country, client_group   the customer's address country and the client group it picked when the brand
+--                   fields were last written (client_groups.json: tax rate and invoice template)
+--   last_invoice_*, hosted_invoice_url, invoice_pdf   the newest invoice that is not a draft;
+--                   last_invoice_subtotal / _tax / _total in minor units (tax: every amount of its total_taxes)
+--   overdue_invoices, overdue_amount, days_overdue   the customer's open invoices past their due date
+--                   (paid by invoice, e.g. Net 30): how many, the amount unpaid, the most days overdue —
+--                   as of the overdue watch's last look (the events sensor, every tick); 0 / 0 / NULL when none
 -- Payment history is stripe_invoices itself (one row per invoice, newest `created` first).
--- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006, next invoice added by 0008).
+-- Portable SQL: runs unchanged on SQLite and PostgreSQL (created by migration 0006, next invoice added by 0008, tax, groups and overdue by 0009).
 WITH ranked_subscriptions AS (
     SELECT
         s.subscription_id,
@@ -42,6 +48,9 @@ ranked_invoices AS (
         i.amount_due,
         i.amount_paid,
         i.amount_remaining,
+        i.subtotal,
+        i.tax,
+        i.total,
         i.currency,
         i.created,
         i.paid_at,
@@ -50,12 +59,24 @@ ranked_invoices AS (
         ROW_NUMBER() OVER (PARTITION BY i.customer_id ORDER BY i.created DESC, i.invoice_id DESC) AS position
     FROM stripe_invoices i
     WHERE i.status NOT IN ('draft', 'deleted')
+),
+overdue AS (
+    SELECT
+        i.customer_id,
+        COUNT(*) AS overdue_invoices,
+        SUM(i.amount_remaining) AS overdue_amount,
+        MAX(i.days_overdue) AS days_overdue
+    FROM stripe_invoices i
+    WHERE i.status = 'open' AND i.overdue_at IS NOT NULL
+    GROUP BY i.customer_id
 )
 SELECT
     c.customer_id,
     c.account_code,
     c.name,
     c.email,
+    c.country,
+    b.client_group,
     s.subscription_id,
     s.status AS subscription_status,
     s.tier_name AS plan,
@@ -84,11 +105,17 @@ SELECT
     li.status AS last_invoice_status,
     li.amount_due AS last_invoice_amount_due,
     li.amount_paid AS last_invoice_amount_paid,
+    li.subtotal AS last_invoice_subtotal,
+    li.tax AS last_invoice_tax,
+    li.total AS last_invoice_total,
     li.currency AS last_invoice_currency,
     li.created AS last_invoice_created,
     li.paid_at AS last_invoice_paid_at,
     li.hosted_invoice_url,
-    li.invoice_pdf
+    li.invoice_pdf,
+    COALESCE(o.overdue_invoices, 0) AS overdue_invoices,
+    COALESCE(o.overdue_amount, 0) AS overdue_amount,
+    o.days_overdue
 FROM stripe_customers c
 LEFT JOIN ranked_subscriptions s ON s.customer_id = c.customer_id AND s.position = 1
 LEFT JOIN usage_by_period u ON u.subscription_id = s.subscription_id AND u.period_start = s.current_period_start
@@ -97,4 +124,6 @@ LEFT JOIN stripe_invoice_previews p
     ON p.subscription_id = s.subscription_id
     AND p.period_end = s.current_period_end
     AND s.status IN ('active', 'trialing', 'past_due', 'unpaid') AND s.cancel_at_period_end = 0
+LEFT JOIN invoice_branding b ON b.subscription_id = s.subscription_id
+LEFT JOIN overdue o ON o.customer_id = c.customer_id
 WHERE c.deleted = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
+import pytest
+
 from aisyst_pipelines.billing.alert_messages import (
     CustomerAlert,
     DigestAlert,
@@ -11,6 +13,7 @@ from aisyst_pipelines.billing.alert_messages import (
     OpsDigest,
     SubscriptionUsage,
     UpgradeHint,
+    alert_locale,
     customer_alert_message,
     format_price,
     next_tier,
@@ -58,7 +61,7 @@ def test_customer_alert_at_80_percent_with_upgrade_hint_and_portal_link() -> Non
         assert brand_text in text
     assert "Ann &amp; Co &lt;Trading&gt;" in html and "<Trading>" not in html  # escaped in HTML only
     assert 'href="https://billing.stripe.com/p/session/test_abc?x=1&amp;y=2"' in html
-    assert "<strong>400</strong> of 500 (80 %)" in html
+    assert "<strong>400 of 500 (80 %)</strong>" in html
     assert BRAND.registration_text in html and BRAND.accent_color in html
 
 
@@ -132,3 +135,41 @@ def test_empty_ops_digest_says_so() -> None:
     assert digest.is_empty
     _, text, _ = ops_digest_texts(digest, BRAND)
     assert "No new threshold alerts." in text and "silent" in text
+
+
+@pytest.mark.parametrize(
+    ("preferred", "subject", "lines"),
+    [
+        ("fr-FR", "Aisyst : vous avez utilisé 80 % de vos minutes incluses", [
+            "Bonjour Ann,", "  Minutes utilisées:  1\u202f040 sur 1\u202f300 (80 %)\n  Minutes restantes:  260\n  Période de facturation: du",
+            "du 1 mars 2026 au 31 mars 2026 (UTC)", "10 (votre forfait se renouvelle le 1 avril 2026)",
+            "Tier 2 inclut 2\u202f000 minutes pour 499\u00a0$US / mois.",
+        ]),
+        ("de-AT", "Aisyst: Sie haben 80 % Ihrer Inklusivminuten genutzt", [
+            "Hallo Ann,", "1.040 von 1.300 (80 %)", "1. März 2026 bis 31. März 2026 (UTC)",
+            "Tier 2 enthält 2.000 Minuten für $\u00a0499 / Monat.",  # de-AT: the symbol first
+        ]),
+        ("es", "Aisyst: ha utilizado el 80 % de sus minutos incluidos", [
+            "Hola Ann:", "1.040 de 1.300 (80 %)", "por 499\u00a0US$ / mes.", "del 1 de marzo de 2026 al 31 de marzo de 2026 (UTC)",
+        ]),
+        ("ja-JP", "Aisyst: 無料通話分の 80 % を使用しました", [
+            "Ann 様", "1,040 分 / 1,300 分（80 %）", "2026年3月1日〜2026年3月31日（UTC）", "月",
+        ]),
+        ("pt-BR", "Aisyst: you have used 80 % of your included minutes", ["Hello Ann,", "1,040 of 1,300 (80 %)"]),
+    ],
+)
+def test_the_alert_is_in_the_customers_language(preferred, subject, lines) -> None:
+    """Issue 15 item 4: phrases, numbers, money and dates in the customer's preferred locale (Babel);
+    English when no folder fits."""
+    upgrade = upgrade_hint_for(preferred)
+    alert = CustomerAlert(subscription(1040, 1300), 80, "Ann", "ann@example.com", AS_OF, upgrade, None, preferred_locale=preferred)
+    message = customer_alert_message(alert, BRAND)
+    text, html = bodies(message)
+    assert message["Subject"] == subject
+    for line in lines:
+        assert line in text, line
+    assert "Ann" in html and f'lang="{alert_locale(preferred)}"' in html
+
+
+def upgrade_hint_for(preferred: str | None) -> UpgradeHint:
+    return UpgradeHint("Tier 2", 2000, format_price(49900, "usd", "month", preferred))

@@ -209,3 +209,18 @@ def test_pending_alert_expires_when_the_period_renews(world: AlertsWorld, refusi
     assert outcome.expired == 1 and outcome.sent == {}
     assert world.statuses("ACME", MARCH) == [(500, 80, "expired")]
     assert "expired: the period ended" in text_of(world.digests()[0])
+
+
+def test_the_alert_is_written_in_the_customers_preferred_language(world: AlertsWorld) -> None:
+    """Issue 15 item 4, end to end: Stripe's preferred_locales, mirrored by the sync, choose the language
+    of the e-mail; numbers, money and dates follow it."""
+    world.customer("KUNDE", locale="de-DE")
+    world.subscription("KUNDE", 500, MARCH, APRIL)
+    world.calls("KUNDE", 400, MARCH + 9 * DAY)
+    assert world.run(MARCH + 10 * DAY + RUN_TIME).sent == {80: 1}
+    [mail] = world.customer_mails()
+    assert mail["Subject"] == "Aisyst: Sie haben 80 % Ihrer Inklusivminuten genutzt"
+    text = text_of(mail)
+    assert "Hallo KUNDE Ltd," in text and "400 von 500 (80 %)" in text
+    assert "21 (Ihr Tarif verlängert sich am 1. April 2026)" in text
+    assert "Tier 2 enthält 1.000 Minuten für 499\u00a0$ / Monat." in text

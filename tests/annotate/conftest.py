@@ -22,8 +22,10 @@ from stripe_world import StripeWorld, Subscriber
 
 from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
-from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch
+from aisyst_pipelines.billing.tiers import load_tier_catalog
+from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch, brand_profiles
 from aisyst_pipelines.services.invoice_annotation_planning import DEFAULT_POLICY, ScanCursor, SensorPolicy, TickPlan, scan_invoices
+from aisyst_pipelines.billing.client_groups import BrandProfiles, load_client_groups
 from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.schema import call_records
@@ -49,8 +51,12 @@ class AnnotationWorld(StripeWorld):
     warehouse_url: str
     instance: dg.DagsterInstance
 
-    def calls(self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True) -> None:
-        """One answered call per entry, each `minutes` long (billable minutes = that number)."""
+    def calls(
+        self, subscriber: Subscriber, minutes: Sequence[int], ended_at: datetime | None = None, answered: bool = True,
+        ingested_at: datetime | None = None,
+    ) -> None:
+        """One answered call per entry, each `minutes` long (billable minutes = that number), ingested
+        when it ended unless `ingested_at` says later (a late CDR)."""
         ended = ended_at or T0 + timedelta(days=10)
         rows = []
         for length in minutes:
@@ -70,7 +76,7 @@ class AnnotationWorld(StripeWorld):
                     source_file="calls.csv",
                     source_sha256="0" * 64,
                     source_line=1,
-                    ingested_at=ended,
+                    ingested_at=ingested_at or ended,
                 )
             )
         with self.warehouse.begin() as connection:
@@ -91,10 +97,14 @@ class AnnotationWorld(StripeWorld):
         rate = self.stripe.effective_requests_per_second
         return scan_invoices(self.stripe.invoices, self.warehouse, cursor or ScanCursor(), policy, now or datetime.now(UTC), rate)
 
+    def profiles(self) -> BrandProfiles:
+        """The brand profiles the assets use: packaged brand and client groups, tax rates found in Stripe."""
+        return brand_profiles(load_brand(), load_client_groups(), load_tier_catalog(), self.stripe.catalog)
+
     def annotate(self, invoice_ids: Sequence[str], finalize: bool = False) -> AnnotationRun:
         """One batch, as a run of the job with its default concurrency would work it."""
         return annotate_batch(
-            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", brand=load_brand(),
+            self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", profiles=self.profiles,
             concurrency=64, requests_per_second=self.stripe.effective_requests_per_second, finalize=finalize,
         )
 

@@ -5,7 +5,6 @@ import dagster as dg
 
 from aisyst_pipelines.assets.invoice_annotation import invoice_branding_settings
 from aisyst_pipelines.services.invoice_annotation import BrandingResult, apply_invoice_branding
-from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.warehouse.schema import invoice_branding, stripe_subscriptions
 
 from .conftest import AnnotationWorld
@@ -19,7 +18,7 @@ def brand(world: AnnotationWorld) -> dict:
 
 
 def apply(world: AnnotationWorld) -> BrandingResult:
-    return apply_invoice_branding(world.stripe.invoices, world.warehouse, load_brand())
+    return apply_invoice_branding(world.stripe.invoices, world.warehouse, world.profiles())
 
 
 def test_brand_fields_are_written_once_and_again_only_on_change(world: AnnotationWorld) -> None:

@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 import pytest
 
 from aisyst_pipelines.billing.invoice_lines import (
+    LateMinutes,
+    late_minutes_line,
     ANNOTATION_VERSION,
     CustomField,
     LineKind,
@@ -94,6 +96,25 @@ def test_german_texts_follow_the_preferred_locale() -> None:
     assert lines_for(priced, 1001, de)[1].description == "Mehrverbrauch: 1 Minuten zu je 0,05 EUR"
 
 
+@pytest.mark.parametrize(
+    ("preferred", "used_line", "overage_line", "priced_line"),
+    [
+        ("fr-FR", "Minutes vocales utilisées : 12\u202f345 sur 1\u202f000", "Dépassement : 11\u202f345 minutes",
+         "Dépassement : 11\u202f345 minutes à 1\u202f234,50 EUR la minute"),
+        ("es-ES", "Minutos de voz utilizados: 12.345 de 1.000", "Exceso: 11.345 minutos",
+         "Exceso: 11.345 minutos a 1.234,50 EUR por minuto"),
+        ("ja-JP", "音声通話の利用時間: 12,345 分 / 1,000 分", "超過: 11,345 分", "超過: 11,345 分（1 分あたり 1,234.50 EUR）"),
+    ],
+)
+def test_french_spanish_and_japanese_texts_with_the_locales_numbers(preferred, used_line, overage_line, priced_line) -> None:
+    """Issue 15 item 4: the customer's language, numbers and money formatted for it by Babel (CLDR):
+    French groups with a narrow no-break space, Spanish with dots, Japanese with commas."""
+    texts = invoice_texts(preferred)
+    assert [line.description for line in lines_for(TIER2, 12345, texts)] == [used_line, overage_line]
+    priced = TierTerms("Tier 2", 1000, overage_unit_amount=123450, currency="eur")
+    assert lines_for(priced, 12345, texts)[1].description == priced_line
+
+
 def test_overage_rate_in_a_zero_decimal_currency_is_not_divided_by_100() -> None:
     yen = TierTerms("Tier 1", 500, overage_unit_amount=5, currency="jpy")
     assert lines_for(yen, 1734, EN)[1].description == "Overage: 1,234 minutes at 5 JPY per minute"
@@ -104,7 +125,7 @@ def test_overage_rate_in_a_zero_decimal_currency_is_not_divided_by_100() -> None
 
 @pytest.mark.parametrize(
     ("preferred", "locale"),
-    [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr", "en")],
+    [(None, "en"), ("", "en"), ("en-US", "en"), ("de", "de"), ("DE_at", "de"), ("pt-BR", "en"), ("fr-CA", "fr"), ("es-MX", "es"), ("ja-JP", "ja"), ("zh", "en")],
 )
 def test_template_locale_falls_back_to_english(preferred, locale) -> None:
     assert template_locale(preferred) == locale
@@ -176,3 +197,22 @@ def test_branding_renders_brand_settings_in_the_customer_language() -> None:
     assert [f.name for f in invoice_branding(None, "Tier 1", None, brand).custom_fields] == ["Tier"]
     with pytest.raises(ValueError, match="value must be"):
         invoice_branding("X" * 141, "Tier 1", None, brand)
+
+
+@pytest.mark.parametrize(
+    ("shown", "late", "amount"),
+    [(395, 12, 0), (495, 12, 7 * 25), (510, 12, 12 * 25)],  # within, crossing and beyond the 500 included
+)
+def test_late_minutes_are_charged_only_for_the_overage_they_add(shown: int, late: int, amount: int) -> None:
+    """Issue 15 item 9: September's late CDRs on October's draft, charged at the overage rate for the
+    minutes beyond the allowance that September's invoice did not already show."""
+    priced = TierTerms("Tier 1", 500, overage_unit_amount=25, currency="usd")
+    september = Period(datetime(2026, 9, 1, tzinfo=timezone.utc), datetime(2026, 10, 1, tzinfo=timezone.utc))
+    october = Period(datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc))
+    line = late_minutes_line(LateMinutes("in_sep", september, shown, late), priced, EN, october)
+    assert (line.kind, line.description, line.amount) == (LineKind.LATE_MINUTES, f"Late-reported minutes from September: {late}", amount)
+    assert (line.period_start, line.period_end) == (october.start, october.end)
+    assert late_minutes_line(LateMinutes("in_sep", september, shown, late), TierTerms("Tier 1", 500), EN, october).amount == 0
+    assert late_minutes_line(LateMinutes("in_sep", september, shown, late), priced, invoice_texts("de"), october).description == (
+        f"Nachgemeldete Minuten aus September: {late}"
+    )

@@ -119,6 +119,11 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert len(invoices) == 2
     assert "Voice minutes used: 550 of 500" in invoices[0] and "Overage: 50 minutes" in invoices[0]
     assert "Voice minutes used: 850 of 1,000" in invoices[1]
+    # The Australian Tier 1 invoice as the guide shows it (GST 10 % on $299.00), next to a US one.
+    assert re.search(r"│   Tier 1 +\$299\.00\n", invoices[0])
+    assert re.search(r"│   Tax \(GST 10%\) +\$29\.90\n│   Total +\$328\.90\n", invoices[0])
+    assert "Region: APAC" in invoices[0] and "ABN: 12 345 678 901" in invoices[0]
+    assert "Tax" not in invoices[1] and re.search(r"│   Total +\$499\.00\n", invoices[1]) and "Region: US" in invoices[1]
     for invoice in invoices:
         assert "(paid)" in invoice and "Client ID: acct_000" in invoice and "memo: " in invoice and "Total" in invoice
 

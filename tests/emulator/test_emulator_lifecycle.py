@@ -265,3 +265,53 @@ def test_test_clock_list_and_delete(stripe_emulator) -> None:
     with pytest.raises(stripe.InvalidRequestError) as gone:
         client.v1.test_helpers.test_clocks.retrieve(clocks[0].id)
     assert gone.value.http_status == 404
+
+
+def test_tax_per_line_inclusive_and_exclusive_as_stripe_rounds_it(stripe_emulator) -> None:
+    """Issue 15: the client group's rates reach a renewal as the subscription's default_tax_rates; they
+    apply to every line without rates of its own (added lines too). Exclusive tax is added on top,
+    inclusive tax is the part of the amount that is tax; each line's tax is rounded half up to the cent."""
+    client = stripe_emulator.client()
+    clock, customer, price, gst = setup_customer(client, ts(2027, 1, 1))
+    client.v1.customers.update(customer.id, {"address": {"country": "AU", "city": "Sydney"}})
+    assert client.v1.customers.retrieve(customer.id).address.country == "AU"
+    sub = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    client.v1.subscriptions.update(sub.id, {"default_tax_rates": [gst.id]})
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2027, 2, 1, 0, 30)})
+    [draft] = client.v1.invoices.list({"customer": customer.id, "status": "draft"}).data
+    assert [r.id for r in draft.default_tax_rates] == [gst.id]
+    vat = client.v1.tax_rates.create({"display_name": "VAT", "percentage": 20, "inclusive": True})
+    invoice = client.v1.invoices.add_lines(draft.id, {"lines": [
+        {"description": "Voice minutes used: 7 of 500", "amount": 5},  # 0.5 cent of GST → 1
+        {"description": "Inclusive", "amount": 1001, "tax_rates": [vat.id]},  # 1001 − round(1001 / 1.2) = 167
+    ]})
+    by_rate = {t.tax_rate_details.tax_rate: (t.amount, t.taxable_amount, t.tax_behavior) for t in invoice.total_taxes}
+    assert by_rate == {gst.id: (2990 + 1, 29905, "exclusive"), vat.id: (167, 834, "inclusive")}
+    assert (invoice.subtotal, invoice.total, invoice.total_excluding_tax) == (30906, 30906 + 2991, 30906 - 167)
+
+
+def test_hosted_invoice_page_and_pdf_show_what_stripes_do(stripe_emulator) -> None:
+    """Issue 15 item 10: the account's branding, the customer, custom fields, memo, every line with
+    its period, the tax by its rate's name ("GST (10%)"), the totals and the footer."""
+    import requests
+
+    client = stripe_emulator.client()
+    clock, customer, price, gst = setup_customer(client, ts(2027, 1, 1))
+    client.v1.customers.update(customer.id, {"address": {"country": "AU"}})
+    sub = client.v1.subscriptions.create({
+        "customer": customer.id, "items": [{"price": price.id}], "default_tax_rates": [gst.id],
+        "invoice_settings": {"custom_fields": [{"name": "Region", "value": "APAC"}], "description": "GST included",
+                             "footer": "ABN: 12 345 678 901"},
+    })
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    page = requests.get(invoice.hosted_invoice_url, timeout=5)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    body = page.text
+    for shown in ("#4338ca", "aria-label='logo'", "Aisyst (Stripe emulator)", "Acme<br>billing@acme.test<br>AU", "Region: <b>APAC</b>",
+                  "GST included", "2027-01-01 – 2027-02-01", "GST (10%)", "$29.90", "$328.90", "ABN: 12 345 678 901"):
+        assert shown in body, shown
+    assert "Tax $" not in body  # no bare "Tax"
+    pdf = requests.get(invoice.invoice_pdf, timeout=5)
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-1.4")
+    for shown in (b"GST \\(10%\\)  $29.90", b"Total  $328.90", b"Region: APAC", b"ABN: 12 345 678 901"):
+        assert shown in pdf.content, shown

@@ -16,6 +16,8 @@ v_customer_dashboard = Table(
     Column("account_code", String),
     Column("name", Text),
     Column("email", Text),
+    Column("country", String),
+    Column("client_group", String),
     Column("subscription_id", String),
     Column("subscription_status", String),
     Column("plan", Text),
@@ -37,11 +39,17 @@ v_customer_dashboard = Table(
     Column("last_invoice_status", String),
     Column("last_invoice_amount_due", BigInteger),
     Column("last_invoice_amount_paid", BigInteger),
+    Column("last_invoice_subtotal", BigInteger),
+    Column("last_invoice_tax", BigInteger),
+    Column("last_invoice_total", BigInteger),
     Column("last_invoice_currency", String),
     Column("last_invoice_created", UtcDateTime),
     Column("last_invoice_paid_at", UtcDateTime),
     Column("hosted_invoice_url", Text),
     Column("invoice_pdf", Text),
+    Column("overdue_invoices", BigInteger),
+    Column("overdue_amount", BigInteger),
+    Column("days_overdue", Integer),
 )
 
 

@@ -63,7 +63,7 @@ def test_a_changed_amount_moves_the_lookup_key_to_a_new_price(local_mode, tmp_pa
     old = env_lines(capsys.readouterr().out)["STRIPE_TIER1_PRICE_ID"]
     document = json.loads(DEFAULT_TIERS_FILE.read_text())
     document["tiers"][0]["unit_amount"] = 31900
-    del document["tax_rate"]
+    del document["tax_rates"]
     tiers = tmp_path / "tiers.json"
     tiers.write_text(json.dumps(document))
     assert main(["bootstrap-stripe", "--tiers", str(tiers)]) == 0

@@ -33,7 +33,8 @@ def test_the_packaged_tiers_file_is_the_design_table() -> None:
         ("Tier 2", 1000, 49900, "usd", "month"),
         ("Tier 3", None, 89900, "usd", "month"),
     ]
-    assert CATALOG.tax_rate is not None and CATALOG.tax_rate.percentage == Decimal("10")
+    gst = CATALOG.tax_rate("au_gst")
+    assert (gst.display_name, gst.percentage, gst.inclusive) == ("GST", Decimal("10"), False)
     assert all(t.overage_unit_amount is None for t in CATALOG.tiers)
     assert CATALOG.tiers[2].included_minutes_text() == "unlimited"
 
@@ -87,9 +88,9 @@ def test_a_typo_in_metadata_is_an_error_naming_the_price() -> None:
 def test_overage_rate_from_metadata_or_the_file(tmp_path: Path) -> None:
     document = json.loads(DEFAULT_TIERS_FILE.read_text())
     document["tiers"][0]["overage_unit_amount"] = 12
-    del document["tax_rate"]
+    del document["tax_rates"]
     catalog = parse_tier_catalog(document)
-    assert catalog.tax_rate is None
+    assert catalog.tax_rates == ()
     from_file = resolve_tier(PriceFacts(price_id="p", lookup_key="aisyst_tier_1_monthly"), catalog, {})
     assert from_file.overage_unit_amount == 12
     from_metadata = resolve_tier(
@@ -112,7 +113,9 @@ def test_legacy_variables_of_the_integration_guide() -> None:
         (lambda d: d["tiers"][1].update(lookup_key=d["tiers"][0]["lookup_key"]), "same lookup_key"),
         (lambda d: d["tiers"][0].update(unit_amount=299.0), "unit_amount"),
         (lambda d: d.update(tiers=[]), "non-empty"),
-        (lambda d: d["tax_rate"].update(percentage="ten"), "not a number"),
+        (lambda d: d["tax_rates"][0].update(percentage="ten"), "not a number"),
+        (lambda d: d["tax_rates"][0].pop("key"), "lacks the field 'key'"),
+        (lambda d: d["tax_rates"].append(dict(d["tax_rates"][0])), "same key"),
         (lambda d: d.update(interval="fortnight"), "interval"),
     ],
 )
@@ -155,3 +158,15 @@ def test_calls_count_in_the_period_of_their_end(warehouse: Warehouse) -> None:
 def test_period_usage_figures(included, used, unused, overage, pct) -> None:
     usage = PeriodUsage(PERIOD, included, CallTotals(calls=10, billable_seconds=used * 55, billable_minutes=used))
     assert (usage.minutes_used, usage.minutes_unused, usage.overage_minutes, usage.usage_pct) == (used, unused, overage, pct)
+
+
+def test_an_older_tiers_file_with_one_tax_rate_still_reads() -> None:
+    """Tiers files from before issue 15 carry one `tax_rate` object: it keeps working, as key "default"."""
+    document = json.loads(DEFAULT_TIERS_FILE.read_text())
+    [rate] = document.pop("tax_rates")
+    del rate["key"]
+    document["tax_rate"] = rate
+    catalog = parse_tier_catalog(document)
+    assert [(r.key, r.display_name) for r in catalog.tax_rates] == [("default", "GST")]
+    with pytest.raises(ValueError, match="no tax rate 'au_gst'"):
+        catalog.tax_rate("au_gst")

@@ -34,6 +34,21 @@ def _invoice_settings(update: Any, current: dict[str, Any] | None = None) -> dic
     return settings
 
 
+ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def _address(value: Any, current: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A customer's address: the given fields replace the stored ones; "" clears the address."""
+    if not isinstance(value, dict):
+        return None
+    address = dict(current or dict.fromkeys(ADDRESS_FIELDS))
+    for key, given in value.items():
+        if key not in ADDRESS_FIELDS:
+            raise invalid(f"Received unknown parameter: address[{key}]", code="parameter_unknown", param=f"address[{key}]")
+        address[key] = given or None
+    return address
+
+
 def custom_fields(value: Any, param: str) -> list[dict[str, str]] | None:
     """Invoice custom fields: up to 4, name ≤ 40 and value ≤ 140 characters; "" clears."""
     items = as_list(value, param)
@@ -122,7 +137,7 @@ def create_customer(call: Call) -> dict[str, Any]:
         {
             "id": store.new_id("cus", 14),
             "object": "customer",
-            "address": None,
+            "address": _address(p.get("address")),
             "balance": 0,
             "created": store.now(clock),
             "currency": None,
@@ -178,6 +193,8 @@ def update_customer(call: Call) -> dict[str, Any]:
         customer["metadata"] = merge_metadata(customer["metadata"], p["metadata"])
     if "preferred_locales" in p:
         customer["preferred_locales"] = as_list(p["preferred_locales"], "preferred_locales")
+    if "address" in p:
+        customer["address"] = _address(p["address"], customer["address"])
     if "invoice_settings" in p:
         settings = p["invoice_settings"] if isinstance(p["invoice_settings"], dict) else {}
         customer["invoice_settings"] = _invoice_settings(settings, customer["invoice_settings"])

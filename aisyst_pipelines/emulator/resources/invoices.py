@@ -236,6 +236,10 @@ def update_invoice(call: Call) -> dict[str, Any]:
     if "default_tax_rates" in p:
         invoice["_default_tax_rates"] = billing.tax_rate_ids(store, p["default_tax_rates"], "default_tax_rates")
         billing.recompute(store, invoice)
+    if "rendering" in p:  # the invoice rendering template of this invoice (rendering[template], [template_version])
+        rendering = p["rendering"] if isinstance(p["rendering"], dict) else {}
+        invoice["rendering"] = {"amount_tax_display": rendering.get("amount_tax_display"), "pdf": rendering.get("pdf"),
+                                "template": rendering.get("template"), "template_version": opt_int(rendering, "template_version")} if rendering else None
     if "auto_advance" in p:
         invoice["auto_advance"] = to_bool(p["auto_advance"], "auto_advance")
         if invoice["status"] == "draft":
