@@ -44,6 +44,8 @@ REPOSITORY_NAME = "__repository__"  # the name a module's Definitions are served
 DEV_SERVER_FILE = "aisyst-dev.json"  # in DAGSTER_HOME: where the running `aisyst dev` listens
 WORKSPACE_FILE = "aisyst-workspace.yaml"  # in DAGSTER_HOME: the local deployment's code location
 FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 DAEMONS_NEEDED = ("SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR")
 
 LOCAL_INSTANCE_CONFIG = """\
@@ -162,6 +164,13 @@ class Deployment:
                     f"{len(waiting)} run(s) not finished after {timeout:.0f} s (e.g. {waiting[0]}): is the daemon "
                     "running and the run queue moving? See the Runs page."
                 )
+            time.sleep(0.5)
+
+    def settle(self, timeout: float = 120) -> None:
+        """Wait, at most `timeout` seconds, until no run is queued or in flight — e.g. one another
+        sensor launched meanwhile: stopping a local deployment would kill it half done."""
+        deadline = time.monotonic() + timeout
+        while self.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=1) and time.monotonic() < deadline:
             time.sleep(0.5)
 
     def run_materializations(self, run_id: str) -> list[dg.AssetMaterialization]:
@@ -298,6 +307,7 @@ def local_deployment(
             started = Deployment(url, instance)
             _wait_until_ready(started, process, log_path, ready_timeout)
             yield started
+            started.settle()
     finally:
         stop_process_group(process)
 

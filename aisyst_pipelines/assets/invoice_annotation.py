@@ -183,7 +183,9 @@ def _brand_profiles(stripe: StripeResource, catalog: CatalogResource) -> BrandPr
     key=AUDIT_ASSET_KEY,
     deps=[ASSET_KEY],
     group_name="invoicing",
-    kinds={"stripe"},
+    kinds={"stripe", "sql"},
+    owners=OWNERS,
+    metadata=table_metadata("invoice_audits"),
     description="The audit of every final renewal invoice: its usage line's minutes against the warehouse's "
     "and Stripe's meter summary, with the cause of each difference (one row per invoice in invoice_audits).",
     check_specs=[

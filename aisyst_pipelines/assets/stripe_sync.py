@@ -140,6 +140,7 @@ def usage_by_period(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     deps=[stripe_subscriptions],
     description="The next invoice of every renewing subscription as Stripe previews it (amount, tax, date): "
     "v_customer_dashboard's next invoice.",
+    metadata=table_metadata("stripe_invoice_previews"),
 )
 def stripe_invoice_previews(stripe: StripeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     refresh = refresh_invoice_previews(warehouse.get(), stripe.invoices, now=_now())

@@ -163,7 +163,7 @@ def test_aisyst_annotate_waits_for_the_daemons_tick_and_its_runs(
     (line,) = capsys.readouterr().out.splitlines()
     assert line.endswith(": 3 invoice(s): annotated 3"), line
     with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
-        (run,) = instance.get_runs()
+        (run,) = instance.get_runs(filters=dg.RunsFilter(job_name="annotate_draft_invoices"))
         assert run.tags["dagster/sensor_name"] == "draft_invoice_sensor" and run.tags["dagster/run_key"].startswith("annotate:v")
         assert run.remote_job_origin is not None  # launched from the code location by the daemon
     assert status_counts(world.warehouse) == {"annotated": 3}

@@ -46,7 +46,8 @@ def assert_runs_came_from_the_daemon(home: Path) -> Counter[str]:
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
     assert runs and all(run.remote_job_origin and run.remote_job_origin.location_name == LOCATION_NAME for run in runs)
-    by_sensor = {"cdr_ingest": "cdr_files_sensor", "annotate_draft_invoices": "draft_invoice_sensor"}
+    by_sensor = {"cdr_ingest": "cdr_files_sensor", "annotate_draft_invoices": "draft_invoice_sensor",
+                 "__ASSET_JOB": "cdr_freshness_sensor"}  # the freshness check's runs
     for run in runs:
         assert run.tags.get("dagster/sensor_name") == by_sensor.get(run.job_name), (run.job_name, run.tags)
     return Counter(run.job_name for run in runs)
@@ -88,7 +89,12 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert under and over
     assert all(int(f[6]) > 0 for f in under)  # dropped meter events repaired
     assert all(int(f[7]) > 0 for f in over)  # late duplicates left for a person
-    reconciled = rows_of(warehouse, meter_reconciliation)
+    # Three nights were reconciled (two earlier partitions for the trend, then the repairing one).
+    main_run = re.search(r"Reconciliation findings \(meter_reconciliation, run (\S+)\)", out)
+    assert main_run, out
+    every_night = rows_of(warehouse, meter_reconciliation)
+    assert len({r["run_id"] for r in every_night}) == 3
+    reconciled = [r for r in every_night if r["run_id"] == main_run.group(1)]
     assert len(reconciled) == CUSTOMERS
     assert {r["status"] for r in reconciled} == {"match", "under_metered", "over_metered"}
     repaired = sum(int(f[6]) for f in printed)
@@ -139,7 +145,8 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
 
     first_runs = assert_runs_came_from_the_daemon(demo_home)
     assert first_runs["cdr_ingest"] == 3
-    assert all(first_runs[job] == 1 for job in ("meter_reconciliation_job", "usage_alerts_job", "invoice_branding_job"))
+    assert first_runs["meter_reconciliation_job"] == 3
+    assert all(first_runs[job] == 1 for job in ("usage_alerts_job", "invoice_branding_job"))
     assert first_runs["annotate_draft_invoices"] >= 1
 
     # Again in the same home, in push mode: a fresh world (same minutes), the instance keeps both
@@ -151,4 +158,4 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert section(again, "Minutes per customer").splitlines()[2:][0].split()[2:] == minutes.splitlines()[2:][0].split()[2:]
     assert len(rows_of(warehouse, invoice_annotations)) == CUSTOMERS
     second_runs = assert_runs_came_from_the_daemon(demo_home)
-    assert second_runs["cdr_ingest"] == 6 and second_runs["meter_reconciliation_job"] == 2
+    assert second_runs["cdr_ingest"] == 6 and second_runs["meter_reconciliation_job"] == 6

@@ -17,6 +17,7 @@ DOMAIN_GROUPS = {
     "stripe_customers": "stripe", "stripe_subscriptions": "stripe", "stripe_invoices": "stripe",
     "usage_by_period": "usage", "meter_reconciliation": "reconciliation",
     "invoice_annotations": "invoicing", "invoice_branding": "invoicing", "usage_alerts": "alerts",
+    "stripe_invoice_previews": "stripe", "invoice_audits": "invoicing",
 }
 
 

@@ -48,7 +48,7 @@ def test_a_failed_drift_check_sends_one_ops_email_with_offenders_and_runbook(
     recon_world: ReconWorld, smtp_server: SmtpServer
 ) -> None:
     world = recon_world
-    world.subscribe(["acct_a", "acct_b"])
+    world.sign_up_all(["acct_a", "acct_b"])
     world.load_calls(days=10, seed=11)
     calls = world.metered_calls()
     dropped = sorted(c.call_id for c in calls if c.customer_id == world.customers["acct_a"] and c.billable_minutes)[:3]
