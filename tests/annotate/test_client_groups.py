@@ -20,7 +20,7 @@ from aisyst_pipelines.templates import load_brand
 from aisyst_pipelines.services.invoice_printout import print_invoice
 from aisyst_pipelines.warehouse.schema import invoice_branding, stripe_invoices
 from tests.stripe_events.dashboard import customer_dashboard
-from tests.stripe_events.stripe_world import sensor_tick
+from tests.stripe_events.events_helpers import sensor_tick
 
 from .conftest import RENEWAL, AnnotationWorld
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from aisyst_pipelines.assets.invoice_annotation import invoice_audits
 from aisyst_pipelines.services.invoice_annotation import apply_invoice_branding
 from aisyst_pipelines.warehouse.schema import invoice_audits as audits_table
-from tests.stripe_events.stripe_world import sensor_tick
+from tests.stripe_events.events_helpers import sensor_tick
 
 from .conftest import RENEWAL, T0, Subscriber, AnnotationWorld
 
