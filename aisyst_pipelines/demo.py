@@ -329,12 +329,30 @@ def _receiver(emulator: Any, settings: Settings, progress: Progress) -> WebhookR
 def _play_month(
     emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress, receiver: WebhookReceiver | None
 ) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from aisyst_pipelines.deployment import local_deployment
+
+    # The local Dagster deployment starts in the background while the month is set up; from then on
+    # Dagster does the work as in production: the daemon ticks the sensors, which launch the runs, and
+    # the other jobs are submitted to the run queue as the UI's Launch button does.
+    with contextlib.ExitStack() as stack:
+        with ThreadPoolExecutor(max_workers=1) as background:
+            starting = background.submit(stack.enter_context, local_deployment(
+                settings, environ={"AISYST_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS)},
+                log_path=settings.home / "demo-dagster.log"))
+            client, clock, stripe, signups, calls = _set_up_month(emulator, settings, plans, seed, progress)
+        dagster = starting.result()
+        return _run_month(dagster, client, clock, stripe, signups, calls, settings, seed, progress, emulator, receiver)
+
+
+def _set_up_month(
+    emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress
+) -> tuple[Any, Any, Any, list[Signup], pd.DataFrame]:
+    """The tier catalog, the sign-ups on one test clock, and the month's calls metered by the voice
+    server while the clock runs to RECONCILE_AT (the warehouse is made ready, fresh)."""
     from aisyst_pipelines.emulator.testing import RunningEmulator
-    from aisyst_pipelines.services.ingestion import shown_path
     from aisyst_pipelines.warehouse import Warehouse
-    from jobs import ingestion, reconciliation, stripe_events, usage_alerts
-    from jobs import invoice_annotation as annotation
     from resources.stripe import StripeResource
 
     catalog = load_tier_catalog(settings.tiers_file)
@@ -349,97 +367,108 @@ def _play_month(
     signups = _sign_up(client, clock.id, catalog, [price.id for price in ids.prices], plans)
     progress.step(f"{len(signups)} customers subscribed on test clock {clock.id} at {MONTH_START:%Y-%m-%d %H:%M} UTC")
 
+    Warehouse(settings.warehouse_url).upgrade()  # the demo's own embedded warehouse, fresh: no separate `aisyst db upgrade`
+    calls = simulate_calls(
+        [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
+        start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
+    )
+    sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
+    progress.step(
+        f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
+        f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
+    )
+    return client, clock, stripe, signups, calls
+
+
+def _run_month(
+    dagster: Any, client: Any, clock: Any, stripe: Any, signups: list[Signup], calls: pd.DataFrame, settings: Settings,
+    seed: int, progress: Progress, emulator: Any, receiver: WebhookReceiver | None,
+) -> int:
+    """The month as Dagster works it: mirror, ingestion by the landing sensor, three reconciliation
+    nights, the alerts, the renewal annotated by the draft-invoice sensor's runs, Stripe's events and
+    the dunning after it; prints each part."""
+    from aisyst_pipelines.services.ingestion import shown_path
+    from aisyst_pipelines.warehouse import Warehouse
+    from jobs import ingestion, reconciliation, stripe_events, usage_alerts
+    from jobs import invoice_annotation as annotation
+
     warehouse = Warehouse(settings.warehouse_url)
-    warehouse.upgrade()  # the demo's own embedded warehouse, fresh: no separate `aisyst db upgrade`
-    # From here on Dagster does the work as in production: the daemon ticks the sensors, which launch
-    # the runs; the other jobs are submitted to the run queue as the UI's Launch button does.
-    with local_deployment(settings, environ={"AISYST_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS)},
-                          log_path=settings.home / "demo-dagster.log") as dagster:
-        progress.step(f"Dagster webserver and daemon up on {dagster.url} (sensors tick every {SENSOR_INTERVAL_SECONDS} s)")
-        (branding,) = dagster.wait_for_runs([dagster.submit(annotation.invoice_branding_job.name)])
-        progress.step(f"Stripe mirror and invoice brand fields: run {branding.run_id} {branding.status.value}")
+    progress.step(f"Dagster webserver and daemon up on {dagster.url} (sensors tick every {SENSOR_INTERVAL_SECONDS} s)")
+    (branding,) = dagster.wait_for_runs([dagster.submit(annotation.invoice_branding_job.name)])
+    progress.step(f"Stripe mirror and invoice brand fields: run {branding.run_id} {branding.status.value}")
 
-        calls = simulate_calls(
-            [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
-            start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
-        )
-        sent, plan = _voice_server(client, clock.id, stripe, calls, signups, seed)
-        progress.step(
-            f"voice server: {len(calls):,} calls, {sent:,} meter events sent while the clock ran to {RECONCILE_AT:%Y-%m-%d %H:%M} "
-            f"({len(plan.dropped)} dropped, {len(plan.duplicated)} sent twice)"
-        )
-        landing_started = time.time()
-        landed = _land_cdr_files(calls, settings, seed)
-        progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
-        outcomes = ingestion.landing_outcomes(dagster, since=landing_started, after=time.time())
-        for outcome in outcomes:
-            progress.say(f"    {outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
-        progress.step(f"cdr_files_sensor ticked: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
-        _print_minutes(progress, warehouse, signups)
+    landing_started = time.time()
+    landed = _land_cdr_files(calls, settings, seed)
+    progress.step(f"{len(landed)} CDR files landed in {settings.landing_dir}")
+    outcomes = ingestion.landing_outcomes(dagster, since=landing_started, after=time.time())
+    for outcome in outcomes:
+        progress.say(f"    {outcome.status:>7}  {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
+    progress.step(f"cdr_files_sensor ticked: {sum(o.status == 'loaded' for o in outcomes)} file run(s) of {ingestion.JOB_NAME}")
+    _print_minutes(progress, warehouse, signups)
 
-        # Two earlier nights as the nightly schedule runs them (their partitions, the configured
-        # repair: off), so the asset's history shows a trend; then the night before the renewal, repairing.
-        lag = settings.reconciliation_settle_lag_minutes
-        night = reconciliation.partition_key(RECONCILE_AT, lag)
-        earlier = [(datetime.fromisoformat(night) - timedelta(days=days)).strftime("%Y-%m-%d") for days in (2, 1)]
-        nights = dagster.wait_for_runs([dagster.submit(reconciliation.JOB_NAME, tags={"dagster/partition": key}) for key in earlier])
-        progress.step("nightly reconciliation of " + ", ".join(
-            f"{key} (run {run.run_id[:8]} {run.status.value})" for key, run in zip(earlier, nights)))
-        (recon,) = dagster.wait_for_runs([dagster.submit(
-            reconciliation.JOB_NAME, run_config=reconciliation.one_off_run_config(settings, repair=True, as_of=RECONCILE_AT),
-            tags={"dagster/partition": night})])
-        progress.step(f"reconciliation at {RECONCILE_AT:%Y-%m-%d %H:%M} with repair: run {recon.run_id} {recon.status.value}")
-        _print_reconciliation(progress, warehouse, dagster, recon.run_id, signups)
+    # Two earlier nights as the nightly schedule runs them (their partitions, the configured
+    # repair: off), so the asset's history shows a trend; then the night before the renewal, repairing.
+    lag = settings.reconciliation_settle_lag_minutes
+    night = reconciliation.partition_key(RECONCILE_AT, lag)
+    earlier = [(datetime.fromisoformat(night) - timedelta(days=days)).strftime("%Y-%m-%d") for days in (2, 1)]
+    nights = dagster.wait_for_runs([dagster.submit(reconciliation.JOB_NAME, tags={"dagster/partition": key}) for key in earlier])
+    progress.step("nightly reconciliation of " + ", ".join(
+        f"{key} (run {run.run_id[:8]} {run.status.value})" for key, run in zip(earlier, nights)))
+    (recon,) = dagster.wait_for_runs([dagster.submit(
+        reconciliation.JOB_NAME, run_config=reconciliation.one_off_run_config(settings, repair=True, as_of=RECONCILE_AT),
+        tags={"dagster/partition": night})])
+    progress.step(f"reconciliation at {RECONCILE_AT:%Y-%m-%d %H:%M} with repair: run {recon.run_id} {recon.status.value}")
+    _print_reconciliation(progress, warehouse, dagster, recon.run_id, signups)
 
-        before = set(settings.outbox_dir.glob("*.eml"))
-        (alerts,) = dagster.wait_for_runs([dagster.submit(
-            usage_alerts.JOB_NAME, run_config=usage_alerts.run_config(RECONCILE_AT),
-            tags={"dagster/partition": usage_alerts.partition_key(RECONCILE_AT)})])
-        progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {alerts.status.value}")
-        _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
+    before = set(settings.outbox_dir.glob("*.eml"))
+    (alerts,) = dagster.wait_for_runs([dagster.submit(
+        usage_alerts.JOB_NAME, run_config=usage_alerts.run_config(RECONCILE_AT),
+        tags={"dagster/partition": usage_alerts.partition_key(RECONCILE_AT)})])
+    progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {alerts.status.value}")
+    _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
 
-        renewed_at = time.time()
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
-        progress.step(f"test clock advanced past the renewal ({RENEWAL:%Y-%m-%d %H:%M} UTC): draft renewal invoices created")
-        ticks = dagster.wait_for_ticks(annotation.SENSOR_NAME, since=renewed_at)
-        annotated = annotation.annotation_outcomes(dagster, [run_id for tick in ticks for run_id in tick.run_ids])
-        for run in annotated:
-            counts = ", ".join(f"{key} {value}" for key, value in run.counts.items() if value) or "run failed"
-            progress.say(f"    run {run.run_id}: {run.invoices} invoice(s): {counts}")
-        progress.step(f"draft_invoice_sensor ticked: {len(annotated)} run(s) of {annotation.annotate_draft_invoices.name}")
+    renewed_at = time.time()
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
+    progress.step(f"test clock advanced past the renewal ({RENEWAL:%Y-%m-%d %H:%M} UTC): draft renewal invoices created")
+    ticks = dagster.wait_for_ticks(annotation.SENSOR_NAME, since=renewed_at)
+    annotated = annotation.annotation_outcomes(dagster, [run_id for tick in ticks for run_id in tick.run_ids])
+    for run in annotated:
+        counts = ", ".join(f"{key} {value}" for key, value in run.counts.items() if value) or "run failed"
+        progress.say(f"    run {run.run_id}: {run.invoices} invoice(s): {counts}")
+    progress.step(f"draft_invoice_sensor ticked: {len(annotated)} run(s) of {annotation.annotate_draft_invoices.name}")
 
-        finalized_at = time.time()
-        before = set(settings.outbox_dir.glob("*.eml"))
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
-        progress.step("test clock advanced one hour: invoices finalized and paid (two cards decline)")
-        applied = stripe_events.events_applied_since(dagster, finalized_at)
-        progress.step(_events_line(applied, receiver))
-        for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
-            progress.say(f"    ops alert: {_subject(path)}  →  {path}")
-        _print_invoices(progress, client, stripe, signups)
+    finalized_at = time.time()
+    before = set(settings.outbox_dir.glob("*.eml"))
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
+    progress.step("test clock advanced one hour: invoices finalized and paid (two cards decline)")
+    applied = stripe_events.events_applied_since(dagster, finalized_at)
+    progress.step(_events_line(applied, receiver))
+    for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
+        progress.say(f"    ops alert: {_subject(path)}  →  {path}")
+    _print_invoices(progress, client, stripe, signups)
 
-        # Dunning: one declined customer updates the card and is charged at the next retry; the other
-        # does not, and the subscription is canceled when the retries run out.
-        for signup in signups:
-            if signup.plan.recovers:
-                client.v1.payment_methods.attach("pm_card_visa", {"customer": signup.customer_id})
-                client.v1.customers.update(signup.customer_id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
-        retried_at = time.time()
-        before = set(settings.outbox_dir.glob("*.eml"))
-        after_retries = RENEWAL + timedelta(days=DUNNING.retry_days, hours=2)
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int(after_retries.timestamp())})
-        progress.step(f"test clock advanced to {after_retries:%Y-%m-%d %H:%M} UTC: Smart Retries "
-                      f"({DUNNING.retries} within {DUNNING.retry_days} days) — one card was updated, one was not")
-        applied = stripe_events.events_applied_since(dagster, retried_at)
-        progress.step(_events_line(applied, receiver))
-        for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
-            progress.say(f"    ops alert: {_subject(path)}  →  {path}")
-        _print_dunning(progress, warehouse, signups)
-        if receiver is not None:
-            progress.say(receiver.summary(emulator, warehouse))
-        runs = [branding, *nights, recon, alerts]
-        return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
-                         *(run.success for run in annotated))) else 1
+    # Dunning: one declined customer updates the card and is charged at the next retry; the other
+    # does not, and the subscription is canceled when the retries run out.
+    for signup in signups:
+        if signup.plan.recovers:
+            client.v1.payment_methods.attach("pm_card_visa", {"customer": signup.customer_id})
+            client.v1.customers.update(signup.customer_id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    retried_at = time.time()
+    before = set(settings.outbox_dir.glob("*.eml"))
+    after_retries = RENEWAL + timedelta(days=DUNNING.retry_days, hours=2)
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int(after_retries.timestamp())})
+    progress.step(f"test clock advanced to {after_retries:%Y-%m-%d %H:%M} UTC: Smart Retries "
+                  f"({DUNNING.retries} within {DUNNING.retry_days} days) — one card was updated, one was not")
+    applied = stripe_events.events_applied_since(dagster, retried_at)
+    progress.step(_events_line(applied, receiver))
+    for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
+        progress.say(f"    ops alert: {_subject(path)}  →  {path}")
+    _print_dunning(progress, warehouse, signups)
+    if receiver is not None:
+        progress.say(receiver.summary(emulator, warehouse))
+    runs = [branding, *nights, recon, alerts]
+    return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
+                     *(run.success for run in annotated))) else 1
 
 
 class WebhookReceiver:
