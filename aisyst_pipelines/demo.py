@@ -425,7 +425,11 @@ def _run_month(
         usage_alerts.JOB_NAME, run_config=usage_alerts.run_config(RECONCILE_AT),
         tags={"dagster/partition": usage_alerts.partition_key(RECONCILE_AT)})])
     progress.step(f"usage alerts at {RECONCILE_AT:%Y-%m-%d %H:%M}: run {alerts.run_id} {alerts.status.value}")
-    _print_alerts(progress, warehouse, sorted(set(settings.outbox_dir.glob("*.eml")) - before), signups)
+    mails = sorted(set(settings.outbox_dir.glob("*.eml")) - before)
+    usage_mails = [path for path in mails if "usage-alert" in path.name or "usage alerts" in _subject(path)]
+    _print_alerts(progress, warehouse, usage_mails, signups)
+    for path in sorted(set(mails) - set(usage_mails)):  # what the daemon's ops sensors sent meanwhile
+        progress.say(f"  ops e-mail: {_subject(path)}  →  {path}")
 
     renewed_at = time.time()
     client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})

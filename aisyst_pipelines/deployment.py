@@ -65,6 +65,9 @@ run_retries:
   max_retries: 0
 telemetry:
   enabled: false
+# no "join the community" dialog over the local UI (and its screenshots)
+nux:
+  enabled: false
 """
 
 
