@@ -332,10 +332,14 @@ def _play_month(
     from concurrent.futures import ThreadPoolExecutor
 
     from aisyst_pipelines.deployment import local_deployment
+    from aisyst_pipelines.warehouse import Warehouse
 
     # The local Dagster deployment starts in the background while the month is set up; from then on
     # Dagster does the work as in production: the daemon ticks the sensors, which launch the runs, and
     # the other jobs are submitted to the run queue as the UI's Launch button does.
+    # The demo's own embedded warehouse is fresh: no separate `aisyst db upgrade`. Before the background
+    # start: Dagster migrates its SQLite instance with Alembic too, whose `op` is one per process.
+    Warehouse(settings.warehouse_url).upgrade()
     with contextlib.ExitStack() as stack:
         with ThreadPoolExecutor(max_workers=1) as background:
             starting = background.submit(stack.enter_context, local_deployment(
@@ -350,9 +354,8 @@ def _set_up_month(
     emulator: Any, settings: Settings, plans: Sequence[DemoCustomer], seed: int, progress: Progress
 ) -> tuple[Any, Any, Any, list[Signup], pd.DataFrame]:
     """The tier catalog, the sign-ups on one test clock, and the month's calls metered by the voice
-    server while the clock runs to RECONCILE_AT (the warehouse is made ready, fresh)."""
+    server while the clock runs to RECONCILE_AT."""
     from aisyst_pipelines.emulator.testing import RunningEmulator
-    from aisyst_pipelines.warehouse import Warehouse
     from resources.stripe import StripeResource
 
     catalog = load_tier_catalog(settings.tiers_file)
@@ -367,7 +370,6 @@ def _set_up_month(
     signups = _sign_up(client, clock.id, catalog, [price.id for price in ids.prices], plans)
     progress.step(f"{len(signups)} customers subscribed on test clock {clock.id} at {MONTH_START:%Y-%m-%d %H:%M} UTC")
 
-    Warehouse(settings.warehouse_url).upgrade()  # the demo's own embedded warehouse, fresh: no separate `aisyst db upgrade`
     calls = simulate_calls(
         [s.plan.account_code for s in signups] + [UNMAPPED_ACCOUNT], days=CALL_DAYS, seed=seed,
         start=MONTH_START.date(), target_minutes={s.plan.account_code: s.target_minutes for s in signups} | {UNMAPPED_ACCOUNT: 240},
