@@ -701,3 +701,4 @@ def _print_invoices(progress: Progress, client: Any, stripe: Any, signups: Seque
             progress.say(f"\n(no renewal invoice for {signup.plan.account_code})")
             continue
         progress.say("\n" + print_invoice(stripe.invoices, invoice.id))
+        progress.say(f"  as the customer sees it: {invoice.hosted_invoice_url}  (PDF: {invoice.invoice_pdf})")

@@ -48,6 +48,32 @@ def answers(url: str) -> bool:
         return False
 
 
+def hosted_invoices(home: Path) -> list[tuple[str, str, str]]:
+    """The demo's two printed renewal invoices (acct_0001 in Australia, acct_0002 in the US) on the
+    emulator's hosted invoice page, served by the emulator `aisyst dev` runs (STRIPE_API_BASE)."""
+    from urllib.parse import urlsplit
+
+    from sqlalchemy import text
+
+    from aisyst_pipelines.settings import Settings
+    from aisyst_pipelines.warehouse import Warehouse
+
+    settings = Settings.from_env({**os.environ, "AISYST_HOME": str(home)})
+    base = urlsplit(settings.stripe_api_base or "")
+    with Warehouse(settings.warehouse_url).connect() as connection:
+        rows = connection.execute(text(
+            "SELECT i.hosted_invoice_url, c.account_code FROM stripe_invoices i JOIN stripe_customers c ON c.customer_id = i.customer_id"
+            " WHERE c.account_code IN (:au, :us) AND i.billing_reason = 'subscription_cycle' ORDER BY c.account_code"
+        ), {"au": "acct_0001", "us": "acct_0002"}).all()
+    pages = []
+    for hosted, account in rows:
+        if hosted:
+            page = urlsplit(hosted)._replace(scheme=base.scheme, netloc=base.netloc).geturl()
+            country = "au" if account == "acct_0001" else "us"
+            pages.append((f"invoice-{country}", page, f"the hosted invoice page of {account} ({country.upper()})"))
+    return pages
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=os.environ.get("AISYST_HOME", ".aisyst"))
@@ -79,11 +105,11 @@ def main() -> int:
             time.sleep(1)
         time.sleep(15)  # a few sensor ticks, so the sensor pages show recent ones
     try:
-        for name, path, what in PAGES:
+        for name, page_url, what in [(name, f"{url}{path}", what) for name, path, what in PAGES] + hosted_invoices(home):
             target = out / f"{name}.png"
             subprocess.run(
                 [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1600,1000",
-                 f"--virtual-time-budget={args.wait_ms}", f"--screenshot={target}", f"{url}{path}"],
+                 f"--virtual-time-budget={args.wait_ms}", f"--screenshot={target}", page_url],
                 check=True, capture_output=True, timeout=180,
             )
             print(f"{target}: {what}")
