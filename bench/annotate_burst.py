@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import stripe  # noqa: E402
 
-from aisyst_pipelines.billing.stripe_events import EventsCursor  # noqa: E402
+from aisyst_pipelines.billing.stripe_events import WATCHED_EVENT_TYPES, EventsCursor  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
 from aisyst_pipelines.services import stripe_sync  # noqa: E402
 from aisyst_pipelines.services.invoice_annotation import apply_invoice_branding  # noqa: E402
@@ -73,7 +73,7 @@ from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
 from jobs.invoice_annotation import SENSOR_NAME  # noqa: E402
 from jobs.stripe_events import SENSOR_NAME as EVENTS_SENSOR_NAME  # noqa: E402
 from real_daemon import (  # noqa: E402
-    MemorySampler,
+    ProcessSampler,
     dagster_dev_pid,
     machine_load,
     postgres_world,
@@ -280,10 +280,11 @@ PRICES: list[str] = []  # the tier prices, filled by main() before the set-up
 def sensors_current(deployment: Any, emulator: Emulator, since: float) -> None:
     """Both sensors as at a quiet month start: draft_invoice_sensor has scanned the set-up's invoices (its
     first tick), stripe_events_sensor follows on from the newest set-up event (its cursor set after its
-    first tick, between two ticks — the set-up's backlog of sign-up events is not the burst)."""
+    first tick, between two ticks, on the newest event of the types it lists — the set-up's backlog of
+    sign-up events is not the burst)."""
     deployment.wait_for_ticks(SENSOR_NAME, since=since, timeout=600)
     deployment.wait_for_ticks(EVENTS_SENSOR_NAME, since=since, timeout=600)
-    newest = emulator.client().v1.events.list({"limit": 1}).data[0]
+    newest = emulator.client().v1.events.list({"limit": 1, "types": list(WATCHED_EVENT_TYPES)}).data[0]
     set_sensor_cursor(deployment, EVENTS_SENSOR_NAME,
                       EventsCursor(last_event_id=newest.id, last_created=newest.created, scanning=False).to_json())
 
@@ -411,7 +412,7 @@ def main() -> int:
             with started_deployment(world) as (deployment, startup_seconds):
                 report["deployment_ready_seconds"] = round(startup_seconds, 1)
                 print(f"local_deployment ready after {startup_seconds:.1f} s on {deployment.url}", flush=True)
-                memory = MemorySampler(dagster_dev_pid(deployment), {emulator.process.pid: "emulator", os.getpid(): "bench"}).start()
+                memory = ProcessSampler(dagster_dev_pid(deployment), {emulator.process.pid: "emulator", os.getpid(): "bench"}).start()
                 sensors_current(deployment, emulator, deployment_since)
                 faults: dict[str, Any] = {"latency_ms": args.latency_ms, "rps_limit": args.rps}
                 if args.faults:

@@ -6,8 +6,8 @@ PostgreSQL Dagster instance configured like deploy/dagster.yaml (its run queue l
 the warehouse on PostgreSQL too — a fresh database per bench on 127.0.0.1:5432 (user postgres, trust
 auth; AISYST_BENCH_POSTGRES_URL to change), dropped afterwards. From then on the bench only changes
 the Stripe world (advances a test clock) and observes: the warehouse's rows, the emulator's request
-log, the sensors' ticks through GraphQL, the runs through the instance, and the memory of every
-process of the deployment (`MemorySampler`, from /proc).
+log, the sensors' ticks through GraphQL, the runs through the instance, and the memory and CPU of every
+process of the deployment (`ProcessSampler`, from /proc).
 """
 
 from __future__ import annotations
@@ -147,21 +147,29 @@ def run_figures(deployment: Deployment, sensor_name: str, since: float) -> list[
     figures = []
     for record in records:
         created = record.create_timestamp.timestamp()
+        launched = _event_time(deployment.instance, record.dagster_run.run_id, dg.DagsterEventType.RUN_STARTING)
         figures.append({
             "status": record.dagster_run.status.value,
             "invoices": int(record.dagster_run.tags.get("aisyst/invoices", 0)),
             "created_after": round(created - since, 1),
-            "queued_seconds": round(record.start_time - created, 1) if record.start_time else None,
+            # created → launched by the run queue (dequeue loop, tag limit) → its worker process executing
+            "queued_seconds": round(launched - created, 1) if launched else None,
+            "worker_start_seconds": round(record.start_time - launched, 1) if launched and record.start_time else None,
             "running_seconds": round(record.end_time - record.start_time, 1) if record.start_time and record.end_time else None,
         })
     return figures
+
+
+def _event_time(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> float | None:
+    records = instance.get_records_for_run(run_id, of_type=event_type, limit=1).records
+    return records[0].event_log_entry.timestamp if records else None
 
 
 def runs_in_flight(deployment: Deployment, sensor_name: str, since: float) -> int:
     return sum(1 for run in run_figures(deployment, sensor_name, since) if run["status"] not in ("SUCCESS", "FAILURE", "CANCELED"))
 
 
-# --- memory of every process -------------------------------------------------------------------------------
+# --- memory and CPU of every process------------------------------------------------------------------------------
 
 
 def _status_kib(pid: int) -> tuple[int, int] | None:
@@ -172,6 +180,14 @@ def _status_kib(pid: int) -> tuple[int, int] | None:
         return None
     values = {line.split(":")[0]: int(line.split()[1]) for line in lines if line.startswith(("VmHWM", "VmRSS"))}
     return values.get("VmHWM", 0), values.get("VmRSS", 0)
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _session(pid: int) -> int | None:
@@ -200,7 +216,7 @@ def role_of(cmdline: list[str]) -> str:
         ("dagster-daemon", "daemon"), ("dagster_daemon", "daemon"), ("daemon run", "daemon"),
         ("dagster-webserver", "webserver"), ("dagster_webserver", "webserver"),
         ("dagster dev", "dagster dev"),
-        ("tail -F", "compute-log tail"),
+        ("tail -F", "compute-log tail"), ("watch_orphans", "compute-log tail"),
     ):
         if marker in joined:
             return role
@@ -219,17 +235,22 @@ def dagster_dev_pid(deployment: Deployment) -> int:
 
 
 @dataclass
-class MemorySampler:
-    """Samples every second the peak RSS (VmHWM) of each process in the deployment's session (webserver,
-    daemon, code server, run workers) and of the named extra processes (the emulator, the bench)."""
+class ProcessSampler:
+    """Samples every second the peak RSS (VmHWM) and CPU time of each process in the deployment's session
+    (webserver, daemon, code server, run workers) and of the named extra processes (the emulator, the
+    bench). CPU is counted from the first sample (a process's earlier CPU, e.g. the set-up, is left out)."""
 
     session: int
     extra: dict[int, str]
     peaks_kib: dict[int, tuple[str, int]] = field(default_factory=dict)
+    cpu: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid → (first seen, last seen)
+    _initial: set[int] = field(default_factory=set)  # the processes already there at start
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> "MemorySampler":
+    def start(self) -> "ProcessSampler":
+        self._initial = {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()}
+        self.sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -251,17 +272,24 @@ class MemorySampler:
             kib = _status_kib(pid)
             if kib:
                 self.peaks_kib[pid] = (role, max(kib[0], self.peaks_kib.get(pid, (role, 0))[1]))
+                seconds = _cpu_seconds(pid)
+                # a process first seen after the start (a run worker) counts all its CPU
+                first = self.cpu[pid][0] if pid in self.cpu else (seconds if pid in self._initial else 0.0)
+                self.cpu[pid] = (first, max(seconds, self.cpu.get(pid, (0.0, 0.0))[1]))
 
     def stop(self) -> dict[str, Any]:
-        """Per role: processes seen and their peak RSS in MiB (max; median too when several)."""
+        """Per role: processes seen, their peak RSS in MiB (max; median too when several) and CPU seconds."""
         self._stop.set()
         if self._thread:
             self._thread.join()
         by_role: dict[str, list[int]] = {}
-        for role, kib in self.peaks_kib.values():
+        cpu_by_role: dict[str, float] = {}
+        for pid, (role, kib) in self.peaks_kib.items():
             by_role.setdefault(role, []).append(kib)
+            first, last = self.cpu.get(pid, (0.0, 0.0))
+            cpu_by_role[role] = cpu_by_role.get(role, 0.0) + last - first
         return {
-            role: {"processes": len(kibs), "peak_rss_mib": round(max(kibs) / 1024)}
+            role: {"processes": len(kibs), "peak_rss_mib": round(max(kibs) / 1024), "cpu_seconds": round(cpu_by_role[role], 1)}
             | ({"median_peak_rss_mib": round(statistics.median(kibs) / 1024)} if len(kibs) > 1 else {})
             for role, kibs in sorted(by_role.items())
         }
