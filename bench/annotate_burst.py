@@ -29,7 +29,8 @@ The floor is the Stripe requests the annotation needs (invoice list pages + one 
 counted once however often it was retried; the events sensor's own requests are counted apart) ÷ `--rps`;
 the figure is elapsed ÷ floor (goal ≤ 1.2 at 100 req/s).
 
-`--single-draft N`: N customers, each on its own test clock; N times, at a random moment of the sensor's
+`--single-draft N`: N customers, each on its own test clock, signed up a minute apart (so each draft is
+created later than the one before, as in production); N times, at a random moment of the sensor's
 interval, one clock is advanced past its renewal (one draft appears) and the bench waits until it is
 annotated; reports the median and the worst time from the draft to its annotation (goal: ≤ 60 s median).
 """
@@ -75,6 +76,7 @@ from jobs.stripe_events import SENSOR_NAME as EVENTS_SENSOR_NAME  # noqa: E402
 from real_daemon import (  # noqa: E402
     ProcessSampler,
     dagster_dev_pid,
+    exit_cleanly_on_sigterm,
     machine_load,
     postgres_world,
     run_figures,
@@ -331,7 +333,8 @@ def single_drafts(args: argparse.Namespace, emulator: Emulator, warehouse: Wareh
     latencies: list[float] = []
     for number, clock in enumerate(clocks, start=1):
         time.sleep(rng.uniform(0, args.sensor_interval))
-        client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
+        renewal = RENEWAL + timedelta(minutes=number - 1)  # its customer signed up number - 1 minutes after T0
+        client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": int((renewal + timedelta(minutes=1)).timestamp())})
         created = time.time()
         deadline = time.monotonic() + args.timeout
         while sum(n for status, n in status_counts(warehouse).items() if status in FINAL_STATUSES) < number:
@@ -385,6 +388,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
 
     customers = args.single_draft or args.invoices
     emulator = Emulator(args.seed)
@@ -403,7 +407,9 @@ def main() -> int:
             PRICES.extend(price.id for price in roomy.catalog.ensure(load_tier_catalog()).prices)
             new_clock = emulator.client().v1.test_helpers.test_clocks.create
             if args.single_draft:
-                clocks = [new_clock({"frozen_time": int(T0.timestamp())}).id for _ in range(customers)]
+                # Customer n signs up n minutes after the first, so that each draft is created later than
+                # the one before, as real drafts are (the sensor scans by `created`).
+                clocks = [new_clock({"frozen_time": int((T0 + timedelta(minutes=n)).timestamp())}).id for n in range(customers)]
             else:
                 clocks = [new_clock({"frozen_time": int(T0.timestamp())}).id] * customers
             report |= set_up(emulator, warehouse, clocks, args.seed)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -293,6 +295,11 @@ class ProcessSampler:
             | ({"median_peak_rss_mib": round(statistics.median(kibs) / 1024)} if len(kibs) > 1 else {})
             for role, kibs in sorted(by_role.items())
         }
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (e.g. `kill <bench pid>`) unwinds like Ctrl-C: the deployment is stopped, the database dropped."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def machine_load() -> str:

@@ -55,6 +55,7 @@ from jobs.stripe_events import SENSOR_NAME  # noqa: E402
 from real_daemon import (  # noqa: E402
     ProcessSampler,
     dagster_dev_pid,
+    exit_cleanly_on_sigterm,
     machine_load,
     postgres_world,
     run_figures,
@@ -148,6 +149,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
 
     report: dict = {"subscriptions": args.subscriptions, "rps": args.rps, "sensor_interval": args.sensor_interval,
                     "machine": f"{platform.machine()}, Python {platform.python_version()}", "load_before": machine_load(),
