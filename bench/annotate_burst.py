@@ -1,30 +1,38 @@
-"""The month-start burst: N renewal drafts at once, annotated by the sensor's planning and the runs' work.
+"""The month-start burst: N renewal drafts at once, annotated by the real Dagster daemon's sensor and runs.
 
-    .venv/bin/python bench/annotate_burst.py [--invoices 10000] [--rps 100] [--latency-ms 200]
-                                             [--faults] [--kill-after-share 0.3] [--warehouse-url URL]
+    .venv/bin/python bench/annotate_burst.py [--invoices 10000] [--rps 100] [--latency-ms 200] [--faults]
+    .venv/bin/python bench/annotate_burst.py --single-draft 20      # a single draft on a quiet day, 20 times
 
 What it does:
 1. starts the Stripe emulator in its own process (no faults yet), creates the tier catalog, one test
    clock and N customers with a subscription each (tiers dealt round-robin, some German), mirrors them
-   into a fresh warehouse, inserts CDRs for March, and writes the brand fields to the subscriptions
-   (all of this is set-up, not measured);
-2. turns on the emulator's faults: `--latency-ms` on every request, `--rps` requests per rolling second
+   into a fresh PostgreSQL warehouse, inserts CDRs for March, and writes the brand fields to the
+   subscriptions (all of this is set-up, not measured);
+2. starts the deployment ops run (bench/real_daemon.py): `local_deployment` — `dagster dev` with
+   webserver, daemon and code server — on a fresh PostgreSQL Dagster instance configured by
+   deploy/dagster.yaml (run queue: annotation runs one at a time), sensors ticking every
+   `--sensor-interval` seconds (30 = production), StripeResource at `--rps`; the events sensor is set
+   current (its cursor on the newest set-up event), as it is in production at month start;
+3. turns on the emulator's faults: `--latency-ms` on every request, `--rps` requests per rolling second
    (beyond it Stripe's 429), and with `--faults` 10 % 5xx, 5 % 429 and 2 % dropped connections;
-3. advances the clock past the renewal: the emulator creates the N drafts (period = March). From the
-   moment the advance returns, the daemon is imitated in this process with the services the sensor
-   and the job adapt: the planning of draft_invoice_sensor (`scan_invoices`) at once and then every
-   30 s (start to start), the batches it plans worked by `annotate_batch` one after another (as a tag
-   concurrency limit of 1 would serialize the runs; run keys are honoured; a Dagster run's own
-   start-up, ~1–2 s, is not in the figure); the StripeResource's rate limiter is set to `--rps`;
-4. stops when every invoice has a final row; measures the time from the drafts' creation to the last
-   `annotated_at`, and counts the requests the emulator served in that window;
-5. turns the faults off and checks every renewal invoice: our lines counted from Stripe's side, exactly
+4. advances the clock past the renewal (the emulator creates the N drafts) and from then on only
+   observes: the warehouse's annotation rows, the emulator's request log, draft_invoice_sensor's and
+   stripe_events_sensor's ticks through GraphQL (duration = endTimestamp − timestamp), the runs through
+   the instance, and the peak RSS of every process (webserver, daemon, code server, run workers,
+   emulator, this bench) sampled every second from /proc;
+5. stops when every invoice has a final row and no annotation run is left; measures the time from the
+   drafts' creation to the last `annotated_at` and counts the requests the emulator served;
+6. turns the faults off and checks every renewal invoice: our lines counted from Stripe's side, exactly
    the lines the ledger says were added, once.
 
-The floor is the Stripe requests the work needs (list pages + one write per invoice, each counted once
-however often it was retried) ÷ `--rps`; the figure is elapsed ÷ floor (goal ≤ 1.2 at 100 req/s).
-`--kill-after-share S` runs the first batch in a separate `aisyst annotate` process and SIGKILLs it once
-S of that batch is annotated, then runs everything again in this process: the result must be the same.
+The floor is the Stripe requests the annotation needs (invoice list pages + one write per invoice, each
+counted once however often it was retried; the events sensor's own requests are counted apart) ÷ `--rps`;
+the figure is elapsed ÷ floor (goal ≤ 1.2 at 100 req/s).
+
+`--single-draft N`: N customers, each on its own test clock, signed up a minute apart (so each draft is
+created later than the one before, as in production); N times, at a random moment of the sensor's
+interval, one clock is advanced past its renewal (one draft appears) and the bench waits until it is
+annotated; reports the median and the worst time from the draft to its annotation (goal: ≤ 60 s median).
 """
 
 from __future__ import annotations
@@ -35,11 +43,8 @@ import multiprocessing
 import os
 import platform
 import random
-import signal
-import subprocess
+import statistics
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -49,37 +54,44 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import stripe  # noqa: E402
 
-from aisyst_pipelines.services import stripe_sync  # noqa: E402
+from aisyst_pipelines.billing.stripe_events import WATCHED_EVENT_TYPES, EventsCursor  # noqa: E402
 from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
-from aisyst_pipelines.services.invoice_annotation import annotate_batch, apply_invoice_branding  # noqa: E402
-from aisyst_pipelines.services.invoice_annotation_planning import (  # noqa: E402
-    DEFAULT_POLICY,
-    ScanCursor,
-    planned_runs,
-    scan_invoices,
-)
+from aisyst_pipelines.services import stripe_sync  # noqa: E402
+from aisyst_pipelines.services.invoice_annotation import apply_invoice_branding  # noqa: E402
 from aisyst_pipelines.billing.client_groups import BrandProfiles, load_client_groups  # noqa: E402
 from aisyst_pipelines.templates import load_brand  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse, stripe_sync_store  # noqa: E402
 from aisyst_pipelines.warehouse.invoice_annotation_store import (  # noqa: E402
     FINAL_STATUSES,
-    AnnotationStatus,
     annotation_records,
     annotation_window,
     status_counts,
 )
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
+from jobs.invoice_annotation import SENSOR_NAME  # noqa: E402
+from jobs.stripe_events import SENSOR_NAME as EVENTS_SENSOR_NAME  # noqa: E402
+from real_daemon import (  # noqa: E402
+    ProcessSampler,
+    dagster_dev_pid,
+    exit_cleanly_on_sigterm,
+    machine_load,
+    postgres_world,
+    run_figures,
+    runs_in_flight,
+    set_sensor_cursor,
+    started_deployment,
+    tick_figures,
+    ticks_since,
+)
 from resources.stripe import StripeResource  # noqa: E402
 
 API_KEY = "sk_test_emulator"
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 RENEWAL = datetime(2026, 4, 1, tzinfo=timezone.utc)
-TICK_SECONDS = 30.0
-CONCURRENCY = 64  # the job's default (`concurrency` of its run config)
-COUNTED = (AnnotationStatus.ANNOTATED, AnnotationStatus.MISSED, AnnotationStatus.FAILED, AnnotationStatus.SKIPPED)
 FAULTS = {"error_rate": 0.10, "rate_limit_error_rate": 0.05, "drop_rate": 0.02}
 
 
@@ -127,8 +139,9 @@ class Emulator:
 # --- set-up (not measured) -----------------------------------------------------------------------------------
 
 
-def create_subscribers(emulator: Emulator, count: int, prices: list[str], clock: str) -> list[tuple[str, str, str]]:
-    """(customer id, account code, subscription id) for `count` customers, tiers dealt round-robin."""
+def create_subscribers(emulator: Emulator, prices: list[str], clocks: list[str]) -> list[tuple[str, str, str]]:
+    """(customer id, account code, subscription id) for one customer per entry of `clocks` (the test clock
+    it lives on), tiers dealt round-robin."""
     client = emulator.client()
 
     def one(n: int) -> tuple[str, str, str]:
@@ -136,7 +149,7 @@ def create_subscribers(emulator: Emulator, count: int, prices: list[str], clock:
         params: dict[str, Any] = {
             "name": f"Customer {n}",
             "metadata": {"aisyst_account_code": code},
-            "test_clock": clock,
+            "test_clock": clocks[n],
             "payment_method": "pm_card_visa",
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
         }
@@ -147,7 +160,7 @@ def create_subscribers(emulator: Emulator, count: int, prices: list[str], clock:
         return customer.id, code, subscription.id
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(one, range(count)))
+        return list(pool.map(one, range(len(clocks))))
 
 
 def insert_calls(warehouse: Warehouse, subscribers: list[tuple[str, str, str]], seed: int) -> int:
@@ -171,88 +184,6 @@ def insert_calls(warehouse: Warehouse, subscribers: list[tuple[str, str, str]], 
         for offset in range(0, len(rows), 5000):
             connection.execute(call_records.insert(), rows[offset : offset + 5000])
     return len(rows)
-
-
-# --- the daemon, imitated ------------------------------------------------------------------------------------
-
-
-class Daemon:
-    """The sensor's planning every 30 s (start to start); the planned batches worked one after another,
-    as runs limited to one at a time would be; run keys honoured."""
-
-    def __init__(self, stripe_resource: StripeResource, warehouse: Warehouse) -> None:
-        self.stripe = stripe_resource
-        self.warehouse = warehouse
-        self.profiles = BrandProfiles(load_brand(), load_client_groups(), {})  # the bench's customers have no address: untaxed
-        self.cursor = ScanCursor()
-        self.used_keys: set[str] = set()
-        self.queue: list[list[str]] = []
-        self.lock = threading.Lock()
-        self.ticks: list[dict[str, Any]] = []
-        self.runs: list[dict[str, Any]] = []
-        self.running = False
-
-    def tick(self) -> list[list[str]]:
-        started = time.monotonic()
-        now = datetime.now(timezone.utc)
-        rate = self.stripe.effective_requests_per_second
-        try:
-            plan = scan_invoices(self.stripe.invoices, self.warehouse, self.cursor, DEFAULT_POLICY, now, rate)
-        except Exception as error:  # noqa: BLE001 - a failed tick keeps its cursor; the next one retries
-            self.ticks.append({"seconds": time.monotonic() - started, "error": f"{type(error).__name__}: {error}"[:200]})
-            return []
-        self.cursor = plan.cursor
-        new = [run for run in planned_runs(plan, DEFAULT_POLICY, now) if run.run_key not in self.used_keys]
-        self.used_keys.update(run.run_key for run in new)
-        self.ticks.append({"seconds": round(time.monotonic() - started, 2), "runs": len(new)})
-        return [run.invoice_ids for run in new]
-
-    def run(self, invoice_ids: list[str]) -> None:
-        started = time.monotonic()
-        run = annotate_batch(
-            self.stripe.invoices, self.warehouse, invoice_ids, run_id=f"bench-{len(self.runs) + 1}", profiles=lambda: self.profiles,
-            concurrency=CONCURRENCY, requests_per_second=self.stripe.effective_requests_per_second,
-        )
-        counts = {status.value: run.count(status) for status in COUNTED}
-        self.runs.append({"seconds": round(time.monotonic() - started, 2), "invoices": len(invoice_ids), **counts,
-                          "already_done": len(run.already_done)})
-
-    def until_done(self, invoices: int, timeout: float, first_batches: list[list[str]] | None = None) -> None:
-        def runner() -> None:
-            while not stop.is_set():
-                with self.lock:
-                    batch = self.queue.pop(0) if self.queue else None
-                    self.running = batch is not None
-                if batch is None:
-                    time.sleep(0.05)
-                    continue
-                self.run(batch)
-                with self.lock:
-                    self.running = False
-
-        stop = threading.Event()
-        thread = threading.Thread(target=runner, daemon=True)
-        thread.start()
-        if first_batches:
-            with self.lock:
-                self.queue.extend(first_batches)
-        deadline = time.monotonic() + timeout
-        next_tick = time.monotonic()
-        while time.monotonic() < deadline:
-            if time.monotonic() >= next_tick:
-                next_tick += TICK_SECONDS
-                batches = self.tick()
-                with self.lock:
-                    self.queue.extend(batches)
-            counts = status_counts(self.warehouse)
-            final = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
-            with self.lock:
-                idle = not self.queue and not self.running
-            if final >= invoices and idle:
-                break
-            time.sleep(0.2)
-        stop.set()
-        thread.join()
 
 
 # --- checking Stripe's side ---------------------------------------------------------------------------------
@@ -283,6 +214,8 @@ def request_figures(entries: list[dict[str, Any]], invoices: int, rps: float) ->
         path, method = entry["path"], entry["method"]
         if method == "GET" and path == "/v1/invoices":
             return "list invoices"
+        if path.startswith("/v1/events"):
+            return "events"
         if path.endswith("/add_lines"):
             return "add_lines"
         if method == "GET" and path.startswith("/v1/invoices/"):
@@ -295,12 +228,16 @@ def request_figures(entries: list[dict[str, Any]], invoices: int, rps: float) ->
     outcomes = Counter(f"{e['status']} {e['outcome']}" for e in entries)
     # What the work needed: each write once (by idempotency key, however often retried), each read that
     # was answered (a retried GET is a new read; the faulted attempts are not counted).
-    write_keys = {(kind(e), e["idempotency_key"]) for e in entries if e["method"] == "POST" and e["idempotency_key"]}
-    reads = sum(1 for e in entries if e["method"] == "GET" and e["status"] == 200 and e["outcome"] != "drop")
+    # The events sensor's requests share the rate limit but are not the annotation's work: counted apart.
+    annotation = [e for e in entries if kind(e) != "events"]
+    write_keys = {(kind(e), e["idempotency_key"]) for e in annotation if e["method"] == "POST" and e["idempotency_key"]}
+    reads = sum(1 for e in annotation if e["method"] == "GET" and e["status"] == 200 and e["outcome"] != "drop")
     needed = len(write_keys) + reads
     writes = Counter(k for k, _ in write_keys)
+    writes_at = [e["at"] for e in entries if kind(e) == "add_lines"]
     return {
         "requests_served": len(entries),
+        "first_write_at": min(writes_at, default=None),
         "served_by_kind": dict(served),
         "served_by_outcome": dict(outcomes),
         "requests_needed": needed,
@@ -319,124 +256,192 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def kill_midway(ids: list[str], env: dict[str, str], warehouse: Warehouse, share: float) -> dict[str, Any]:
-    """Run the first batch in `aisyst annotate --invoice …` and SIGKILL it when `share` of it is annotated."""
-    command = [str(REPO / ".venv/bin/aisyst"), "annotate", *[arg for invoice in ids for arg in ("--invoice", invoice)]]
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = max(1, int(len(ids) * share))
-    while process.poll() is None:
-        done = status_counts(warehouse, ids).get("annotated", 0)
-        if done >= target:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+def set_up(emulator: Emulator, warehouse: Warehouse, clocks: list[str], seed: int) -> dict[str, Any]:
+    """Catalog, customers on `clocks` (one per entry), the Stripe mirror, March's calls and the brand
+    fields on the subscriptions — written directly (not measured)."""
+    started = time.monotonic()
+    roomy = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=2000, burst=50)
+    subscribers = create_subscribers(emulator, PRICES, clocks)
+    catalog = load_tier_catalog()
+    now = datetime.now(timezone.utc)
+    distinct_clocks = sorted(set(clocks))
+    stripe_sync_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.customers.list_customers(distinct_clocks)], now)
+    stripe_sync_store.sync_subscriptions(
+        warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions(distinct_clocks)], now
+    )
+    calls = insert_calls(warehouse, subscribers, seed)
+    # the bench's customers have no address: the default group, untaxed
+    branding = apply_invoice_branding(roomy.invoices, warehouse, BrandProfiles(load_brand(), load_client_groups(), {}), concurrency=16)
+    figures = {"calls": calls, "branded_subscriptions": len(branding.updated), "setup_seconds": round(time.monotonic() - started, 1)}
+    print(f"set-up: {len(clocks)} subscriptions, {calls} calls, brand fields on {len(branding.updated)} in "
+          f"{figures['setup_seconds']} s", flush=True)
+    return figures
+
+
+PRICES: list[str] = []  # the tier prices, filled by main() before the set-up
+
+
+def sensors_current(deployment: Any, emulator: Emulator, since: float) -> None:
+    """Both sensors as at a quiet month start: draft_invoice_sensor has scanned the set-up's invoices (its
+    first tick), stripe_events_sensor follows on from the newest set-up event (its cursor set after its
+    first tick, between two ticks, on the newest event of the types it lists — the set-up's backlog of
+    sign-up events is not the burst)."""
+    deployment.wait_for_ticks(SENSOR_NAME, since=since, timeout=600)
+    deployment.wait_for_ticks(EVENTS_SENSOR_NAME, since=since, timeout=600)
+    newest = emulator.client().v1.events.list({"limit": 1, "types": list(WATCHED_EVENT_TYPES)}).data[0]
+    set_sensor_cursor(deployment, EVENTS_SENSOR_NAME,
+                      EventsCursor(last_event_id=newest.id, last_created=newest.created, scanning=False).to_json())
+
+
+def burst(args: argparse.Namespace, emulator: Emulator, warehouse: Warehouse, deployment: Any, clock: str) -> dict[str, Any]:
+    """Advance the clock past the renewal and watch the daemon annotate every draft."""
+    report: dict[str, Any] = {}
+    emulator.client().v1.test_helpers.test_clocks.advance(clock, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())})
+    drafts_at = time.time()
+    print(f"{args.invoices} drafts created; watching the daemon …", flush=True)
+    cpu_before = cpu_seconds(emulator.process.pid)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        counts = status_counts(warehouse)
+        final = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
+        if final >= args.invoices and runs_in_flight(deployment, SENSOR_NAME, drafts_at) == 0:
             break
-        time.sleep(0.2)
-    counts = status_counts(warehouse, ids)
-    return {"batch": len(ids), "killed_at": counts, "exit": process.returncode}
+        if time.monotonic() > deadline:
+            report["timed_out"] = True
+            break
+        time.sleep(2)
+    first_at, last_at = annotation_window(warehouse)
+    report["emulator_cpu_seconds"] = round(cpu_seconds(emulator.process.pid) - cpu_before, 1)
+    report["load_average_after"] = os.getloadavg()
+    entries = emulator.call("requests_since", drafts_at)
+    report["statuses"] = status_counts(warehouse)
+    report["elapsed_seconds"] = round(last_at.timestamp() - drafts_at, 1) if last_at else None
+    report["first_annotation_after_seconds"] = round(first_at.timestamp() - drafts_at, 1) if first_at else None
+    report |= request_figures(entries, args.invoices, args.rps)
+    report["first_write_after_seconds"] = round(report.pop("first_write_at") - drafts_at, 1) if entries else None
+    if report["elapsed_seconds"]:
+        report["ratio_to_floor"] = round(report["elapsed_seconds"] / report["floor_seconds"], 2)
+    report["draft_invoice_sensor"] = tick_figures(ticks_since(deployment, SENSOR_NAME, drafts_at))
+    report["stripe_events_sensor"] = tick_figures(ticks_since(deployment, EVENTS_SENSOR_NAME, drafts_at))
+    report["runs"] = run_figures(deployment, SENSOR_NAME, drafts_at)
+    return report
+
+
+def single_drafts(args: argparse.Namespace, emulator: Emulator, warehouse: Warehouse, deployment: Any, clocks: list[str]) -> dict[str, Any]:
+    """One draft at a time, each at a random moment of the sensor's interval: seconds to its annotation."""
+    rng = random.Random(args.seed)
+    client = emulator.client()
+    started = time.time()
+    latencies: list[float] = []
+    for number, clock in enumerate(clocks, start=1):
+        time.sleep(rng.uniform(0, args.sensor_interval))
+        renewal = RENEWAL + timedelta(minutes=number - 1)  # its customer signed up number - 1 minutes after T0
+        client.v1.test_helpers.test_clocks.advance(clock, {"frozen_time": int((renewal + timedelta(minutes=1)).timestamp())})
+        created = time.time()
+        deadline = time.monotonic() + args.timeout
+        while sum(n for status, n in status_counts(warehouse).items() if status in FINAL_STATUSES) < number:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"draft {number} not annotated within {args.timeout:.0f} s")
+            time.sleep(0.25)
+        _, last_at = annotation_window(warehouse)
+        latencies.append(round(last_at.timestamp() - created, 1) if last_at else float("nan"))
+        print(f"draft {number}: annotated {latencies[-1]} s after its creation", flush=True)
+    runs = run_figures(deployment, SENSOR_NAME, started)
+    queued = [r["queued_seconds"] for r in runs if r["queued_seconds"] is not None]
+    running = [r["running_seconds"] for r in runs if r["running_seconds"] is not None]
+    ticks = ticks_since(deployment, SENSOR_NAME, started)
+    return {
+        "drafts": len(latencies), "seconds_to_annotation": latencies,
+        "median_seconds": statistics.median(latencies), "max_seconds": max(latencies),
+        "runs": len(runs), "median_run_queued_seconds": statistics.median(queued) if queued else None,
+        "median_run_running_seconds": statistics.median(running) if running else None,
+        "draft_invoice_sensor": {k: v for k, v in tick_figures(ticks).items() if k != "durations_seconds"}
+        | {"median_tick_seconds": statistics.median([t.end_timestamp - t.timestamp for t in ticks]) if ticks else None},
+        "statuses": status_counts(warehouse),
+    }
+
+
+def check_stripe_side(emulator: Emulator, warehouse: Warehouse) -> dict[str, Any]:
+    emulator.call("faults", {"latency_ms": 0, "rps_limit": None, "error_rate": 0, "rate_limit_error_rate": 0, "drop_rate": 0})
+    found = lines_on_renewals(emulator)
+    records = annotation_records(warehouse, found)
+    mismatched = [i for i, f in found.items() if i not in records or f["ours"] != (records[i].lines_added or 0)]
+    return {
+        "renewal_invoices": len(found),
+        "annotated_rows": sum(1 for r in records.values() if r.status.value == "annotated"),
+        "lines_as_recorded": len(found) - len(mismatched),
+        "lines_per_invoice": dict(Counter(f["ours"] for f in found.values())),
+        "with_annotation_version": sum(1 for f in found.values() if f["version"]),
+        "branded": sum(1 for f in found.values() if f["branded"]),
+        "mismatched": mismatched[:20],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoices", type=int, default=10000)
+    parser.add_argument("--single-draft", type=int, default=None, metavar="N",
+                        help="instead of the burst: N single drafts one after another (median of their times)")
     parser.add_argument("--rps", type=float, default=100.0)
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--faults", action="store_true", help="10 %% 5xx, 5 %% 429, 2 %% dropped connections")
-    parser.add_argument("--kill-after-share", type=float, default=None, help="SIGKILL the first run at this share")
-    parser.add_argument("--warehouse-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--sensor-interval", type=int, default=30, help="AISYST_SENSOR_INTERVAL_SECONDS (30 = production)")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
 
-    workdir = Path(tempfile.mkdtemp(prefix="annotate-burst-"))
-    warehouse_url = args.warehouse_url or f"sqlite:///{workdir / 'warehouse.db'}"
-    warehouse = Warehouse(warehouse_url)
-    warehouse.upgrade()
+    customers = args.single_draft or args.invoices
     emulator = Emulator(args.seed)
     report: dict[str, Any] = {
-        "invoices": args.invoices, "rps": args.rps, "latency_ms": args.latency_ms, "faults": args.faults,
-        "machine": f"{os.cpu_count()} CPU, Python {platform.python_version()}", "warehouse": warehouse.dialect,
+        "mode": f"single draft × {args.single_draft}" if args.single_draft else f"burst of {args.invoices}",
+        "rps": args.rps, "latency_ms": args.latency_ms, "faults": args.faults, "sensor_interval": args.sensor_interval,
+        "machine": f"{platform.machine()}, Python {platform.python_version()}", "load_before": machine_load(),
+        "instance": "PostgreSQL (deploy/dagster.yaml)", "warehouse": "PostgreSQL",
     }
     try:
-        setup_started = time.monotonic()
-        roomy = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=2000, burst=50)
-        prices = [price.id for price in roomy.catalog.ensure(load_tier_catalog()).prices]
-        clock = emulator.client().v1.test_helpers.test_clocks.create({"frozen_time": int(T0.timestamp())}).id
-        subscribers = create_subscribers(emulator, args.invoices, prices, clock)
-        catalog = load_tier_catalog()
-        now = datetime.now(timezone.utc)
-        stripe_sync_store.sync_customers(warehouse, [stripe_sync.customer_row(c) for c in roomy.customers.list_customers([clock])], now)
-        stripe_sync_store.sync_subscriptions(
-            warehouse, [stripe_sync.subscription_row(s, catalog, {}) for s in roomy.customers.list_subscriptions([clock])], now
-        )
-        report["calls"] = insert_calls(warehouse, subscribers, args.seed)
-        branding = apply_invoice_branding(
-            roomy.invoices, warehouse, BrandProfiles(load_brand(), load_client_groups(), {}), concurrency=16
-        )
-        report["branded_subscriptions"] = len(branding.updated)
-        report["setup_seconds"] = round(time.monotonic() - setup_started, 1)
-        print(f"set-up: {args.invoices} subscriptions, {report['calls']} calls, brand fields on "
-              f"{len(branding.updated)} in {report['setup_seconds']} s", flush=True)
+        with postgres_world(stripe_api_base=emulator.url, requests_per_second=args.rps,
+                            sensor_interval_seconds=args.sensor_interval) as world:
+            warehouse = Warehouse(world.warehouse_url)
+            warehouse.upgrade()
+            roomy = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=2000, burst=50)
+            PRICES.extend(price.id for price in roomy.catalog.ensure(load_tier_catalog()).prices)
+            new_clock = emulator.client().v1.test_helpers.test_clocks.create
+            if args.single_draft:
+                # Customer n signs up n minutes after the first, so that each draft is created later than
+                # the one before, as real drafts are (the sensor scans by `created`).
+                clocks = [new_clock({"frozen_time": int((T0 + timedelta(minutes=n)).timestamp())}).id for n in range(customers)]
+            else:
+                clocks = [new_clock({"frozen_time": int(T0.timestamp())}).id] * customers
+            report |= set_up(emulator, warehouse, clocks, args.seed)
 
-        faults: dict[str, Any] = {"latency_ms": args.latency_ms, "rps_limit": args.rps}
-        if args.faults:
-            faults |= FAULTS
-        emulator.call("faults", faults)
-        stripe_resource = StripeResource(api_key=API_KEY, api_base=emulator.url, requests_per_second=args.rps)
-        daemon = Daemon(stripe_resource, warehouse)
-
-        emulator.client().v1.test_helpers.test_clocks.advance(
-            clock, {"frozen_time": int((RENEWAL + timedelta(minutes=1)).timestamp())}
-        )
-        drafts_at = time.time()
-        cpu_before = {"emulator": cpu_seconds(emulator.process.pid), "pipeline": cpu_seconds(os.getpid())}
-        first_batches = None
-        if args.kill_after_share is not None:
-            first_batches = daemon.tick()
-            env = dict(os.environ, AISYST_HOME=str(workdir / "killed"), AISYST_WAREHOUSE_URL=warehouse_url,
-                       STRIPE_API_BASE=emulator.url, AISYST_STRIPE_REQUESTS_PER_SECOND=str(args.rps))
-            env.pop("STRIPE_SECRET_KEY", None)
-            report["kill"] = kill_midway(first_batches[0], env, warehouse, args.kill_after_share)
-            print(f"killed the first run: {report['kill']}", flush=True)
-        daemon.until_done(args.invoices, args.timeout, first_batches)
-        first_at, last_at = annotation_window(warehouse)
-        report["cpu_seconds"] = {
-            "emulator": round(cpu_seconds(emulator.process.pid) - cpu_before["emulator"], 1),
-            "pipeline": round(cpu_seconds(os.getpid()) - cpu_before["pipeline"], 1),
-        }
-        report["load_average"] = os.getloadavg()
-        entries = emulator.call("requests_since", drafts_at)
-        report["statuses"] = status_counts(warehouse)
-        report["elapsed_seconds"] = round(last_at.timestamp() - drafts_at, 1) if last_at else None
-        report["first_annotation_after_seconds"] = round(first_at.timestamp() - drafts_at, 1) if first_at else None
-        report |= request_figures(entries, args.invoices, args.rps)
-        if report["elapsed_seconds"]:
-            report["ratio_to_floor"] = round(report["elapsed_seconds"] / report["floor_seconds"], 2)
-        report["ticks"] = daemon.ticks
-        report["runs"] = daemon.runs
-
-        emulator.call("faults", {"latency_ms": 0, "rps_limit": None, "error_rate": 0, "rate_limit_error_rate": 0, "drop_rate": 0})
-        found = lines_on_renewals(emulator)
-        records = annotation_records(warehouse, found)
-        mismatched = [i for i, f in found.items() if i not in records or f["ours"] != (records[i].lines_added or 0)]
-        report["check"] = {
-            "renewal_invoices": len(found),
-            "annotated_rows": sum(1 for r in records.values() if r.status.value == "annotated"),
-            "lines_as_recorded": len(found) - len(mismatched),
-            "lines_per_invoice": dict(Counter(f["ours"] for f in found.values())),
-            "with_annotation_version": sum(1 for f in found.values() if f["version"]),
-            "branded": sum(1 for f in found.values() if f["branded"]),
-            "mismatched": mismatched[:20],
-        }
+            deployment_since = time.time()
+            with started_deployment(world) as (deployment, startup_seconds):
+                report["deployment_ready_seconds"] = round(startup_seconds, 1)
+                print(f"local_deployment ready after {startup_seconds:.1f} s on {deployment.url}", flush=True)
+                memory = ProcessSampler(dagster_dev_pid(deployment), {emulator.process.pid: "emulator", os.getpid(): "bench"}).start()
+                sensors_current(deployment, emulator, deployment_since)
+                faults: dict[str, Any] = {"latency_ms": args.latency_ms, "rps_limit": args.rps}
+                if args.faults:
+                    faults |= FAULTS
+                emulator.call("faults", faults)
+                report["load_at_start"] = machine_load()
+                if args.single_draft:
+                    report |= single_drafts(args, emulator, warehouse, deployment, clocks)
+                else:
+                    report |= burst(args, emulator, warehouse, deployment, clocks[0])
+                report["load_after"] = machine_load()
+                report["peak_rss"] = memory.stop()
+            report["check"] = check_stripe_side(emulator, warehouse)
+            warehouse.dispose()
     finally:
         emulator.stop()
 
-    print(json.dumps({k: v for k, v in report.items() if k not in ("ticks", "runs")}, indent=2, default=str))
-    print("ticks:", report.get("ticks"))
-    print("runs:", report.get("runs"))
+    print(json.dumps(report, indent=2, default=str))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
-    ok = report.get("check", {}).get("mismatched") == [] and report["check"]["annotated_rows"] == args.invoices
+    ok = report.get("check", {}).get("mismatched") == [] and report["check"]["annotated_rows"] == customers
     return 0 if ok else 1
 
 
