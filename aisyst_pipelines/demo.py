@@ -52,6 +52,7 @@ from typing import Any, TextIO, cast
 
 import pandas as pd
 
+from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.deployment import running_deployment_url
@@ -81,6 +82,7 @@ STRIPE_RATE = 1000.0  # requests per second against the local emulator (Stripe's
 # two days, then the subscription is canceled (the emulator's default is Stripe's 8 within 14 days).
 DUNNING = RevenueRecovery(retries=2, retry_days=2, when_exhausted="cancel")
 DEFAULT_EMULATOR_PORT = int(DEFAULT_EMULATOR_URL.rsplit(":", 1)[1])
+AUDIT_LOOK_BACK_DAYS = 400  # the audit looks back from today; the demo's invoices are from October 2026
 SENSOR_INTERVAL_SECONDS = 5  # the daemon's sensor loop runs every 5 s; production ticks every 30 s
 # Environment the demo replaces for its duration (restored afterwards).
 DEMO_ENV_OVERRIDES = (
@@ -103,6 +105,7 @@ class DemoCustomer:
     note: str = ""
     declining_card: bool = False
     recovers: bool = False  # a declining card replaced by a working one after the first failed charge
+    pays_by_invoice: bool = False  # collection_method send_invoice, due in 30 days (Net 30)
     country: str | None = None  # the address country, which picks the client group (tax, invoice template)
 
 
@@ -117,8 +120,8 @@ class Signup:
 
 def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
     """`count` customers: the named cases first, then tiers 1/2 with usual usage shares."""
-    if count < 9:
-        raise ValueError("the demo needs at least 9 customers (one of each case)")
+    if count < 10:
+        raise ValueError("the demo needs at least 10 customers (one of each case)")
     named = [
         DemoCustomer("acct_0001", 0, 1.10, "~110 % (overage), Australia: GST", country="AU"),
         DemoCustomer("acct_0002", 1, 0.85, "~85 %, US", country="US"),
@@ -129,6 +132,7 @@ def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
         DemoCustomer("acct_0007", 1, 0.60, "~60 %"),
         DemoCustomer("acct_0008", 0, 0.50, "card declines at renewal, never updated (lapses)", declining_card=True),
         DemoCustomer("acct_0009", 1, 0.40, "card declines at renewal, then updated (recovers)", declining_card=True, recovers=True),
+        DemoCustomer("acct_0010", 0, 0.45, "pays by invoice (Net 30)", pays_by_invoice=True),
     ]
     rng = random.Random(seed)
     shares = (0.25, 0.40, 0.55, 0.60, 0.70, 0.85, 1.10)
@@ -452,6 +456,10 @@ def _run_month(
     for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
         progress.say(f"    ops alert: {_subject(path)}  →  {path}")
     _print_invoices(progress, client, stripe, signups)
+    _print_net_30(progress, warehouse, signups)
+    (audit,) = dagster.wait_for_runs([dagster.submit(
+        annotation.invoice_audit_job.name, run_config={"ops": {"invoice_audits": {"config": {"look_back_days": AUDIT_LOOK_BACK_DAYS}}}})])
+    _print_audit(progress, dagster, audit)
 
     # Dunning: one declined customer updates the card and is charged at the next retry; the other
     # does not, and the subscription is canceled when the retries run out.
@@ -472,7 +480,7 @@ def _run_month(
     _print_dunning(progress, warehouse, signups)
     if receiver is not None:
         progress.say(receiver.summary(emulator, warehouse))
-    runs = [branding, *nights, recon, alerts]
+    runs = [branding, *nights, recon, alerts, audit]
     return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
                      *(run.success for run in annotated))) else 1
 
@@ -532,6 +540,34 @@ def _events_line(applied: Mapping[str, int], receiver: WebhookReceiver | None) -
     return line + (" (push mode: the webhook receiver applies most of them first)" if receiver else "")
 
 
+def _print_net_30(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
+    from aisyst_pipelines.warehouse.stripe_events_store import invoices_paid_by_invoice
+
+    codes = {s.customer_id: s.plan.account_code for s in signups if s.plan.pays_by_invoice}
+    progress.say("\nPaid by invoice (Net 30; stripe_invoices, kept by the events sensor's overdue watch):")
+    for invoice in invoices_paid_by_invoice(warehouse, list(codes)):
+        late = f"{invoice.days_overdue} day(s) overdue" if invoice.days_overdue else "not yet due"
+        due = f"{invoice.due_date:%Y-%m-%d}" if invoice.due_date else "-"
+        progress.say(f"  {codes[invoice.customer_id]:<10} {invoice.number or invoice.invoice_id:<16} {invoice.status:<6} "
+                     f"due {due}  {format_money(invoice.amount_remaining or 0, invoice.currency or 'usd')} open, {late}")
+    progress.say("  (the overdue watch counts by today's date: the demo's invoices of autumn 2026 may long be due)")
+    progress.say()
+
+
+def _print_audit(progress: Progress, dagster: Any, run: Any) -> None:
+    """What the audit of the final renewal invoices found (usage line vs calls vs meter)."""
+    audited = next((m for m in dagster.run_materializations(run.run_id) if m.asset_key.path == ["invoice_audits"]), None)
+    if audited is None:
+        progress.step(f"invoice audit: run {run.run_id} {run.status.value}")
+        return
+    progress.step(f"audit of the final renewal invoices (invoice_audit_job, run {run.run_id[:8]}): "
+                  f"{audited.metadata['audited'].value} audited, {audited.metadata['disagreeing'].value} disagree")
+    for check in dagster.run_check_evaluations(run.run_id):
+        causes = check.metadata.get("causes")
+        progress.say(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}"
+                     + (f" — causes by invoice: {causes.value}" if causes is not None and causes.value else ""))
+
+
 def _print_dunning(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
     from aisyst_pipelines.warehouse.stripe_sync_store import subscriptions_for_usage
 
@@ -558,7 +594,8 @@ def _sign_up(client: Any, clock_id: str, catalog: TierCatalog, prices: list[str]
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
             **({"address": {"country": plan.country}} if plan.country else {}),
         })
-        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": prices[plan.tier_index]}]})
+        net_30: dict[str, Any] = {"collection_method": "send_invoice", "days_until_due": 30} if plan.pays_by_invoice else {}
+        subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": prices[plan.tier_index]}], **net_30})
         if plan.declining_card:  # paid the first month; the card on file now declines every charge
             client.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": customer.id})
             client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": "pm_card_chargeCustomerFail"}})

@@ -444,3 +444,29 @@ def applied_by_source(warehouse: Warehouse) -> dict[str, int]:
             select(stripe_events_applied.c.source, func.count()).group_by(stripe_events_applied.c.source)
         ).all()
     return {source: int(count) for source, count in rows}
+
+
+@dataclass(frozen=True)
+class InvoiceDue:
+    """An invoice paid by invoice, as the mirror knows it: when it is due and how late it is."""
+
+    invoice_id: str
+    customer_id: str
+    number: str | None
+    status: str
+    amount_remaining: int | None
+    currency: str | None
+    due_date: datetime | None
+    days_overdue: int | None
+
+
+def invoices_paid_by_invoice(warehouse: Warehouse, customer_ids: Sequence[str]) -> list[InvoiceDue]:
+    """The customers' invoices with `collection_method` send_invoice (Net 30), newest first."""
+    t = stripe_invoices.c
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            select(t.invoice_id, t.customer_id, t.number, t.status, t.amount_remaining, t.currency, t.due_date, t.days_overdue)
+            .where(t.collection_method == "send_invoice", t.customer_id.in_(list(customer_ids)))
+            .order_by(t.created.desc())
+        ).all()
+    return [InvoiceDue(**row._asdict()) for row in rows]

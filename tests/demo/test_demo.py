@@ -136,6 +136,12 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     # The declining card shows up through the events sensor; the closing lines say where to look.
     assert re.search(r"stripe_events_sensor ticked: \d+ events applied", out)
     assert re.search(r"ops alert: .*\[Aisyst ops\] .*[Pp]ayment failed", out)
+    # Net 30: the customer who pays by invoice has open invoices with a due date, watched for overdue.
+    net_30 = section(out, "Paid by invoice (Net 30")
+    assert re.search(r"acct_0010 +\S+ +open +due 2026-10-31 ", net_30), net_30
+    # The audit of the final invoices names the cause of each difference (the late duplicates: meter_drift).
+    assert re.search(r"audit of the final renewal invoices .*: 12 audited, [1-9]\d* disagree", out)
+    assert "check final_invoices_agree_with_calls: FAILED — causes by invoice:" in out and "meter_drift" in out
     # Failed payments to the end: Smart Retries charge the updated card; the other subscription lapses.
     dunning = section(out, "Failed payments to the end")
     assert re.search(r"acct_0008 +sub_\S+ +canceled", dunning) and re.search(r"acct_0009 +sub_\S+ +active", dunning)
