@@ -106,6 +106,7 @@ class DemoCustomer:
     declining_card: bool = False
     recovers: bool = False  # a declining card replaced by a working one after the first failed charge
     pays_by_invoice: bool = False  # collection_method send_invoice, due in 30 days (Net 30)
+    locale: str | None = None  # the customer's preferred_locales: its invoice lines and alert e-mails
     country: str | None = None  # the address country, which picks the client group (tax, invoice template)
 
 
@@ -128,7 +129,7 @@ def plan_customers(count: int, seed: int) -> list[DemoCustomer]:
         DemoCustomer("acct_0003", 0, 0.60, "~60 %"),
         DemoCustomer("acct_0004", 2, 0.70, "unlimited"),
         DemoCustomer("acct_0005", 1, 1.10, "~110 % (overage)"),
-        DemoCustomer("acct_0006", 0, 0.85, "~85 %"),
+        DemoCustomer("acct_0006", 0, 0.85, "~85 %, German (de)", locale="de"),
         DemoCustomer("acct_0007", 1, 0.60, "~60 %"),
         DemoCustomer("acct_0008", 0, 0.50, "card declines at renewal, never updated (lapses)", declining_card=True),
         DemoCustomer("acct_0009", 1, 0.40, "card declines at renewal, then updated (recovers)", declining_card=True, recovers=True),
@@ -593,6 +594,7 @@ def _sign_up(client: Any, clock_id: str, catalog: TierCatalog, prices: list[str]
             "payment_method": "pm_card_visa",
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
             **({"address": {"country": plan.country}} if plan.country else {}),
+            **({"preferred_locales": [plan.locale]} if plan.locale else {}),
         })
         net_30: dict[str, Any] = {"collection_method": "send_invoice", "days_until_due": 30} if plan.pays_by_invoice else {}
         subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": prices[plan.tier_index]}], **net_30})
