@@ -72,8 +72,8 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (  # noqa: E402
     status_counts,
 )
 from aisyst_pipelines.warehouse.schema import call_records  # noqa: E402
-from jobs.invoice_annotation import SENSOR_NAME  # noqa: E402
-from jobs.stripe_events import SENSOR_NAME as EVENTS_SENSOR_NAME  # noqa: E402
+SENSOR_NAME = "draft_invoice_sensor"  # the deployment's sensors, by the names the UI shows
+EVENTS_SENSOR_NAME = "stripe_events_sensor"
 from real_daemon import (  # noqa: E402
     ProcessSampler,
     dagster_dev_pid,

@@ -50,8 +50,8 @@ from aisyst_pipelines.billing.tiers import load_tier_catalog  # noqa: E402
 from aisyst_pipelines.deployment import Deployment, free_port  # noqa: E402
 from aisyst_pipelines.warehouse import Warehouse  # noqa: E402
 from aisyst_pipelines.warehouse.schema import stripe_events_applied, stripe_invoices  # noqa: E402
-from jobs.invoice_annotation import SENSOR_NAME as DRAFT_SENSOR_NAME  # noqa: E402
-from jobs.stripe_events import SENSOR_NAME  # noqa: E402
+DRAFT_SENSOR_NAME = "draft_invoice_sensor"  # the deployment's sensors, by the names the UI shows
+SENSOR_NAME = "stripe_events_sensor"
 from real_daemon import (  # noqa: E402
     ProcessSampler,
     dagster_dev_pid,
