@@ -302,17 +302,27 @@ def local_deployment(
     env = {**os.environ, **(environ or {}), "DAGSTER_HOME": str(settings.dagster_home), "AISYST_HOME": str(settings.home)}
     log_path = log_path or settings.dagster_home / "dagster-dev.log"
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        with open_instance(settings) as instance:
+    with open_instance(settings) as instance:
+        create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
             started = Deployment(url, instance)
             _wait_until_ready(started, process, log_path, ready_timeout)
             yield started
             started.settle()
-    finally:
-        stop_process_group(process)
+        finally:
+            stop_process_group(process)
+
+
+def create_storage(instance: dg.DagsterInstance) -> None:
+    """Make a fresh instance's run, event-log and schedule storage now. Each is created on first use;
+    on SQLite, a webserver and a daemon starting on a new instance would otherwise both create the
+    same tables at once ("table run_tags already exists")."""
+    instance.get_runs(limit=1)
+    instance.fetch_materializations(dg.AssetKey("aisyst_storage_probe"), limit=1)
+    instance.all_instigator_state()
 
 
 def stop_process_group(process: subprocess.Popen, grace: float = 30) -> None:
