@@ -21,7 +21,6 @@ Plain values in, plain values out; nothing here talks to Stripe.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from .invoice_lines import (
     invoice_branding,
     validate_custom_fields,
 )
+from .tiers import load_json_file
 
 DEFAULT_CLIENT_GROUPS_FILE = Path(__file__).resolve().parents[1] / "client_groups.json"
 TEMPLATE_CUSTOM_FIELDS = MAX_CUSTOM_FIELDS - 2  # Stripe shows 4; "Client ID" and "Tier" are ours
@@ -167,12 +167,4 @@ def _text(value: object) -> str | None:
 
 
 def load_client_groups(path: Path | str = DEFAULT_CLIENT_GROUPS_FILE) -> ClientGroups:
-    path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    try:
-        return parse_client_groups(document)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    return load_json_file(path, parse_client_groups)

@@ -12,12 +12,12 @@ decides. Unlimited is `None` everywhere (a NULL `included_minutes` in the wareho
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULT_TIERS_FILE = Path(__file__).resolve().parents[1] / "tiers.json"
 
@@ -196,16 +196,24 @@ def _parse_tax_rate(raw: object, default_key: str | None) -> TaxRateSpec:
     )
 
 
-def load_tier_catalog(path: Path | str = DEFAULT_TIERS_FILE) -> TierCatalog:
+Parsed = TypeVar("Parsed")
+
+
+def load_json_file(path: Path | str, parse: Callable[[Any], Parsed]) -> Parsed:
+    """`parse` of the JSON document in `path`; every error names the file."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     try:
-        return parse_tier_catalog(document)
+        return parse(document)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def load_tier_catalog(path: Path | str = DEFAULT_TIERS_FILE) -> TierCatalog:
+    return load_json_file(path, parse_tier_catalog)
 
 
 def parse_legacy_price_ids(environ: Mapping[str, str], tier_count: int = 3) -> dict[str, int]:
