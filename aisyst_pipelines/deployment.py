@@ -59,6 +59,13 @@ concurrency:
     tag_concurrency_limits:
       - key: aisyst/stripe_writer
         limit: 1
+# the queue looked at every second, as deploy/dagster.yaml
+run_coordinator:
+  module: dagster
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
 # Dagster's run retries for the jobs tagged dagster/max_retries (as deploy/dagster.yaml)
 run_retries:
   enabled: true

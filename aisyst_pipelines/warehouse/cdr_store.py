@@ -68,7 +68,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from aisyst_pipelines.cdr.records import CONFLICTING_DUPLICATE, RECORD_COLUMNS, REJECT_COLUMNS
 
@@ -76,6 +76,7 @@ from .database import Warehouse
 from .properties import require_pii_key_fingerprint
 from .schema import call_records, call_records_rejected, cdr_files, stripe_customers, usage_daily
 from .types import UtcDateTime
+from .upsert import conflict_insert
 
 
 T = TypeVar("T")
@@ -200,7 +201,7 @@ def record_failed_file(warehouse: Warehouse, source: CdrFileIdentity, reason: st
     }
     with warehouse.begin() as connection:
         written = connection.execute(
-            _dialect_insert(connection, cdr_files)
+            conflict_insert(connection.dialect.name, cdr_files)
             .values(sha256=source.sha256, rows_total=0, rows_loaded=0, rows_duplicate=0, rows_rejected=0, **values)
             .on_conflict_do_update(index_elements=[cdr_files.c.sha256], set_=values, where=cdr_files.c.status == FILE_FAILED),
             execution_options=_COUNT_ROWS,
@@ -405,14 +406,6 @@ def _account_customer_map(connection: Connection) -> dict[str, str]:
     return dict(connection.execute(select(mapping.c.account_code, mapping.c.customer_id)).all())  # type: ignore[arg-type]
 
 
-def _dialect_insert(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
-    return (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def _insert_ignoring_conflicts(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
-    return _dialect_insert(connection, table).on_conflict_do_nothing()
-
-
 def _claim_file(connection: Connection, source: CdrFileIdentity, ingested_at: datetime) -> bool:
     """Insert the file's cdr_files row (counts filled in at the end), or take over a `failed` row of
     the same content (its reason cleared). False = already loaded."""
@@ -422,7 +415,7 @@ def _claim_file(connection: Connection, source: CdrFileIdentity, ingested_at: da
         "status": FILE_LOADED, "failure_reason": None,
     }
     claimed = connection.execute(
-        _dialect_insert(connection, cdr_files)
+        conflict_insert(connection.dialect.name, cdr_files)
         .values(sha256=source.sha256, **values)
         .on_conflict_do_update(index_elements=[cdr_files.c.sha256], set_=values, where=cdr_files.c.status == FILE_FAILED),
         execution_options=_COUNT_ROWS,
@@ -605,7 +598,7 @@ def _remember_touched_days(connection: Connection, frame: pd.DataFrame) -> None:
         for account, start in zip(days["account_code"], days["day_start"])
     ]
     if rows:
-        connection.execute(_insert_ignoring_conflicts(connection, cdr_touched_days), rows)
+        connection.execute(conflict_insert(connection.dialect.name, cdr_touched_days).on_conflict_do_nothing(), rows)
 
 
 def _in_touched_day(c: Table, t: Table):  # type: ignore[no-untyped-def]

@@ -176,5 +176,7 @@ def test_the_local_and_production_instances_retry_the_jobs_tagged_for_it(tmp_pat
         assert will_be_retried(instance, {"dagster/max_retries": "2", "dagster/retry_number": "1"})
         assert not will_be_retried(instance, {"dagster/max_retries": "2", "dagster/retry_number": "2"})
         assert not will_be_retried(instance, {})  # e.g. a cdr_ingest run: e-mailed at once
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # type: ignore[attr-defined]  # the queue's loop
     production = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml").read_text())
     assert production["run_retries"] == {"enabled": True, "max_retries": 0}
+    assert production["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1

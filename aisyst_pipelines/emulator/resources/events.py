@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aisyst_pipelines.emulator.router import Call, route
 from aisyst_pipelines.emulator.wire import as_list, in_range, invalid, range_filter
 
 
-def _type_matches(pattern: str, event_type: str) -> bool:
-    """`invoice.*` matches every invoice event; other patterns match exactly."""
-    if pattern.endswith("*"):
-        return event_type.startswith(pattern[:-1])
-    return pattern == event_type
+def _type_filter(patterns: list[str]) -> Callable[[str], bool]:
+    """`invoice.*` matches every invoice event; other patterns match exactly. Built once per request:
+    the events sensor lists 20 types against every stored event on each page (70,000 in the renewal
+    bench), where a set lookup per event is a small fraction of a per-pattern loop."""
+    exact = frozenset(p for p in patterns if not p.endswith("*"))
+    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+    if not patterns:
+        return lambda event_type: True
+    return lambda event_type: event_type in exact or event_type.startswith(prefixes)
 
 
 @route("GET", "/v1/events", "EventListParams")
@@ -25,11 +30,8 @@ def list_events(call: Call) -> dict[str, Any]:
         raise invalid("You may pass at most 20 event types.", param="types")
     patterns = types or ([p["type"]] if p.get("type") else [])
     created = range_filter(p, "created")
-    items = [
-        e
-        for e in call.store.tables["event"].values()
-        if (not patterns or any(_type_matches(t, e["type"]) for t in patterns)) and in_range(e["created"], created)
-    ]
+    matches = _type_filter(patterns)
+    items = [e for e in call.store.tables["event"].values() if matches(e["type"]) and in_range(e["created"], created)]
     return call.store.list_answer("/v1/events", items, p)
 
 
