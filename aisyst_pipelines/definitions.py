@@ -101,9 +101,10 @@ def defs() -> dg.Definitions:
             usage_alerts_job,
         ],
         sensors=[
-            # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default)
+            # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default); the draft
+            # sensor at most every AISYST_DRAFT_SENSOR_INTERVAL_SECONDS (5 s) if that is shorter
             build_cdr_files_sensor(settings.sensor_interval_seconds),
-            build_draft_invoice_sensor(settings.sensor_interval_seconds),
+            build_draft_invoice_sensor(min(settings.sensor_interval_seconds, settings.draft_sensor_interval_seconds)),
             build_stripe_events_sensor(settings.sensor_interval_seconds),
             cdr_freshness_sensor(freshness_checks),  # evaluates the CDR freshness check when it may be overdue
             ops_run_failure_alert, ops_check_failure_alert, ops_tick_failure_alert,

@@ -339,20 +339,19 @@ def _play_month(
     from aisyst_pipelines.deployment import local_deployment
     from aisyst_pipelines.warehouse import Warehouse
 
-    # The local Dagster deployment starts in the background while the month is set up; from then on
-    # Dagster does the work as in production: the daemon ticks the sensors, which launch the runs, and
-    # the other jobs are submitted to the run queue as the UI's Launch button does.
-    # The demo's own embedded warehouse is fresh: no separate `aisyst db upgrade`. Before the background
-    # start: Dagster migrates its SQLite instance with Alembic too, whose `op` is one per process.
+    # The month is set up in the background while the local Dagster deployment starts (it is entered
+    # in this thread, which outlives it: its processes stop with this one); from then on Dagster does
+    # the work as in production: the daemon ticks the sensors, which launch the runs, and the other
+    # jobs are submitted to the run queue as the UI's Launch button does.
+    # The demo's own embedded warehouse is fresh: no separate `aisyst db upgrade`. Before the
+    # deployment starts: Dagster migrates its SQLite instance with Alembic too, whose `op` is one per process.
     Warehouse(settings.warehouse_url).upgrade()
-    with contextlib.ExitStack() as stack:
-        with ThreadPoolExecutor(max_workers=1) as background:
-            starting = background.submit(stack.enter_context, local_deployment(
-                settings, environ={"AISYST_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS)},
-                log_path=settings.home / "demo-dagster.log"))
-            client, clock, stripe, signups, calls = _set_up_month(emulator, settings, plans, seed, progress)
-        dagster = starting.result()
-        return _run_month(dagster, client, clock, stripe, signups, calls, settings, seed, progress, emulator, receiver)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        setting_up = background.submit(_set_up_month, emulator, settings, plans, seed, progress)
+        with local_deployment(settings, environ={"AISYST_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_SECONDS)},
+                              log_path=settings.home / "demo-dagster.log") as dagster:
+            client, clock, stripe, signups, calls = setting_up.result()
+            return _run_month(dagster, client, clock, stripe, signups, calls, settings, seed, progress, emulator, receiver)
 
 
 def _set_up_month(

@@ -69,6 +69,9 @@ class Settings:
     # the Dagster deployment (aisyst_pipelines/deployment.py)
     dagster_url: str | None = None  # a running webserver the commands submit to; unset → `aisyst dev`'s or their own
     sensor_interval_seconds: int = 30  # how often the daemon ticks each sensor at most
+    # draft_invoice_sensor ticks more often: the one-hour draft window starts at the renewal, and a
+    # tick that finds nothing costs one Stripe list request (docs/operations.md, "Sensors")
+    draft_sensor_interval_seconds: int = 5
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -107,6 +110,7 @@ class Settings:
             cdr_max_record_bytes=_optional(env, "AISYST_CDR_MAX_RECORD_BYTES", int),
             dagster_url=env.get("AISYST_DAGSTER_URL") or None,
             sensor_interval_seconds=_optional(env, "AISYST_SENSOR_INTERVAL_SECONDS", int) or 30,
+            draft_sensor_interval_seconds=_optional(env, "AISYST_DRAFT_SENSOR_INTERVAL_SECONDS", int) or 5,
         )
 
     def ensure_dirs(self) -> None:

@@ -71,8 +71,8 @@ def readable_cursor(cursor: ScanCursor) -> str:
 SENSOR_NAME = "draft_invoice_sensor"
 
 
-def build_draft_invoice_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
-    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_SENSOR_INTERVAL_SECONDS)."""
+def build_draft_invoice_sensor(interval_seconds: int = 5) -> dg.SensorDefinition:
+    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_DRAFT_SENSOR_INTERVAL_SECONDS)."""
 
     @dg.sensor(
         name=SENSOR_NAME,

@@ -61,13 +61,16 @@ class SensorPolicy:
     page_size: int = 100  # Stripe's maximum
     max_pages_per_tick: int = 100  # 10,000 invoices
     # Stop listing once a tick has found this many renewals to queue, and request their runs; the next
-    # tick (30 s after this one started) continues the scan. So the first writes of a month-start burst
-    # start after seconds of listing instead of after the whole budget. None: what the runs write (one
-    # request per invoice) at the Stripe rate in `writing_seconds_per_tick`.
+    # tick (one sensor interval after this one started) continues the scan. So the first writes of a
+    # month-start burst start after seconds of listing instead of after the whole budget. None: what
+    # the runs write (one request per invoice) at the Stripe rate in `writing_seconds_per_tick` — or,
+    # for the tick that starts a scan (the first of a burst), in `first_writing_seconds`: a short first
+    # run starts writing within seconds, and the next tick lists the rest while it writes.
     renewals_per_tick: int | None = None
-    # Longer than the 30 s to the next tick plus that tick's own listing (slower while runs write):
-    # the runs never wait for the next batch.
+    # Longer than the interval to the next tick plus that tick's own listing (slower while runs write):
+    # the runs never wait for the next batch, and few runs mean few run start-ups.
     writing_seconds_per_tick: float = 40.0
+    first_writing_seconds: float = 10.0
     # Never list longer than this in one tick (far from Dagster's 60 s limit).
     tick_budget_seconds: float = 15.0
     overlap_seconds: int = 60  # re-listed below the cursor …
@@ -81,10 +84,12 @@ class SensorPolicy:
     max_attempts: int = 5
     max_retries_per_tick: int = 5000
 
-    def enough_renewals(self, requests_per_second: float) -> int:
+    def enough_renewals(self, requests_per_second: float, *, starts_scan: bool = False) -> int:
         """New renewals that end a tick's listing: `renewals_per_tick`, or what the runs write (one
-        request per invoice) at `requests_per_second` in `writing_seconds_per_tick`."""
-        return self.renewals_per_tick or round(requests_per_second * self.writing_seconds_per_tick)
+        request per invoice) at `requests_per_second` in `writing_seconds_per_tick` (in
+        `first_writing_seconds` for a tick that starts a scan)."""
+        seconds = self.first_writing_seconds if starts_scan else self.writing_seconds_per_tick
+        return self.renewals_per_tick or max(1, round(requests_per_second * seconds))
 
 
 DEFAULT_POLICY = SensorPolicy()
@@ -165,7 +170,8 @@ def scan_invoices(
 ) -> TickPlan:
     """One tick's work: list from `cursor`, queue new renewals, pick rows to retry. `requests_per_second`
     is the Stripe rate the runs will write at (it decides how many new renewals are enough for a tick)."""
-    listing = _list_renewals(invoices, warehouse, cursor, policy, now, policy.enough_renewals(requests_per_second))
+    enough = policy.enough_renewals(requests_per_second, starts_scan=not cursor.scanning)
+    listing = _list_renewals(invoices, warehouse, cursor, policy, now, enough)
     plan = TickPlan(cursor=listing.cursor, listed=listing.listed, pages=listing.pages, renewals_seen=len(listing.renewals))
     fresh = [invoice for invoice in listing.renewals if invoice.id not in listing.known]
     # Annotated by us, but no row (e.g. a restored warehouse): record it, never write it again.

@@ -99,6 +99,24 @@ def test_a_tick_stops_listing_once_it_has_enough_new_renewals_for_its_runs(world
     assert again.run_requests == [] and not json.loads(again.cursor)["scanning"]
 
 
+def test_the_first_tick_of_a_burst_requests_a_short_run_and_the_next_tick_lists_more(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(9)]
+    world.sync()
+    world.renew()
+    rps = world.stripe.effective_requests_per_second
+    # The runs write 3 renewals in `first_writing_seconds`, 100 in `writing_seconds_per_tick`.
+    policy = SensorPolicy(page_size=2, batch_size=100, first_writing_seconds=3 / rps, writing_seconds_per_tick=100 / rps)
+    first = world.tick(policy=policy)
+    assert [len(batch) for batch in ids_of(first)] == [4]  # 2 pages of 2: the first writes start soon
+    assert json.loads(first.cursor)["scanning"]
+    second = world.tick(first.cursor, policy=policy)  # continues the scan: lists to its end
+    assert [len(batch) for batch in ids_of(second)] == [5]
+    assert not json.loads(second.cursor)["scanning"]
+    assert sorted(i for r in (first, second) for b in ids_of(r) for i in b) == sorted(
+        world.renewal_invoice(s).id for s in subscribers
+    )
+
+
 def test_stale_rows_are_requested_again_and_our_version_is_respected(world: AnnotationWorld) -> None:
     stuck = world.sign_up("ACME-1", 1)
     annotated_elsewhere = world.sign_up("ACME-2", 1)

@@ -1,5 +1,6 @@
 """`aisyst dev`: the UI, the daemon and the emulator on a home, every sensor ticking without a failure,
-everything stopped on Ctrl-C; and the one line a sensor fails with when Stripe is down."""
+everything stopped on Ctrl-C; a one-off command killed while its deployment runs leaves no process
+behind; and the one line a sensor fails with when Stripe is down."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ BIN = Path(sys.executable).parent
 SENSORS = ("cdr_files_sensor", "draft_invoice_sensor", "stripe_events_sensor")
 TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { ... on Sensor {
   sensorState { status ticks(limit: 10) { status error { message } } } } } }"""
+
+
+def processes_of(home: Path) -> list[int]:
+    """Every process whose environment names `home` as its AISYST_HOME (the deployment's processes
+    inherit it, whatever their session)."""
+    wanted = f"AISYST_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
+def wait_until_gone(home: Path, timeout: float = 90) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := processes_of(home)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
 
 
 def sensor_state(url: str, name: str) -> dict[str, Any]:
@@ -71,8 +93,28 @@ def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_on_ctrl_c(tmp
     assert "Stripe emulator on" in output and f"Dagster UI: {url}" in output and "stopping" in output
     assert not (home / "dagster" / DEV_SERVER_FILE).exists()
     assert (home / "emulator-state.json").is_file()  # the emulator's objects, for the next start
-    leftover = subprocess.run(["pgrep", "-s", str(dev.pid)], capture_output=True, text=True).stdout.split()
-    assert leftover == []
+    assert wait_until_gone(home) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_one_off_command_killed_by_sigkill_leaves_no_dagster_process_behind(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
+    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    # `aisyst ingest` starts a local deployment and waits for the landing sensor's next tick (30 s)
+    command = subprocess.Popen([BIN / "aisyst", "ingest"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(processes_of(home)) < 4:  # the command, dagster dev, its webserver and its daemon
+            assert command.poll() is None and time.monotonic() < deadline, "the deployment did not start"
+            time.sleep(0.5)
+        command.kill()  # no clean-up of its own: SIGKILL
+        command.wait(30)
+        assert wait_until_gone(home) == []
+    finally:
+        for pid in processes_of(home):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_stripe_down_is_one_line_saying_where_not_a_support_address() -> None:
