@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete, func, insert, or_, select
@@ -229,7 +230,7 @@ def record_pending(warehouse: Warehouse, corrections: Sequence[Correction], crea
         return [identifier for (identifier,) in work_queue.enqueue(connection, CORRECTIONS, rows)]
 
 
-def _record_attempt(warehouse: Warehouse, identifier: str, error: str | None, **values: object) -> None:
+def _record_attempt(warehouse: Warehouse, identifier: str, error: str | None, **values: Any) -> None:
     with warehouse.begin() as connection:
         work_queue.record_attempt(connection, CORRECTIONS, [(identifier,)], error=error, **values)
 
