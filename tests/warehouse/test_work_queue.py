@@ -36,7 +36,7 @@ def queue_alerts(warehouse: Warehouse, count: int) -> None:
 def claim(warehouse: Warehouse, at: datetime, limit: int | None = None) -> list[str]:
     with warehouse.begin() as connection:
         rows = work_queue.claim(connection, ALERTS, due=PENDING, now=at, lease=LEASE, order_by=OLDEST_FIRST, limit=limit)
-    return sorted(event_id for event_id, _kind in rows)
+    return sorted(row.event_id for row in rows)
 
 
 def row(warehouse: Warehouse, event_id: str) -> dict[str, object]:
@@ -159,7 +159,7 @@ def test_a_claim_waiting_on_an_open_claim_finds_the_row_taken(warehouse: Warehou
     with warehouse.engine.connect() as a:
         transaction = a.begin()
         claimed = work_queue.claim(a, ALERTS, due=PENDING, now=NOW, lease=LEASE)
-        assert [event_id for event_id, _kind in claimed] == ["evt_000"]
+        assert [row.event_id for row in claimed] == ["evt_000"]
         b = threading.Thread(target=lambda: second.append(claim(warehouse, NOW + timedelta(seconds=1))))
         b.start()
         b.join(timeout=0.5)
