@@ -26,8 +26,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 
+from . import work_queue
 from .database import Warehouse
 from .schema import invoice_annotations, invoice_branding, stripe_customers, stripe_subscriptions
 
@@ -109,6 +110,14 @@ class AnnotationOutcome:
     locale: str | None = None
 
 
+# A work queue without a lease: an invoice is not claimed by whoever comes next but requested by the
+# sensor in a run per batch of invoice ids (`queued`); the run marks it `pending` before it writes,
+# and what keeps a write from landing twice is Stripe's side (the idempotency key, our annotation
+# version in the invoice metadata), not a claimed_at. A row left unfinished is due again after a
+# pause (`invoices_to_retry`) while attempts remain.
+ANNOTATIONS = work_queue.WorkQueue(invoice_annotations, ("invoice_id",))
+
+
 def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
     for offset in range(0, len(values), _CHUNK):
         yield values[offset : offset + _CHUNK]
@@ -132,42 +141,26 @@ def invoice_ids_on_record(warehouse: Warehouse, invoice_ids: Iterable[str]) -> s
 
 def queue_invoices(warehouse: Warehouse, invoices: Sequence[RenewalInvoice], version: str, now: datetime) -> list[str]:
     """Insert `queued` rows for invoices without one; returns the ids actually queued (in input order).
-
-    Sensor ticks never overlap, so reading then inserting in one transaction is enough; an id that
-    appears twice in `invoices` is queued once."""
-    queued: list[str] = []
+    An id that appears twice in `invoices` is queued once."""
+    rows = [
+        dict(
+            invoice_id=invoice.invoice_id,
+            customer_id=invoice.customer_id,
+            subscription_id=invoice.subscription_id,
+            invoice_created=invoice.created,
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            needs_branding=invoice.needs_branding,
+            annotation_version=version,
+            status=AnnotationStatus.QUEUED.value,
+            attempts=0,
+            queued_at=now,
+            updated_at=now,
+        )
+        for invoice in invoices
+    ]
     with warehouse.begin() as connection:
-        existing: set[str] = set()
-        ids = sorted({invoice.invoice_id for invoice in invoices})
-        for chunk in _chunks(ids):
-            existing.update(
-                connection.scalars(select(invoice_annotations.c.invoice_id).where(invoice_annotations.c.invoice_id.in_(chunk)))
-            )
-        rows: list[dict[str, Any]] = []
-        for invoice in invoices:
-            if invoice.invoice_id in existing:
-                continue
-            existing.add(invoice.invoice_id)
-            queued.append(invoice.invoice_id)
-            rows.append(
-                dict(
-                    invoice_id=invoice.invoice_id,
-                    customer_id=invoice.customer_id,
-                    subscription_id=invoice.subscription_id,
-                    invoice_created=invoice.created,
-                    period_start=invoice.period_start,
-                    period_end=invoice.period_end,
-                    needs_branding=invoice.needs_branding,
-                    annotation_version=version,
-                    status=AnnotationStatus.QUEUED.value,
-                    attempts=0,
-                    queued_at=now,
-                    updated_at=now,
-                )
-            )
-        if rows:
-            connection.execute(invoice_annotations.insert(), rows)
-    return queued
+        return [invoice_id for (invoice_id,) in work_queue.enqueue(connection, ANNOTATIONS, rows)]
 
 
 def invoices_to_retry(
@@ -183,29 +176,20 @@ def invoices_to_retry(
     untouched for `failed_after` (default: `stale_after`)."""
     t = invoice_annotations.c
     waiting = [AnnotationStatus.QUEUED.value, AnnotationStatus.PENDING.value]
-    statement = (
-        select(t.invoice_id)
-        .where(
-            or_(
-                and_(t.status.in_(waiting), t.updated_at < now - stale_after),
-                and_(t.status == AnnotationStatus.FAILED.value, t.updated_at < now - (failed_after or stale_after)),
-            ),
-            t.attempts < max_attempts,
-        )
-        .order_by(t.updated_at, t.invoice_id)
-        .limit(limit)
+    due = or_(
+        and_(t.status.in_(waiting), t.updated_at < now - stale_after),
+        and_(t.status == AnnotationStatus.FAILED.value, t.updated_at < now - (failed_after or stale_after)),
     )
     with warehouse.connect() as connection:
-        return list(connection.scalars(statement))
+        rows = work_queue.due_rows(connection, ANNOTATIONS, [t.invoice_id], due=due, order_by=[t.updated_at, t.invoice_id],
+                                   limit=limit, max_attempts=max_attempts)
+    return [invoice_id for (invoice_id,) in rows]
 
 
 def touch(warehouse: Warehouse, invoice_ids: Sequence[str], now: datetime) -> None:
     """Mark rows as just requested again, so the next tick does not request them once more."""
     with warehouse.begin() as connection:
-        for chunk in _chunks(list(invoice_ids)):
-            connection.execute(
-                update(invoice_annotations).where(invoice_annotations.c.invoice_id.in_(chunk)).values(updated_at=now)
-            )
+        work_queue.update_rows(connection, ANNOTATIONS, [(invoice_id,) for invoice_id in invoice_ids], updated_at=now)
 
 
 # --- the job's side ------------------------------------------------------------------------------------
@@ -226,17 +210,11 @@ def annotation_records(warehouse: Warehouse, invoice_ids: Iterable[str]) -> dict
 
 
 def mark_pending(warehouse: Warehouse, invoice_id: str, run_id: str, now: datetime) -> None:
-    """Record, before the write to Stripe, that a write may be under way (and count the attempt)."""
+    """Record, before the write to Stripe, that a write may be under way (and count the attempt: here
+    an attempt is counted as it starts, since a run may die before it could record its end)."""
     with warehouse.begin() as connection:
-        connection.execute(
-            update(invoice_annotations)
-            .where(invoice_annotations.c.invoice_id == invoice_id)
-            .values(
-                status=AnnotationStatus.PENDING.value,
-                attempts=invoice_annotations.c.attempts + 1,
-                run_id=run_id,
-                updated_at=now,
-            )
+        work_queue.count_attempt(
+            connection, ANNOTATIONS, [(invoice_id,)], status=AnnotationStatus.PENDING.value, run_id=run_id, updated_at=now
         )
 
 
@@ -247,7 +225,7 @@ def record_outcome(warehouse: Warehouse, invoice_id: str, outcome: AnnotationOut
     if outcome.status is AnnotationStatus.ANNOTATED:
         values["annotated_at"] = now
     with warehouse.begin() as connection:
-        connection.execute(update(invoice_annotations).where(invoice_annotations.c.invoice_id == invoice_id).values(**values))
+        work_queue.update_rows(connection, ANNOTATIONS, [(invoice_id,)], **values)
 
 
 def status_counts(warehouse: Warehouse, invoice_ids: Iterable[str] | None = None) -> dict[str, int]:

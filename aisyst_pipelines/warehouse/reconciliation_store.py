@@ -6,7 +6,8 @@
   the spans the comparison needs) and the calls that can explain a drifting day (duplicates, late arrivals, unmapped calls, period-edge calls);
 - the corrections ledger: `record_pending` inserts a correction before it is sent (a primary-key
   conflict means another run already owns that identifier, and this one must not send it);
-  `mark_sent` / `mark_failed` / `note_attempt_error` / `expire` record what happened after;
+  `mark_sent` / `mark_failed` / `note_attempt_error` / `expire` record what happened after (the
+  queue steps of `work_queue`);
 - `write_results`: one meter_reconciliation row per customer-period and run (a retried run
   rewrites its own rows; earlier runs stay as history, v_reconciliation_latest shows the newest).
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete, func, insert, or_, select, update
-from aisyst_pipelines.warehouse.upsert import conflict_insert
+from sqlalchemy import Column, MetaData, String, Table, and_, bindparam, delete, func, insert, or_, select
 
 from aisyst_pipelines.billing.periods import DAY, Period, day_start, floor_day
 from aisyst_pipelines.billing.reconciliation import (
@@ -34,9 +35,11 @@ from aisyst_pipelines.billing.reconciliation import (
     cdr_spans,
 )
 
+from . import work_queue
 from .database import Warehouse
 from .schema import call_records, meter_corrections, meter_reconciliation, stripe_customers, stripe_subscriptions
 from .types import UtcDateTime
+from .work_queue import WorkQueue
 
 _CHUNK = 500  # keys per IN list: well below SQLite's and PostgreSQL's bound-parameter limits
 # A subscription whose first payment failed for good never started: no usage belongs to it.
@@ -203,61 +206,58 @@ def ledger(warehouse: Warehouse, customer_ids: Sequence[str], since: date) -> li
     return sorted(entries.values(), key=lambda e: e.identifier)
 
 
+# The ledger is a work queue without a lease: a correction is owned by the run whose insert won
+# (`record_pending`), not claimed by whoever sends next, and no row carries a claim to expire.
+CORRECTIONS = WorkQueue(meter_corrections, ("identifier",))
+
+
 def record_pending(warehouse: Warehouse, corrections: Sequence[Correction], created_at: datetime, run_id: str) -> list[str]:
     """Record corrections as `pending` BEFORE they are sent; returns the identifiers this call
     inserted. An identifier already in the ledger (another run got there first) is not returned
     and must not be sent by this run."""
-    if not corrections:
+    rows = [
+        dict(
+            identifier=correction.identifier, customer_id=correction.customer_id, usage_date=correction.usage_date,
+            period_start=correction.period_start, value=correction.value,
+            event_timestamp=correction.event_timestamp, reason=correction.reason, run_id=run_id,
+            created_at=created_at, status=CorrectionStatus.PENDING.value, attempts=0,
+        )
+        for correction in corrections
+    ]
+    if not rows:
         return []
-    inserted = []
     with warehouse.begin() as connection:
-        for correction in corrections:
-            statement = (
-                conflict_insert(warehouse.dialect, meter_corrections)
-                .values(
-                    identifier=correction.identifier, customer_id=correction.customer_id, usage_date=correction.usage_date,
-                    period_start=correction.period_start, value=correction.value,
-                    event_timestamp=correction.event_timestamp, reason=correction.reason, run_id=run_id,
-                    created_at=created_at, status=CorrectionStatus.PENDING.value, attempts=0,
-                )
-                .on_conflict_do_nothing(index_elements=["identifier"])
-                .returning(meter_corrections.c.identifier)
-            )
-            # RETURNING yields the row only when this statement inserted it (rowcount is not
-            # reliable for ON CONFLICT DO NOTHING across drivers).
-            if connection.execute(statement).first() is not None:
-                inserted.append(correction.identifier)
-    return inserted
+        return [identifier for (identifier,) in work_queue.enqueue(connection, CORRECTIONS, rows)]
 
 
-def _set(warehouse: Warehouse, identifiers: Sequence[str], **values: object) -> None:
-    if not identifiers:
-        return
+def _record_attempt(warehouse: Warehouse, identifier: str, error: str | None, **values: Any) -> None:
     with warehouse.begin() as connection:
-        for chunk in _chunks(list(identifiers)):
-            connection.execute(update(meter_corrections).where(meter_corrections.c.identifier.in_(list(chunk))).values(**values))
+        work_queue.record_attempt(connection, CORRECTIONS, [(identifier,)], error=error, **values)
 
 
 def mark_sent(warehouse: Warehouse, identifier: str, sent_at: datetime) -> None:
     """Stripe accepted the event (or already held its identifier)."""
-    _set(warehouse, [identifier], status=CorrectionStatus.SENT.value, sent_at=sent_at,
-         attempts=meter_corrections.c.attempts + 1, last_error=None)
+    _record_attempt(warehouse, identifier, None, status=CorrectionStatus.SENT.value, sent_at=sent_at)
 
 
 def mark_failed(warehouse: Warehouse, identifier: str, error: str) -> None:
     """Stripe refused the event for good (validation): it never counted."""
-    _set(warehouse, [identifier], status=CorrectionStatus.FAILED.value, attempts=meter_corrections.c.attempts + 1, last_error=error)
+    _record_attempt(warehouse, identifier, error, status=CorrectionStatus.FAILED.value)
 
 
 def note_attempt_error(warehouse: Warehouse, identifier: str, error: str) -> None:
     """A send that may or may not have reached Stripe: the row stays pending and is re-sent under
     its identifier while Stripe still dedupes it."""
-    _set(warehouse, [identifier], attempts=meter_corrections.c.attempts + 1, last_error=error)
+    _record_attempt(warehouse, identifier, error)
 
 
 def expire(warehouse: Warehouse, identifiers: Sequence[str]) -> None:
     """Pending rows past Stripe's identifier window: never re-sent; the settled summary decides."""
-    _set(warehouse, identifiers, status=CorrectionStatus.EXPIRED.value)
+    if not identifiers:
+        return
+    with warehouse.begin() as connection:
+        work_queue.update_rows(connection, CORRECTIONS, [(identifier,) for identifier in identifiers],
+                               status=CorrectionStatus.EXPIRED.value)
 
 
 # --- results -------------------------------------------------------------------------------------------

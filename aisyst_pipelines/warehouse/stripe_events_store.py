@@ -31,7 +31,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    tuple_,
     update,
 )
 from aisyst_pipelines.warehouse.upsert import conflict_insert
@@ -49,6 +48,7 @@ from aisyst_pipelines.billing.stripe_events import (
     subscription_alerts,
 )
 
+from . import work_queue
 from .database import Warehouse
 from .invoice_annotation_store import FINAL_STATUSES as ANNOTATION_FINAL_STATUSES
 from .schema import invoice_annotations, stripe_event_alerts, stripe_events_applied, stripe_invoices, stripe_subscriptions
@@ -344,16 +344,14 @@ def watch_overdue_invoices(warehouse: Warehouse, *, now: datetime) -> list[Overd
 # --- ops alerts ------------------------------------------------------------------------------------
 
 
-@cache
-def _alert_insert(dialect_name: str):  # type: ignore[no-untyped-def]
-    statement = conflict_insert(dialect_name, stripe_event_alerts)
-    return statement.on_conflict_do_nothing(index_elements=["event_id", "kind"])
+# Ops alerts are a leased work queue: `pending` → `sending` (claimed) → `sent`, or back to `pending`.
+EVENT_ALERTS = work_queue.WorkQueue(stripe_event_alerts, ("event_id", "kind"))
 
 
 def _queue_alerts(connection: Connection, alerts: Sequence[OpsAlert], now: datetime) -> None:
     if not alerts:
         return
-    connection.execute(_alert_insert(connection.dialect.name), [
+    work_queue.enqueue(connection, EVENT_ALERTS, [
         dict(event_id=alert.event_id, kind=str(alert.kind), customer_id=alert.customer_id,
              subscription_id=alert.subscription_id, invoice_id=alert.invoice_id, subject=alert.subject,
              detail=alert.detail, raised_at=now, status="pending", attempts=0)
@@ -380,7 +378,9 @@ class QueuedAlert:
     attempts: int
 
 
-_ALERT_COLUMNS = ("event_id", "kind", "subject", "detail", "customer_id", "subscription_id", "invoice_id", "raised_at", "attempts")
+_ALERT_COLUMNS = tuple(stripe_event_alerts.c[name] for name in (
+    "event_id", "kind", "subject", "detail", "customer_id", "subscription_id", "invoice_id", "raised_at", "attempts"))
+_OLDEST_FIRST = (stripe_event_alerts.c.raised_at, stripe_event_alerts.c.event_id, stripe_event_alerts.c.kind)
 # A claim older than this is taken to have died with its process (the mail was not sent, or was and
 # its confirmation was lost): the alert is claimable again. At-least-once, never silently dropped.
 ALERT_CLAIM_TIMEOUT = timedelta(minutes=10)
@@ -390,51 +390,37 @@ def pending_event_alerts(warehouse: Warehouse, *, limit: int = 50) -> list[Queue
     """Alerts not yet delivered nor being delivered, oldest first."""
     c = stripe_event_alerts.c
     with warehouse.connect() as connection:
-        rows = connection.execute(
-            select(*(c[name] for name in _ALERT_COLUMNS))
-            .where(c.status == "pending")
-            .order_by(c.raised_at, c.event_id, c.kind)
-            .limit(limit)
-        ).all()
+        rows = work_queue.due_rows(connection, EVENT_ALERTS, _ALERT_COLUMNS, due=c.status == "pending",
+                                   order_by=_OLDEST_FIRST, limit=limit)
     return [QueuedAlert(**row._asdict()) for row in rows]
 
 
 def claim_event_alerts(warehouse: Warehouse, *, limit: int, now: datetime) -> list[QueuedAlert]:
     """Take up to `limit` undelivered alerts for delivery (status `sending`), oldest first.
 
-    One UPDATE … RETURNING: when the sensor and the webhook receiver deliver at the same moment, each
-    alert is claimed by one of them only (PostgreSQL re-checks the status of a row it had to wait for;
-    SQLite runs one writer at a time), so nobody mails it twice."""
-    c = stripe_event_alerts.c
-    claimable = or_(c.status == "pending", and_(c.status == "sending", c.claimed_at < now - ALERT_CLAIM_TIMEOUT))
-    oldest = select(c.event_id, c.kind).where(claimable).order_by(c.raised_at, c.event_id, c.kind).limit(limit)
+    One UPDATE … RETURNING (`work_queue.claim`): when the sensor and the webhook receiver deliver at
+    the same moment, each alert is claimed by one of them only, so nobody mails it twice. A `sending`
+    row is claimable again once its claim is ALERT_CLAIM_TIMEOUT old (a `pending` one holds no claim)."""
+    due = stripe_event_alerts.c.status.in_(["pending", "sending"])
     with warehouse.begin() as connection:
-        rows = connection.execute(
-            update(stripe_event_alerts)
-            .where(tuple_(c.event_id, c.kind).in_(oldest), claimable)
-            .values(status="sending", claimed_at=now)
-            .returning(*(c[name] for name in _ALERT_COLUMNS))
-        ).all()
+        rows = work_queue.claim(connection, EVENT_ALERTS, due=due, now=now, lease=ALERT_CLAIM_TIMEOUT,
+                                order_by=_OLDEST_FIRST, limit=limit, returning=_ALERT_COLUMNS, status="sending")
     return sorted((QueuedAlert(**row._asdict()) for row in rows), key=lambda a: (a.raised_at, a.event_id, a.kind))
 
 
 def mark_event_alerts_sent(warehouse: Warehouse, alerts: Sequence[QueuedAlert], *, now: datetime) -> None:
-    _finish_alerts(warehouse, alerts, status="sent", sent_at=now, last_error=None)
+    _finish_alerts(warehouse, alerts, None, status="sent", sent_at=now)
 
 
 def mark_event_alerts_failed(warehouse: Warehouse, alerts: Sequence[QueuedAlert], error: str) -> None:
     """Back to pending (the next attempt retries them), with the reason delivery failed."""
-    _finish_alerts(warehouse, alerts, status="pending", last_error=error[:2000])
+    _finish_alerts(warehouse, alerts, error[:2000], status="pending")
 
 
-def _finish_alerts(warehouse: Warehouse, alerts: Sequence[QueuedAlert], **values: Any) -> None:
-    c = stripe_event_alerts.c
+def _finish_alerts(warehouse: Warehouse, alerts: Sequence[QueuedAlert], error: str | None, **values: Any) -> None:
+    keys = [(alert.event_id, alert.kind) for alert in alerts]
     with warehouse.begin() as connection:
-        for alert in alerts:
-            connection.execute(
-                update(stripe_event_alerts).where(c.event_id == alert.event_id, c.kind == alert.kind)
-                .values(attempts=c.attempts + 1, claimed_at=None, **values)
-            )
+        work_queue.record_attempt(connection, EVENT_ALERTS, keys, error=error, **values)
 
 
 def applied_by_source(warehouse: Warehouse) -> dict[str, int]:

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
-from aisyst_pipelines.warehouse.upsert import conflict_insert
+from sqlalchemy import and_, func, select, tuple_, update
 
 from aisyst_pipelines.billing.thresholds import AlertPlan, AlertStatus, RecordedAlert, SilentCustomer
 
+from . import work_queue
 from .database import Warehouse
 from .schema import (
     stripe_customers,
@@ -38,6 +38,7 @@ from .schema import (
     usage_daily,
     usage_silence,
 )
+from .upsert import conflict_insert
 
 _CHUNK = 400  # keys per IN list: far below SQLite's and PostgreSQL's bound-parameter limits
 
@@ -45,10 +46,6 @@ _CHUNK = 400  # keys per IN list: far below SQLite's and PostgreSQL's bound-para
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:  # type: ignore[type-arg]
     for offset in range(0, len(values), size):
         yield values[offset : offset + size]
-
-
-def _insert(warehouse: Warehouse, table):  # type: ignore[no-untyped-def]
-    return conflict_insert(warehouse.dialect, table)
 
 
 @dataclass(frozen=True)
@@ -84,6 +81,10 @@ class AlertRow:
         return AlertKey(self.customer_id, self.period_start, self.included_minutes, self.threshold_pct)
 
 
+# The customer e-mails are a leased work queue keyed like AlertKey (its fields, in their order).
+ALERTS = work_queue.WorkQueue(usage_alerts, tuple(f.name for f in fields(AlertKey)))
+
+
 _ALERT_COLUMNS = [usage_alerts.c[name] for name in AlertRow.__dataclass_fields__]
 
 
@@ -93,14 +94,8 @@ def _alert_row(row) -> AlertRow:  # type: ignore[no-untyped-def]
     return AlertRow(**values)
 
 
-def _key_clause(key: AlertKey):  # type: ignore[no-untyped-def]
-    c = usage_alerts.c
-    return and_(
-        c.customer_id == key.customer_id,
-        c.period_start == key.period_start,
-        c.included_minutes == key.included_minutes,
-        c.threshold_pct == key.threshold_pct,
-    )
+def _key_values(key: AlertKey) -> list[work_queue.Key]:
+    return [astuple(key)]
 
 
 # --- the current periods to look at ----------------------------------------------------------------
@@ -210,13 +205,12 @@ def record_plan(warehouse: Warehouse, facts: AlertFacts, plan: AlertPlan, as_of:
                 )
                 for threshold, status in plan.new_alerts
             ]
-            connection.execute(_insert(warehouse, usage_alerts).on_conflict_do_nothing(), rows)
+            work_queue.enqueue(connection, ALERTS, rows)
         for change in plan.status_changes:
             key = AlertKey(facts.customer_id, facts.period_start, change.included_minutes, change.threshold_pct)
-            connection.execute(
-                update(usage_alerts)
-                .where(_key_clause(key), usage_alerts.c.status == AlertStatus.PENDING.value)
-                .values(status=change.status.value, ops_notified_at=None)
+            work_queue.update_rows(
+                connection, ALERTS, _key_values(key), where=usage_alerts.c.status == AlertStatus.PENDING.value,
+                status=change.status.value, ops_notified_at=None,
             )
 
 
@@ -246,7 +240,7 @@ def expire_pending(warehouse: Warehouse, current_periods: Iterable[tuple[str, da
 def pending_alert(warehouse: Warehouse, key: AlertKey) -> AlertRow | None:
     with warehouse.connect() as connection:
         row = connection.execute(
-            select(*_ALERT_COLUMNS).where(_key_clause(key), usage_alerts.c.status == AlertStatus.PENDING.value)
+            select(*_ALERT_COLUMNS).where(work_queue.key_clause(ALERTS, _key_values(key)), usage_alerts.c.status == AlertStatus.PENDING.value)
         ).first()
     return _alert_row(row) if row is not None else None
 
@@ -256,34 +250,26 @@ DELIVERY_LEASE = timedelta(minutes=15)  # a claim older than this belongs to a r
 
 def claim_delivery(warehouse: Warehouse, key: AlertKey, at: datetime, lease: timedelta = DELIVERY_LEASE) -> bool:
     """Take the pending alert for delivery. False when it is no longer pending or another run is
-    delivering it right now (two runs at once must not send the same e-mail twice)."""
-    c = usage_alerts.c
+    delivering it right now (two runs at once must not send the same e-mail twice). The row stays
+    `pending` while claimed: its status says what the customer was told, not who is sending."""
+    due = and_(work_queue.key_clause(ALERTS, _key_values(key)), usage_alerts.c.status == AlertStatus.PENDING.value)
     with warehouse.begin() as connection:
-        claimed = connection.execute(
-            update(usage_alerts)
-            .where(
-                _key_clause(key),
-                c.status == AlertStatus.PENDING.value,
-                or_(c.claimed_at.is_(None), c.claimed_at <= at - lease),
-            )
-            .values(claimed_at=at)
-        ).rowcount
-    return claimed == 1
+        claimed = work_queue.claim(connection, ALERTS, due=due, now=at, lease=lease)
+    return len(claimed) == 1
 
 
 def record_delivery(warehouse: Warehouse, key: AlertKey, at: datetime, error: str | None) -> None:
     """One delivery attempt of the customer e-mail: success makes the row `notified`; a failure keeps
     it `pending` with the (credential-free) error, so the next run retries it. Never marks a failed
     delivery sent."""
-    c = usage_alerts.c
-    values: dict[str, object] = {"attempts": c.attempts + 1, "last_attempt_at": at, "last_error": error, "claimed_at": None}
+    values: dict[str, object] = {"last_attempt_at": at}
     if error is None:
         values |= {"status": AlertStatus.NOTIFIED.value, "notified_at": at, "ops_notified_at": None}
     # A failure leaves ops_notified_at alone: a new row is reported with its first failure, and a
     # retry that fails again is not news (the asset check keeps showing it).
     with warehouse.begin() as connection:
-        connection.execute(
-            update(usage_alerts).where(_key_clause(key), c.status == AlertStatus.PENDING.value).values(**values)
+        work_queue.record_attempt(
+            connection, ALERTS, _key_values(key), error=error, where=usage_alerts.c.status == AlertStatus.PENDING.value, **values
         )
 
 
@@ -376,7 +362,7 @@ def record_silence(warehouse: Warehouse, silent: Sequence[SilentCustomer], windo
         for s in silent
     ]
     with warehouse.begin() as connection:
-        connection.execute(_insert(warehouse, usage_silence).on_conflict_do_nothing(), rows)
+        connection.execute(conflict_insert(warehouse.dialect, usage_silence).on_conflict_do_nothing(), rows)
 
 
 def silence_to_report(warehouse: Warehouse, current: Sequence[SilentCustomer]) -> list[SilenceRow]:
@@ -400,10 +386,8 @@ def mark_reported(
     """After a delivered digest: its rows are reported in the status the digest showed."""
     with warehouse.begin() as connection:
         for row in alerts:
-            connection.execute(
-                update(usage_alerts)
-                .where(_key_clause(row.key), usage_alerts.c.status == row.status.value)
-                .values(ops_notified_at=at)
+            work_queue.update_rows(
+                connection, ALERTS, _key_values(row.key), where=usage_alerts.c.status == row.status.value, ops_notified_at=at
             )
         c = usage_silence.c
         for row in silence:
