@@ -219,16 +219,17 @@ class Deployment:
         return state["status"], ticks
 
     def wait_for_ticks(self, sensor_name: str, *, since: float, after: float | None = None, timeout: float = 180) -> list[SensorTick]:
-        """The finished ticks of `sensor_name` that started after `since` (a time.time()), oldest first,
+        """The finished ticks of `sensor_name` that ended after `since` (a time.time()), oldest first,
         once one of them started after `after` (default: `since`): that one saw everything done before
-        `after`."""
+        `after`. A tick running at `since` counts: it may have seen what was done after `since` (e.g.
+        files landing while it listed the directory) and launched their runs."""
         after = since if after is None else after
         deadline = time.monotonic() + timeout
         while True:
             status, ticks = self.sensor_ticks(sensor_name, limit=50)
             if status != "RUNNING":
                 raise DeploymentError(f"sensor {sensor_name} is {status.lower()}: start it on its page in the Dagster UI")
-            finished = [t for t in reversed(ticks) if t.timestamp > since and t.status != "STARTED"]
+            finished = [t for t in reversed(ticks) if t.end_timestamp > since and t.status != "STARTED"]
             seen_all = next((i for i, tick in enumerate(finished) if tick.timestamp > after), None)
             if seen_all is not None:
                 return finished[: seen_all + 1]
