@@ -14,9 +14,12 @@ What it does, in the order a real month would do it:
 5. ingests them (the landing sensor and its runs), reconciles with repair, runs the usage alerts
    (e-mails go to the outbox), advances the clock past the renewal, lets the draft-invoice sensor
    and the annotation runs annotate every draft, lets the hour pass (finalize, pay, one decline) and
-   lets the Stripe events sensor apply what happened;
+   lets the Stripe events sensor apply what happened; then a voice node delivers a few buffered calls
+   of September late (`LATE_ACCOUNT`: meter events and one small CDR file, which the landing sensor
+   loads while the events are applied), and the audit of the final invoices names them `late_cdr`;
 6. prints minutes per customer, the reconciliation findings, the alerts with their outbox files,
-   two annotated invoices as the customer reads them, and where to look in `dagster dev`.
+   two annotated invoices as the customer reads them, the audit with the late minutes the next
+   renewal draft will carry, and where to look in `dagster dev`.
 
 State: every run starts a fresh demo world in AISYST_HOME (the warehouse file, landing/ and outbox/
 are wiped; the emulator is new each run) while the Dagster instance in AISYST_HOME/dagster is kept,
@@ -46,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -82,6 +85,12 @@ STRIPE_RATE = 1000.0  # requests per second against the local emulator (Stripe's
 # two days, then the subscription is canceled (the emulator's default is Stripe's 8 within 14 days).
 DUNNING = RevenueRecovery(retries=2, retry_days=2, when_exhausted="cancel")
 DEFAULT_EMULATOR_PORT = int(DEFAULT_EMULATOR_URL.rsplit(":", 1)[1])
+# Late-reported minutes (the audit's `late_cdr`): calls of one plain customer — US, Tier 2, paid by card,
+# so its September invoice is final and paid — that a voice node delivers only after the renewal invoices
+# are final. A round number to recognise on the next draft's line ("Late-reported minutes from September: 12").
+LATE_ACCOUNT = "acct_0002"
+LATE_MINUTES = 12
+LATE_CALLS_DAY = date(2026, 9, 15)  # mid-period: every call of the day ends before RENEWAL
 AUDIT_LOOK_BACK_DAYS = 400  # the audit looks back from today; the demo's invoices are from October 2026
 SENSOR_INTERVAL_SECONDS = 5  # the daemon's sensor loop runs every 5 s; production ticks every 30 s
 # Environment the demo replaces for its duration (restored afterwards).
@@ -451,15 +460,25 @@ def _run_month(
     before = set(settings.outbox_dir.glob("*.eml"))
     client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int((RENEWAL + timedelta(hours=1, minutes=2)).timestamp())})
     progress.step("test clock advanced one hour: invoices finalized and paid (two cards decline)")
+    # The late calls land now; the landing sensor loads them while the events sensor applies the hour.
+    late_landing = time.time()
+    late_file = _land_late_calls(stripe, settings, signups, seed)
+    late_landed = time.time()
+    progress.step(f"late CDR file landed: {late_file.relative_to(settings.landing_dir)} — {LATE_MINUTES} minutes of "
+                  f"{LATE_ACCOUNT}'s calls of {LATE_CALLS_DAY:%d %B}, buffered by a voice node (their meter events sent with it)")
     applied = stripe_events.events_applied_since(dagster, finalized_at)
     progress.step(_events_line(applied, receiver))
     for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
         progress.say(f"    ops alert: {_subject(path)}  →  {path}")
     _print_invoices(progress, client, stripe, signups)
     _print_net_30(progress, warehouse, signups)
+    late_outcomes = ingestion.landing_outcomes(dagster, since=late_landing, after=late_landed)
+    for outcome in late_outcomes:
+        progress.step(f"cdr_files_sensor: {outcome.status} {shown_path(outcome.file, settings.landing_dir)}: {outcome.detail}")
     (audit,) = dagster.wait_for_runs([dagster.submit(
         annotation.invoice_audit_job.name, run_config={"ops": {"invoice_audits": {"config": {"look_back_days": AUDIT_LOOK_BACK_DAYS}}}})])
     _print_audit(progress, dagster, audit)
+    _print_late_minutes(progress, warehouse, signups)
 
     # Dunning: one declined customer updates the card and is charged at the next retry; the other
     # does not, and the subscription is canceled when the retries run out.
@@ -481,7 +500,8 @@ def _run_month(
     if receiver is not None:
         progress.say(receiver.summary(emulator, warehouse))
     runs = [branding, *nights, recon, alerts, audit]
-    return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in outcomes),
+    # The audit's check fails on purpose (late CDRs, late duplicates): a failed check is a finding, not a failed run.
+    return 0 if all((*(r.status.value == "SUCCESS" for r in runs), *(o.status != "failed" for o in (*outcomes, *late_outcomes)),
                      *(run.success for run in annotated))) else 1
 
 
@@ -568,6 +588,15 @@ def _print_audit(progress: Progress, dagster: Any, run: Any) -> None:
                      + (f" — causes by invoice: {causes.value}" if causes is not None and causes.value else ""))
 
 
+def _print_late_minutes(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
+    """The late minutes' ledger (invoice_audits): what the next renewal drafts will carry, as their line reads."""
+    from aisyst_pipelines.services.invoice_audit import pending_late_minutes
+
+    for pending in pending_late_minutes(warehouse, [s.customer_id for s in signups]):
+        progress.say(f"  late_cdr: {pending.account_code}  {pending.late.late_minutes} minute(s) reported too late for "
+                     f"{pending.late.from_invoice_id} (final) — to be carried onto the next renewal draft as '{pending.line_text}'")
+
+
 def _print_dunning(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
     from aisyst_pipelines.warehouse.stripe_sync_store import subscriptions_for_usage
 
@@ -610,13 +639,7 @@ def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, 
     through StripeResource as the clock moves; the clock ends at RECONCILE_AT."""
     from concurrent.futures import ThreadPoolExecutor
 
-    customers = {s.plan.account_code: s.customer_id for s in signups}
-    minutes = rate_calls(calls["disposition"], calls["billable_seconds"])
-    metered = [
-        MeteredCall(call_id, customers[account_code], ended_at.to_pydatetime(), int(m))
-        for call_id, account_code, ended_at, m in zip(calls["call_id"], calls["account_code"], calls["ended_at"], minutes, strict=True)
-        if account_code in customers and m > 0
-    ]
+    metered = _metered_calls(calls, signups)
     # Faults on calls that end early enough for their duplicate to be sent before the reconciliation.
     early = sorted(c.call_id for c in metered if c.ended_at < RECONCILE_AT - DUPLICATE_AFTER - timedelta(days=1))
     rng = random.Random(seed)
@@ -625,12 +648,9 @@ def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, 
     plan = plan_meter_events(metered, faults)
     pending: list[MeterEventSend] = []
 
-    def deliver(item: MeterEventSend) -> None:
-        stripe.meters.create_event(item.customer_id, item.value, item.timestamp, item.identifier, idempotency_key=item.delivery_key)
-
     def flush() -> None:  # the events due by the clock's time, several customers at once
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(deliver, pending))
+            list(pool.map(lambda item: _send_meter_event(stripe, item), pending))
         pending.clear()
 
     clock = [MONTH_START]
@@ -647,24 +667,54 @@ def _voice_server(client: Any, clock_id: str, stripe: Any, calls: pd.DataFrame, 
     return sent, plan
 
 
+def _metered_calls(calls: pd.DataFrame, signups: Sequence[Signup]) -> list[MeteredCall]:
+    """The calls the voice server sends a meter event for: answered, of a Stripe customer."""
+    customers = {s.plan.account_code: s.customer_id for s in signups}
+    minutes = rate_calls(calls["disposition"], calls["billable_seconds"])
+    return [
+        MeteredCall(call_id, customers[account_code], ended_at.to_pydatetime(), int(m))
+        for call_id, account_code, ended_at, m in zip(calls["call_id"], calls["account_code"], calls["ended_at"], minutes, strict=True)
+        if account_code in customers and m > 0
+    ]
+
+
+def _send_meter_event(stripe: Any, item: MeterEventSend) -> None:
+    stripe.meters.create_event(item.customer_id, item.value, item.timestamp, item.identifier, idempotency_key=item.delivery_key)
+
+
 def _land_cdr_files(calls: pd.DataFrame, settings: Settings, seed: int) -> list[Path]:
-    """The month's CDRs as the three sources deliver them: accounts dealt over the formats. Each file
-    is written beside the landing folder and moved in whole, as an uploader should (the daemon's
-    sensor may tick at any moment)."""
+    """The month's CDRs as the three sources deliver them: accounts dealt over the formats."""
     codes = sorted(calls["account_code"].unique())
-    staging = settings.home / "staging"
     landed = []
     for index, file_format in enumerate(CDR_FORMATS):
         mine = set(codes[index :: len(CDR_FORMATS)])
-        frame = calls[calls["account_code"].isin(mine)]
         extension = "csv" if file_format != "canonical_jsonl" else "jsonl"
         name = Path(file_format) / f"{MONTH_START:%Y-%m}-calls.{extension}"
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        written = write_calls(frame, staging / name, file_format, asterisk_timezone=settings.asterisk_timezone, seed=seed)
-        (settings.landing_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(written.path, settings.landing_dir / name)
-        landed.append(settings.landing_dir / name)
+        landed.append(_land(calls[calls["account_code"].isin(mine)], name, file_format, settings, seed))
     return landed
+
+
+def _land(calls: pd.DataFrame, name: Path, file_format: str, settings: Settings, seed: int) -> Path:
+    """One CDR file, written beside the landing folder and moved in whole, as an uploader should (the
+    daemon's sensor may tick at any moment); its path in the landing folder."""
+    staged, landed = settings.home / "staging" / name, settings.landing_dir / name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    written = write_calls(calls, staged, file_format, asterisk_timezone=settings.asterisk_timezone, seed=seed)
+    landed.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(written.path, landed)
+    return landed
+
+
+def _land_late_calls(stripe: Any, settings: Settings, signups: Sequence[Signup], seed: int) -> Path:
+    """A voice node cut off since LATE_CALLS_DAY delivers its buffered calls of LATE_ACCOUNT once the
+    renewal invoices are final: their meter events (stamped when the calls ended, within Stripe's 35
+    days) and one canonical CDR file of LATE_MINUTES minutes. The meter has them, the invoice does not:
+    the audit names the difference `late_cdr` alone."""
+    # A random stream of its own (seed + 1): none of the month's call ids can come back.
+    calls = simulate_calls([LATE_ACCOUNT], days=1, seed=seed + 1, start=LATE_CALLS_DAY, target_minutes={LATE_ACCOUNT: LATE_MINUTES})
+    for item in plan_meter_events(_metered_calls(calls, signups)).sends:
+        _send_meter_event(stripe, item)
+    return _land(calls, Path("canonical_csv") / f"{LATE_CALLS_DAY:%Y-%m-%d}-late-calls.csv", "canonical_csv", settings, seed)
 
 
 def _print_minutes(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:

@@ -11,7 +11,8 @@ change. The audit compares, per customer and period, three whole numbers of minu
 and names the cause of every difference, never an epsilon:
 
 - `late_cdr`: the warehouse has more minutes than the line, and exactly the difference arrived in
-  CDR files ingested after the invoice was finalized (they go onto the next draft: `late_minutes`);
+  CDR files ingested after the line was written — so after the invoice's draft took its figure, and
+  nothing can put them on that invoice any more (they go onto the next draft: `late_minutes`);
 - `invoice_mismatch`: the line and the warehouse differ in any other way (calls removed or changed
   after the line was written, or the line written from other data);
 - `meter_drift`: Stripe's meter and the warehouse differ (reconciliation's business: the nightly
@@ -36,7 +37,7 @@ class AuditCause(StrEnum):
 class InvoiceMinutes:
     invoice: int  # on the usage line
     warehouse: int  # the period's calls now
-    late: int  # of `warehouse`: calls ingested after the invoice was finalized
+    late: int  # of `warehouse`: calls ingested after the usage line was written
     meter: int  # Stripe's meter summary for the period
 
     def __post_init__(self) -> None:

@@ -2,19 +2,28 @@
 
 For every renewal invoice finalized within the look-back window: the minutes on its usage line (the
 annotation ledger), the period's minutes in call_records now (and those of CDRs ingested after the
-invoice was finalized), and Stripe's meter summary for the customer over the period — one summary
+usage line was written, so not on the final invoice), and Stripe's meter summary for the customer over the period — one summary
 request per invoice. Each invoice's latest audit replaces its row in invoice_audits; the asset check
 fails on any difference and names its cause.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aisyst_pipelines.billing.invoice_audit import InvoiceMinutes, audit_causes
+from aisyst_pipelines.billing.invoice_lines import LateMinutes, invoice_texts
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.invoice_audit_store import AuditRow, final_renewals, period_minutes, record_audits
+from aisyst_pipelines.warehouse.invoice_annotation_store import customer_profiles
+from aisyst_pipelines.warehouse.invoice_audit_store import (
+    AuditRow,
+    final_renewals,
+    late_minutes_to_carry,
+    period_minutes,
+    record_audits,
+)
 from resources.stripe.meters import MeterGateway
 
 # Late CDRs of an invoice's period keep arriving for a while; beyond two months they are a
@@ -38,7 +47,7 @@ def audit_final_invoices(warehouse: Warehouse, meters: MeterGateway, *, now: dat
     meter_id = meters.meter_id() if renewals else ""
     audits = []
     for renewal in renewals:
-        total, late = period_minutes(warehouse, renewal.customer_id, renewal.period_start, renewal.period_end, renewal.finalized_at)
+        total, late = period_minutes(warehouse, renewal.customer_id, renewal.period_start, renewal.period_end, renewal.line_written_at)
         summaries = meters.summaries(meter_id, renewal.customer_id, renewal.period_start, renewal.period_end)
         minutes = InvoiceMinutes(renewal.invoice_minutes, total, late, sum(summary.minutes for summary in summaries))
         audits.append(
@@ -52,3 +61,30 @@ def audit_final_invoices(warehouse: Warehouse, meters: MeterGateway, *, now: dat
         )
     record_audits(warehouse, audits)
     return AuditRun(audits)
+
+
+@dataclass(frozen=True)
+class PendingLateMinutes:
+    """Late minutes of a final invoice (cause `late_cdr`) that no renewal draft carries yet, with the
+    line the customer's next renewal draft will carry them on."""
+
+    customer_id: str
+    account_code: str | None
+    late: LateMinutes
+    line_text: str  # "Late-reported minutes from September: 12", in the customer's language
+
+
+def pending_late_minutes(warehouse: Warehouse, customer_ids: Iterable[str]) -> list[PendingLateMinutes]:
+    """The late minutes' ledger of these customers, not carried yet, by customer and period. The text
+    is the annotation's own (`InvoiceTexts.late_minutes`, the customer's preferred locale)."""
+    pending = late_minutes_to_carry(warehouse, customer_ids)
+    profiles = customer_profiles(warehouse, pending)
+    result = []
+    for customer_id, carried_later in sorted(pending.items()):
+        profile = profiles.get(customer_id)
+        texts = invoice_texts(profile.preferred_locale if profile else None)
+        result += [
+            PendingLateMinutes(customer_id, profile.account_code if profile else None, late, texts.late_minutes(late.period, late.late_minutes))
+            for late in carried_later
+        ]
+    return result

@@ -3,6 +3,11 @@
 A renewal invoice is audited once it is final: annotated by us (invoice_annotations `annotated`, so
 its usage line's minutes are on record) and finalized in the Stripe mirror (stripe_invoices open,
 paid or uncollectible). Each audit replaces the invoice's row: the latest figures are the truth.
+
+Late CDRs are those ingested after the usage line was written (invoice_annotations.annotated_at),
+not after Stripe's `finalized_at`: the line's figure was taken then and is never written again, and
+both times are our own clock's — Stripe's times follow a test clock where one is used (the demo's
+September 2026 next to today's ingestion times), so comparing ingestion with them mixes two clocks.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class FinalRenewal:
     period_end: datetime
     invoice_minutes: int  # what the usage line says
     finalized_at: datetime
+    line_written_at: datetime  # when the annotation added the usage line (our clock): later CDRs are late
     carried_to_invoice_id: str | None  # its late minutes are on that later invoice already
 
 
@@ -61,21 +67,23 @@ def final_renewals(warehouse: Warehouse, finalized_since: datetime) -> list[Fina
     """Renewal invoices with our usage line on them that Stripe finalized at or after `finalized_since`."""
     a, i, d = invoice_annotations.c, stripe_invoices.c, invoice_audits.c
     statement = (
-        select(a.invoice_id, a.customer_id, a.period_start, a.period_end, a.minutes_used, i.finalized_at, d.carried_to_invoice_id)
+        select(a.invoice_id, a.customer_id, a.period_start, a.period_end, a.minutes_used, i.finalized_at, a.annotated_at,
+               d.carried_to_invoice_id)
         .join(stripe_invoices, i.invoice_id == a.invoice_id)
         .outerjoin(invoice_audits, d.invoice_id == a.invoice_id)
-        .where(a.status == "annotated", a.minutes_used.is_not(None), i.status.in_(FINAL_INVOICE_STATUSES), i.finalized_at >= finalized_since)
+        .where(a.status == "annotated", a.minutes_used.is_not(None), a.annotated_at.is_not(None),
+               i.status.in_(FINAL_INVOICE_STATUSES), i.finalized_at >= finalized_since)
         .order_by(a.customer_id, a.period_start)
     )
     with warehouse.connect() as connection:
         return [FinalRenewal(*row) for row in connection.execute(statement)]
 
 
-def period_minutes(warehouse: Warehouse, customer_id: str, start: datetime, end: datetime, finalized_at: datetime) -> tuple[int, int]:
+def period_minutes(warehouse: Warehouse, customer_id: str, start: datetime, end: datetime, line_written_at: datetime) -> tuple[int, int]:
     """The customer's billable minutes of calls that ended in [start, end), and those of them
-    ingested after `finalized_at` (the late CDRs)."""
+    ingested after `line_written_at` (the late CDRs: not on the usage line)."""
     c = call_records.c
-    late = case((c.ingested_at > finalized_at, c.billable_minutes), else_=0)
+    late = case((c.ingested_at > line_written_at, c.billable_minutes), else_=0)
     statement = select(func.coalesce(func.sum(c.billable_minutes), 0), func.coalesce(func.sum(late), 0)).where(
         and_(c.customer_id == customer_id, c.ended_at >= start, c.ended_at < end)
     )

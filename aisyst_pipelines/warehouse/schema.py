@@ -315,7 +315,7 @@ invoice_audits = Table(
     Column("finalized_at", UtcDateTime, nullable=False),
     Column("invoice_minutes", BigInteger, nullable=False),  # on its usage line
     Column("warehouse_minutes", BigInteger, nullable=False),  # the period's calls when audited
-    Column("late_minutes", BigInteger, nullable=False),  # of those: calls ingested after finalization
+    Column("late_minutes", BigInteger, nullable=False),  # of those: calls ingested after the usage line was written
     Column("meter_minutes", BigInteger, nullable=False),  # Stripe's meter summary of the period
     Column("causes", String(64), nullable=False),  # comma-separated AuditCause values; "" = they agree
     Column("audited_at", UtcDateTime, nullable=False),

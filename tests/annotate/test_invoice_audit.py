@@ -2,7 +2,7 @@
 minutes against the warehouse's and Stripe's meter summary (the real SDK against the emulator), the
 named cause of each difference, the asset check — on both warehouse backends."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from aisyst_pipelines.assets.invoice_annotation import invoice_audits
 from aisyst_pipelines.services.invoice_annotation import apply_invoice_branding
+from aisyst_pipelines.services.invoice_audit import pending_late_minutes
 from aisyst_pipelines.warehouse.schema import invoice_audits as audits_table
 from tests.stripe_events.events_helpers import sensor_tick
 
@@ -34,7 +35,9 @@ def audit(world: AnnotationWorld) -> tuple[dg.ExecuteInProcessResult, dict[str, 
 def test_final_invoices_are_audited_and_each_difference_named(world: AnnotationWorld, tmp_path: Path) -> None:
     on_time = world.sign_up("ACME-1", 1)
     drifting = world.sign_up("ACME-2", 1)
-    world.calls(on_time, [100, 20])
+    # Ingested today, before the line is written, while Stripe's test clock says March: not late (late
+    # means after the usage line was written, on our own clock — never against Stripe's test clock).
+    world.calls(on_time, [100, 20], ingested_at=datetime.now(timezone.utc))
     world.calls(drifting, [50])
     world.advance(T0 + timedelta(days=10, hours=1))  # the test clock past the calls: their meter events are not in the future
     meter(world, on_time, 100, "a")
@@ -56,7 +59,7 @@ def test_final_invoices_are_audited_and_each_difference_named(world: AnnotationW
     assert list(check.metadata["causes"].value.values()) == ["meter_drift"]
 
     # A CDR of March arrives after the invoice was final: the line says 120, the calls now 132.
-    world.calls(on_time, [12], ingested_at=RENEWAL + timedelta(days=3))
+    world.calls(on_time, [12], ingested_at=datetime.now(timezone.utc))
     meter(world, on_time, 12, "c")  # the meter had it all along
     _, rows = audit(world)
     assert rows[on_time.customer_id] == (120, 132, 12, 132, "late_cdr")
@@ -81,11 +84,13 @@ def test_late_minutes_go_onto_the_next_draft_once(world: AnnotationWorld, tmp_pa
     world.annotate_all()
     world.advance(RENEWAL + timedelta(hours=2))
     cursor = mirror(world, tmp_path, None)
-    world.calls(customer, [12], ingested_at=RENEWAL + timedelta(days=3))
+    world.calls(customer, [12], ingested_at=datetime.now(timezone.utc))  # after the line was written
     meter(world, customer, 12, "c")
     result, rows = audit(world)
     assert rows[customer.customer_id] == (120, 132, 12, 132, "late_cdr")
     assert not result.get_asset_check_evaluations()[0].passed  # not carried yet
+    [pending] = pending_late_minutes(world.warehouse, [customer.customer_id])
+    assert (pending.account_code, pending.late.late_minutes, pending.line_text) == ("ACME-1", 12, "Late-reported minutes from March: 12")
 
     april_renewal = RENEWAL.replace(month=5)
     world.advance(april_renewal + timedelta(minutes=1))  # April's renewal draft
@@ -99,6 +104,7 @@ def test_late_minutes_go_onto_the_next_draft_once(world: AnnotationWorld, tmp_pa
     with world.warehouse.connect() as connection:
         ledger = connection.execute(select(audits_table.c.carried_to_invoice_id, audits_table.c.carried_minutes)).one()
     assert tuple(ledger) == (april.id, 12)
+    assert pending_late_minutes(world.warehouse, [customer.customer_id]) == []  # carried: nothing pending
 
     result, rows = audit(world)
     assert rows[customer.customer_id][-1] == "late_cdr" and result.get_asset_check_evaluations()[0].passed  # settled

@@ -17,9 +17,16 @@ import pytest
 from sqlalchemy import select
 
 from aisyst_pipelines.cli import main
-from aisyst_pipelines.demo import DEMO_MARKER, UNMAPPED_ACCOUNT, plan_customers
+from aisyst_pipelines.demo import DEMO_MARKER, LATE_ACCOUNT, LATE_MINUTES, UNMAPPED_ACCOUNT, plan_customers
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.schema import invoice_annotations, meter_corrections, meter_reconciliation, usage_alerts
+from aisyst_pipelines.warehouse.schema import (
+    invoice_annotations,
+    invoice_audits,
+    meter_corrections,
+    meter_reconciliation,
+    stripe_customers,
+    usage_alerts,
+)
 from aisyst_pipelines.deployment import LOCATION_NAME
 
 pytestmark = pytest.mark.slow
@@ -142,6 +149,18 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     # The audit of the final invoices names the cause of each difference (the late duplicates: meter_drift).
     assert re.search(r"audit of the final renewal invoices .*: 12 audited, [1-9]\d* disagree", out)
     assert "check final_invoices_agree_with_calls: FAILED — causes by invoice:" in out and "meter_drift" in out
+    # A late CDR file lands once the invoices are final: the landing sensor loads it, the audit names it
+    # late_cdr, and the ledger holds exactly one carry-over for the next renewal draft, not carried yet.
+    assert re.search(rf"late CDR file landed: canonical_csv/\S+ — {LATE_MINUTES} minutes of {LATE_ACCOUNT}'s", out), out
+    assert re.search(r"cdr_files_sensor: loaded canonical_csv/\S+-late-calls\.csv: ", out), out
+    late_line = re.search(rf"  late_cdr: {LATE_ACCOUNT}  {LATE_MINUTES} minute\(s\) reported too late for (in_\S+) \(final\) — to be "
+                          rf"carried onto the next renewal draft as 'Late-reported minutes from September: {LATE_MINUTES}'", out)
+    assert late_line, out
+    [late_customer] = [c["customer_id"] for c in rows_of(warehouse, stripe_customers) if c["account_code"] == LATE_ACCOUNT]
+    pending = [a for a in rows_of(warehouse, invoice_audits) if a["late_minutes"] and a["carried_to_invoice_id"] is None]
+    assert [(a["customer_id"], a["invoice_id"], a["late_minutes"], a["causes"]) for a in pending] == [
+        (late_customer, late_line.group(1), LATE_MINUTES, "late_cdr")]
+    assert out.count("  late_cdr: ") == 1
     # Failed payments to the end: Smart Retries charge the updated card; the other subscription lapses.
     dunning = section(out, "Failed payments to the end")
     assert re.search(r"acct_0008 +sub_\S+ +canceled", dunning) and re.search(r"acct_0009 +sub_\S+ +active", dunning)
@@ -150,7 +169,7 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert (demo_home / "emulator-state.json").is_file()  # the demo's Stripe world, for `aisyst dev`
 
     first_runs = assert_runs_came_from_the_daemon(demo_home)
-    assert first_runs["cdr_ingest"] == 3
+    assert first_runs["cdr_ingest"] == 4  # the month's three files and the late one
     assert first_runs["meter_reconciliation_job"] == 3
     assert all(first_runs[job] == 1 for job in ("usage_alerts_job", "invoice_branding_job"))
     assert first_runs["annotate_draft_invoices"] >= 1
@@ -164,4 +183,4 @@ def test_demo_runs_one_month_end_to_end_and_reruns(demo_home: Path, capsys: pyte
     assert section(again, "Minutes per customer").splitlines()[2:][0].split()[2:] == minutes.splitlines()[2:][0].split()[2:]
     assert len(rows_of(warehouse, invoice_annotations)) == CUSTOMERS
     second_runs = assert_runs_came_from_the_daemon(demo_home)
-    assert second_runs["cdr_ingest"] == 6 and second_runs["meter_reconciliation_job"] == 6
+    assert second_runs["cdr_ingest"] == 8 and second_runs["meter_reconciliation_job"] == 6
