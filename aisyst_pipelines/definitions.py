@@ -85,6 +85,7 @@ def pii_key_resource(settings: Settings) -> PiiKeyResource:
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
     freshness_checks = cdr_freshness_checks(timedelta(hours=settings.cdr_freshness_hours))
+    stripe_interval = min(settings.sensor_interval_seconds, settings.stripe_sensor_interval_seconds)
     return dg.Definitions(
         assets=[
             load_cdr_file_assets,  # call_records and usage_daily, one transaction per landing file
@@ -101,11 +102,11 @@ def defs() -> dg.Definitions:
             usage_alerts_job,
         ],
         sensors=[
-            # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default); the draft
-            # sensor at most every AISYST_DRAFT_SENSOR_INTERVAL_SECONDS (5 s) if that is shorter
+            # each ticks at most every AISYST_SENSOR_INTERVAL_SECONDS (30 s by default); the two that
+            # follow Stripe at most every AISYST_STRIPE_SENSOR_INTERVAL_SECONDS (5 s) if that is shorter
             build_cdr_files_sensor(settings.sensor_interval_seconds),
-            build_draft_invoice_sensor(min(settings.sensor_interval_seconds, settings.draft_sensor_interval_seconds)),
-            build_stripe_events_sensor(settings.sensor_interval_seconds),
+            build_draft_invoice_sensor(stripe_interval),
+            build_stripe_events_sensor(stripe_interval),
             cdr_freshness_sensor(freshness_checks),  # evaluates the CDR freshness check when it may be overdue
             ops_run_failure_alert, ops_check_failure_alert, ops_tick_failure_alert,
         ],

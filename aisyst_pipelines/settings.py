@@ -69,9 +69,10 @@ class Settings:
     # the Dagster deployment (aisyst_pipelines/deployment.py)
     dagster_url: str | None = None  # a running webserver the commands submit to; unset → `aisyst dev`'s or their own
     sensor_interval_seconds: int = 30  # how often the daemon ticks each sensor at most
-    # draft_invoice_sensor ticks more often: the one-hour draft window starts at the renewal, and a
-    # tick that finds nothing costs one Stripe list request (docs/operations.md, "Sensors")
-    draft_sensor_interval_seconds: int = 5
+    # The two sensors that follow Stripe (draft_invoice_sensor, stripe_events_sensor) tick more often:
+    # a renewal draft is editable for one hour from its creation, the mirror is promised current within
+    # a minute, and a tick that finds nothing costs one Stripe list request (docs/operations.md)
+    stripe_sensor_interval_seconds: int = 5
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -110,7 +111,7 @@ class Settings:
             cdr_max_record_bytes=_optional(env, "AISYST_CDR_MAX_RECORD_BYTES", int),
             dagster_url=env.get("AISYST_DAGSTER_URL") or None,
             sensor_interval_seconds=_optional(env, "AISYST_SENSOR_INTERVAL_SECONDS", int) or 30,
-            draft_sensor_interval_seconds=_optional(env, "AISYST_DRAFT_SENSOR_INTERVAL_SECONDS", int) or 5,
+            stripe_sensor_interval_seconds=_optional(env, "AISYST_STRIPE_SENSOR_INTERVAL_SECONDS", int) or 5,
         )
 
     def ensure_dirs(self) -> None:

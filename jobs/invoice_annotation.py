@@ -72,7 +72,7 @@ SENSOR_NAME = "draft_invoice_sensor"
 
 
 def build_draft_invoice_sensor(interval_seconds: int = 5) -> dg.SensorDefinition:
-    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_DRAFT_SENSOR_INTERVAL_SECONDS)."""
+    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_STRIPE_SENSOR_INTERVAL_SECONDS)."""
 
     @dg.sensor(
         name=SENSOR_NAME,

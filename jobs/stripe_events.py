@@ -1,6 +1,6 @@
 """`stripe_events_sensor` (DESIGN.md §2.6): invoices, payment failures and subscription status from Stripe.
 
-Every 30 s the sensor reads the Events API for the invoice.* and customer.subscription.* events
+Every 5 s (AISYST_STRIPE_SENSOR_INTERVAL_SECONDS) the sensor reads the Events API for the invoice.* and customer.subscription.* events
 newer than its cursor and applies them, oldest first, to stripe_invoices and stripe_subscriptions;
 then it sends the ops alerts those events raised. Nothing has to be reachable from the internet.
 
@@ -41,8 +41,8 @@ from resources import CatalogResource, NotifierResource, StripeResource, Warehou
 SENSOR_NAME = "stripe_events_sensor"
 
 
-def build_stripe_events_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
-    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_SENSOR_INTERVAL_SECONDS)."""
+def build_stripe_events_sensor(interval_seconds: int = 5) -> dg.SensorDefinition:
+    """The sensor, ticking at most every `interval_seconds` (definitions.py: AISYST_STRIPE_SENSOR_INTERVAL_SECONDS)."""
 
     @dg.sensor(
         name=SENSOR_NAME,

@@ -79,6 +79,10 @@ class SensorPolicy:
     # created after the cursor are listed — which matters with test clocks, where every renewal of an
     # advance has the same `created` and re-listing "the last minute" means re-listing all of them.
     overlap_grace: timedelta = timedelta(minutes=10)
+    # … and at most this often: in between, a tick lists only what is newer than the cursor. With a
+    # tick every few seconds, re-listing the overlap each time would list a month-start burst's
+    # thousands of same-second drafts over and over, spending the rate limit the runs write with.
+    relist_every: timedelta = timedelta(seconds=30)
     stale_after: timedelta = timedelta(minutes=10)  # queued/pending this long: the run is lost or died
     failed_after: timedelta = timedelta(minutes=2)  # a failed attempt is tried again after this pause
     max_attempts: int = 5
@@ -102,6 +106,7 @@ class ScanCursor:
 
     hwm: int | None = None
     hwm_at: float | None = None  # wall clock (Unix seconds) when `hwm` last rose
+    relisted_at: float | None = None  # wall clock when a completed scan last re-listed the overlap
     scan_gte: int | None = None
     scan_status: str | None = None
     scan_after: str | None = None
@@ -218,7 +223,8 @@ def _list_renewals(
         gte, status, after, top = None, "draft", None, None  # first tick ever: today's drafts
     else:
         recent = cursor.hwm_at is not None and now.timestamp() - cursor.hwm_at < policy.overlap_grace.total_seconds()
-        gte = cursor.hwm - policy.overlap_seconds if recent else cursor.hwm + 1
+        due = cursor.relisted_at is None or now.timestamp() - cursor.relisted_at >= policy.relist_every.total_seconds()
+        gte = cursor.hwm - policy.overlap_seconds if recent and due else cursor.hwm + 1
         status, after, top = None, None, cursor.hwm
     listing = _Listing(cursor=cursor)
     deadline = time.monotonic() + policy.tick_budget_seconds
@@ -253,13 +259,16 @@ def _list_renewals(
                     created = int(newest[0].invoice.created.timestamp())
                     top = created if top is None else max(top, created)
             rose = top is not None and (cursor.hwm is None or top > cursor.hwm)
-            listing.cursor = ScanCursor(hwm=top if rose else cursor.hwm, hwm_at=now.timestamp() if rose else cursor.hwm_at)
+            relisted = cursor.hwm is not None and gte is not None and gte <= cursor.hwm
+            listing.cursor = ScanCursor(hwm=top if rose else cursor.hwm, hwm_at=now.timestamp() if rose else cursor.hwm_at,
+                                        relisted_at=now.timestamp() if relisted else cursor.relisted_at)
             return listing
         new_renewals = len(listing.renewals) - len(listing.known)
         if listing.pages >= policy.max_pages_per_tick or new_renewals >= enough or time.monotonic() >= deadline:
             listing.cursor = ScanCursor(
                 hwm=cursor.hwm,
                 hwm_at=cursor.hwm_at,
+                relisted_at=cursor.relisted_at,
                 scan_gte=gte,
                 scan_status=status,
                 scan_after=after,

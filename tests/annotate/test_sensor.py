@@ -46,7 +46,7 @@ def test_batches_cursor_and_only_new_renewals(world: AnnotationWorld) -> None:
     assert cursor["hwm"] == int(RENEWAL.timestamp()) + 60 and not cursor["scanning"]
     assert status_counts(world.warehouse) == {"queued": 7}
 
-    # The next tick re-lists its overlap, finds every renewal on record and requests nothing.
+    # The next tick (the overlap was just re-listed) lists only newer invoices: none, nothing requested.
     again = world.tick(result.cursor, policy=SensorPolicy(batch_size=3))
     assert again.run_requests == [] and again.cursor == result.cursor
 
@@ -189,6 +189,21 @@ def test_aisyst_annotate_waits_for_the_daemons_tick_and_its_runs(
     # Given invoices, one run of the job through the run queue (the UI's Launch button).
     assert main(["annotate", "--invoice", world.renewal_invoice(subscribers[0]).id]) == 0
     assert capsys.readouterr().out.strip().endswith(": 1 invoice(s): already_done 1")
+
+
+def test_the_overlap_is_re_listed_at_most_every_relist_every(world: AnnotationWorld) -> None:
+    for n in range(3):
+        world.sign_up(f"ACME-{n}", 1)
+    world.sync()
+    world.renew()
+    first = world.plan()  # the first scan ever: today's drafts
+    now = datetime.now(timezone.utc)
+    relisted = world.plan(first.cursor, now=now)
+    assert relisted.listed == 3 and relisted.cursor.relisted_at == now.timestamp()
+    soon = world.plan(relisted.cursor, now=now + timedelta(seconds=5))  # the next tick, 5 s later
+    assert soon.listed == 0 and soon.cursor == relisted.cursor
+    due = world.plan(relisted.cursor, now=now + timedelta(seconds=31))
+    assert due.listed == 3 and due.queued == [] and due.cursor.relisted_at == (now + timedelta(seconds=31)).timestamp()
 
 
 def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: AnnotationWorld) -> None:
