@@ -65,6 +65,7 @@ def readable_cursor(cursor: ScanCursor) -> str:
     return with_readable(cursor.dump(), {
         "newest_invoice_created_seen": utc_time(cursor.hwm),
         "scan": "continues next tick" if cursor.scanning else "complete",
+        "overlap_last_relisted": utc_time(cursor.relisted_at),
     })
 
 

@@ -13,7 +13,7 @@ from jobs.cursors import state_of
 
 def test_each_sensor_cursor_says_what_it_means_and_reads_back_as_its_state() -> None:
     landing = LandingCursor(watermark_ns=1_790_000_000_123_456_789, recent={"/landing/a.csv": (10, 5)}, refused={"x": "pipe"})
-    scan = ScanCursor(hwm=1_790_000_000, hwm_at=1_790_000_100.5, scanning=True, scan_after="in_123")
+    scan = ScanCursor(hwm=1_790_000_000, hwm_at=1_790_000_100.5, relisted_at=1_790_000_100.5, scanning=True, scan_after="in_123")
     events = EventsCursor(last_event_id="evt_9", last_created=1_790_000_000, scanning=False)
 
     shown = json.loads(ingestion.readable_cursor(landing))
@@ -22,7 +22,8 @@ def test_each_sensor_cursor_says_what_it_means_and_reads_back_as_its_state() -> 
                                  "entries_refused": 1, "ops_alerts_not_yet_sent": 0}
     assert LandingCursor.loads(state_of(ingestion.readable_cursor(landing))) == landing
     assert json.loads(invoice_annotation.readable_cursor(scan))["readable"] == {
-        "newest_invoice_created_seen": "2026-09-21T14:13:20+00:00", "scan": "continues next tick"}
+        "newest_invoice_created_seen": "2026-09-21T14:13:20+00:00", "scan": "continues next tick",
+        "overlap_last_relisted": "2026-09-21T14:15:00+00:00"}
     assert ScanCursor.parse(state_of(invoice_annotation.readable_cursor(scan))) == scan
     assert json.loads(stripe_events.readable_cursor(events))["readable"] == {
         "last_applied_event": "evt_9", "its_created_time": "2026-09-21T14:13:20+00:00", "mode": "following new events"}
