@@ -222,6 +222,9 @@ class InvoiceAnnotator:
             try:
                 outcome = self._work(inputs)
                 break
+            except _FinishedElsewhere:
+                finished = annotation_records(self.warehouse, [record.invoice_id])[record.invoice_id]
+                return InvoiceResult(record.invoice_id, record.customer_id, _outcome_of(finished), already_done=True)
             except Exception as error:  # noqa: BLE001 - one invoice's failure must not stop the batch
                 if transient_stripe_error(error) and attempt < TRANSIENT_ATTEMPTS:
                     # The client already retried this request; Stripe is having a bad moment. The same
@@ -275,7 +278,8 @@ class InvoiceAnnotator:
         )
         if finalized_status is not None:
             return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures, inputs.late)
-        mark_pending(self.warehouse, record.invoice_id, self.run_id, _now())
+        if not mark_pending(self.warehouse, record.invoice_id, self.run_id, _now()):
+            raise _FinishedElsewhere(record.invoice_id)
         try:
             if record.needs_branding:
                 # Its subscription had no brand fields yet when Stripe created the draft (see
@@ -380,6 +384,10 @@ def _tier_terms(terms: SubscriptionTerms | None) -> TierTerms | None:
     if terms is None or not terms.tier_name:
         return None
     return TierTerms(terms.tier_name, terms.included_minutes, terms.overage_unit_amount, terms.currency)
+
+
+class _FinishedElsewhere(Exception):
+    """Another run finished the invoice after this run read its row: nothing to write or record."""
 
 
 def _outcome_of(record: AnnotationRecord) -> AnnotationOutcome:

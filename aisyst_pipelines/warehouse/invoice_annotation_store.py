@@ -209,13 +209,19 @@ def annotation_records(warehouse: Warehouse, invoice_ids: Iterable[str]) -> dict
     return records
 
 
-def mark_pending(warehouse: Warehouse, invoice_id: str, run_id: str, now: datetime) -> None:
+def mark_pending(warehouse: Warehouse, invoice_id: str, run_id: str, now: datetime) -> bool:
     """Record, before the write to Stripe, that a write may be under way (and count the attempt: here
-    an attempt is counted as it starts, since a run may die before it could record its end)."""
+    an attempt is counted as it starts, since a run may die before it could record its end).
+
+    False, and nothing changed, when the row is final: another run finished the invoice after this
+    one read it (e.g. a run worker that outlived its deployment, next to the run started again). A
+    final row never goes back to `pending`."""
+    final = [status.value for status in FINAL_STATUSES]
     with warehouse.begin() as connection:
-        work_queue.count_attempt(
-            connection, ANNOTATIONS, [(invoice_id,)], status=AnnotationStatus.PENDING.value, run_id=run_id, updated_at=now
-        )
+        return work_queue.count_attempt(
+            connection, ANNOTATIONS, [(invoice_id,)], where=invoice_annotations.c.status.not_in(final),
+            status=AnnotationStatus.PENDING.value, run_id=run_id, updated_at=now,
+        ) == 1
 
 
 def record_outcome(warehouse: Warehouse, invoice_id: str, outcome: AnnotationOutcome, run_id: str, now: datetime) -> None:

@@ -36,7 +36,7 @@ def test_queue_once_and_walk_the_ledger(warehouse: Warehouse) -> None:
     assert queue_invoices(warehouse, [renewal(2), renewal(3)], "1", NOW) == ["in_3"]
     assert invoice_ids_on_record(warehouse, ["in_1", "in_3", "in_9"]) == {"in_1", "in_3"}
 
-    mark_pending(warehouse, "in_1", "run-a", NOW)
+    assert mark_pending(warehouse, "in_1", "run-a", NOW)
     record_outcome(
         warehouse, "in_1",
         AnnotationOutcome(AnnotationStatus.ANNOTATED, tier_name="Tier 1", minutes_used=395, minutes_included=500,
@@ -49,6 +49,11 @@ def test_queue_once_and_walk_the_ledger(warehouse: Warehouse) -> None:
     assert record.invoice == renewal(1) and record.period_start == START
     assert status_counts(warehouse) == {"annotated": 1, "queued": 2}
     assert status_counts(warehouse, ["in_1", "in_2"]) == {"annotated": 1, "queued": 1}
+
+    # A run that read in_1 before it was final (a worker outliving its deployment) cannot take it back.
+    assert not mark_pending(warehouse, "in_1", "run-stale", NOW)
+    again = annotation_records(warehouse, ["in_1"])["in_1"]
+    assert (again.status, again.attempts, again.run_id) == (AnnotationStatus.ANNOTATED, 1, "run-a")
 
 
 def test_retry_rule_picks_stale_and_failed_rows_until_attempts_run_out(warehouse: Warehouse) -> None:

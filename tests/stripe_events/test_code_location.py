@@ -32,7 +32,7 @@ def test_the_code_location_runs_the_events_sensor(location: dg.Definitions, stri
                                                   warehouse: Warehouse) -> None:
     dg.Definitions.validate_loadable(location)
     sensor = location.resolve_sensor_def("stripe_events_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 30
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 5
     assert location.resolve_assets_def("stripe_invoices") is not None
 
     world = events_world(stripe_emulator, stripe_resource)
