@@ -19,6 +19,13 @@ What it does:
 4. checks the result: every dropped event found as under-metering on its day, everything else a
    match; counts the requests the emulator served in the run (429s included).
 
+With `--through-daemon` step 3 is what production does: the warehouse and the Dagster instance are on
+a fresh PostgreSQL database (bench/real_daemon.py), `local_deployment` starts `dagster dev` with
+deploy/dagster.yaml, and the scheduled job `meter_reconciliation_job` is launched for last night's
+partition through the webserver and the daemon's run queue (as the schedule's tick or the UI's
+backfill would); elapsed = launched → run finished (queue, run-worker start and the run), the run's
+own time reported beside it.
+
 The floor is the summaries requests the run needs ÷ `--rps` (the rate limit cannot be beaten);
 the figure is elapsed ÷ floor (goal ≤ 1.2 at 100 requests/s and 200 ms latency).
 """
@@ -114,7 +121,11 @@ def main() -> int:
     parser.add_argument("--warehouse-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    parser.add_argument("--through-daemon", action="store_true",
+                        help="launch the scheduled job through a real deployment (PostgreSQL instance and warehouse)")
     args = parser.parse_args()
+    if args.through_daemon:
+        return through_daemon(args)
 
     temp = Path(tempfile.mkdtemp(prefix="aisyst-bench-reconcile-"))
     warehouse = Warehouse(args.warehouse_url or f"sqlite:///{temp / 'warehouse.db'}")
@@ -143,34 +154,94 @@ def main() -> int:
         served = emulator.call("requests_since", window_start)
         emulator.call("faults", {"latency_ms": 0, "rps_limit": None})
 
-        requests = outcome.summary_requests
-        floor = requests / args.rps
-        rows = reconciliation_store.run_results(warehouse, outcome.run_id)
-        under = sum(r["delta_minutes"] for r in rows if r["status"] == "under_metered")
-        report |= {
-            "customer_periods": len(rows),
-            "summary_requests": requests,
-            "requests_served": len(served),
-            "answered_429": sum(1 for r in served if r.get("status") == 429),
-            "elapsed_seconds": round(elapsed, 1),
-            "floor_seconds": round(floor, 1),
-            "ratio": round(elapsed / floor, 3),
-            "statuses": {s: sum(1 for r in rows if r["status"] == s) for s in ("match", "under_metered", "over_metered")},
-            "under_metered_minutes": under,
-            "check_passed": outcome.verdict().passed,
-            "phase_end_seconds": outcome.timings,
-        }
-        # The only drift is the dropped events: every one must be found as under-metering.
-        report["drift_found_is_the_drops"] = (
-            under == report["dropped_minutes"] and not report["statuses"]["over_metered"]
-            and sum(r["drift_minutes"] for r in rows) == report["dropped_minutes"]
-        )
+        report |= figures(warehouse, outcome.run_id, outcome.summary_requests, served, elapsed, args.rps, report["dropped_minutes"])
+        report |= {"check_passed": outcome.verdict().passed, "phase_end_seconds": outcome.timings}
     finally:
         emulator.stop()
+    return finish(report, args.json)
+
+
+def figures(warehouse: Warehouse, run_id: str, requests: int, served: list[dict[str, Any]], elapsed: float, rps: float,
+            dropped_minutes: int) -> dict[str, Any]:
+    """Elapsed against the floor, and whether the drift found is exactly the dropped events."""
+    rows = reconciliation_store.run_results(warehouse, run_id)
+    under = sum(r["delta_minutes"] for r in rows if r["status"] == "under_metered")
+    statuses = {s: sum(1 for r in rows if r["status"] == s) for s in ("match", "under_metered", "over_metered")}
+    floor = requests / rps
+    return {
+        "customer_periods": len(rows),
+        "summary_requests": requests,
+        "requests_served": len(served),
+        "answered_429": sum(1 for r in served if r.get("status") == 429),
+        "elapsed_seconds": round(elapsed, 1),
+        "floor_seconds": round(floor, 1),
+        "ratio": round(elapsed / floor, 3),
+        "statuses": statuses,
+        "under_metered_minutes": under,
+        # The only drift is the dropped events: every one must be found as under-metering.
+        "drift_found_is_the_drops": under == dropped_minutes and not statuses["over_metered"]
+        and sum(r["drift_minutes"] for r in rows) == dropped_minutes,
+    }
+
+
+def finish(report: dict[str, Any], path: Path | None) -> int:
     print(json.dumps(report, indent=2, default=str))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
+    if path:
+        path.write_text(json.dumps(report, indent=2, default=str))
     return 0
+
+
+# The deployment's names as the UI shows them (benches do not import the Dagster layer).
+RECONCILIATION_JOB = "meter_reconciliation_job"
+RECONCILIATION_ASSET = "meter_reconciliation"
+
+
+def through_daemon(args: argparse.Namespace) -> int:
+    from real_daemon import machine_load, postgres_world, started_deployment
+
+    emulator = Emulator(args.seed)
+    report: dict[str, Any] = {
+        "mode": "through the daemon: meter_reconciliation_job, last night's partition, run queue",
+        "date": datetime.now(UTC).date().isoformat(), "customers": args.customers, "rps": args.rps,
+        "latency_ms": args.latency_ms, "concurrency": args.concurrency, "instance": "PostgreSQL (deploy/dagster.yaml)",
+        "warehouse": "PostgreSQL", "machine": f"{os.cpu_count()} CPU, Python {platform.python_version()}",
+        "load_before": machine_load(),
+    }
+    try:
+        with postgres_world(stripe_api_base=emulator.url, requests_per_second=args.rps) as world:
+            warehouse = Warehouse(world.warehouse_url)
+            warehouse.upgrade()
+            now = datetime.now(UTC)
+            started = time.monotonic()
+            report |= set_up(emulator, warehouse, args.customers, args.drop_share, args.seed, now, args.active_share, args.max_calls)
+            report["setup_seconds"] = round(time.monotonic() - started, 1)
+            # The night whose end (plus the hour of settle lag) is after every call and meter event of the set-up.
+            night = (floor_day(now - timedelta(hours=1)) - timedelta(days=1)).date().isoformat()
+            with started_deployment(world) as (deployment, ready_seconds):
+                report["deployment_ready_seconds"] = round(ready_seconds, 1)
+                emulator.call("faults", {"latency_ms": args.latency_ms, "rps_limit": args.rps})
+                report["load_at_start"] = machine_load()
+                window_start = time.time()
+                run_id = deployment.submit(RECONCILIATION_JOB, tags={"dagster/partition": night}, run_config={
+                    "ops": {RECONCILIATION_ASSET: {"config": {"concurrency": args.concurrency}}}})
+                (run,) = deployment.wait_for_runs([run_id], timeout=3600)
+                elapsed = time.time() - window_start
+                served = emulator.call("requests_since", window_start)
+                emulator.call("faults", {"latency_ms": 0, "rps_limit": None})
+                record = deployment.instance.get_run_record_by_id(run_id)
+                assert record is not None
+                metadata = next(m for m in deployment.run_materializations(run_id) if m.asset_key.path == [RECONCILIATION_ASSET]).metadata
+                report |= {"partition": night, "run_status": run.status.value, "load_after": machine_load()}
+                report |= figures(warehouse, run_id, int(metadata["stripe_summary_requests"].value), served, elapsed, args.rps,
+                                  report["dropped_minutes"])
+                report |= {
+                    "run_seconds": round((record.end_time or 0) - (record.start_time or 0), 1),
+                    "launched_to_started_seconds": round((record.start_time or 0) - record.create_timestamp.timestamp(), 1),
+                    "phase_end_seconds": metadata["phase_end_seconds"].value,
+                }
+    finally:
+        emulator.stop()
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":
