@@ -404,7 +404,7 @@ def _run_month(
     the dunning after it; prints each part."""
     from aisyst_pipelines.services.ingestion import shown_path
     from aisyst_pipelines.warehouse import Warehouse
-    from jobs import ingestion, reconciliation, stripe_events, usage_alerts
+    from jobs import ingestion, reconciliation, usage_alerts
     from jobs import invoice_annotation as annotation
 
     warehouse = Warehouse(settings.warehouse_url)
@@ -466,10 +466,7 @@ def _run_month(
     late_landed = time.time()
     progress.step(f"late CDR file landed: {late_file.relative_to(settings.landing_dir)} — {LATE_MINUTES} minutes of "
                   f"{LATE_ACCOUNT}'s calls of {LATE_CALLS_DAY:%d %B}, buffered by a voice node (their meter events sent with it)")
-    applied = stripe_events.events_applied_since(dagster, finalized_at)
-    progress.step(_events_line(applied, receiver))
-    for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
-        progress.say(f"    ops alert: {_subject(path)}  →  {path}")
+    _print_events_applied(progress, dagster, settings, finalized_at, before, receiver)
     _print_invoices(progress, client, stripe, signups)
     _print_net_30(progress, warehouse, signups)
     late_outcomes = ingestion.landing_outcomes(dagster, since=late_landing, after=late_landed)
@@ -492,10 +489,7 @@ def _run_month(
     client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": int(after_retries.timestamp())})
     progress.step(f"test clock advanced to {after_retries:%Y-%m-%d %H:%M} UTC: Smart Retries "
                   f"({DUNNING.retries} within {DUNNING.retry_days} days) — one card was updated, one was not")
-    applied = stripe_events.events_applied_since(dagster, retried_at)
-    progress.step(_events_line(applied, receiver))
-    for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
-        progress.say(f"    ops alert: {_subject(path)}  →  {path}")
+    _print_events_applied(progress, dagster, settings, retried_at, before, receiver)
     _print_dunning(progress, warehouse, signups)
     if receiver is not None:
         progress.say(receiver.summary(emulator, warehouse))
@@ -586,6 +580,17 @@ def _print_audit(progress: Progress, dagster: Any, run: Any) -> None:
         causes = check.metadata.get("causes")
         progress.say(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}"
                      + (f" — causes by invoice: {causes.value}" if causes is not None and causes.value else ""))
+
+
+def _print_events_applied(
+    progress: Progress, dagster: Any, settings: Settings, since: float, before: set[Path], receiver: WebhookReceiver | None
+) -> None:
+    """What the daemon's events sensor applied since `since`, and the ops alerts mailed since the outbox held `before`."""
+    from jobs import stripe_events
+
+    progress.step(_events_line(stripe_events.events_applied_since(dagster, since), receiver))
+    for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
+        progress.say(f"    ops alert: {_subject(path)}  →  {path}")
 
 
 def _print_late_minutes(progress: Progress, warehouse: Any, signups: Sequence[Signup]) -> None:
