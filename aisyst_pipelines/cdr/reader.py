@@ -57,6 +57,7 @@ from .records import (
 
 READ_SIZE = 4 * 1024 * 1024
 MAX_BLOCK_BYTES = 16 * 1024 * 1024  # a chunk holds at most chunk_rows lines and about this many bytes
+FIRST_BLOCK_ROWS = 4_096  # the first chunk comes quickly, the next ones grow (see _iter_blocks)
 PYARROW_BLOCK_BYTES = 8 * 1024 * 1024
 JSON_BATCH_ROWS = 10_000
 JSON_NUMBER_KEYS = ("billable_seconds", "duration")  # may be JSON numbers rather than strings
@@ -120,7 +121,13 @@ class _Block:
 
 
 def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int, max_record_bytes: int) -> Iterator[_Block]:
-    """Blocks of at most `chunk_rows` whole lines; a last line without its newline means truncated."""
+    """Blocks of at most `chunk_rows` whole lines; a last line without its newline means truncated.
+
+    The first block holds at most FIRST_BLOCK_ROWS lines and each next one up to twice as many:
+    a consumer that works on one chunk while the next is read (the loader) waits only for a small
+    first one before it starts, and is then busy while each bigger one is read.
+    """
+    block_rows = min(chunk_rows, FIRST_BLOCK_ROWS)
     pieces: list[bytes] = []
     skipped: list[_LongLine] = []
     n_lines = 0
@@ -133,7 +140,7 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int, max_record_bytes
             n_bytes += len(complete)
         skipped += long_lines
         # wide rows (Twilio's ~700 bytes) reach the byte cap before chunk_rows: memory stays bounded
-        if n_lines and (n_lines >= chunk_rows or n_bytes >= MAX_BLOCK_BYTES or at_end):
+        if n_lines and (n_lines >= block_rows or n_bytes >= MAX_BLOCK_BYTES or at_end):
             data = pa.py_buffer(b"".join(pieces))
             ends = _line_ends(data)
             start = 0
@@ -141,8 +148,8 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int, max_record_bytes
             while n_lines > taken:
                 remaining = n_lines - taken
                 fit = int(np.searchsorted(ends, start + MAX_BLOCK_BYTES - 1, side="right")) - taken
-                count = min(chunk_rows, remaining, max(1, fit))
-                if count == remaining and count < chunk_rows and not at_end:
+                count = min(block_rows, remaining, max(1, fit))
+                if count == remaining and count < block_rows and not at_end:
                     break  # a short block: wait for more lines
                 end = int(ends[taken + count - 1]) + 1
                 mine = [long for long in skipped if long.line < next_line + count]
@@ -151,6 +158,7 @@ def _iter_blocks(stream: BinaryIO, path: Path, chunk_rows: int, max_record_bytes
                 next_line += count
                 taken += count
                 start = end
+                block_rows = min(chunk_rows, block_rows * 2)
             pieces = [data.slice(start).to_pybytes()] if start < data.size else []
             n_lines -= taken
             n_bytes = data.size - start

@@ -371,3 +371,57 @@ def test_concurrent_loads_serialise_and_agree_on_usage_daily(warehouse: Warehous
     redelivered = load_cdr_file(warehouse, source("third.csv"), [chunk(first + second)], now=T)
     assert (redelivered.rows_loaded, redelivered.rows_duplicate) == (0, 8)
     assert usage(warehouse) == {("a", "2026-03-10"): (8, 60 * 15 + 270, 15 + 6, None)}
+
+
+def usage_from_call_records(warehouse: Warehouse) -> dict[tuple[str, str], tuple[int, int, int, int, str | None]]:
+    """usage_daily as it must be: call_records grouped by account and UTC day of ended_at."""
+    with warehouse.connect() as connection:
+        calls = connection.execute(select(call_records.c.account_code, call_records.c.ended_at, call_records.c.disposition,
+                                          call_records.c.billable_seconds, call_records.c.billable_minutes, call_records.c.customer_id)).all()
+    totals: dict[tuple[str, str], list] = {}
+    for account, ended_at, disposition, seconds, minutes, customer in calls:
+        day = totals.setdefault((account, ended_at.astimezone(timezone.utc).date().isoformat()), [0, 0, 0, 0, customer])
+        day[0] += 1
+        day[1] += disposition == "completed"
+        day[2] += seconds
+        day[3] += minutes
+    return {key: tuple(value) for key, value in totals.items()}  # type: ignore[misc]
+
+
+def usage_daily_rows(warehouse: Warehouse) -> dict[tuple[str, str], tuple[int, int, int, int, str | None]]:
+    with warehouse.connect() as connection:
+        return {(r.account_code, r.usage_date.isoformat()): (r.calls, r.answered_calls, r.billable_seconds, r.billable_minutes, r.customer_id)
+                for r in connection.execute(select(usage_daily))}
+
+
+def test_usage_daily_always_equals_call_records_by_account_and_utc_day(warehouse: Warehouse) -> None:
+    """Whatever mix of files arrives — new days, days with calls already, repeats within a chunk and
+    across chunks and files, conflicting re-deliveries, calls on the edge of a UTC day — usage_daily
+    is call_records grouped by account and UTC day. (New days take the totals summed while the calls
+    were copied, days with calls are rebuilt from call_records: both must give the same answer.)"""
+    import random
+
+    rng = random.Random(12)
+    map_accounts(warehouse, {"a": "cus_A"})
+    edges = ["2026-03-01T00:00:00+00:00", "2026-03-01T23:59:59.999999+00:00", "2026-03-02T00:30:00+01:00"]
+    known: list[dict] = []
+    for file_number in range(6):
+        chunks = []
+        line = 2
+        for _ in range(rng.randint(1, 3)):
+            calls = []
+            for _ in range(rng.randint(1, 25)):
+                if known and rng.random() < 0.3:  # a re-delivery, identical or changed
+                    again = rng.choice(known)
+                    calls.append({**again, "source_line": line} if rng.random() < 0.5 else
+                                 call(again["call_id"], again["account_code"], again["ended_at"], 7, line=line, variant="changed"))
+                else:
+                    ended = at(rng.choice(edges)) if rng.random() < 0.3 else at(f"2026-03-{rng.randint(1, 5):02d}T{rng.randint(0, 23):02d}:00:00+00:00")
+                    disposition = rng.choice(["completed", "completed", "no_answer"])
+                    calls.append(call(f"f{file_number}-{line}", rng.choice("abc"), ended, rng.randint(1, 400), line=line, disposition=disposition))
+                line += 1
+            known += calls
+            chunks.append(chunk(calls))
+        load_cdr_file(warehouse, source(f"mix-{file_number}.csv"), chunks, now=T)
+
+        assert usage_daily_rows(warehouse) == usage_from_call_records(warehouse), f"after file {file_number}"
