@@ -255,7 +255,7 @@ def main() -> None:
     print(f"\nsample file ({args.calls:,} calls, canonical CSV):", flush=True)
     path = sample_file(args.workdir, args.calls)
     rows = []
-    for backend in args.backends.split(","):
+    for backend in [name for name in args.backends.split(",") if name]:  # --backends "" with --rss-calls: memory only
         print(f"\n{backend}:", flush=True)
         runs: dict[str, list[dict]] = {kind: [] for kind in MEASUREMENTS}
         for repeat in range(args.repeat):  # interleaved, so that a slow spell of a shared machine hits all of them

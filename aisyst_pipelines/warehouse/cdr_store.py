@@ -18,8 +18,9 @@ Loading one file is ONE transaction (`load_cdr_file`):
    the chunk size, and makes "first version wins" hold across chunks of one file too: an earlier
    chunk's rows are already in call_records when a later chunk is copied;
 3. parser rejects go straight into call_records_rejected;
-4. usage_daily is recomputed from call_records (not incremented) for exactly the
-   (account_code, UTC day of ended_at) pairs that the newly inserted rows touch;
+4. usage_daily is brought up to date for exactly the (account_code, UTC day of ended_at) pairs
+   that the newly inserted rows touch: rebuilt from call_records (not incremented) where the day
+   had calls before, the new calls' totals where they are its first (`_recompute_usage_daily`);
 5. the cdr_files row gets its counts. Any exception rolls all of it back.
 
 A file that cannot be taken keeps a `cdr_files` row with status `failed` and the reason
@@ -29,6 +30,7 @@ count as loaded: the same content delivered again is requested and loaded.
 
 from __future__ import annotations
 
+import io
 import json
 import queue
 import sqlite3
@@ -87,7 +89,7 @@ _COUNT_ROWS = {"preserve_rowcount": True}
 
 _SQLITE_LOAD_CACHE_KIB = 128 * 1024
 
-_CSV_BATCH_ROWS = 8192  # rows Arrow's CSV writer renders at a time
+_CSV_BATCH_ROWS = 8192  # rows rendered per write into a COPY (~2 MiB of call_records CSV)
 _SQLITE_BATCH_ROWS = 8192  # rows turned into Python tuples at a time for executemany
 
 # What the drivers raise when an insert meets an existing primary key (COPY and executemany go
@@ -246,8 +248,7 @@ def load_cdr_file(
         cdr_touched_days.create(connection)
         # Each chunk is parsed and made ready for call_records in the read-ahead thread, so that this
         # thread only feeds the database and the database never waits on pandas between two copies.
-        dialect = connection.dialect.name
-        prepared = (_prepare_calls(chunk, source, ingested_at, customers, dialect) for chunk in chunks)
+        prepared = (_prepare_calls(chunk, source, ingested_at, customers) for chunk in chunks)
         for chunk in read_ahead(prepared):
             result.rows_total += chunk.rows_total
             if len(chunk.rejects):
@@ -444,7 +445,7 @@ class _PreparedCalls:
     rejects: pd.DataFrame
     first: pd.DataFrame  # the first occurrence of each call_id in the chunk (RECORD_COLUMNS), in call_id order
     repeated: pd.DataFrame  # the chunk's later occurrences of a call_id (RECORD_COLUMNS); usually none
-    rows: _BulkRows  # `first` as call_records rows (customer, source file, ingestion time added), ready to copy
+    rows: pa.Table  # `first` as call_records rows: customer, source file and ingestion time added
     touched_days: list[dict[str, Any]]  # the cdr_touched_days rows of `first`
 
 
@@ -456,10 +457,9 @@ class _Merged:
 
 
 def _prepare_calls(
-    chunk: ParsedChunk, source: CdrFileIdentity, ingested_at: datetime, customers: dict[str, str], dialect: str
+    chunk: ParsedChunk, source: CdrFileIdentity, ingested_at: datetime, customers: dict[str, str]
 ) -> _PreparedCalls:
-    """Everything about a chunk's calls that needs no database: runs in the read-ahead thread, the
-    COPY's CSV included, so that the transaction's thread only streams it to PostgreSQL.
+    """Everything about a chunk's calls that needs no database: runs in the read-ahead thread.
 
     Calls go in call_id order: the primary key's B-tree is then filled in one sweep instead of at
     random places, which keeps its pages in cache (the secondary indexes start with the account or
@@ -473,7 +473,7 @@ def _prepare_calls(
         rejects=chunk.rejects,
         first=first,
         repeated=frame[again],
-        rows=_bulk_rows(_call_rows(first, source, ingested_at, customers), dialect),
+        rows=_call_rows(first, source, ingested_at, customers),
         touched_days=_touched_days(first),
     )
 
@@ -509,8 +509,7 @@ def _merge_records(
         is_new = ~first["call_id"].isin(stored.index).to_numpy()
         new = first[is_new]
         if len(new):
-            rows = _call_rows(new, source, ingested_at, customers)
-            _insert_bulk_rows(connection, call_records.name, _bulk_rows(rows, connection.dialect.name))
+            insert_arrow(connection, call_records.name, _call_rows(new, source, ingested_at, customers))
         repeated = pd.concat([first[~is_new], chunk.repeated]).sort_index()  # in file order
         touched_days = _touched_days(new)
     if touched_days:
@@ -525,12 +524,12 @@ _NOTHING_STORED = pd.DataFrame(
 )
 
 
-def _insert_unless_a_key_exists(connection: Connection, rows: _BulkRows) -> bool:
+def _insert_unless_a_key_exists(connection: Connection, rows: pa.Table) -> bool:
     """Bulk-insert the rows into call_records in a savepoint; False (and nothing inserted) when one
     of their call_ids is there already."""
     try:
         with connection.begin_nested():
-            _insert_bulk_rows(connection, call_records.name, rows)
+            insert_arrow(connection, call_records.name, rows)
     except _UNIQUE_VIOLATIONS:
         return False
     return True
@@ -772,32 +771,15 @@ def bulk_insert(connection: Connection, table: Table, frame: pd.DataFrame) -> No
     PostgreSQL: COPY … FROM STDIN (CSV rendered by Arrow) over psycopg 3's copy protocol.
     SQLite: executemany of plain tuples (times as the text SQLAlchemy stores for UtcDateTime).
     """
-    arrow = arrow_for(table, frame.loc[:, _columns_of(table, frame)])
-    _insert_bulk_rows(connection, table.name, _bulk_rows(arrow, connection.dialect.name))
+    insert_arrow(connection, table.name, arrow_for(table, frame.loc[:, _columns_of(table, frame)]))
 
 
-@dataclass(frozen=True)
-class _BulkRows:
-    """Rows as a bulk insert takes them: for PostgreSQL the COPY's CSV already rendered (by Arrow,
-    in Arrow's own memory), for SQLite the Arrow table, turned into tuples batch by batch."""
-
-    columns: list[str]
-    postgres_csv: pa.Buffer | None = None
-    arrow: pa.Table | None = None
-
-
-def _bulk_rows(arrow: pa.Table, dialect: str) -> _BulkRows:
-    if dialect == "postgresql":
-        return _BulkRows(arrow.column_names, postgres_csv=postgres_csv(arrow))
-    return _BulkRows(arrow.column_names, arrow=arrow)
-
-
-def _insert_bulk_rows(connection: Connection, table_name: str, rows: _BulkRows) -> None:
-    if rows.postgres_csv is not None:
-        copy_postgres(connection, table_name, rows.columns, rows.postgres_csv)
+def insert_arrow(connection: Connection, table_name: str, arrow: pa.Table) -> None:
+    """Append an Arrow table (typed by `arrow_for`) to the table of that name, columns by name."""
+    if connection.dialect.name == "postgresql":
+        copy_postgres(connection, table_name, arrow.column_names, arrow)
     else:
-        assert rows.arrow is not None
-        executemany_sqlite(connection, table_name, rows.columns, sqlite_rows(rows.arrow))
+        executemany_sqlite(connection, table_name, arrow.column_names, sqlite_rows(arrow))
 
 
 def _columns_of(table: Table, frame: pd.DataFrame) -> list[str]:
@@ -811,35 +793,58 @@ def executemany_sqlite(connection: Connection, table_name: str, columns: Sequenc
     connection.connection.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
 
 
-def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str], csv: pa.Buffer) -> None:
-    """COPY CSV (`postgres_csv`) into a table through the SQLAlchemy connection's own psycopg
-    connection (same transaction)."""
+def copy_postgres(connection: Connection, table_name: str, columns: Sequence[str], rows: bytes | pa.Table) -> None:
+    """COPY rows into a table through the SQLAlchemy connection's own psycopg connection (same transaction).
+
+    `rows` is CSV already rendered, or an Arrow table that is rendered batch by batch straight into
+    the COPY: no buffer of the whole chunk, and the server parses one batch while the next is rendered.
+    """
     driver_connection = connection.connection.driver_connection
     statement = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
     with driver_connection.cursor() as cursor:  # type: ignore[union-attr]
         with cursor.copy(statement) as copy:
-            copy.write(memoryview(csv))  # pyright: ignore[reportArgumentType]  (pa.Buffer has the buffer protocol)
+            if isinstance(rows, bytes):
+                copy.write(rows)
+            else:
+                write_postgres_csv(rows, _CopyStream(copy))
 
 
-def postgres_csv(arrow: pa.Table) -> pa.Buffer:
-    """The table rendered as CSV for COPY, in memory of Arrow's own allocator (which hands it back to
-    the system, where whole-chunk buffers of the C heap fragment it).
+class _CopyStream(io.RawIOBase):
+    """A psycopg COPY as the writable file Arrow's CSV writer expects."""
 
-    Times are written as "YYYY-MM-DD HH:MM:SS.ffffff+00" up front: Arrow's own CSV rendering of
-    zoned timestamps goes through strftime and costs more than the COPY itself.
-    """
+    def __init__(self, copy: Any) -> None:
+        super().__init__()
+        self._copy = copy
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._copy.write(data)
+        return len(data)
+
+
+def postgres_csv(arrow: pa.Table) -> bytes:
+    """The table rendered as CSV for COPY, in memory."""
+    buffer = io.BytesIO()
+    write_postgres_csv(arrow, buffer)
+    return buffer.getvalue()
+
+
+def write_postgres_csv(arrow: pa.Table, sink: Any) -> None:
+    """Write CSV for COPY to a file-like sink. Times are written as "YYYY-MM-DD HH:MM:SS.ffffff+00" up
+    front: Arrow's own CSV rendering of zoned timestamps goes through strftime and costs more than
+    the COPY itself."""
     columns = [
         # pyarrow-stubs want every argument of one type; Arrow joins an array with scalar strings
         pc.binary_join_element_wise(_utc_text(column), "+00", "") if pa.types.is_timestamp(column.type) else column  # pyright: ignore[reportCallIssue, reportArgumentType]
         for column in arrow.columns
     ]
-    sink = pa.BufferOutputStream()
     # all_valid quotes every non-null value: an empty string stays '' and only a missing value is NULL.
     pa_csv.write_csv(
         pa.Table.from_arrays(columns, names=arrow.column_names), sink,
         pa_csv.WriteOptions(include_header=False, quoting_style="all_valid", batch_size=_CSV_BATCH_ROWS),
     )
-    return sink.getvalue()
 
 
 def sqlite_rows(arrow: pa.Table) -> Iterable[tuple[Any, ...]]:
