@@ -650,11 +650,11 @@ def _touched_days(calls: pd.DataFrame) -> list[dict[str, Any]]:
         .sum()
     )
     rows = []
-    for (account, start), totals in zip(days.index, days.itertuples(index=False)):
+    for (account, start), *totals in zip(days.index, *(days[name].tolist() for name in _NEW_CALL_TOTALS)):
         start = pd.Timestamp(start, tz="UTC")
         rows.append({
             "account_code": account, "usage_date": start.date(), "day_start": start.to_pydatetime(),
-            "day_end": (start + timedelta(days=1)).to_pydatetime(), **{k: int(v) for k, v in totals._asdict().items()},
+            "day_end": (start + timedelta(days=1)).to_pydatetime(), **dict(zip(_NEW_CALL_TOTALS, totals)),
         })
     return rows
 
