@@ -509,7 +509,7 @@ def _merge_records(
         is_new = ~first["call_id"].isin(stored.index).to_numpy()
         new = first[is_new]
         if len(new):
-            insert_arrow(connection, call_records.name, _call_rows(new, source, ingested_at, customers))
+            _insert_arrow(connection, call_records.name, _call_rows(new, source, ingested_at, customers))
         repeated = pd.concat([first[~is_new], chunk.repeated]).sort_index()  # in file order
         touched_days = _touched_days(new)
     if touched_days:
@@ -529,7 +529,7 @@ def _insert_unless_a_key_exists(connection: Connection, rows: pa.Table) -> bool:
     of their call_ids is there already."""
     try:
         with connection.begin_nested():
-            insert_arrow(connection, call_records.name, rows)
+            _insert_arrow(connection, call_records.name, rows)
     except _UNIQUE_VIOLATIONS:
         return False
     return True
@@ -771,10 +771,10 @@ def bulk_insert(connection: Connection, table: Table, frame: pd.DataFrame) -> No
     PostgreSQL: COPY … FROM STDIN (CSV rendered by Arrow) over psycopg 3's copy protocol.
     SQLite: executemany of plain tuples (times as the text SQLAlchemy stores for UtcDateTime).
     """
-    insert_arrow(connection, table.name, arrow_for(table, frame.loc[:, _columns_of(table, frame)]))
+    _insert_arrow(connection, table.name, arrow_for(table, frame.loc[:, _columns_of(table, frame)]))
 
 
-def insert_arrow(connection: Connection, table_name: str, arrow: pa.Table) -> None:
+def _insert_arrow(connection: Connection, table_name: str, arrow: pa.Table) -> None:
     """Append an Arrow table (typed by `arrow_for`) to the table of that name, columns by name."""
     if connection.dialect.name == "postgresql":
         copy_postgres(connection, table_name, arrow.column_names, arrow)
