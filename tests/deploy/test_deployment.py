@@ -27,6 +27,7 @@ from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.invoice_annotation_store import status_counts
 from resources.stripe import StripeResource
 
+from deploy_processes import stop_whatever_is_left
 from test_production_instance import _environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +138,7 @@ def deployment(tmp_path: Path, postgres_database: str) -> Iterator[dict[str, Any
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        stop_whatever_is_left(Path(env["AISYST_HOME"]))
 
 
 def test_the_daemon_annotates_every_renewal_draft_and_the_queue_runs_what_is_launched(deployment: dict[str, Any]) -> None:

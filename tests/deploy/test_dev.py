@@ -20,32 +20,13 @@ import stripe
 from aisyst_pipelines.deployment import DEV_SERVER_FILE, LOCATION_NAME, REPOSITORY_NAME, free_port
 from resources.stripe import StripeResource
 
+from deploy_processes import processes_of, wait_until_gone
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SENSORS = ("cdr_files_sensor", "draft_invoice_sensor", "stripe_events_sensor")
 TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { ... on Sensor {
   sensorState { status ticks(limit: 10) { status error { message } } } } } }"""
-
-
-def processes_of(home: Path) -> list[int]:
-    """Every process whose environment names `home` as its AISYST_HOME (the deployment's processes
-    inherit it, whatever their session)."""
-    wanted = f"AISYST_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:  # gone meanwhile, or not ours
-            continue
-    return found
-
-
-def wait_until_gone(home: Path, timeout: float = 90) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (left := processes_of(home)) and time.monotonic() < deadline:
-        time.sleep(1)
-    return left
 
 
 def sensor_state(url: str, name: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
+from deploy_processes import stop_whatever_is_left
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -81,3 +83,4 @@ def test_a_job_runs_on_postgres_storage_and_the_webserver_answers(tmp_path: Path
     finally:
         webserver.terminate()
         webserver.wait(timeout=30)
+        stop_whatever_is_left(Path(env["AISYST_HOME"]))
