@@ -70,7 +70,7 @@ class SensorPolicy:
     # Longer than the interval to the next tick plus that tick's own listing (slower while runs write):
     # the runs never wait for the next batch, and few runs mean few run start-ups.
     writing_seconds_per_tick: float = 40.0
-    first_writing_seconds: float = 10.0
+    first_writing_seconds: float = 3.0
     # Never list longer than this in one tick (far from Dagster's 60 s limit).
     tick_budget_seconds: float = 15.0
     overlap_seconds: int = 60  # re-listed below the cursor …
