@@ -699,10 +699,10 @@ def _recompute_usage_daily(connection: Connection, updated_at: datetime) -> int:
     """
     t, c, u = cdr_touched_days, call_records, usage_daily
     customers = account_customers()
-    connection.execute(
-        update(t).values(had_calls=exists().where(u.c.account_code == t.c.account_code, u.c.usage_date == t.c.usage_date))
-    )
-    connection.execute(delete(u).where(exists().where(t.c.account_code == u.c.account_code, t.c.usage_date == u.c.usage_date)))
+    # Correlated to whichever table the statement works on: a touched day that has a usage_daily row.
+    same_day = exists().where(u.c.account_code == t.c.account_code, u.c.usage_date == t.c.usage_date)
+    connection.execute(update(t).values(had_calls=same_day))
+    connection.execute(delete(u).where(same_day))
     rebuilt = (
         select(
             t.c.account_code,

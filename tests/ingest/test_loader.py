@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
@@ -399,8 +400,6 @@ def test_usage_daily_always_equals_call_records_by_account_and_utc_day(warehouse
     across chunks and files, conflicting re-deliveries, calls on the edge of a UTC day — usage_daily
     is call_records grouped by account and UTC day. (New days take the totals summed while the calls
     were copied, days with calls are rebuilt from call_records: both must give the same answer.)"""
-    import random
-
     rng = random.Random(12)
     map_accounts(warehouse, {"a": "cus_A"})
     edges = ["2026-03-01T00:00:00+00:00", "2026-03-01T23:59:59.999999+00:00", "2026-03-02T00:30:00+01:00"]
