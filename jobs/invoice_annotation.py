@@ -2,8 +2,9 @@
 
 Adapters of services/invoice_annotation_planning.py (which renewal invoices to queue and when, the
 cursor, the batches and their run keys) and services/invoice_annotation.py (the work of a run, through
-the `invoice_annotations` asset): every 30 s the sensor scans the invoices created since its cursor and
-requests one run per planned batch of ids, new renewals first, then the rows to try again.
+the `invoice_annotations` asset): every few seconds the sensor scans the invoices created since its
+cursor, queues the new renewals and requests a run for them unless a run that works the queue is in
+progress (it takes them), then runs for the rows to try again.
 """
 
 from collections.abc import Sequence
@@ -36,12 +37,31 @@ annotate_draft_invoices = dg.define_asset_job(
 )
 
 
+WORKS_QUEUE_TAG = "aisyst/works_queue"
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
 def _run_request(run: PlannedRun) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=run.run_key,
-        run_config=annotation_run_config(run.invoice_ids),
-        tags={"aisyst/invoices": str(len(run.invoice_ids)), "aisyst/retry": "true" if run.retry else "false"},
+        run_config=annotation_run_config(run.invoice_ids, take_queued=True, wait_for_queued_seconds=run.wait_for_queued_seconds),
+        tags={
+            "aisyst/invoices": str(len(run.invoice_ids)),
+            "aisyst/retry": "true" if run.retry else "false",
+            WORKS_QUEUE_TAG: "true",
+        },
     )
+
+
+def queue_worked(instance: dg.DagsterInstance) -> bool:
+    """Whether a run that works the annotation queue is queued or running: it takes new rows itself."""
+    runs = dg.RunsFilter(job_name=annotate_draft_invoices.name, statuses=IN_PROGRESS, tags={WORKS_QUEUE_TAG: "true"})
+    return bool(instance.get_run_records(filters=runs, limit=1))
 
 
 def evaluate(
@@ -52,11 +72,15 @@ def evaluate(
 ) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
     cursor = ScanCursor.parse(state_of(context.cursor))
-    plan = scan_invoices(stripe.invoices, warehouse, cursor, policy, now, stripe.effective_requests_per_second)
-    requests = [_run_request(run) for run in planned_runs(plan, policy, now)]
+    # Asked before the listing: a run that ends meanwhile leaves rows queued, and the next tick, seeing
+    # no run in progress, requests them as orphans.
+    worked = queue_worked(context.instance)
+    plan = scan_invoices(stripe.invoices, warehouse, cursor, policy, now, stripe.effective_requests_per_second, worked)
+    requests = [_run_request(run) for run in planned_runs(plan, policy, now, worked)]
     context.log.info(plan.summary())
     if not requests:
-        return dg.SensorResult(skip_reason=dg.SkipReason("no new renewal invoices"), cursor=readable_cursor(plan.cursor))
+        reason = f"{len(plan.queued)} new renewal(s) queued for the run in progress" if plan.queued else "no new renewal invoices"
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=readable_cursor(plan.cursor))
     return dg.SensorResult(run_requests=requests, cursor=readable_cursor(plan.cursor))
 
 
@@ -110,21 +134,26 @@ def annotation_outcomes(deployment: Deployment, run_ids: Sequence[str]) -> list[
     op = ASSET_KEY.to_python_identifier()
     outcomes = []
     for run in deployment.wait_for_runs(run_ids):
-        ids = run.run_config["ops"][op]["config"]["invoice_ids"]  # type: ignore[index]
+        invoices = len(run.run_config["ops"][op]["config"]["invoice_ids"])  # type: ignore[index]
         counts: dict[str, int] = {}
         check_passed = None
         success = run.status == dg.DagsterRunStatus.SUCCESS
         if success:
             metadata = next(m for m in deployment.run_materializations(run.run_id) if m.asset_key == ASSET_KEY).metadata
             counts = {key: int(metadata[key].value) for key in ("annotated", "missed", "failed", "skipped", "already_done")}  # type: ignore[arg-type]
+            invoices = int(metadata["invoices"].value)  # type: ignore[arg-type]  # with the queued ones it took
             check_passed = all(check.passed for check in deployment.run_check_evaluations(run.run_id))
-        outcomes.append(RunOutcome(run.run_id, len(ids), counts, check_passed, success))
+        outcomes.append(RunOutcome(run.run_id, invoices, counts, check_passed, success))
     return outcomes
 
 
-def annotation_run_config(invoice_ids: Sequence[str]) -> dict:
-    """The job's run config for exactly these invoices (each must have a row)."""
-    return {"ops": {ASSET_KEY.to_python_identifier(): {"config": {"invoice_ids": list(invoice_ids)}}}}
+def annotation_run_config(invoice_ids: Sequence[str], take_queued: bool = False, wait_for_queued_seconds: float = 0.0) -> dict:
+    """The job's run config for these invoices (each must have a row) and, with `take_queued`, then the
+    other queued ones (the sensor's runs)."""
+    config: dict = {"invoice_ids": list(invoice_ids)}
+    if take_queued:
+        config.update(take_queued_invoices=True, wait_for_queued_seconds=wait_for_queued_seconds)
+    return {"ops": {ASSET_KEY.to_python_identifier(): {"config": config}}}
 
 
 # Brand fields go on each subscription's invoice settings ahead of its renewal (services/invoice_annotation.py):

@@ -21,6 +21,7 @@ from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation import (
     AnnotationRun,
     InvoiceResult,
+    QueueWork,
     UnknownInvoices,
     annotate_batch,
     apply_invoice_branding,
@@ -58,11 +59,29 @@ class AnnotateConfig(dg.Config):
         description="Finalize each invoice right after its lines are added, instead of waiting for "
         "Stripe's automatic finalization about an hour after creation (one more write per invoice).",
     )
+    take_queued_invoices: bool = Field(
+        default=False,
+        description="After these invoices, also annotate the other invoices queued in invoice_annotations, as "
+        "draft_invoice_sensor queues them (its runs do: one run works a month-start burst).",
+    )
+    wait_for_queued_seconds: float = Field(
+        default=0.0,
+        description="With take_queued_invoices: end once no invoice was queued for this many seconds "
+        "(the sensor sets it while its scan of a burst continues).",
+    )
+
+
+# A run that works a month-start burst has thousands of results: the run's metadata shows the
+# problems and the first of the rest (invoice_annotations has every row).
+RESULTS_SHOWN = 500
 
 
 def _results_table(results: Sequence[InvoiceResult]) -> dg.MetadataValue:
     rows = ["| invoice | customer | status | minutes used | included | lines | detail |", "|---|---|---|---|---|---|---|"]
-    for result in results:
+    problem = (AnnotationStatus.MISSED, AnnotationStatus.FAILED)
+    problems = [r for r in results if r.outcome.status in problem]
+    shown = (problems + [r for r in results if r.outcome.status not in problem])[: max(RESULTS_SHOWN, len(problems))]
+    for result in shown:
         o = result.outcome
         included = "unlimited" if o.minutes_included is None and o.tier_name else (o.minutes_included or "")
         detail = (o.detail or "").replace("|", "/")
@@ -71,6 +90,8 @@ def _results_table(results: Sequence[InvoiceResult]) -> dg.MetadataValue:
             f"| {result.invoice_id} | {result.customer_id} | {status} | {'' if o.minutes_used is None else o.minutes_used} "
             f"| {included} | {o.lines_added or 0} | {detail} |"
         )
+    if len(shown) < len(results):
+        rows.append(f"\n… and {len(results) - len(shown):,} more: see invoice_annotations (run_id = this run).")
     return dg.MetadataValue.md("\n".join(rows))
 
 
@@ -107,6 +128,7 @@ def invoice_annotations(
             concurrency=config.concurrency,
             requests_per_second=stripe.effective_requests_per_second,
             finalize=config.finalize_after_annotating,
+            queue=QueueWork(idle_seconds=config.wait_for_queued_seconds) if config.take_queued_invoices else None,
         )
     except UnknownInvoices as error:
         raise dg.Failure(str(error)) from None
@@ -137,7 +159,7 @@ def _run_metadata(run: AnnotationRun) -> dict[str, dg.MetadataValue]:
         "invoices": dg.MetadataValue.int(len(run.results)),
         **counts,
         "already_done": dg.MetadataValue.int(len(run.already_done)),
-        "annotated_invoices": dg.MetadataValue.json(run.annotated),
+        "annotated_invoices": dg.MetadataValue.json(run.annotated[:RESULTS_SHOWN]),
         "results": _results_table(run.results),
         "annotation_version": dg.MetadataValue.text(ANNOTATION_VERSION),
     }

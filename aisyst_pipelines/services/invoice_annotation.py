@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
@@ -69,6 +70,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     branding_targets,
     customer_profiles,
     mark_pending,
+    queued_invoice_ids,
     record_branding,
     record_outcome,
     subscription_terms,
@@ -149,14 +151,32 @@ def annotate_batch(
     concurrency: int,
     requests_per_second: float,
     finalize: bool = False,
+    queue: QueueWork | None = None,
 ) -> AnnotationRun:
     """Annotate the invoices (each id must have a row, else UnknownInvoices) with at most `concurrency`
     workers, fewer when the Stripe rate could not keep more busy (`workers_for`). `run_id` goes on the
     rows; `profiles` (called once, and only when a draft's subscription had no brand fields: it may
     read Stripe's tax rates) fill the brand fields and tax rates of such a draft; `finalize` finalizes
-    each invoice right after its lines are on."""
+    each invoice right after its lines are on. With `queue`, the run then works the ledger's other
+    `queued` rows too (see QueueWork)."""
     annotator = InvoiceAnnotator(invoices, warehouse, run_id, profiles, finalize)
-    return AnnotationRun(annotator.annotate(invoice_ids, workers_for(concurrency, requests_per_second)))
+    return AnnotationRun(annotator.annotate(invoice_ids, workers_for(concurrency, requests_per_second), queue))
+
+
+@dataclass(frozen=True)
+class QueueWork:
+    """How a run works the queue after its own invoices: it keeps taking the `queued` rows of the ledger
+    (the longest-waiting first) while its workers write, until no new row has come for `idle_seconds`.
+
+    Why: at month start the sensor lists thousands of drafts over several ticks. If each tick's rows
+    waited for a run of their own, every handover (the run queue, a run worker's start: seconds each)
+    would leave the Stripe rate limit idle. So one run takes the rows as the ticks queue them, page by
+    page, and the sensor requests no other run for new rows while it is in progress
+    (invoice_annotation_planning)."""
+
+    idle_seconds: float = 0.0
+    poll_seconds: float = 0.25
+    ahead_per_worker: int = 4  # invoices read ahead per worker, so that no worker waits for the next rows
 
 
 def workers_for(concurrency: int, requests_per_second: float) -> int:
@@ -188,13 +208,59 @@ class InvoiceAnnotator:
         self.profiles = cache(profiles)  # no request in the burst unless a draft needs brand fields
         self.finalize = finalize
 
-    def annotate(self, invoice_ids: Sequence[str], workers: int) -> list[InvoiceResult]:
+    def annotate(self, invoice_ids: Sequence[str], workers: int, queue: QueueWork | None = None) -> list[InvoiceResult]:
         inputs = self._read_inputs(invoice_ids)
         unknown = [invoice_id for invoice_id in dict.fromkeys(invoice_ids) if invoice_id not in inputs]
         if unknown:
             raise UnknownInvoices(unknown)
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="annotate") as pool:
-            return list(pool.map(self._annotate_one, inputs.values()))
+        workers = max(1, workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool:
+            futures = [pool.submit(self._annotate_one, item) for item in inputs.values()]
+            if queue is not None:
+                self._work_the_queue(pool, queue, futures, set(inputs), workers * queue.ahead_per_worker)
+            return [future.result() for future in futures]
+
+    def _work_the_queue(
+        self, pool: ThreadPoolExecutor, queue: QueueWork, futures: list[Future[InvoiceResult]], taken: set[str], ahead: int
+    ) -> None:
+        """Submit the ledger's `queued` rows as they come (appended to `futures`), keeping about `ahead`
+        invoices in flight; return once no new row has come for `queue.idle_seconds` of looking."""
+        lock = threading.Lock()
+        in_flight = 0
+
+        def track(future: Future[InvoiceResult]) -> None:
+            nonlocal in_flight
+            with lock:
+                in_flight += 1
+            future.add_done_callback(finished)
+
+        def finished(_: Future[InvoiceResult]) -> None:
+            nonlocal in_flight
+            with lock:
+                in_flight -= 1
+
+        for future in futures:
+            track(future)
+        last_new = time.monotonic()
+        while True:
+            with lock:
+                busy = in_flight
+            if busy >= ahead:
+                last_new = time.monotonic()  # not looking: this is not idle time
+            else:
+                # Rows this run took stay `queued` until a worker marks them `pending`: skip those.
+                fresh = [i for i in queued_invoice_ids(self.warehouse, ahead) if i not in taken][: ahead - busy]
+                if fresh:
+                    taken.update(fresh)
+                    for item in self._read_inputs(fresh).values():
+                        future = pool.submit(self._annotate_one, item)
+                        track(future)
+                        futures.append(future)
+                    last_new = time.monotonic()
+                    continue
+                if time.monotonic() - last_new >= queue.idle_seconds:
+                    return
+            time.sleep(queue.poll_seconds)
 
     # --- reading the batch's inputs (a handful of queries for the whole batch) ------------------------
 

@@ -1,10 +1,14 @@
 """Which renewal invoices to annotate and when: the planning behind `draft_invoice_sensor` (DESIGN.md §2.4).
 
 Every tick lists the invoices created since its cursor, keeps the renewal invoices
-(`billing_reason=subscription_cycle`) that have no invoice_annotations row yet, writes them there as
-`queued` (with the customer, subscription and period it saw, so runs get ids only) and plans one run
-per batch of ids. The run key is made of the ids and the annotation version: a tick that somehow
-re-plans the same batch launches nothing twice.
+(`billing_reason=subscription_cycle`) that have no invoice_annotations row yet and writes them there
+as `queued`, page by page (with the customer, subscription and period it saw, so runs get ids only).
+A run, after the ids it was requested for, works the queue: it takes the `queued` rows as the ticks
+write them (services/invoice_annotation.py, QueueWork). So a tick requests a run for its new renewals
+only when no such run is in progress, and a month-start burst is one run that starts after the first
+page, not one run per tick with a handover (run queue, run worker start) between each. The run key is
+made of the ids and the annotation version: a tick that somehow re-plans the same batch launches
+nothing twice.
 
 The cursor is the highest `created` seen (never "now": test clocks make Stripe time differ from the
 wall clock). For ten minutes after it rose, each scan re-lists a small overlap below it, because
@@ -21,8 +25,9 @@ and the newest invoice's `created`): a renewal invoice that was finalized before
 the sensor was stopped for an hour — is queued too, and its run records it `missed` and alerts,
 rather than nobody ever noticing.
 
-Rows that should have finished by now (queued or pending for `stale_after`, or failed) are planned
-again, a few attempts at most: that is how a run that died, or a Stripe outage, heals.
+Rows that should have finished by now (pending for `stale_after`, failed for `failed_after`, or queued
+for `orphaned_after` while no run works the queue) are planned again, a few attempts at most: that is
+how a run that died, or a Stripe outage, heals.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -70,7 +75,13 @@ class SensorPolicy:
     # Longer than the interval to the next tick plus that tick's own listing (slower while runs write):
     # the runs never wait for the next batch, and few runs mean few run start-ups.
     writing_seconds_per_tick: float = 40.0
-    first_writing_seconds: float = 3.0
+    first_writing_seconds: float = 1.0  # one page: the run then takes the next ticks' rows from the queue
+    # A run requested while the scan continues waits this long for the next tick's rows before it ends
+    # (longer than the interval between ticks plus a tick's listing budget).
+    wait_for_queued_seconds: float = 25.0
+    # A `queued` row this old, while no run that works the queue is in progress, is an orphan (queued just
+    # as that run ended, or its run failed): it is requested again.
+    orphaned_after: timedelta = timedelta(seconds=30)
     # Never list longer than this in one tick (far from Dagster's 60 s limit).
     tick_budget_seconds: float = 15.0
     overlap_seconds: int = 60  # re-listed below the cursor …
@@ -148,6 +159,7 @@ class PlannedRun:
     invoice_ids: list[str]
     run_key: str
     retry: bool
+    wait_for_queued_seconds: float = 0.0  # then it works the queue (QueueWork) until nothing came for this long
 
 
 def _renewal(listed: ListedInvoice) -> RenewalInvoice:
@@ -172,26 +184,33 @@ def scan_invoices(
     policy: SensorPolicy,
     now: datetime,
     requests_per_second: float,
+    queue_worked: bool = False,
 ) -> TickPlan:
-    """One tick's work: list from `cursor`, queue new renewals, pick rows to retry. `requests_per_second`
-    is the Stripe rate the runs will write at (it decides how many new renewals are enough for a tick)."""
+    """One tick's work: list from `cursor`, queue new renewals page by page, pick rows to retry.
+    `requests_per_second` is the Stripe rate the runs will write at (it decides how many new renewals
+    are enough for a tick). `queue_worked`: a run that takes queued rows is in progress — it takes this
+    tick's rows as they are queued, and queued rows are not orphans."""
     enough = policy.enough_renewals(requests_per_second, starts_scan=not cursor.scanning)
-    listing = _list_renewals(invoices, warehouse, cursor, policy, now, enough)
-    plan = TickPlan(cursor=listing.cursor, listed=listing.listed, pages=listing.pages, renewals_seen=len(listing.renewals))
-    fresh = [invoice for invoice in listing.renewals if invoice.id not in listing.known]
-    # Annotated by us, but no row (e.g. a restored warehouse): record it, never write it again.
-    carrying = [listed for listed in fresh if annotation_version_of(listed.invoice.metadata)]
-    to_queue = [listed for listed in fresh if not annotation_version_of(listed.invoice.metadata)]
-    if carrying:
-        _record_already_annotated(warehouse, carrying, now)
-        plan.already_annotated = [invoice.id for invoice in carrying]
-    plan.queued = queue_invoices(warehouse, [_renewal(invoice) for invoice in to_queue], ANNOTATION_VERSION, now)
+    plan = TickPlan(cursor=cursor)
+
+    def queue_page(renewals: Sequence[ListedInvoice]) -> None:
+        # Annotated by us, but no row (e.g. a restored warehouse): record it, never write it again.
+        carrying = [listed for listed in renewals if annotation_version_of(listed.invoice.metadata)]
+        to_queue = [listed for listed in renewals if not annotation_version_of(listed.invoice.metadata)]
+        if carrying:
+            _record_already_annotated(warehouse, carrying, now)
+            plan.already_annotated += [invoice.id for invoice in carrying]
+        plan.queued += queue_invoices(warehouse, [_renewal(invoice) for invoice in to_queue], ANNOTATION_VERSION, now)
+
+    listing = _list_renewals(invoices, warehouse, cursor, policy, now, enough, queue_page)
+    plan.cursor, plan.listed, plan.pages, plan.renewals_seen = listing.cursor, listing.listed, listing.pages, listing.renewals
 
     queued_now = set(plan.queued)
     retry = [
         invoice_id
         for invoice_id in invoices_to_retry(
-            warehouse, now, policy.stale_after, policy.max_attempts, policy.max_retries_per_tick, policy.failed_after
+            warehouse, now, policy.stale_after, policy.max_attempts, policy.max_retries_per_tick, policy.failed_after,
+            queued_after=None if queue_worked else policy.orphaned_after,
         )
         if invoice_id not in queued_now
     ]
@@ -203,20 +222,28 @@ def scan_invoices(
 
 @dataclass
 class _Listing:
-    """What one tick's listing found: the renewals (newest first), those already on record, the cursor."""
+    """What one tick's listing found: how many renewals, how many of them new, and the cursor."""
 
     cursor: ScanCursor
     pages: int = 0
     listed: int = 0
-    renewals: list[ListedInvoice] = field(default_factory=list)
-    known: set[str] = field(default_factory=set)
+    renewals: int = 0
+    new_renewals: int = 0
 
 
 def _list_renewals(
-    invoices: InvoiceGateway, warehouse: Warehouse, cursor: ScanCursor, policy: SensorPolicy, now: datetime, enough: int
+    invoices: InvoiceGateway,
+    warehouse: Warehouse,
+    cursor: ScanCursor,
+    policy: SensorPolicy,
+    now: datetime,
+    enough: int,
+    on_new_renewals: Callable[[list[ListedInvoice]], None],
 ) -> _Listing:
     """List pages from `cursor` until the scan is complete, or the tick has `enough` new renewals, or it
-    is out of pages or time; the cursor says where the next tick goes on."""
+    is out of pages or time; the cursor says where the next tick goes on. Each page's renewals without
+    a row go to `on_new_renewals` at once, so that a run working the queue can take them while the
+    listing goes on."""
     if cursor.scanning:
         gte, status, after, top = cursor.scan_gte, cursor.scan_status, cursor.scan_after, cursor.scan_top
     elif cursor.hwm is None:
@@ -245,8 +272,12 @@ def _list_renewals(
             if listed.invoice.billing_reason == RENEWAL:
                 page_renewals.append(listed)
         if page_renewals:
-            listing.renewals.extend(page_renewals)
-            listing.known |= invoice_ids_on_record(warehouse, [invoice.id for invoice in page_renewals])
+            known = invoice_ids_on_record(warehouse, [invoice.id for invoice in page_renewals])
+            fresh = [listed for listed in page_renewals if listed.invoice.id not in known]
+            listing.renewals += len(page_renewals)
+            listing.new_renewals += len(fresh)
+            if fresh:
+                on_new_renewals(fresh)
         if page.invoices:
             after = page.invoices[-1].id
         if not page.has_more:
@@ -263,8 +294,7 @@ def _list_renewals(
             listing.cursor = ScanCursor(hwm=top if rose else cursor.hwm, hwm_at=now.timestamp() if rose else cursor.hwm_at,
                                         relisted_at=now.timestamp() if relisted else cursor.relisted_at)
             return listing
-        new_renewals = len(listing.renewals) - len(listing.known)
-        if listing.pages >= policy.max_pages_per_tick or new_renewals >= enough or time.monotonic() >= deadline:
+        if listing.pages >= policy.max_pages_per_tick or listing.new_renewals >= enough or time.monotonic() >= deadline:
             listing.cursor = ScanCursor(
                 hwm=cursor.hwm,
                 hwm_at=cursor.hwm_at,
@@ -286,12 +316,18 @@ def _record_already_annotated(warehouse: Warehouse, carrying: Sequence[ListedInv
         record_outcome(warehouse, invoice.id, outcome, PLANNER, now)
 
 
-def planned_runs(plan: TickPlan, policy: SensorPolicy, now: datetime) -> list[PlannedRun]:
-    """The runs a tick requests: its new renewals in even batches, then the retries (whose run keys
-    carry the tick's time, so that a row requested again is not taken for the earlier request)."""
+def planned_runs(plan: TickPlan, policy: SensorPolicy, now: datetime, queue_worked: bool = False) -> list[PlannedRun]:
+    """The runs a tick requests. Every run works the queue after its own ids (QueueWork), so new
+    renewals need one run, and none while a run that works the queue is in progress (`queue_worked`):
+    it takes them. Then the retries, in even batches (their run keys carry the tick's time, so that a
+    row requested again is not taken for the earlier request)."""
     attempt = now.strftime("%Y%m%dT%H%M%S")
-    return [PlannedRun(ids, run_key(ids), retry=False) for ids in batches(plan.queued, policy.batch_size)] + [
-        PlannedRun(ids, run_key(ids, attempt=attempt), retry=True) for ids in batches(plan.retried, policy.batch_size)
+    # While the scan of a burst continues, its run waits for the next ticks' rows rather than end.
+    wait = policy.wait_for_queued_seconds if plan.cursor.scanning else 0.0
+    new = [] if queue_worked else batches(plan.queued, policy.batch_size)[:1]
+    return [PlannedRun(ids, run_key(ids), retry=False, wait_for_queued_seconds=wait) for ids in new] + [
+        PlannedRun(ids, run_key(ids, attempt=attempt), retry=True, wait_for_queued_seconds=wait)
+        for ids in batches(plan.retried, policy.batch_size)
     ]
 
 

@@ -170,15 +170,17 @@ def invoices_to_retry(
     max_attempts: int,
     limit: int,
     failed_after: timedelta | None = None,
+    queued_after: timedelta | None = None,
 ) -> list[str]:
-    """Rows that should have been finished by now, while attempts remain, oldest first: `queued` or
-    `pending` untouched for `stale_after` (the run never started, or died mid-way) and `failed` ones
-    untouched for `failed_after` (default: `stale_after`)."""
+    """Rows that should have been finished by now, while attempts remain, oldest first: `pending`
+    untouched for `stale_after` (the run died mid-way), `failed` ones untouched for `failed_after`
+    (default: `stale_after`) and `queued` ones untouched for `queued_after` (None: never — a run that
+    works the queue will take them)."""
     t = invoice_annotations.c
-    waiting = [AnnotationStatus.QUEUED.value, AnnotationStatus.PENDING.value]
     due = or_(
-        and_(t.status.in_(waiting), t.updated_at < now - stale_after),
+        and_(t.status == AnnotationStatus.PENDING.value, t.updated_at < now - stale_after),
         and_(t.status == AnnotationStatus.FAILED.value, t.updated_at < now - (failed_after or stale_after)),
+        *([and_(t.status == AnnotationStatus.QUEUED.value, t.updated_at < now - queued_after)] if queued_after is not None else []),
     )
     with warehouse.connect() as connection:
         rows = work_queue.due_rows(connection, ANNOTATIONS, [t.invoice_id], due=due, order_by=[t.updated_at, t.invoice_id],
@@ -193,6 +195,17 @@ def touch(warehouse: Warehouse, invoice_ids: Sequence[str], now: datetime) -> No
 
 
 # --- the job's side ------------------------------------------------------------------------------------
+
+
+def queued_invoice_ids(warehouse: Warehouse, limit: int) -> list[str]:
+    """Up to `limit` `queued` invoice ids, the longest-waiting first: what a run that works the queue
+    takes next (rows it already took are still `queued` until it marks them `pending`)."""
+    t = invoice_annotations.c
+    statement = (
+        select(t.invoice_id).where(t.status == AnnotationStatus.QUEUED.value).order_by(t.updated_at, t.invoice_id).limit(limit)
+    )
+    with warehouse.connect() as connection:
+        return list(connection.scalars(statement))
 
 
 def annotation_records(warehouse: Warehouse, invoice_ids: Iterable[str]) -> dict[str, AnnotationRecord]:
@@ -396,6 +409,7 @@ __all__ = [
     "invoices_to_retry",
     "mark_pending",
     "queue_invoices",
+    "queued_invoice_ids",
     "record_outcome",
     "status_counts",
     "subscription_terms",

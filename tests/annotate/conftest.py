@@ -23,7 +23,7 @@ from stripe_world import StripeWorld, Subscriber
 from aisyst_pipelines.assets import stripe_sync
 from aisyst_pipelines.assets.invoice_annotation import invoice_annotations, invoice_branding_settings
 from aisyst_pipelines.billing.tiers import load_tier_catalog
-from aisyst_pipelines.services.invoice_annotation import AnnotationRun, annotate_batch, brand_profiles
+from aisyst_pipelines.services.invoice_annotation import AnnotationRun, QueueWork, annotate_batch, brand_profiles
 from aisyst_pipelines.services.invoice_annotation_planning import DEFAULT_POLICY, ScanCursor, SensorPolicy, TickPlan, scan_invoices
 from aisyst_pipelines.billing.client_groups import BrandProfiles, load_client_groups
 from aisyst_pipelines.templates import load_brand
@@ -101,11 +101,11 @@ class AnnotationWorld(StripeWorld):
         """The brand profiles the assets use: packaged brand and client groups, tax rates found in Stripe."""
         return brand_profiles(load_brand(), load_client_groups(), load_tier_catalog(), self.stripe.catalog)
 
-    def annotate(self, invoice_ids: Sequence[str], finalize: bool = False) -> AnnotationRun:
+    def annotate(self, invoice_ids: Sequence[str], finalize: bool = False, queue: QueueWork | None = None) -> AnnotationRun:
         """One batch, as a run of the job with its default concurrency would work it."""
         return annotate_batch(
             self.stripe.invoices, self.warehouse, invoice_ids, run_id="test-run", profiles=self.profiles,
-            concurrency=64, requests_per_second=self.stripe.effective_requests_per_second, finalize=finalize,
+            concurrency=64, requests_per_second=self.stripe.effective_requests_per_second, finalize=finalize, queue=queue,
         )
 
     # --- Dagster ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     annotation_records,
     invoice_ids_on_record,
     invoices_to_retry,
+    queued_invoice_ids,
     mark_pending,
     queue_invoices,
     record_outcome,
@@ -68,12 +69,24 @@ def test_retry_rule_picks_stale_and_failed_rows_until_attempts_run_out(warehouse
     # a failed attempt may come back sooner than a lost run
     assert invoices_to_retry(warehouse, NOW + timedelta(minutes=3), timedelta(minutes=10), 3, 100, timedelta(minutes=2)) == ["in_3"]
     later = NOW + timedelta(minutes=11)
-    assert sorted(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 100)) == ["in_1", "in_2", "in_3"]
-    assert len(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 2)) == 2
+    # A queued row is left to the run that works the queue, unless it waited `queued_after`.
+    assert sorted(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 100)) == ["in_2", "in_3"]
+    orphaned = timedelta(seconds=30)
+    assert sorted(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 100, queued_after=orphaned)) == ["in_1", "in_2", "in_3"]
+    assert len(invoices_to_retry(warehouse, later, timedelta(minutes=10), 3, 2, queued_after=orphaned)) == 2
     touch(warehouse, ["in_1", "in_2", "in_3"], later)
+    assert invoices_to_retry(warehouse, later + timedelta(seconds=20), timedelta(minutes=10), 3, 100, queued_after=orphaned) == []
     assert invoices_to_retry(warehouse, later + timedelta(minutes=5), timedelta(minutes=10), 3, 100) == []
     # in_2 and in_3 have used one attempt each: with at most one attempt they stay where they are
-    assert invoices_to_retry(warehouse, later + timedelta(hours=1), timedelta(minutes=10), 1, 100) == ["in_1"]
+    assert invoices_to_retry(warehouse, later + timedelta(hours=1), timedelta(minutes=10), 1, 100, queued_after=orphaned) == ["in_1"]
+
+
+def test_the_queue_gives_queued_rows_longest_waiting_first(warehouse: Warehouse) -> None:
+    queue_invoices(warehouse, [renewal(n) for n in (3, 1)], "1", NOW)
+    queue_invoices(warehouse, [renewal(2)], "1", NOW - timedelta(seconds=5))
+    mark_pending(warehouse, "in_1", "run-a", NOW)
+    assert queued_invoice_ids(warehouse, 10) == ["in_2", "in_3"]
+    assert queued_invoice_ids(warehouse, 1) == ["in_2"]
 
 
 def test_minutes_of_exactly_the_invoice_window(warehouse: Warehouse) -> None:

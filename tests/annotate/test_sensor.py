@@ -1,6 +1,8 @@
 """draft_invoice_sensor through build_sensor_context, on the emulator and both warehouse backends."""
 
 import json
+import threading
+import time
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
@@ -11,7 +13,9 @@ from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation_planning import SensorPolicy, run_key
 from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, status_counts
 from aisyst_pipelines.warehouse.schema import invoice_annotations
-from jobs.invoice_annotation import annotate_draft_invoices
+from jobs.invoice_annotation import WORKS_QUEUE_TAG, annotate_draft_invoices, annotation_run_config
+
+from aisyst_pipelines.services.invoice_annotation import QueueWork
 
 from .conftest import RENEWAL, AnnotationWorld
 
@@ -34,14 +38,15 @@ def test_batches_cursor_and_only_new_renewals(world: AnnotationWorld) -> None:
     client.v1.invoices.create({"customer": subscribers[0].customer_id, "pending_invoice_items_behavior": "include"})
 
     result = world.tick(first.cursor, policy=SensorPolicy(batch_size=3))
-    batches = ids_of(result)
+    # One run, for a first batch: after its own invoices it takes the other queued ones.
+    (batch,) = ids_of(result)
+    (request,) = result.run_requests
     renewal_ids = {world.renewal_invoice(s).id for s in subscribers}
-    assert [len(b) for b in batches] == [3, 3, 1]
-    assert {i for b in batches for i in b} == renewal_ids
-    assert [r.run_key for r in result.run_requests] == [run_key(b) for b in batches]
-    assert len({r.run_key for r in result.run_requests}) == 3
-    for request in result.run_requests:
-        assert dg.validate_run_config(annotate_draft_invoices.resolve(asset_graph=world.definitions().resolve_asset_graph()), request.run_config)
+    assert len(batch) == 3 and set(batch) <= renewal_ids
+    assert request.run_key == run_key(batch)
+    assert request.run_config["ops"]["invoice_annotations"]["config"]["take_queued_invoices"] is True
+    assert request.tags["aisyst/works_queue"] == "true"
+    assert dg.validate_run_config(annotate_draft_invoices.resolve(asset_graph=world.definitions().resolve_asset_graph()), request.run_config)
     cursor = json.loads(result.cursor)
     assert cursor["hwm"] == int(RENEWAL.timestamp()) + 60 and not cursor["scanning"]
     assert status_counts(world.warehouse) == {"queued": 7}
@@ -50,9 +55,8 @@ def test_batches_cursor_and_only_new_renewals(world: AnnotationWorld) -> None:
     again = world.tick(result.cursor, policy=SensorPolicy(batch_size=3))
     assert again.run_requests == [] and again.cursor == result.cursor
 
-    # Annotated invoices stay skipped after their runs, too.
-    for request in result.run_requests:
-        world.run(request.run_config)
+    # The run annotates all seven; annotated invoices stay skipped after it, too.
+    world.run(request.run_config)
     assert world.tick(result.cursor).run_requests == []
     assert status_counts(world.warehouse) == {"annotated": 7}
 
@@ -115,6 +119,51 @@ def test_the_first_tick_of_a_burst_requests_a_short_run_and_the_next_tick_lists_
     assert sorted(i for r in (first, second) for b in ids_of(r) for i in b) == sorted(
         world.renewal_invoice(s).id for s in subscribers
     )
+
+
+def test_one_run_takes_the_renewals_the_next_ticks_queue_while_it_writes(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1 + n % 3) for n in range(7)]
+    world.sync()
+    world.renew()
+    policy = SensorPolicy(page_size=2, renewals_per_tick=2)
+    first = world.plan(policy=policy)
+    assert len(first.queued) == 2 and first.cursor.scanning
+    runs: list = []
+    run = threading.Thread(target=lambda: runs.append(world.annotate(first.queued, queue=QueueWork(idle_seconds=3))))
+    run.start()
+    cursor = first.cursor
+    while cursor.scanning:  # the next ticks, while the run writes
+        time.sleep(0.3)
+        cursor = world.plan(cursor, policy).cursor
+    run.join(120)
+    (done,) = runs
+    renewals = {world.renewal_invoice(s).id: s for s in subscribers}
+    assert sorted(r.invoice_id for r in done.results) == sorted(renewals)
+    assert status_counts(world.warehouse) == {"annotated": 7}
+    for invoice_id, subscriber in renewals.items():  # each written once
+        assert len(world.our_lines(invoice_id)) == (1 if subscriber.tier == 3 else 2)
+
+
+def test_while_a_run_works_the_queue_new_renewals_wait_for_it_and_orphans_are_requested_after(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(3)]
+    world.sync()
+    world.renew()
+    job = world.definitions().resolve_job_def(annotate_draft_invoices.name)
+    in_progress = world.instance.create_run_for_job(
+        job, run_config=annotation_run_config(["in_elsewhere"]), tags={WORKS_QUEUE_TAG: "true"}, status=dg.DagsterRunStatus.STARTED
+    )
+    during = world.tick()
+    assert during.run_requests == [] and "run in progress" in during.skip_reason.skip_message
+    assert status_counts(world.warehouse) == {"queued": 3}
+
+    # The run ended without taking them (it failed, or it ended just as they were queued).
+    world.instance.report_run_failed(in_progress)
+    assert world.tick(during.cursor).run_requests == []  # not yet: rows that young may have a run coming
+    (orphans,) = world.tick(during.cursor, policy=SensorPolicy(orphaned_after=timedelta(0))).run_requests
+    assert sorted(orphans.run_config["ops"]["invoice_annotations"]["config"]["invoice_ids"]) == sorted(
+        world.renewal_invoice(s).id for s in subscribers
+    )
+    assert orphans.tags["aisyst/retry"] == "true"
 
 
 def test_stale_rows_are_requested_again_and_our_version_is_respected(world: AnnotationWorld) -> None:
