@@ -118,18 +118,27 @@ def sensor_selector(sensor_name: str) -> dict[str, str]:
 
 
 def ticks_since(deployment: Deployment, sensor_name: str, since: float, limit: int = 500) -> list[SensorTick]:
-    """The sensor's finished ticks that started after `since` (time.time()), oldest first."""
+    """The sensor's finished ticks that ended after `since` (time.time()), oldest first: a tick that
+    started a moment before may have seen what happened at `since`."""
     _, ticks = deployment.sensor_ticks(sensor_name, limit=limit)
-    return [tick for tick in reversed(ticks) if tick.timestamp > since and tick.status != "STARTED"]
+    return [tick for tick in reversed(ticks) if tick.end_timestamp > since and tick.status != "STARTED"]
 
 
-def tick_figures(ticks: list[SensorTick]) -> dict[str, Any]:
+def tick_figures(ticks: list[SensorTick], since: float | None = None) -> dict[str, Any]:
+    """Durations and outcomes of the ticks; with `since`, the first ten as a timeline (start relative to
+    `since`, duration, runs requested, skip reason)."""
     durations = [round(t.end_timestamp - t.timestamp, 1) for t in ticks]
-    return {
+    figures = {
         "ticks": len(ticks), "durations_seconds": durations, "longest_seconds": max(durations, default=None),
         "statuses": dict(sorted({t.status: sum(1 for u in ticks if u.status == t.status) for t in ticks}.items())),
         "runs_requested": sum(len(t.run_ids) for t in ticks), "errors": [t.error[:200] for t in ticks if t.error][:3],
     }
+    if since is not None:
+        figures["timeline"] = [
+            f"{t.timestamp - since:+.1f} s, {t.end_timestamp - t.timestamp:.1f} s: {len(t.run_ids)} run(s); {t.skip_reason or ''}"
+            for t in ticks[:10]
+        ]
+    return figures
 
 
 def set_sensor_cursor(deployment: Deployment, sensor_name: str, cursor: str) -> None:

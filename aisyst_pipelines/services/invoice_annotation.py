@@ -223,8 +223,9 @@ class InvoiceAnnotator:
     def _work_the_queue(
         self, pool: ThreadPoolExecutor, queue: QueueWork, futures: list[Future[InvoiceResult]], taken: set[str], ahead: int
     ) -> None:
-        """Submit the ledger's `queued` rows as they come (appended to `futures`), keeping about `ahead`
-        invoices in flight; return once no new row has come for `queue.idle_seconds` of looking."""
+        """Submit the ledger's `queued` rows as they come (appended to `futures`), keeping between half of
+        `ahead` and `ahead` invoices in flight; return once no new row has come for `queue.idle_seconds`
+        of looking."""
         lock = threading.Lock()
         in_flight = 0
 
@@ -245,7 +246,9 @@ class InvoiceAnnotator:
         while True:
             with lock:
                 busy = in_flight
-            if busy >= ahead:
+            if busy > ahead // 2:
+                # Refill by half the read-ahead at a time: the inputs of many rows cost a few queries,
+                # those of each single row as many.
                 last_new = time.monotonic()  # not looking: this is not idle time
             else:
                 # Rows this run took stay `queued` until a worker marks them `pending`: skip those.

@@ -202,7 +202,7 @@ def scan_invoices(
             plan.already_annotated += [invoice.id for invoice in carrying]
         plan.queued += queue_invoices(warehouse, [_renewal(invoice) for invoice in to_queue], ANNOTATION_VERSION, now)
 
-    listing = _list_renewals(invoices, warehouse, cursor, policy, now, enough, queue_page)
+    listing = _list_renewals(invoices, warehouse, cursor, policy, now, enough, queue_page, relist=not queue_worked)
     plan.cursor, plan.listed, plan.pages, plan.renewals_seen = listing.cursor, listing.listed, listing.pages, listing.renewals
 
     queued_now = set(plan.queued)
@@ -239,18 +239,21 @@ def _list_renewals(
     now: datetime,
     enough: int,
     on_new_renewals: Callable[[list[ListedInvoice]], None],
+    relist: bool = True,
 ) -> _Listing:
     """List pages from `cursor` until the scan is complete, or the tick has `enough` new renewals, or it
     is out of pages or time; the cursor says where the next tick goes on. Each page's renewals without
     a row go to `on_new_renewals` at once, so that a run working the queue can take them while the
-    listing goes on."""
+    listing goes on. Without `relist` the overlap below the cursor waits for a later tick: while a
+    month-start burst is written, re-listing its thousands of same-second drafts would take the
+    requests and the CPU the writes need."""
     if cursor.scanning:
         gte, status, after, top = cursor.scan_gte, cursor.scan_status, cursor.scan_after, cursor.scan_top
     elif cursor.hwm is None:
         gte, status, after, top = None, "draft", None, None  # first tick ever: today's drafts
     else:
         recent = cursor.hwm_at is not None and now.timestamp() - cursor.hwm_at < policy.overlap_grace.total_seconds()
-        due = cursor.relisted_at is None or now.timestamp() - cursor.relisted_at >= policy.relist_every.total_seconds()
+        due = relist and (cursor.relisted_at is None or now.timestamp() - cursor.relisted_at >= policy.relist_every.total_seconds())
         gte = cursor.hwm - policy.overlap_seconds if recent and due else cursor.hwm + 1
         status, after, top = None, None, cursor.hwm
     listing = _Listing(cursor=cursor)
