@@ -89,8 +89,6 @@ from real_daemon import (  # noqa: E402
     tick_figures,
     ticks_since,
 )
-from jobs.cursors import state_of  # noqa: E402
-from jobs.invoice_annotation import readable_cursor  # noqa: E402
 from resources.stripe import StripeResource  # noqa: E402
 
 API_KEY = "sk_test_emulator"
@@ -305,13 +303,15 @@ def draft_cursor_aged(deployment: Any) -> None:
     such tick would be in flight when the drafts appear. Set between ticks, checked on the next one."""
     for _ in range(20):
         tick = deployment.wait_for_ticks(SENSOR_NAME, since=time.time(), timeout=120)[-1]
-        cursor = ScanCursor.parse(state_of(tick.cursor))
+        stored = json.loads(tick.cursor or "{}")
+        stored.pop("readable", None)  # what the sensor adds for the UI (jobs/cursors.py); it reads either
+        cursor = ScanCursor(**stored)
         if cursor.scanning or cursor.hwm_at is None:
             continue
         if time.time() - cursor.hwm_at > DEFAULT_POLICY.overlap_grace.total_seconds():
             return
         aged = cursor.hwm_at - DEFAULT_POLICY.overlap_grace.total_seconds() - 60
-        set_sensor_cursor(deployment, SENSOR_NAME, readable_cursor(replace(cursor, hwm_at=aged, relisted_at=aged)))
+        set_sensor_cursor(deployment, SENSOR_NAME, replace(cursor, hwm_at=aged, relisted_at=aged).dump())
     raise RuntimeError("draft_invoice_sensor's cursor could not be set to a quiet month start")
 
 
