@@ -104,7 +104,8 @@ def build_draft_invoice_sensor(interval_seconds: int = 5) -> dg.SensorDefinition
         job=annotate_draft_invoices,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests annotation runs for new renewal invoices (batches of ids) and for unfinished ones.",
+        description="Queues new renewal invoices for annotation and requests a run for them unless one is in "
+        "progress (it takes what is queued meanwhile); requests unfinished ones again.",
     )
     def draft_invoice_sensor(
         context: dg.SensorEvaluationContext, stripe: StripeResource, warehouse: WarehouseResource
