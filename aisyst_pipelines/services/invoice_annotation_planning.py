@@ -60,20 +60,18 @@ PLANNER = "draft_invoice_sensor"  # the run id on rows the planning itself recor
 
 @dataclass(frozen=True)
 class SensorPolicy:
-    # Invoices per run (ids only in the run config, ~30 bytes each). Large, because a run's start and
-    # finish (~1–2 s) leave the rate limit unused and annotation runs go one at a time.
+    # Invoice ids in one run's config (~30 bytes each): a run of new renewals takes the rest from the
+    # queue; retries go in runs of this many.
     batch_size: int = 5000
     page_size: int = 100  # Stripe's maximum
     max_pages_per_tick: int = 100  # 10,000 invoices
-    # Stop listing once a tick has found this many renewals to queue, and request their runs; the next
-    # tick (one sensor interval after this one started) continues the scan. So the first writes of a
-    # month-start burst start after seconds of listing instead of after the whole budget. None: what
-    # the runs write (one request per invoice) at the Stripe rate in `writing_seconds_per_tick` — or,
-    # for the tick that starts a scan (the first of a burst), in `first_writing_seconds`: a short first
-    # run starts writing within seconds, and the next tick lists the rest while it writes.
+    # Stop listing once a tick has found this many new renewals; the next tick (one sensor interval
+    # later) continues the scan. None: what the run writes (one request per invoice) at the Stripe rate
+    # in `writing_seconds_per_tick` — or, for the tick that starts a scan (the first of a burst), in
+    # `first_writing_seconds`: its run starts writing within seconds, and the next ticks queue the rest
+    # while it writes.
     renewals_per_tick: int | None = None
-    # Longer than the interval to the next tick plus that tick's own listing (slower while runs write):
-    # the runs never wait for the next batch, and few runs mean few run start-ups.
+    # More than the run writes until the next tick has listed its first pages: the run never waits.
     writing_seconds_per_tick: float = 40.0
     first_writing_seconds: float = 1.0  # one page: the run then takes the next ticks' rows from the queue
     # A run requested while the scan continues waits this long for the next tick's rows before it ends
