@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from aisyst_pipelines.assets.invoice_annotation import ASSET_KEY, AUDIT_ASSET_KEY, BRANDING_ASSET_KEY, SUBSCRIPTIONS_ASSET_KEY
-from aisyst_pipelines.deployment import Deployment
+from aisyst_pipelines.deployment import IN_FLIGHT, Deployment
 from aisyst_pipelines.services.invoice_annotation_planning import (
     DEFAULT_POLICY,
     PlannedRun,
@@ -38,12 +38,6 @@ annotate_draft_invoices = dg.define_asset_job(
 
 
 WORKS_QUEUE_TAG = "aisyst/works_queue"
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 def _run_request(run: PlannedRun) -> dg.RunRequest:
@@ -60,7 +54,7 @@ def _run_request(run: PlannedRun) -> dg.RunRequest:
 
 def queue_worked(instance: dg.DagsterInstance) -> bool:
     """Whether a run that works the annotation queue is queued or running: it takes new rows itself."""
-    runs = dg.RunsFilter(job_name=annotate_draft_invoices.name, statuses=IN_PROGRESS, tags={WORKS_QUEUE_TAG: "true"})
+    runs = dg.RunsFilter(job_name=annotate_draft_invoices.name, statuses=IN_FLIGHT, tags={WORKS_QUEUE_TAG: "true"})
     return bool(instance.get_run_records(filters=runs, limit=1))
 
 

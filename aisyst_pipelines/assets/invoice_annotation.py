@@ -9,7 +9,7 @@ renewal invoices (`audit_final_invoices`) with its check `final_invoices_agree_w
 comes from the `catalog` resource; Stripe and the warehouse from theirs.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -20,7 +20,6 @@ from aisyst_pipelines.billing.client_groups import BrandProfiles
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
 from aisyst_pipelines.services.invoice_annotation import (
     AnnotationRun,
-    InvoiceResult,
     QueueWork,
     UnknownInvoices,
     annotate_batch,
@@ -76,11 +75,11 @@ class AnnotateConfig(dg.Config):
 RESULTS_SHOWN = 500
 
 
-def _results_table(results: Sequence[InvoiceResult]) -> dg.MetadataValue:
+def _results_table(run: AnnotationRun) -> dg.MetadataValue:
     rows = ["| invoice | customer | status | minutes used | included | lines | detail |", "|---|---|---|---|---|---|---|"]
-    problem = (AnnotationStatus.MISSED, AnnotationStatus.FAILED)
-    problems = [r for r in results if r.outcome.status in problem]
-    shown = (problems + [r for r in results if r.outcome.status not in problem])[: max(RESULTS_SHOWN, len(problems))]
+    problems = run.problems
+    listed = {result.invoice_id for result in problems}
+    shown = (problems + [r for r in run.results if r.invoice_id not in listed])[: max(RESULTS_SHOWN, len(problems))]
     for result in shown:
         o = result.outcome
         included = "unlimited" if o.minutes_included is None and o.tier_name else (o.minutes_included or "")
@@ -90,8 +89,8 @@ def _results_table(results: Sequence[InvoiceResult]) -> dg.MetadataValue:
             f"| {result.invoice_id} | {result.customer_id} | {status} | {'' if o.minutes_used is None else o.minutes_used} "
             f"| {included} | {o.lines_added or 0} | {detail} |"
         )
-    if len(shown) < len(results):
-        rows.append(f"\n… and {len(results) - len(shown):,} more: see invoice_annotations (run_id = this run).")
+    if len(shown) < len(run.results):
+        rows.append(f"\n… and {len(run.results) - len(shown):,} more: see invoice_annotations (run_id = this run).")
     return dg.MetadataValue.md("\n".join(rows))
 
 
@@ -160,7 +159,7 @@ def _run_metadata(run: AnnotationRun) -> dict[str, dg.MetadataValue]:
         **counts,
         "already_done": dg.MetadataValue.int(len(run.already_done)),
         "annotated_invoices": dg.MetadataValue.json(run.annotated[:RESULTS_SHOWN]),
-        "results": _results_table(run.results),
+        "results": _results_table(run),
         "annotation_version": dg.MetadataValue.text(ANNOTATION_VERSION),
     }
 

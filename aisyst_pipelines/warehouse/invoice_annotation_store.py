@@ -177,13 +177,14 @@ def invoices_to_retry(
     (default: `stale_after`) and `queued` ones untouched for `queued_after` (None: never — a run that
     works the queue will take them)."""
     t = invoice_annotations.c
-    due = or_(
+    due = [
         and_(t.status == AnnotationStatus.PENDING.value, t.updated_at < now - stale_after),
         and_(t.status == AnnotationStatus.FAILED.value, t.updated_at < now - (failed_after or stale_after)),
-        *([and_(t.status == AnnotationStatus.QUEUED.value, t.updated_at < now - queued_after)] if queued_after is not None else []),
-    )
+    ]
+    if queued_after is not None:
+        due.append(and_(t.status == AnnotationStatus.QUEUED.value, t.updated_at < now - queued_after))
     with warehouse.connect() as connection:
-        rows = work_queue.due_rows(connection, ANNOTATIONS, [t.invoice_id], due=due, order_by=[t.updated_at, t.invoice_id],
+        rows = work_queue.due_rows(connection, ANNOTATIONS, [t.invoice_id], due=or_(*due), order_by=[t.updated_at, t.invoice_id],
                                    limit=limit, max_attempts=max_attempts)
     return [invoice_id for (invoice_id,) in rows]
 
