@@ -12,6 +12,7 @@ request or tick.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 import string
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aisyst_pipelines.emulator.dunning import RevenueRecovery
-from aisyst_pipelines.emulator.wire import as_list, invalid, missing_param, no_such, opt_int
+from aisyst_pipelines.emulator.wire import Bounds, as_list, invalid, missing_param, no_such, opt_int
 
 API_VERSION = "2026-10-28.endive"
 
@@ -137,6 +138,9 @@ class Store:
     def reset(self) -> None:
         self.rng = random.Random(self.seed)
         self.tables: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        # Each table's (created, _seq, id) keys in ascending order: Stripe lists newest first, and a page
+        # of a 100,000-event table is found by walking from its cursor instead of sorting the table.
+        self._order: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
         self._seq = 0
         self._schedule: dict[str | None, list[tuple[int, int, str, str]]] = defaultdict(list)
         self._time_override: dict[str | None, int] = {}
@@ -171,6 +175,7 @@ class Store:
         self.rng.setstate((version, tuple(internal), gauss))
         for kind, objects in state["tables"].items():
             self.tables[kind].update(objects)
+            self._order[kind] = sorted(_order_key(obj) for obj in objects.values())
         self._seq = int(state["seq"])
         for clock, heap in state["schedule"].items():
             self._schedule[clock or None] = [tuple(entry) for entry in heap]  # type: ignore[misc]
@@ -194,6 +199,7 @@ class Store:
         self._seq += 1
         obj["_seq"] = self._seq
         self.tables[obj["object"]][obj["id"]] = obj
+        bisect.insort(self._order[obj["object"]], _order_key(obj))
         return obj
 
     def find(self, kind: str, object_id: str) -> dict[str, Any] | None:
@@ -334,19 +340,7 @@ class Store:
     ) -> dict[str, Any]:
         """A list envelope: newest first, `limit` 1-100 (default 10), cursors by object id."""
         ordered = list(items) if presorted else sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
-        limit = opt_int(params, "limit")
-        limit = 10 if limit is None else limit
-        if not 1 <= limit <= 100:
-            raise invalid(
-                "Invalid integer: limit must be between 1 and 100", code="parameter_invalid_integer", param="limit"
-            )
-        after, before = params.get("starting_after"), params.get("ending_before")
-        if after and before:
-            raise invalid(
-                "You may only specify one of these parameters: starting_after, ending_before.",
-                code="parameters_exclusive",
-                param="ending_before",
-            )
+        limit, after, before = _page_params(params)
         if after or before:
             cursor = after or before
             position = next((i for i, o in enumerate(ordered) if o["id"] == cursor), None)
@@ -362,7 +356,16 @@ class Store:
         else:
             window = ordered[:limit]
             has_more = len(ordered) > limit
-        draw = render or self.render
+        return self._list_envelope(url, window, has_more, params, render or self.render)
+
+    def _list_envelope(
+        self,
+        url: str,
+        window: list[dict[str, Any]],
+        has_more: bool,
+        params: dict[str, Any],
+        draw: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> dict[str, Any]:
         data = [draw(o) for o in window]
         expand = [p for p in as_list(params.get("expand"), "expand")]
         for path in expand:
@@ -372,6 +375,50 @@ class Store:
             for item in data:
                 self.expand(item, parts[1:], path)
         return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+    def list_table(
+        self,
+        url: str,
+        kind: str,
+        wanted: Callable[[dict[str, Any]], bool],
+        params: dict[str, Any],
+        *,
+        created: Bounds = (None, None, None, None),
+    ) -> dict[str, Any]:
+        """`list_answer` of the objects of a whole table that are `wanted`, without sorting the table: the
+        page is found by walking the table's order from the cursor (within the `created` bounds, which
+        `wanted` must check too). The same answers, at the cost of one page instead of the table's."""
+        limit, after, before = _page_params(params)
+        table, order = self.tables[kind], self._order[kind]
+        low, high = _index_bounds(order, created)
+
+        def matching(indexes: range) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for index in indexes:
+                _, seq, object_id = order[index]
+                obj = table.get(object_id)
+                # A key whose object is gone (a deleted draft) or was inserted again is stale: skip it.
+                if obj is not None and obj["_seq"] == seq and wanted(obj):
+                    found.append(obj)
+                    if len(found) > limit:
+                        break
+            return found
+
+        if after or before:
+            cursor = table.get(after or before)
+            if cursor is None or not wanted(cursor):
+                raise no_such("object", str(after or before), param="starting_after" if after else "ending_before", status=400)
+            position = bisect.bisect_left(order, _order_key(cursor))
+            if after:  # the older ones, newest first
+                found = matching(range(position - 1, low - 1, -1))
+                window = found[:limit]
+            else:  # the `limit` just newer than the cursor, newest first
+                found = matching(range(position + 1, high))
+                window = found[:limit][::-1]
+        else:
+            found = matching(range(high - 1, low - 1, -1))
+            window = found[:limit]
+        return self._list_envelope(url, window, len(found) > limit, params, self.render)
 
     # ---------------------------------------------------------------- events
 
@@ -408,6 +455,37 @@ class Store:
         for listener in self.event_listeners:
             listener(event)
         return event
+
+
+def _order_key(obj: dict[str, Any]) -> tuple[int, int, str]:
+    return (obj.get("created") or 0, obj.get("_seq", 0), obj["id"])
+
+
+def _index_bounds(order: list[tuple[int, int, str]], created: Bounds) -> tuple[int, int]:
+    """The slice [low, high) of a table's order whose `created` can be within the bounds."""
+    gt, gte, lt, lte = created
+    low = max(bisect.bisect_left(order, (gt + 1,)) if gt is not None else 0, bisect.bisect_left(order, (gte,)) if gte is not None else 0)
+    high = min(
+        bisect.bisect_left(order, (lt,)) if lt is not None else len(order),
+        bisect.bisect_left(order, (lte + 1,)) if lte is not None else len(order),
+    )
+    return low, high
+
+
+def _page_params(params: dict[str, Any]) -> tuple[int, str | None, str | None]:
+    """(limit, starting_after, ending_before) of a list request, as Stripe checks them."""
+    limit = opt_int(params, "limit")
+    limit = 10 if limit is None else limit
+    if not 1 <= limit <= 100:
+        raise invalid("Invalid integer: limit must be between 1 and 100", code="parameter_invalid_integer", param="limit")
+    after, before = params.get("starting_after"), params.get("ending_before")
+    if after and before:
+        raise invalid(
+            "You may only specify one of these parameters: starting_after, ending_before.",
+            code="parameters_exclusive",
+            param="ending_before",
+        )
+    return limit, after, before
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

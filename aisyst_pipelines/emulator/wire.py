@@ -183,7 +183,10 @@ def opt_bool(params: dict[str, Any], key: str) -> bool | None:
     return None if value is None else to_bool(value, key)
 
 
-def range_filter(params: dict[str, Any], key: str) -> tuple[int | None, int | None, int | None, int | None]:
+Bounds = tuple[int | None, int | None, int | None, int | None]  # (gt, gte, lt, lte) of a range filter
+
+
+def range_filter(params: dict[str, Any], key: str) -> Bounds:
     """`created=123` or `created[gte]=…&created[lt]=…` → (gt, gte, lt, lte)."""
     value = params.get(key)
     if value is None:
@@ -199,7 +202,7 @@ def range_filter(params: dict[str, Any], key: str) -> tuple[int | None, int | No
     return (None, exact, None, exact)
 
 
-def in_range(number: int | None, bounds: tuple[int | None, int | None, int | None, int | None]) -> bool:
+def in_range(number: int | None, bounds: Bounds) -> bool:
     gt, gte, lt, lte = bounds
     if number is None:
         return all(b is None for b in bounds)

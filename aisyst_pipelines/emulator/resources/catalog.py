@@ -234,7 +234,7 @@ def list_prices(call: Call) -> dict[str, Any]:
             and in_range(price["created"], created)
         )
 
-    return call.store.list_answer("/v1/prices", [x for x in call.store.tables["price"].values() if wanted(x)], p)
+    return call.store.list_table("/v1/prices", "price", wanted, p, created=created)
 
 
 # ------------------------------------------------------------------ tax rates

@@ -231,15 +231,16 @@ def list_customers(call: Call) -> dict[str, Any]:
     p = call.params
     created = range_filter(p, "created")
     clock = p.get("test_clock")
-    items = [
-        c
-        for c in call.store.tables["customer"].values()
-        if not c.get("deleted")
-        and c["test_clock"] == clock  # customers on a clock only when that clock is asked for
-        and (p.get("email") is None or c["email"] == p["email"])
-        and in_range(c["created"], created)
-    ]
-    return call.store.list_answer("/v1/customers", items, p)
+
+    def wanted(c: dict[str, Any]) -> bool:
+        return (
+            not c.get("deleted")
+            and c["test_clock"] == clock  # customers on a clock only when that clock is asked for
+            and (p.get("email") is None or c["email"] == p["email"])
+            and in_range(c["created"], created)
+        )
+
+    return call.store.list_table("/v1/customers", "customer", wanted, p, created=created)
 
 
 # ------------------------------------------------------------------ payment methods

@@ -31,8 +31,9 @@ def list_events(call: Call) -> dict[str, Any]:
     patterns = types or ([p["type"]] if p.get("type") else [])
     created = range_filter(p, "created")
     matches = _type_filter(patterns)
-    items = [e for e in call.store.tables["event"].values() if matches(e["type"]) and in_range(e["created"], created)]
-    return call.store.list_answer("/v1/events", items, p)
+    return call.store.list_table(
+        "/v1/events", "event", lambda e: matches(e["type"]) and in_range(e["created"], created), p, created=created
+    )
 
 
 @route("GET", "/v1/events/{id}", "EventRetrieveParams")

@@ -187,7 +187,7 @@ def list_invoices(call: Call) -> dict[str, Any]:
             and (due == (None, None, None, None) or in_range(invoice["due_date"], due))
         )
 
-    return store.list_answer("/v1/invoices", [i for i in store.tables["invoice"].values() if wanted(i)], p)
+    return store.list_table("/v1/invoices", "invoice", wanted, p, created=created)
 
 
 DRAFT_ONLY_FIELDS = (

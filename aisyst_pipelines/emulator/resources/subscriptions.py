@@ -262,7 +262,7 @@ def list_subscriptions(call: Call) -> dict[str, Any]:
             and in_range(min((i["current_period_end"] for i in items), default=None), period_end)
         )
 
-    return store.list_answer("/v1/subscriptions", [s for s in store.tables["subscription"].values() if wanted(s)], p)
+    return store.list_table("/v1/subscriptions", "subscription", wanted, p, created=created)
 
 
 # ------------------------------------------------------------------ subscription items
