@@ -32,6 +32,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from enum import Enum
 from functools import cache
 
 from aisyst_pipelines.billing.invoice_lines import (
@@ -72,7 +73,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     mark_pending,
     queued_invoice_ids,
     record_branding,
-    record_outcome,
+    record_outcomes,
     subscription_terms,
 )
 from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
@@ -194,6 +195,13 @@ class _Inputs:
     terms: SubscriptionTerms | None
     profile: CustomerProfile | None
     late: tuple[LateMinutes, ...] = ()  # earlier periods' late CDRs this draft carries (the audit's ledger)
+    minutes_used: int | None = None  # of the invoice's period, read as its chunk was started
+    claim: _Claim | None = None  # how the row was marked `pending` as its chunk was started (None: not yet)
+
+
+class _Claim(Enum):
+    MARKED = "marked"  # marked `pending` for this run: the worker writes
+    LOST = "lost"  # final by the time it was to be marked: another run finished it
 
 
 class InvoiceAnnotator:
@@ -214,56 +222,66 @@ class InvoiceAnnotator:
         if unknown:
             raise UnknownInvoices(unknown)
         workers = max(1, workers)
+        ahead = workers * (queue or QueueWork()).ahead_per_worker
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool:
-            futures = [pool.submit(self._annotate_one, item) for item in inputs.values()]
-            if queue is not None:
-                self._work_the_queue(pool, queue, futures, set(inputs), workers * queue.ahead_per_worker)
-            return [future.result() for future in futures]
+            dispatch = _Dispatch(self, pool)
+            self._dispatch(dispatch, list(inputs.values()), queue, set(inputs), ahead)
+        dispatch.record_finished()  # what finished after the last look
+        return [future.result() for future in dispatch.futures]
 
-    def _work_the_queue(
-        self, pool: ThreadPoolExecutor, queue: QueueWork, futures: list[Future[InvoiceResult]], taken: set[str], ahead: int
-    ) -> None:
-        """Submit the ledger's `queued` rows as they come (appended to `futures`), keeping between half of
-        `ahead` and `ahead` invoices in flight; return once no new row has come for `queue.idle_seconds`
-        of looking."""
-        lock = threading.Lock()
-        in_flight = 0
-
-        def track(future: Future[InvoiceResult]) -> None:
-            nonlocal in_flight
-            with lock:
-                in_flight += 1
-            future.add_done_callback(finished)
-
-        def finished(_: Future[InvoiceResult]) -> None:
-            nonlocal in_flight
-            with lock:
-                in_flight -= 1
-
-        for future in futures:
-            track(future)
+    def _dispatch(self, dispatch: _Dispatch, own: list[_Inputs], queue: QueueWork | None, taken: set[str], ahead: int) -> None:
+        """Start the run's own invoices, then (with `queue`) the ledger's `queued` rows as they come, a
+        chunk at a time, keeping between half of `ahead` and `ahead` invoices in flight, and record what
+        the workers finished at each look. Returns once its own are started and, with `queue`, no new row
+        has come for `queue.idle_seconds` of looking (the workers may still be busy)."""
+        poll_seconds = queue.poll_seconds if queue else QueueWork().poll_seconds
         last_new = time.monotonic()
         while True:
-            with lock:
-                busy = in_flight
+            dispatch.record_finished()
+            busy = dispatch.in_flight
             if busy > ahead // 2:
                 # Refill by half the read-ahead at a time: the inputs of many rows cost a few queries,
                 # those of each single row as many.
                 last_new = time.monotonic()  # not looking: this is not idle time
+            elif own:
+                chunk, own[:] = own[: ahead - busy], own[ahead - busy :]
+                dispatch.start(chunk)
+                continue
+            elif queue is None:
+                return
             else:
-                # Rows this run took stay `queued` until a worker marks them `pending`: skip those.
+                # Rows this run took stay `queued` until they are marked `pending`: skip those.
                 fresh = [i for i in queued_invoice_ids(self.warehouse, ahead) if i not in taken][: ahead - busy]
                 if fresh:
                     taken.update(fresh)
-                    for item in self._read_inputs(fresh).values():
-                        future = pool.submit(self._annotate_one, item)
-                        track(future)
-                        futures.append(future)
+                    dispatch.start(list(self._read_inputs(fresh).values()))
                     last_new = time.monotonic()
                     continue
                 if time.monotonic() - last_new >= queue.idle_seconds:
                     return
-            time.sleep(queue.poll_seconds)
+            time.sleep(poll_seconds)
+
+    def _prepared(self, chunk: Sequence[_Inputs]) -> list[_Inputs]:
+        """A chunk about to start, with what its workers need from the warehouse in a few statements
+        for all of them: the rows that will be written marked `pending` (the write-ahead record a crash
+        leaves, so that the next attempt asks Stripe first), and then the minutes of each period —
+        read right before the writes, as fresh as they can be."""
+        open_rows = [item for item in chunk if item.record.status not in FINAL_STATUSES]
+        # A row left `pending` by an earlier attempt is marked by its worker, after Stripe was asked.
+        to_mark = [
+            item.record.invoice_id
+            for item in open_rows
+            if item.record.status is not AnnotationStatus.PENDING and _tier_terms(item.terms) is not None
+        ]
+        marked = mark_pending(self.warehouse, to_mark, self.run_id, _now()) if to_mark else set()
+        totals = call_totals_in_windows(self.warehouse, [_window(item.record) for item in open_rows])
+        claims = {invoice_id: _Claim.MARKED if invoice_id in marked else _Claim.LOST for invoice_id in to_mark}
+        return [
+            replace(item, minutes_used=totals[_window(item.record)].billable_minutes, claim=claims.get(item.record.invoice_id))
+            if item.record.status not in FINAL_STATUSES
+            else item
+            for item in chunk
+        ]
 
     # --- reading the batch's inputs (a handful of queries for the whole batch) ------------------------
 
@@ -283,7 +301,8 @@ class InvoiceAnnotator:
 
     # --- one invoice ---------------------------------------------------------------------------------------
 
-    def _annotate_one(self, inputs: _Inputs) -> InvoiceResult:
+    def _annotate_one(self, inputs: _Inputs, finished: Callable[[str, AnnotationOutcome], None]) -> InvoiceResult:
+        """One invoice, start to end; its outcome goes to `finished` (recorded with others)."""
         record = inputs.record
         if record.status in FINAL_STATUSES:
             return InvoiceResult(record.invoice_id, record.customer_id, _outcome_of(record), already_done=True)
@@ -301,7 +320,7 @@ class InvoiceAnnotator:
                     time.sleep(TRANSIENT_PAUSE_SECONDS * attempt)
                     continue
                 outcome = AnnotationOutcome(AnnotationStatus.FAILED, detail=_describe(error))
-        record_outcome(self.warehouse, record.invoice_id, outcome, self.run_id, _now())
+        finished(record.invoice_id, outcome)
         return InvoiceResult(record.invoice_id, record.customer_id, outcome)
 
     def _work(self, inputs: _Inputs) -> AnnotationOutcome:
@@ -323,11 +342,8 @@ class InvoiceAnnotator:
                 AnnotationStatus.FAILED,
                 detail=f"no tier known for subscription {record.subscription_id!r}; the Stripe sync has not mirrored it",
             )
-        # The window's minutes are read by the worker, right before the write: the writes start at once
-        # instead of after thousands of queries, and the figure is as fresh as it can be.
-        window = _window(record)
-        minutes_used = call_totals_in_windows(self.warehouse, [window])[window].billable_minutes
-        usage = period_usage(minutes_used, terms, Period(record.period_start, record.period_end))
+        assert inputs.minutes_used is not None, "an invoice starts with its chunk's minutes (_prepared)"
+        usage = period_usage(inputs.minutes_used, terms, Period(record.period_start, record.period_end))
         texts = invoice_texts(inputs.profile.preferred_locale if inputs.profile else None)
         lines = invoice_lines(terms, usage, texts) + [late_minutes_line(m, terms, texts, usage.period) for m in inputs.late]
         metadata = invoice_metadata(terms, usage)
@@ -347,7 +363,7 @@ class InvoiceAnnotator:
         )
         if finalized_status is not None:
             return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures, inputs.late)
-        if not mark_pending(self.warehouse, record.invoice_id, self.run_id, _now()):
+        if inputs.claim is _Claim.LOST or (inputs.claim is None and not mark_pending(self.warehouse, [record.invoice_id], self.run_id, _now())):
             raise _FinishedElsewhere(record.invoice_id)
         try:
             if record.needs_branding:
@@ -443,6 +459,51 @@ class InvoiceAnnotator:
             usage_pct=float(percentage) if percentage else None,
             lines_added=len(self.invoices.annotation_lines(invoice_id)),
         )
+
+
+class _Dispatch:
+    """The invoices one run has started on its pool, how many are in flight, and the outcomes its
+    workers finished that are not recorded yet.
+
+    Outcomes are recorded together, a few times a second, instead of one transaction per invoice: at
+    month start a worker's own statements cost as much as its request to Stripe. If the run dies first,
+    the rows stay `pending` and the next attempt asks Stripe what is on the invoice: nothing is written
+    twice or lost."""
+
+    def __init__(self, annotator: InvoiceAnnotator, pool: ThreadPoolExecutor) -> None:
+        self.annotator = annotator
+        self.pool = pool
+        self.futures: list[Future[InvoiceResult]] = []
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._finished: list[tuple[str, AnnotationOutcome, datetime]] = []
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def start(self, chunk: Sequence[_Inputs]) -> None:
+        for item in self.annotator._prepared(chunk):
+            with self._lock:
+                self._in_flight += 1
+            future = self.pool.submit(self.annotator._annotate_one, item, self._finish)
+            future.add_done_callback(self._done)
+            self.futures.append(future)
+
+    def record_finished(self) -> None:
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if finished:
+            record_outcomes(self.annotator.warehouse, finished, self.annotator.run_id)
+
+    def _finish(self, invoice_id: str, outcome: AnnotationOutcome) -> None:
+        with self._lock:
+            self._finished.append((invoice_id, outcome, _now()))
+
+    def _done(self, _: Future[InvoiceResult]) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
 
 def _window(record: AnnotationRecord) -> tuple[str, datetime, datetime]:

@@ -223,29 +223,43 @@ def annotation_records(warehouse: Warehouse, invoice_ids: Iterable[str]) -> dict
     return records
 
 
-def mark_pending(warehouse: Warehouse, invoice_id: str, run_id: str, now: datetime) -> bool:
-    """Record, before the write to Stripe, that a write may be under way (and count the attempt: here
-    an attempt is counted as it starts, since a run may die before it could record its end).
+def mark_pending(warehouse: Warehouse, invoice_ids: Sequence[str], run_id: str, now: datetime) -> set[str]:
+    """Record, before the writes to Stripe, that a write may be under way (and count the attempt: here
+    an attempt is counted as it starts, since a run may die before it could record its end). Returns
+    the ids marked, in one statement for all of them.
 
-    False, and nothing changed, when the row is final: another run finished the invoice after this
-    one read it (e.g. a run worker that outlived its deployment, next to the run started again). A
-    final row never goes back to `pending`."""
+    An id is not marked, and its row not changed, when the row is final: another run finished the
+    invoice after this one read it (e.g. a run worker that outlived its deployment, next to the run
+    started again). A final row never goes back to `pending`."""
+    if isinstance(invoice_ids, str):  # a str is a Sequence[str] too: of its characters
+        raise TypeError("mark_pending takes a sequence of invoice ids, not one id")
     final = [status.value for status in FINAL_STATUSES]
     with warehouse.begin() as connection:
-        return work_queue.count_attempt(
-            connection, ANNOTATIONS, [(invoice_id,)], where=invoice_annotations.c.status.not_in(final),
+        marked = work_queue.count_attempt_returning(
+            connection, ANNOTATIONS, [(invoice_id,) for invoice_id in invoice_ids],
+            where=invoice_annotations.c.status.not_in(final),
             status=AnnotationStatus.PENDING.value, run_id=run_id, updated_at=now,
-        ) == 1
+        )
+    return {invoice_id for (invoice_id,) in marked}
 
 
 def record_outcome(warehouse: Warehouse, invoice_id: str, outcome: AnnotationOutcome, run_id: str, now: datetime) -> None:
-    values: dict[str, Any] = {f.name: getattr(outcome, f.name) for f in fields(AnnotationOutcome)}
-    values["status"] = outcome.status.value
-    values.update(run_id=run_id, updated_at=now)
-    if outcome.status is AnnotationStatus.ANNOTATED:
-        values["annotated_at"] = now
+    record_outcomes(warehouse, [(invoice_id, outcome, now)], run_id)
+
+
+def record_outcomes(warehouse: Warehouse, outcomes: Sequence[tuple[str, AnnotationOutcome, datetime]], run_id: str) -> None:
+    """The outcomes of invoices (each with the moment it was reached) in one transaction: a run records
+    what its workers finished in the last moment together, not one transaction per invoice."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for invoice_id, outcome, now in outcomes:
+        values: dict[str, Any] = {f.name: getattr(outcome, f.name) for f in fields(AnnotationOutcome)}
+        values.update(status=outcome.status.value, run_id=run_id, updated_at=now)
+        if outcome.status is AnnotationStatus.ANNOTATED:
+            values["annotated_at"] = now
+        by_columns[tuple(values)].append(values | {"key_invoice_id": invoice_id})
     with warehouse.begin() as connection:
-        work_queue.update_rows(connection, ANNOTATIONS, [(invoice_id,)], **values)
+        for rows in by_columns.values():
+            work_queue.update_each(connection, ANNOTATIONS, rows)
 
 
 def status_counts(warehouse: Warehouse, invoice_ids: Iterable[str] | None = None) -> dict[str, int]:
@@ -412,6 +426,7 @@ __all__ = [
     "queue_invoices",
     "queued_invoice_ids",
     "record_outcome",
+    "record_outcomes",
     "status_counts",
     "subscription_terms",
     "touch",

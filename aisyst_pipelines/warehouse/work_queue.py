@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Row, Table, and_, or_, select, tuple_, update
+from sqlalchemy import Column, ColumnElement, Connection, Row, Table, and_, bindparam, or_, select, tuple_, update
 
 from .upsert import conflict_insert
 
@@ -169,9 +169,22 @@ def update_rows(
     """Set `values` on the rows of `keys` (that also match `where`); returns how many rows changed."""
     changed = 0
     for chunk in _chunks(keys):
-        conditions = [key_clause(queue, chunk)] if where is None else [key_clause(queue, chunk), where]
-        changed += connection.execute(update(queue.table).where(*conditions).values(**values)).rowcount
+        changed += connection.execute(update(queue.table).where(*_conditions(queue, chunk, where)).values(**values)).rowcount
     return changed
+
+
+def update_each(connection: Connection, queue: WorkQueue, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One UPDATE per row, each with its own values, sent as one executemany (psycopg pipelines it).
+    A row names its key as `key_<column>`; its other entries are the values set, the same columns in
+    every row."""
+    if not rows:
+        return
+    where = and_(*(column == bindparam(f"key_{column.name}") for column in queue.key_columns))
+    connection.execute(update(queue.table).where(where), [dict(row) for row in rows])
+
+
+def _conditions(queue: WorkQueue, keys: Sequence[Key], where: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
+    return [key_clause(queue, keys)] if where is None else [key_clause(queue, keys), where]
 
 
 def count_attempt(
@@ -179,6 +192,23 @@ def count_attempt(
 ) -> int:
     """One more attempt on each row of `keys`, with the step's own `values` (status, times, run)."""
     return update_rows(connection, queue, keys, where=where, attempts=queue.table.c.attempts + 1, **values)
+
+
+def count_attempt_returning(
+    connection: Connection, queue: WorkQueue, keys: Sequence[Key], *, where: ColumnElement[bool] | None = None, **values: Any
+) -> list[Key]:
+    """As `count_attempt`, returning the keys of the rows that changed (UPDATE … RETURNING): which of
+    many rows still matched `where`."""
+    changed: list[Key] = []
+    for chunk in _chunks(keys):
+        statement = (
+            update(queue.table)
+            .where(*_conditions(queue, chunk, where))
+            .values(attempts=queue.table.c.attempts + 1, **values)
+            .returning(*queue.key_columns)
+        )
+        changed += [tuple(row) for row in connection.execute(statement)]
+    return changed
 
 
 def record_attempt(

@@ -134,7 +134,7 @@ def test_an_interrupted_attempt_is_read_back_not_written_twice(world: Annotation
     batch = world.plan().queued
     invoice = world.renewal_invoice(subscriber)
     # A run sent add_lines and died before recording it: the row is pending, the lines are on.
-    mark_pending(world.warehouse, invoice.id, "dead-run", RENEWAL)
+    mark_pending(world.warehouse, [invoice.id], "dead-run", RENEWAL)
     from aisyst_pipelines.billing.invoice_lines import TierTerms, invoice_lines, invoice_metadata, invoice_texts, period_usage
     from aisyst_pipelines.billing.periods import Period
     terms = TierTerms("Tier 1", 500)

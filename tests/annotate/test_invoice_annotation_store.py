@@ -2,7 +2,8 @@
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import insert
+import pytest
+from sqlalchemy import insert, select
 
 from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.invoice_annotation_store import (
@@ -16,10 +17,11 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     mark_pending,
     queue_invoices,
     record_outcome,
+    record_outcomes,
     status_counts,
     touch,
 )
-from aisyst_pipelines.warehouse.schema import call_records
+from aisyst_pipelines.warehouse.schema import call_records, invoice_annotations
 from aisyst_pipelines.warehouse.stripe_sync_store import call_totals_in_windows
 
 UTC = timezone.utc
@@ -37,7 +39,7 @@ def test_queue_once_and_walk_the_ledger(warehouse: Warehouse) -> None:
     assert queue_invoices(warehouse, [renewal(2), renewal(3)], "1", NOW) == ["in_3"]
     assert invoice_ids_on_record(warehouse, ["in_1", "in_3", "in_9"]) == {"in_1", "in_3"}
 
-    assert mark_pending(warehouse, "in_1", "run-a", NOW)
+    assert mark_pending(warehouse, ["in_1"], "run-a", NOW) == {"in_1"}
     record_outcome(
         warehouse, "in_1",
         AnnotationOutcome(AnnotationStatus.ANNOTATED, tier_name="Tier 1", minutes_used=395, minutes_included=500,
@@ -52,15 +54,44 @@ def test_queue_once_and_walk_the_ledger(warehouse: Warehouse) -> None:
     assert status_counts(warehouse, ["in_1", "in_2"]) == {"annotated": 1, "queued": 1}
 
     # A run that read in_1 before it was final (a worker outliving its deployment) cannot take it back.
-    assert not mark_pending(warehouse, "in_1", "run-stale", NOW)
+    assert mark_pending(warehouse, ["in_1"], "run-stale", NOW) == set()
     again = annotation_records(warehouse, ["in_1"])["in_1"]
     assert (again.status, again.attempts, again.run_id) == (AnnotationStatus.ANNOTATED, 1, "run-a")
 
 
+def test_a_chunk_is_marked_and_recorded_in_one_statement_each(warehouse: Warehouse) -> None:
+    queue_invoices(warehouse, [renewal(n) for n in range(1, 6)], "1", NOW)
+    record_outcome(warehouse, "in_5", AnnotationOutcome(AnnotationStatus.ANNOTATED), "run-other", NOW)
+    # in_5 was finished by another run: of the chunk, the others are marked; in_9 has no row.
+    assert mark_pending(warehouse, ["in_1", "in_2", "in_3", "in_4", "in_5", "in_9"], "run-a", NOW) == {"in_1", "in_2", "in_3", "in_4"}
+    later = NOW + timedelta(seconds=2)
+    record_outcomes(warehouse, [
+        ("in_1", AnnotationOutcome(AnnotationStatus.ANNOTATED, minutes_used=395, lines_added=2), later),
+        ("in_2", AnnotationOutcome(AnnotationStatus.FAILED, detail="boom"), later + timedelta(seconds=1)),
+        ("in_3", AnnotationOutcome(AnnotationStatus.ANNOTATED, minutes_used=12, lines_added=3), later + timedelta(seconds=2)),
+        ("in_4", AnnotationOutcome(AnnotationStatus.MISSED, detail="open", minutes_used=7), later),
+    ], "run-a")
+    records = annotation_records(warehouse, ["in_1", "in_2", "in_3", "in_4", "in_5"])
+    assert {i: (r.status, r.minutes_used, r.lines_added, r.run_id, r.attempts) for i, r in records.items()} == {
+        "in_1": (AnnotationStatus.ANNOTATED, 395, 2, "run-a", 1),
+        "in_2": (AnnotationStatus.FAILED, None, None, "run-a", 1),
+        "in_3": (AnnotationStatus.ANNOTATED, 12, 3, "run-a", 1),
+        "in_4": (AnnotationStatus.MISSED, 7, None, "run-a", 1),
+        "in_5": (AnnotationStatus.ANNOTATED, None, None, "run-other", 0),
+    }
+    assert records["in_2"].detail == "boom"
+    # each row keeps its own moment; only annotated rows get an annotated_at
+    with warehouse.connect() as connection:
+        moments = dict(connection.execute(select(invoice_annotations.c.invoice_id, invoice_annotations.c.annotated_at)).all())
+    assert moments == {"in_1": later, "in_2": None, "in_3": later + timedelta(seconds=2), "in_4": None, "in_5": NOW}
+    with pytest.raises(TypeError):
+        mark_pending(warehouse, "in_1", "run-a", NOW)
+
+
 def test_retry_rule_picks_stale_and_failed_rows_until_attempts_run_out(warehouse: Warehouse) -> None:
     queue_invoices(warehouse, [renewal(n) for n in range(1, 6)], "1", NOW)
-    mark_pending(warehouse, "in_2", "run-dead", NOW)  # the run died after this
-    mark_pending(warehouse, "in_3", "run-a", NOW)
+    mark_pending(warehouse, ["in_2"], "run-dead", NOW)  # the run died after this
+    mark_pending(warehouse, ["in_3"], "run-a", NOW)
     record_outcome(warehouse, "in_3", AnnotationOutcome(AnnotationStatus.FAILED, detail="boom"), "run-a", NOW)
     record_outcome(warehouse, "in_4", AnnotationOutcome(AnnotationStatus.MISSED), "run-a", NOW)
     record_outcome(warehouse, "in_5", AnnotationOutcome(AnnotationStatus.ANNOTATED), "run-a", NOW)
@@ -84,7 +115,7 @@ def test_retry_rule_picks_stale_and_failed_rows_until_attempts_run_out(warehouse
 def test_the_queue_gives_queued_rows_longest_waiting_first(warehouse: Warehouse) -> None:
     queue_invoices(warehouse, [renewal(n) for n in (3, 1)], "1", NOW)
     queue_invoices(warehouse, [renewal(2)], "1", NOW - timedelta(seconds=5))
-    mark_pending(warehouse, "in_1", "run-a", NOW)
+    mark_pending(warehouse, ["in_1"], "run-a", NOW)
     assert queued_invoice_ids(warehouse, 10) == ["in_2", "in_3"]
     assert queued_invoice_ids(warehouse, 1) == ["in_2"]
 
