@@ -404,10 +404,11 @@ class Store:
                         break
             return found
 
-        if after or before:
-            cursor = table.get(after or before)
+        cursor_id = after or before
+        if cursor_id:
+            cursor = table.get(cursor_id)
             if cursor is None or not wanted(cursor):
-                raise no_such("object", str(after or before), param="starting_after" if after else "ending_before", status=400)
+                raise no_such("object", cursor_id, param="starting_after" if after else "ending_before", status=400)
             position = bisect.bisect_left(order, _order_key(cursor))
             if after:  # the older ones, newest first
                 found = matching(range(position - 1, low - 1, -1))

@@ -5,11 +5,13 @@ drafts, brand fields (and the client group's tax rate) on the subscriptions that
 when is `invoice_annotation_planning`). Per invoice:
 1. the subscription, its tier (from the Stripe mirror) and the usage period — the invoice's own
    `period_start`/`period_end`, i.e. the period that just ended (see billing/invoice_lines.py);
-2. the minutes of exactly that [start, end) window, summed fresh from call_records;
+2. the minutes of exactly that [start, end) window, summed fresh from call_records (for a chunk of
+   invoices at once, as the run starts them, right after marking their rows `pending`);
 3. ONE `add_lines` call carrying every line — with one "Late-reported minutes from March" line per
    earlier period whose late CDRs the audit found and no invoice carries yet — and the invoice
    metadata, with an idempotency key made of the invoice id and the annotation version;
-4. the outcome in invoice_annotations, and the carried late minutes in invoice_audits' ledger.
+4. the outcome in invoice_annotations (recorded with the other outcomes of the moment, see
+   `_Dispatch`), and the carried late minutes in invoice_audits' ledger.
 
 Never twice: a row that is final is not touched again; a row left `pending` (a write may have reached
 Stripe before a crash) is read back from Stripe first, and an invoice whose metadata carries our
@@ -301,8 +303,8 @@ class InvoiceAnnotator:
 
     # --- one invoice ---------------------------------------------------------------------------------------
 
-    def _annotate_one(self, inputs: _Inputs, finished: Callable[[str, AnnotationOutcome], None]) -> InvoiceResult:
-        """One invoice, start to end; its outcome goes to `finished` (recorded with others)."""
+    def _annotate_one(self, inputs: _Inputs, on_outcome: Callable[[str, AnnotationOutcome], None]) -> InvoiceResult:
+        """One invoice, start to end; its outcome goes to `on_outcome` (recorded with others)."""
         record = inputs.record
         if record.status in FINAL_STATUSES:
             return InvoiceResult(record.invoice_id, record.customer_id, _outcome_of(record), already_done=True)
@@ -320,7 +322,7 @@ class InvoiceAnnotator:
                     time.sleep(TRANSIENT_PAUSE_SECONDS * attempt)
                     continue
                 outcome = AnnotationOutcome(AnnotationStatus.FAILED, detail=_describe(error))
-        finished(record.invoice_id, outcome)
+        on_outcome(record.invoice_id, outcome)
         return InvoiceResult(record.invoice_id, record.customer_id, outcome)
 
     def _work(self, inputs: _Inputs) -> AnnotationOutcome:

@@ -3,9 +3,19 @@ what happens when it cannot — through the service, and end to end through anno
 (its metadata, its asset check, its run config)."""
 
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION, annotation_idempotency_key
-from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, mark_pending
+from aisyst_pipelines.services import invoice_annotation
+from aisyst_pipelines.warehouse.invoice_annotation_store import (
+    AnnotationOutcome,
+    AnnotationStatus,
+    annotation_records,
+    mark_pending,
+    record_outcome,
+)
 
 from .conftest import RENEWAL, T0, AnnotationWorld
 
@@ -165,3 +175,24 @@ def test_finalize_after_annotating_and_brand_fields_on_an_unbranded_draft(world:
     assert [(f.name, f.value) for f in invoice.custom_fields] == [("Client ID", "ACME-9"), ("Tier", "Tier 3")]
     assert "Aisyst" in invoice.description and invoice.footer
     assert world.our_lines(invoice.id) == [("minutes_used", "Voice minutes used: 0 (Unlimited plan)", 0)]
+
+
+def test_a_row_another_run_finishes_after_this_run_read_it_is_not_written(world: AnnotationWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken, left = world.sign_up("ACME-1", 1), world.sign_up("ACME-2", 1)
+    world.sync()
+    world.renew()
+    batch = world.plan().queued
+    taken_invoice = world.renewal_invoice(taken)
+    read = invoice_annotation.annotation_records
+
+    def read_then_finished_elsewhere(warehouse: Any, invoice_ids: Any) -> Any:
+        records = read(warehouse, invoice_ids)  # what this run saw: both queued
+        record_outcome(warehouse, taken_invoice.id, AnnotationOutcome(AnnotationStatus.SKIPPED, detail="by the other run"), "other-run", RENEWAL)
+        return records
+
+    monkeypatch.setattr(invoice_annotation, "annotation_records", read_then_finished_elsewhere)
+    run = world.annotate(batch)
+    assert run.already_done == [taken_invoice.id] and run.annotated == [world.renewal_invoice(left).id]
+    assert world.our_lines(taken_invoice.id) == []
+    record = annotation_records(world.warehouse, [taken_invoice.id])[taken_invoice.id]
+    assert (record.status, record.run_id, record.attempts) == (AnnotationStatus.SKIPPED, "other-run", 0)
