@@ -227,8 +227,11 @@ class InvoiceAnnotator:
         ahead = workers * (queue or QueueWork()).ahead_per_worker
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool:
             dispatch = _Dispatch(self, pool)
-            self._dispatch(dispatch, list(inputs.values()), queue, set(inputs), ahead)
-        dispatch.record_finished()  # what finished after the last look
+            try:
+                self._dispatch(dispatch, list(inputs.values()), queue, set(inputs), ahead)
+            finally:
+                pool.shutdown(wait=True)
+                dispatch.record_finished()  # what finished after the last look, even if the dispatch failed
         return [future.result() for future in dispatch.futures]
 
     def _dispatch(self, dispatch: _Dispatch, own: list[_Inputs], queue: QueueWork | None, taken: set[str], ahead: int) -> None:
@@ -365,7 +368,11 @@ class InvoiceAnnotator:
         )
         if finalized_status is not None:
             return self._not_a_draft(record.invoice_id, finalized_status, metadata, figures, inputs.late)
-        if inputs.claim is _Claim.LOST or (inputs.claim is None and not mark_pending(self.warehouse, [record.invoice_id], self.run_id, _now())):
+        if inputs.claim is None:  # left `pending` by an earlier attempt: marked now that Stripe was asked
+            claimed = bool(mark_pending(self.warehouse, [record.invoice_id], self.run_id, _now()))
+        else:
+            claimed = inputs.claim is _Claim.MARKED
+        if not claimed:
             raise _FinishedElsewhere(record.invoice_id)
         try:
             if record.needs_branding:
