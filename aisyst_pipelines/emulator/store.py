@@ -339,7 +339,7 @@ class Store:
         presorted: bool = False,
     ) -> dict[str, Any]:
         """A list envelope: newest first, `limit` 1-100 (default 10), cursors by object id."""
-        ordered = list(items) if presorted else sorted(items, key=lambda o: (o.get("created", 0), o.get("_seq", 0)), reverse=True)
+        ordered = list(items) if presorted else sorted(items, key=_order_key, reverse=True)
         limit, after, before = _page_params(params)
         if after or before:
             cursor = after or before

@@ -224,22 +224,23 @@ class InvoiceAnnotator:
         if unknown:
             raise UnknownInvoices(unknown)
         workers = max(1, workers)
-        ahead = workers * (queue or QueueWork()).ahead_per_worker
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool:
             dispatch = _Dispatch(self, pool)
             try:
-                self._dispatch(dispatch, list(inputs.values()), queue, set(inputs), ahead)
+                self._dispatch(dispatch, list(inputs.values()), queue, set(inputs), workers)
             finally:
                 pool.shutdown(wait=True)
                 dispatch.record_finished()  # what finished after the last look, even if the dispatch failed
         return [future.result() for future in dispatch.futures]
 
-    def _dispatch(self, dispatch: _Dispatch, own: list[_Inputs], queue: QueueWork | None, taken: set[str], ahead: int) -> None:
+    def _dispatch(self, dispatch: _Dispatch, own: list[_Inputs], queue: QueueWork | None, taken: set[str], workers: int) -> None:
         """Start the run's own invoices, then (with `queue`) the ledger's `queued` rows as they come, a
-        chunk at a time, keeping between half of `ahead` and `ahead` invoices in flight, and record what
-        the workers finished at each look. Returns once its own are started and, with `queue`, no new row
-        has come for `queue.idle_seconds` of looking (the workers may still be busy)."""
-        poll_seconds = queue.poll_seconds if queue else QueueWork().poll_seconds
+        chunk at a time, keeping between half of `ahead` and `ahead` invoices in flight (`ahead_per_worker`
+        of `queue`, or of the default QueueWork), and record what the workers finished at each look.
+        Returns once its own are started and, with `queue`, no new row has come for `queue.idle_seconds`
+        of looking (the workers may still be busy)."""
+        pace = queue or QueueWork()
+        ahead, poll_seconds = workers * pace.ahead_per_worker, pace.poll_seconds
         last_new = time.monotonic()
         while True:
             dispatch.record_finished()
@@ -281,12 +282,13 @@ class InvoiceAnnotator:
         marked = mark_pending(self.warehouse, to_mark, self.run_id, _now()) if to_mark else set()
         totals = call_totals_in_windows(self.warehouse, [_window(item.record) for item in open_rows])
         claims = {invoice_id: _Claim.MARKED if invoice_id in marked else _Claim.LOST for invoice_id in to_mark}
-        return [
-            replace(item, minutes_used=totals[_window(item.record)].billable_minutes, claim=claims.get(item.record.invoice_id))
-            if item.record.status not in FINAL_STATUSES
-            else item
-            for item in chunk
-        ]
+        prepared = {
+            item.record.invoice_id: replace(
+                item, minutes_used=totals[_window(item.record)].billable_minutes, claim=claims.get(item.record.invoice_id)
+            )
+            for item in open_rows
+        }
+        return [prepared.get(item.record.invoice_id, item) for item in chunk]
 
     # --- reading the batch's inputs (a handful of queries for the whole batch) ------------------------
 

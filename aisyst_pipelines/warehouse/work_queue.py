@@ -190,8 +190,9 @@ def _conditions(queue: WorkQueue, keys: Sequence[Key], where: ColumnElement[bool
 def count_attempt(
     connection: Connection, queue: WorkQueue, keys: Sequence[Key], *, where: ColumnElement[bool] | None = None, **values: Any
 ) -> int:
-    """One more attempt on each row of `keys`, with the step's own `values` (status, times, run)."""
-    return update_rows(connection, queue, keys, where=where, attempts=queue.table.c.attempts + 1, **values)
+    """One more attempt on each row of `keys`, with the step's own `values` (status, times, run);
+    returns how many rows changed."""
+    return len(count_attempt_returning(connection, queue, keys, where=where, **values))
 
 
 def count_attempt_returning(
