@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import json
 import random
 import string
 import threading
@@ -173,6 +174,9 @@ class Store:
         self.reset()
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
+        for event in state["tables"].get("event", {}).values():
+            if "data" in event:  # a state file written before events kept their snapshot as text
+                event["_data"] = json.dumps(event.pop("data"), separators=(",", ":"))
         for kind, objects in state["tables"].items():
             self.tables[kind].update(objects)
             self._order[kind] = sorted(_order_key(obj) for obj in objects.values())
@@ -431,7 +435,11 @@ class Store:
         previous_attributes: dict[str, Any] | None = None,
         clock_id: str | None = None,
     ) -> dict[str, Any]:
-        """Record an event with a snapshot of `obj` (rendered now) at the object's clock time."""
+        """Record an event with a snapshot of `obj` (rendered now) at the object's clock time.
+
+        The snapshot is kept as JSON text (`_data`, inflated by `render_event`): an event is never changed
+        after it is emitted, and as text it takes a third of the memory of the same dicts — at a
+        100,000-customer month start the events are most of what the emulator holds."""
         data: dict[str, Any] = {"object": self.render(obj)}
         if previous_attributes is not None:
             data["previous_attributes"] = previous_attributes
@@ -443,7 +451,7 @@ class Store:
             "api_version": API_VERSION,
             "context": None,
             "created": self.now(clock_id),
-            "data": data,
+            "_data": json.dumps(data, separators=(",", ":")),
             "livemode": False,
             "pending_webhooks": 0,
             "request": {
@@ -456,6 +464,13 @@ class Store:
         for listener in self.event_listeners:
             listener(event)
         return event
+
+
+@renderer("event")
+def render_event(store: Store, event: dict[str, Any]) -> dict[str, Any]:
+    rendered = public(event)
+    rendered["data"] = json.loads(event["_data"])
+    return rendered
 
 
 def _order_key(obj: dict[str, Any]) -> tuple[int, int, str]:

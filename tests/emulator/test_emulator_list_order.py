@@ -16,7 +16,7 @@ def _store_with_events(rng: random.Random, count: int) -> Store:
     store = Store(seed=1)
     for _ in range(count):
         # Test clocks make `created` jump back and forth between inserts, and many share a second.
-        store.insert({"id": store.new_id("evt"), "object": "event", "created": rng.randint(100, 130), "type": rng.choice("abc")})
+        store.insert({"id": store.new_id("evt"), "object": "event", "created": rng.randint(100, 130), "type": rng.choice("abc"), "_data": "{}"})
     return store
 
 

@@ -198,10 +198,15 @@ def test_sensor_then_webhook_applies_once(world: StripeWorld, warehouse: Warehou
 
 
 def spoil_event(stripe_emulator, event_id: str, change: Callable[[dict], None]) -> None:
-    """Make an event the emulator lists odd, as a bug or an API change on Stripe's side might."""
+    """Make an event the emulator lists odd, as a bug or an API change on Stripe's side might: `change`
+    gets the event as listed and changes it in place."""
     store = stripe_emulator.server.store
     with store.lock:
-        change(store.tables["event"][event_id])
+        stored = store.tables["event"][event_id]
+        event = store.render(stored)
+        change(event)
+        stored["created"] = event["created"]
+        stored["_data"] = json.dumps(event["data"])
 
 
 def test_events_that_cannot_be_read_are_skipped_with_an_alert_not_retried_forever(

@@ -107,17 +107,25 @@ def attach_payment_method(store: Store, token: str, customer: dict[str, Any], pa
                 "_fails": fails,
             }
         )
-        return method
-    method = store.get("payment_method", token, param=param)
-    if method["customer"] not in (None, customer["id"]):
-        raise invalid("The payment method you provided has already been attached to a customer.", param=param)
-    method["customer"] = customer["id"]
+    else:
+        method = store.get("payment_method", token, param=param)
+        if method["customer"] not in (None, customer["id"]):
+            raise invalid("The payment method you provided has already been attached to a customer.", param=param)
+        method["customer"] = customer["id"]
+    # The customer keeps the ids of what was ever attached to it, in attach order, so that resolving a
+    # default looks at its own few methods, not at every customer's (a scan that made creating 100,000
+    # customers quadratic). A detached method stays listed; resolving checks it is still attached.
+    attached = customer.setdefault("_payment_methods", [])
+    if method["id"] not in attached:
+        attached.append(method["id"])
     return method
 
 
 def resolve_customer_payment_method(store: Store, customer: dict[str, Any], ref: str, param: str) -> str:
     """A pm id or test token named as a default: it must be attached to this customer."""
-    for method in store.tables["payment_method"].values():
+    methods = store.tables["payment_method"]
+    for method_id in customer.get("_payment_methods", []):
+        method = methods[method_id]
         if method["customer"] == customer["id"] and (method["id"] == ref or method.get("_token") == ref):
             return method["id"]
     raise invalid(
