@@ -103,7 +103,8 @@ FAULTS = {"error_rate": 0.10, "rate_limit_error_rate": 0.05, "drop_rate": 0.02}
 def _serve(connection: Any, seed: int) -> None:
     from aisyst_pipelines.emulator import EmulatorServer
 
-    server = EmulatorServer(seed=seed)
+    # Every request of the burst is counted: the log keeps them all (~0.5 KB each), not the last 20,000.
+    server = EmulatorServer(seed=seed, request_log_size=2_000_000)
     server.start()
     connection.send(server.url)
     while True:

@@ -165,10 +165,13 @@ class EmulatorServer:
         state_file: Path | None = None,
         webhook_retry_scale: float = 1.0,
         revenue_recovery: RevenueRecovery | None = None,
+        request_log_size: int = 20000,
     ) -> None:
         """`webhook_retry_scale` multiplies the delays between webhook delivery retries (30 min, 1 h,
         2 h): 0.001 makes them 1.8 s, 3.6 s and 7.2 s for a test. `revenue_recovery`: Smart Retries
-        and what happens when they run out (default: Stripe's, 8 retries in 14 days, then cancel)."""
+        and what happens when they run out (default: Stripe's, 8 retries in 14 days, then cancel).
+        `request_log_size`: how many of the latest requests `requests()` keeps (a benchmark that counts
+        every request of a 100,000-invoice burst needs more than the default)."""
         if not _is_loopback(host):
             raise ValueError(f"the emulator listens on loopback only, not {host!r}")
         self.host, self._requested_port = host, port
@@ -184,7 +187,7 @@ class EmulatorServer:
         self.idempotency = IdempotencyCache()
         self.webhooks = WebhookDeliverer(self.store, retry_scale=webhook_retry_scale)
         self._injector = FaultInjector(self.faults, seed)
-        self._log: deque[dict[str, Any]] = deque(maxlen=20000)
+        self._log: deque[dict[str, Any]] = deque(maxlen=request_log_size)
         self._log_lock = threading.Lock()
         self.in_flight = 0  # /v1 requests being served right now
         self.max_in_flight = 0  # the most at once since start or reset (shows latency is slept concurrently)
