@@ -20,8 +20,9 @@ import dagster as dg
 
 from aisyst_pipelines.assets.common import DAILY_PARTITIONS, OWNERS, markdown_table, row_count_metadata, runbook_link, table_metadata
 from aisyst_pipelines.billing.reconciliation import STRIPE_TIMESTAMP_WINDOW, PeriodResult
-from aisyst_pipelines.services.reconciliation import DRIFT_CHECK, DriftVerdict, ReconciliationOutcome, reconcile
+from aisyst_pipelines.services.reconciliation import DRIFT_CHECK, DraftsFirst, DriftVerdict, ReconciliationOutcome, reconcile
 from aisyst_pipelines.warehouse import Warehouse
+from aisyst_pipelines.warehouse.invoice_annotation_store import drafts_awaiting_annotation
 from resources import StripeResource, WarehouseResource
 from resources.reconciliation import ReconciliationConfig
 
@@ -154,9 +155,10 @@ def meter_reconciliation(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     policy = reconciliation.policy(timedelta(days=config.lookback_days))
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else as_of_for_partition(context.partition_key, policy.settle_lag)
+    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(warehouse.get()), log=context.log)
     outcome = reconcile(
         warehouse.get(), stripe.meters, policy, repair=reconciliation.repair, run_id=context.run.run_id,
-        as_of=as_of, concurrency=config.concurrency, log=context.log,
+        as_of=as_of, concurrency=config.concurrency, log=context.log, drafts_first=drafts_first,
     )
     yield dg.MaterializeResult(metadata=outcome_metadata(outcome, reconciliation, warehouse.get()))
     yield drift_check(outcome.verdict())

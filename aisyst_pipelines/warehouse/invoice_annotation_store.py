@@ -262,6 +262,14 @@ def record_outcomes(warehouse: Warehouse, outcomes: Sequence[tuple[str, Annotati
             work_queue.update_each(connection, ANNOTATIONS, rows)
 
 
+def drafts_awaiting_annotation(warehouse: Warehouse) -> int:
+    """Renewal invoices queued for an annotation run or being written by one (`failed` rows wait for a
+    retry the planner decides on, and are not counted)."""
+    waiting = [AnnotationStatus.QUEUED.value, AnnotationStatus.PENDING.value]
+    with warehouse.connect() as connection:
+        return connection.execute(select(func.count()).select_from(invoice_annotations).where(invoice_annotations.c.status.in_(waiting))).scalar_one()
+
+
 def status_counts(warehouse: Warehouse, invoice_ids: Iterable[str] | None = None) -> dict[str, int]:
     """Rows per status (of the given invoices, or of the whole table)."""
     counts: dict[str, int] = defaultdict(int)
@@ -420,6 +428,7 @@ __all__ = [
     "annotation_records",
     "annotation_window",
     "customer_profiles",
+    "drafts_awaiting_annotation",
     "invoice_ids_on_record",
     "invoices_to_retry",
     "mark_pending",

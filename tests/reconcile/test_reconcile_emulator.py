@@ -64,6 +64,7 @@ def test_finds_exactly_the_injected_drift(recon_world: ReconWorld) -> None:
     metadata = _metadata(result)
     edge_splits = sum(1 for (c, d) in expected if d == T0.date())
     assert metadata["stripe_summary_requests"].value == len(rows) + edge_splits
+    assert metadata["seconds_given_way_to_drafts"].value == 0  # no renewal draft awaited its annotation
     assert metadata["total_drift_minutes"].value == sum(abs(v) for v in expected.values())
     assert metadata["drifting_customer_periods"].value == 2
     over_days = [d for (c, d), v in expected.items() if v < 0]
