@@ -84,6 +84,35 @@ def test_ticks_are_bounded_and_resume_from_the_cursor(world: StripeWorld, wareho
     assert invoice_states(warehouse) == stripe_invoice_states(world)
 
 
+def test_a_tick_starts_no_page_that_would_end_past_its_time_budget(
+    world: StripeWorld, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick's clock is made to pass 0.3 s per page (the pages themselves are real): with a 1.0 s
+    budget it reads three pages and stops, rather than start a fourth that would end at 1.2 s."""
+    from types import SimpleNamespace
+
+    from aisyst_pipelines.services import stripe_events as service
+
+    clock = [0.0]
+    monkeypatch.setattr(service, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    events = world.stripe.events
+    real_list_page = events.list_page
+
+    def slow_list_page(*args, **kwargs):
+        page = real_list_page(*args, **kwargs)
+        clock[0] += 0.3
+        return page
+
+    monkeypatch.setattr(events, "list_page", slow_list_page)
+    first = watched_event_ids(world.stripe)[0]
+    cursor = EventsCursor(last_event_id=first, last_created=0, scanning=False)
+
+    result = poll_events(events, warehouse, cursor, max_events=500, now=NOW, page_size=2, time_budget_seconds=1.0)
+
+    assert result.pages == 3 and clock[0] <= 1.0 and result.more_waiting
+    assert len(result.applied) == 6
+
+
 def test_the_first_run_walks_down_to_the_oldest_event_over_several_ticks(world: StripeWorld, warehouse: Warehouse) -> None:
     everything = watched_event_ids(world.stripe)
     cursor, walking_ticks = EventsCursor(), 0
