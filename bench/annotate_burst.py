@@ -215,6 +215,9 @@ def lines_on_renewals(emulator: Emulator) -> dict[str, dict[str, Any]]:
     return found
 
 
+ANNOTATION_PATHS = ("/v1/invoices", "/v1/subscriptions", "/v1/customers")  # what annotation runs and the draft sensor ask
+
+
 def request_figures(entries: list[dict[str, Any]], invoices: int, rps: float) -> dict[str, Any]:
     def kind(entry: dict[str, Any]) -> str:
         path, method = entry["path"], entry["method"]
@@ -234,8 +237,9 @@ def request_figures(entries: list[dict[str, Any]], invoices: int, rps: float) ->
     outcomes = Counter(f"{e['status']} {e['outcome']}" for e in entries)
     # What the work needed: each write once (by idempotency key, however often retried), each read that
     # was answered (a retried GET is a new read; the faulted attempts are not counted).
-    # The events sensor's requests share the rate limit but are not the annotation's work: counted apart.
-    annotation = [e for e in entries if kind(e) != "events"]
+    # The events sensor's requests share the rate limit but are not the annotation's work: counted apart;
+    # so are other jobs' (a nightly reconciliation's meter summaries, if its schedule fires meanwhile).
+    annotation = [e for e in entries if e["path"].startswith(ANNOTATION_PATHS)]
     write_keys = {(kind(e), e["idempotency_key"]) for e in annotation if e["method"] == "POST" and e["idempotency_key"]}
     reads = sum(1 for e in annotation if e["method"] == "GET" and e["status"] == 200 and e["outcome"] != "drop")
     needed = len(write_keys) + reads
