@@ -416,6 +416,8 @@ def main() -> int:
     parser.add_argument("--single-draft", type=int, default=None, metavar="N",
                         help="instead of the burst: N single drafts one after another (median of their times)")
     parser.add_argument("--rps", type=float, default=100.0)
+    parser.add_argument("--pace", type=float, default=None,
+                        help="StripeResource's requests_per_second in the deployment (default: --rps, the emulator's limit)")
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--faults", action="store_true", help="10 %% 5xx, 5 %% 429, 2 %% dropped connections")
     parser.add_argument("--sensor-interval", type=int, default=30, help="AISYST_SENSOR_INTERVAL_SECONDS (30 = production)")
@@ -429,12 +431,12 @@ def main() -> int:
     emulator = Emulator(args.seed)
     report: dict[str, Any] = {
         "mode": f"single draft × {args.single_draft}" if args.single_draft else f"burst of {args.invoices}",
-        "rps": args.rps, "latency_ms": args.latency_ms, "faults": args.faults, "sensor_interval": args.sensor_interval,
+        "rps": args.rps, "pace": args.pace or args.rps, "latency_ms": args.latency_ms, "faults": args.faults, "sensor_interval": args.sensor_interval,
         "machine": f"{platform.machine()}, Python {platform.python_version()}", "load_before": machine_load(),
         "instance": "PostgreSQL (deploy/dagster.yaml)", "warehouse": "PostgreSQL",
     }
     try:
-        with postgres_world(stripe_api_base=emulator.url, requests_per_second=args.rps,
+        with postgres_world(stripe_api_base=emulator.url, requests_per_second=args.pace or args.rps,
                             sensor_interval_seconds=args.sensor_interval) as world:
             warehouse = Warehouse(world.warehouse_url)
             warehouse.upgrade()
