@@ -428,15 +428,16 @@ def main() -> int:
     exit_cleanly_on_sigterm()
 
     customers = args.single_draft or args.invoices
+    pace = args.pace or args.rps  # the deployment's StripeResource rate
     emulator = Emulator(args.seed)
     report: dict[str, Any] = {
         "mode": f"single draft × {args.single_draft}" if args.single_draft else f"burst of {args.invoices}",
-        "rps": args.rps, "pace": args.pace or args.rps, "latency_ms": args.latency_ms, "faults": args.faults, "sensor_interval": args.sensor_interval,
+        "rps": args.rps, "pace": pace, "latency_ms": args.latency_ms, "faults": args.faults, "sensor_interval": args.sensor_interval,
         "machine": f"{platform.machine()}, Python {platform.python_version()}", "load_before": machine_load(),
         "instance": "PostgreSQL (deploy/dagster.yaml)", "warehouse": "PostgreSQL",
     }
     try:
-        with postgres_world(stripe_api_base=emulator.url, requests_per_second=args.pace or args.rps,
+        with postgres_world(stripe_api_base=emulator.url, requests_per_second=pace,
                             sensor_interval_seconds=args.sensor_interval) as world:
             warehouse = Warehouse(world.warehouse_url)
             warehouse.upgrade()

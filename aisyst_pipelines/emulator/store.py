@@ -176,7 +176,7 @@ class Store:
         self.rng.setstate((version, tuple(internal), gauss))
         for event in state["tables"].get("event", {}).values():
             if "data" in event:  # a state file written before events kept their snapshot as text
-                event["_data"] = json.dumps(event.pop("data"), separators=(",", ":"))
+                event["_data"] = _event_data_text(event.pop("data"))
         for kind, objects in state["tables"].items():
             self.tables[kind].update(objects)
             self._order[kind] = sorted(_order_key(obj) for obj in objects.values())
@@ -451,7 +451,7 @@ class Store:
             "api_version": API_VERSION,
             "context": None,
             "created": self.now(clock_id),
-            "_data": json.dumps(data, separators=(",", ":")),
+            "_data": _event_data_text(data),
             "livemode": False,
             "pending_webhooks": 0,
             "request": {
@@ -464,6 +464,11 @@ class Store:
         for listener in self.event_listeners:
             listener(event)
         return event
+
+
+def _event_data_text(data: dict[str, Any]) -> str:
+    """An event's `data` as the store keeps it (see `Store.emit`)."""
+    return json.dumps(data, separators=(",", ":"))
 
 
 @renderer("event")
