@@ -52,9 +52,8 @@ def build_stripe_events_sensor(interval_seconds: int = 5) -> dg.SensorDefinition
             "Applies Stripe invoice.* and customer.subscription.* events (Events API, oldest first, each "
             "exactly once) to stripe_invoices and stripe_subscriptions, and e-mails ops about failed "
             "payments, past_due/unpaid subscriptions, failed finalizations, renewal invoices finalized "
-            "without our usage lines and invoices paid by invoice that pass their due date (once each). Reads "
-            "no events while a burst of 500+ renewal drafts awaits its annotation (at most 30 min): the rate "
-            "limit is theirs first. Cursor: the last applied event (JSON)."
+            "without our usage lines and invoices paid by invoice that pass their due date (once each). "
+            "Cursor: the last applied event (JSON)."
         ),
     )
     def stripe_events_sensor(
@@ -91,12 +90,11 @@ def events_tick(
         context.log.warning(f"invoice {invoice_id} is past its due date and unpaid (ops alerted)")
 
     if not tick.new_events and not delivery.sent and not result.unreadable:
-        if tick.gave_way_to is not None:
-            reason = tick.giving_way()
-        elif result.cursor.scanning and result.more_waiting:
-            reason = f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
-        else:
-            reason = f"no new Stripe events ({result.pages} page(s) read)"
+        reason = (
+            f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
+            if result.cursor.scanning and result.more_waiting
+            else f"no new Stripe events ({result.pages} page(s) read)"
+        )
         return dg.SensorResult(cursor=readable_cursor(result.cursor), skip_reason=dg.SkipReason(reason))
     asset_events = []
     if tick.new_events:

@@ -155,7 +155,7 @@ def meter_reconciliation(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     policy = reconciliation.policy(timedelta(days=config.lookback_days))
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else as_of_for_partition(context.partition_key, policy.settle_lag)
-    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(warehouse.get()).count, log=context.log)
+    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(warehouse.get()), log=context.log)
     outcome = reconcile(
         warehouse.get(), stripe.meters, policy, repair=reconciliation.repair, run_id=context.run.run_id,
         as_of=as_of, concurrency=config.concurrency, log=context.log, drafts_first=drafts_first,

@@ -7,9 +7,8 @@ transaction). This module holds the rest of the work:
   that cannot be read is skipped with an ops alert;
 - `apply_webhook_event`: one event pushed by Stripe;
 - `deliver_event_alerts`: send the queued ops alerts through the notifier;
-- `apply_new_events`: what one tick of the sensor does (a pass within its budget — unless a burst of
-  renewal drafts has Stripe's rate limit, `gives_way_to_drafts` — the overdue watch — open invoices
-  past their due date: `overdue_at`, `days_overdue`, one ops alert each — then the alerts).
+- `apply_new_events`: what one tick of the sensor does (a pass within its budget, the overdue watch —
+  open invoices past their due date: `overdue_at`, `days_overdue`, one ops alert each — then the alerts).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aisyst_pipelines.billing.stripe_events import (
@@ -33,7 +32,6 @@ from aisyst_pipelines.billing.stripe_events import (
 from aisyst_pipelines.mail import DeliveryError, Notifier
 from aisyst_pipelines.templates import render
 from aisyst_pipelines.warehouse import Warehouse
-from aisyst_pipelines.warehouse.invoice_annotation_store import DraftsAwaiting, drafts_awaiting_annotation
 from aisyst_pipelines.warehouse.stripe_events_store import (
     EventOutcome,
     QueuedAlert,
@@ -62,16 +60,6 @@ MAX_SCAN_PAGES_PER_TICK = 300
 # over two ticks 30 s apart.
 MAX_EVENTS_PER_TICK = 20_000
 TICK_TIME_BUDGET_SECONDS = 25.0
-
-# Stripe's rate limit is one for the account, and a month-start burst of renewal drafts has an hour to
-# be annotated, while an event is kept 30 days. So while at least RENEWAL_BURST_DRAFTS drafts await
-# their annotation, a tick reads no events and leaves the limit (and the machine's CPU) to the
-# annotation run: at 10,000 drafts the sensor's ~400 pages were requests the run lost to 429s. Fewer
-# drafts than that are seconds of writing, and a trickle of anniversary renewals must not starve the
-# sensor. A burst whose oldest draft was queued MAX_GIVE_WAY ago is taken as stuck (its runs stopped):
-# the sensor then reads beside it. The webhook receiver, which sends no request, applies events meanwhile.
-RENEWAL_BURST_DRAFTS = 500
-MAX_GIVE_WAY = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -308,21 +296,11 @@ def _with_label(alert: QueuedAlert) -> dict[str, Any]:
 # --- one tick of the sensor --------------------------------------------------------------------------
 
 
-def gives_way_to_drafts(awaiting: DraftsAwaiting, now: datetime) -> bool:
-    """Whether a tick leaves Stripe's rate limit to the renewal drafts awaiting their annotation."""
-    return (
-        awaiting.count >= RENEWAL_BURST_DRAFTS
-        and awaiting.oldest_queued_at is not None
-        and now - awaiting.oldest_queued_at < MAX_GIVE_WAY
-    )
-
-
 @dataclass(frozen=True)
 class EventsTick:
     poll: PollResult
     delivery: AlertDelivery
     newly_overdue: list[str] = field(default_factory=list)  # invoice ids whose due date passed since the last tick
-    gave_way_to: DraftsAwaiting | None = None  # read no events: a burst of renewal drafts had the rate limit
 
     @property
     def new_events(self) -> list[EventOutcome]:
@@ -334,16 +312,7 @@ class EventsTick:
         counted = sorted(poll.counts().items()) + ([("unreadable", len(poll.unreadable))] if poll.unreadable else [])
         counts = ", ".join(f"{n} {outcome}" for outcome, n in counted) or "no events"
         more = "; more waiting" if poll.more_waiting else ""
-        read = f"{counts} ({poll.pages} page(s)){more}" if self.gave_way_to is None else self.giving_way()
-        return f"{read}; ops alerts sent {self.delivery.sent}, failed {self.delivery.failed}"
-
-    def giving_way(self) -> str:
-        assert self.gave_way_to is not None
-        return (
-            f"no events read: {self.gave_way_to.count:,} renewal drafts await their annotation, which has Stripe's "
-            f"rate limit first (events are read again below {RENEWAL_BURST_DRAFTS:,} drafts, or "
-            f"{MAX_GIVE_WAY.total_seconds() / 60:.0f} min after the oldest was queued)"
-        )
+        return f"{counts} ({poll.pages} page(s)){more}; ops alerts sent {self.delivery.sent}, failed {self.delivery.failed}"
 
 
 def apply_new_events(
@@ -355,16 +324,12 @@ def apply_new_events(
     now: datetime,
     mirror_row: SubscriptionRowBuilder | None = None,
 ) -> EventsTick:
-    """One tick of stripe_events_sensor: a pass within the tick's budget (none while a burst of renewal
-    drafts has the rate limit), the overdue watch over the mirrored invoices, then the ops alerts queued
-    so far (by this pass, the watch, the webhook, or earlier ticks whose delivery failed)."""
-    awaiting = drafts_awaiting_annotation(warehouse)
-    if gives_way_to_drafts(awaiting, now):
-        poll, gave_way_to = PollResult(cursor=cursor), awaiting
-    else:
-        poll, gave_way_to = poll_events(
-            events, warehouse, cursor, max_events=MAX_EVENTS_PER_TICK, now=now, mirror_row=mirror_row,
-            time_budget_seconds=TICK_TIME_BUDGET_SECONDS,
-        ), None
+    """One tick of stripe_events_sensor: a pass within the tick's budget, the overdue watch over the
+    mirrored invoices, then the ops alerts queued so far (by this pass, the watch, the webhook, or
+    earlier ticks whose delivery failed)."""
+    poll = poll_events(
+        events, warehouse, cursor, max_events=MAX_EVENTS_PER_TICK, now=now, mirror_row=mirror_row,
+        time_budget_seconds=TICK_TIME_BUDGET_SECONDS,
+    )
     overdue = [invoice.invoice_id for invoice in watch_overdue_invoices(warehouse, now=now)]
-    return EventsTick(poll, deliver_event_alerts(warehouse, notifier, now=now), overdue, gave_way_to)
+    return EventsTick(poll, deliver_event_alerts(warehouse, notifier, now=now), overdue)

@@ -262,21 +262,12 @@ def record_outcomes(warehouse: Warehouse, outcomes: Sequence[tuple[str, Annotati
             work_queue.update_each(connection, ANNOTATIONS, rows)
 
 
-@dataclass(frozen=True)
-class DraftsAwaiting:
+def drafts_awaiting_annotation(warehouse: Warehouse) -> int:
     """Renewal invoices queued for an annotation run or being written by one (`failed` rows wait for a
-    retry the planner decides on, and are not counted), and when the longest-waiting one was queued."""
-
-    count: int
-    oldest_queued_at: datetime | None
-
-
-def drafts_awaiting_annotation(warehouse: Warehouse) -> DraftsAwaiting:
+    retry the planner decides on, and are not counted)."""
     waiting = [AnnotationStatus.QUEUED.value, AnnotationStatus.PENDING.value]
-    statement = select(func.count(), func.min(invoice_annotations.c.queued_at)).where(invoice_annotations.c.status.in_(waiting))
     with warehouse.connect() as connection:
-        count, oldest = connection.execute(statement).one()
-    return DraftsAwaiting(count, oldest)
+        return connection.execute(select(func.count()).select_from(invoice_annotations).where(invoice_annotations.c.status.in_(waiting))).scalar_one()
 
 
 def status_counts(warehouse: Warehouse, invoice_ids: Iterable[str] | None = None) -> dict[str, int]:
@@ -431,7 +422,6 @@ __all__ = [
     "AnnotationRecord",
     "AnnotationStatus",
     "CustomerProfile",
-    "DraftsAwaiting",
     "FINAL_STATUSES",
     "RenewalInvoice",
     "SubscriptionTerms",

@@ -18,7 +18,6 @@ from aisyst_pipelines.warehouse import Warehouse
 from aisyst_pipelines.warehouse.invoice_annotation_store import (
     AnnotationOutcome,
     AnnotationStatus,
-    DraftsAwaiting,
     RenewalInvoice,
     drafts_awaiting_annotation,
     mark_pending,
@@ -60,7 +59,7 @@ def test_drafts_awaiting_annotation_are_the_queued_and_pending_rows(warehouse: W
     record_outcome(warehouse, "in_annotated", AnnotationOutcome(AnnotationStatus.ANNOTATED), "run-1", NOW)
     record_outcome(warehouse, "in_failed", AnnotationOutcome(AnnotationStatus.FAILED, detail="Stripe 500"), "run-1", NOW)
 
-    assert drafts_awaiting_annotation(warehouse) == DraftsAwaiting(2, NOW)
+    assert drafts_awaiting_annotation(warehouse) == 2
 
 
 def test_the_reconciliation_sends_no_summaries_request_until_the_drafts_are_annotated(
@@ -76,7 +75,7 @@ def test_the_reconciliation_sends_no_summaries_request_until_the_drafts_are_anno
     before = _summaries_sent(stripe_emulator)
 
     caplog.set_level(logging.INFO)
-    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(world.warehouse).count, poll_seconds=0.05)
+    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(world.warehouse), poll_seconds=0.05)
     thread, outcomes = _reconcile_in_background(world, drafts_first)
     time.sleep(1.0)
     assert thread.is_alive() and _summaries_sent(stripe_emulator) == before
@@ -108,7 +107,7 @@ def test_a_queue_that_does_not_empty_holds_the_reconciliation_up_for_max_wait_on
     _queue_a_renewal(world.warehouse, "in_stuck")  # its sensor stopped: nobody will write it tonight
 
     caplog.set_level(logging.INFO)
-    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(world.warehouse).count, poll_seconds=0.05,
+    drafts_first = DraftsFirst(lambda: drafts_awaiting_annotation(world.warehouse), poll_seconds=0.05,
                                max_wait=timedelta(seconds=0.5))
     thread, outcomes = _reconcile_in_background(world, drafts_first)
     thread.join(30)
