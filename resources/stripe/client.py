@@ -248,6 +248,14 @@ class StripeCalls:
         CPU than the request (`raw_request`: same client, so same rate limit, retries and errors)."""
         return self.read(lambda client: cast(dict[str, Any], client.raw_request("get", path, **params).data))
 
+    def post_json(self, path: str, params: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """`write` for a POST whose answer stays plain JSON (as `get_json`). Callers build `params` as
+        the SDK's TypedDict of the endpoint, so that the type checker still reads the parameter names."""
+        return self.write(
+            lambda client, options: cast(dict[str, Any], client.raw_request("post", path, **params, **options).data),
+            idempotency_key=idempotency_key,
+        )
+
     def list_all(
         self, operation: Callable[[stripe.StripeClient], stripe.ListObject[Any]], convert: Callable[[dict[str, Any]], T]
     ) -> list[T]:
