@@ -155,12 +155,14 @@ def _claim(connection: Connection, events: Sequence[StripeEvent], *, source: str
              outcome="claimed", applied_at=now)
         for e in {e.id: e for e in events}.values()
     ]
+    # The rows as executemany parameters: the statement is compiled once and cached (`.values(rows)`
+    # compiled a 100-row INSERT for every page, a sixth of the events sensor's CPU).
     statement = (
-        _insert(connection, stripe_events_applied).values(rows)
+        _insert(connection, stripe_events_applied)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(stripe_events_applied.c.event_id)
     )
-    return set(connection.scalars(statement))
+    return set(connection.scalars(statement, rows))
 
 
 def _apply_claimed(
