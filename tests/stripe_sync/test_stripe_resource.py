@@ -13,7 +13,7 @@ import stripe
 from aisyst_pipelines.billing.invoice_lines import CustomField, InvoiceBranding, InvoiceLine, LineKind
 from aisyst_pipelines.billing.tiers import load_tier_catalog
 from aisyst_pipelines.settings import Settings
-from resources.stripe import InvoiceNotEditable, LiveModeRefused, StripeResource
+from resources.stripe import AnnotationWriteConflict, InvoiceGone, InvoiceNotEditable, LiveModeRefused, StripeResource
 from resources.stripe.client import retry_advised, scrubbed_error
 # Built at run time so that no key-shaped literal sits in the repository.
 SECRET_TAIL = "Zq" + "7x" * 12
@@ -205,6 +205,13 @@ def test_the_invoice_gateway_on_a_renewal_draft(stripe_emulator) -> None:
     assert resource.invoices.annotation_lines(draft.id) == [
         ("minutes_used", "Voice minutes used: 395 of 500", 0), ("minutes_unused", "Unused minutes: 105", 0)
     ]
+    with pytest.raises(AnnotationWriteConflict):  # the same key with other minutes: Stripe refuses, nothing added
+        resource.invoices.add_annotation_lines(draft.id, lines[:1], {"minutes_used": "396"}, idempotency_key=f"annotate-{draft.id}")
+    for missing in ["in_missing", f"{draft.id}/../../../customers/{customer.id}", f"{draft.id}?x=1"]:
+        # an id is one path segment, quoted as the SDK quotes it: never another endpoint or this draft
+        with pytest.raises(InvoiceGone):
+            resource.invoices.add_annotation_lines(missing, lines, {"minutes_used": "1"}, idempotency_key=f"gone-{missing}")
+    assert len(resource.invoices.annotation_lines(draft.id)) == 2
     period_line = next(line for line in client.v1.invoices.line_items.list(draft.id).data if line.description.startswith("Voice"))
     assert period_line.period.end == int(draft.period_end.timestamp()) - 1  # Stripe's inclusive end
     resource.invoices.write_branding(draft.id, branding)
