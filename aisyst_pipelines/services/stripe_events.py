@@ -118,7 +118,7 @@ def poll_events(
     remaining = max_events
     scan_pages = 0
     deadline = None if time_budget_seconds is None else time.monotonic() + time_budget_seconds
-    slowest_page, page_started = 0.0, time.monotonic()
+    slowest_page = page_started = 0.0  # page_started is set before each page, read only after one
     while remaining > 0:
         now_monotonic = time.monotonic()
         if result.pages:

@@ -9,12 +9,14 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import stripe
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from aisyst_pipelines.services import stripe_events as stripe_events_service
 from aisyst_pipelines.services.stripe_events import poll_events
 from aisyst_pipelines.billing.stripe_events import WATCHED_EVENT_TYPES, EventsCursor, OpsAlertKind
 from aisyst_pipelines.warehouse import Warehouse
@@ -89,12 +91,8 @@ def test_a_tick_starts_no_page_that_would_end_past_its_time_budget(
 ) -> None:
     """The tick's clock is made to pass 0.3 s per page (the pages themselves are real): with a 1.0 s
     budget it reads three pages and stops, rather than start a fourth that would end at 1.2 s."""
-    from types import SimpleNamespace
-
-    from aisyst_pipelines.services import stripe_events as service
-
     clock = [0.0]
-    monkeypatch.setattr(service, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(stripe_events_service, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     events = world.stripe.events
     real_list_page = events.list_page
 
