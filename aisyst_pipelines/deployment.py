@@ -97,6 +97,14 @@ class SensorTick:
     cursor: str | None
 
 
+def _error_text(error: dict[str, Any] | None) -> str | None:
+    """A failed tick's error with what caused it: Dagster's own message only says that the sensor's
+    function raised ("Error occurred during the execution of evaluation_fn…"); the cause says what."""
+    if not error:
+        return None
+    return " — caused by: ".join([error["message"].strip(), *(cause["message"].strip() for cause in error.get("causes") or [])])
+
+
 SENSOR_TICKS_QUERY = """
 query SensorTicks($selector: SensorSelector!, $limit: Int) {
   sensorOrError(sensorSelector: $selector) {
@@ -104,7 +112,7 @@ query SensorTicks($selector: SensorSelector!, $limit: Int) {
     ... on Sensor {
       sensorState {
         status
-        ticks(limit: $limit) { status timestamp endTimestamp runIds skipReason cursor error { message } }
+        ticks(limit: $limit) { status timestamp endTimestamp runIds skipReason cursor error { message causes { message } } }
       }
     }
     ... on PythonError { message }
@@ -212,7 +220,7 @@ class Deployment:
         ticks = [
             SensorTick(
                 sensor_name, tick["status"], float(tick["timestamp"]), float(tick["endTimestamp"] or tick["timestamp"]), tuple(tick["runIds"] or ()), tick["skipReason"],
-                (tick["error"] or {}).get("message"), tick["cursor"],
+                _error_text(tick["error"]), tick["cursor"],
             )
             for tick in state["ticks"]
         ]

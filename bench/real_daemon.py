@@ -131,7 +131,7 @@ def tick_figures(ticks: list[SensorTick], since: float | None = None) -> dict[st
     figures = {
         "ticks": len(ticks), "durations_seconds": durations, "longest_seconds": max(durations, default=None),
         "statuses": dict(sorted({t.status: sum(1 for u in ticks if u.status == t.status) for t in ticks}.items())),
-        "runs_requested": sum(len(t.run_ids) for t in ticks), "errors": [t.error[:200] for t in ticks if t.error][:3],
+        "runs_requested": sum(len(t.run_ids) for t in ticks), "errors": [t.error for t in ticks if t.error][:3],
     }
     if since is not None:
         figures["timeline"] = [

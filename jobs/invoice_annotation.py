@@ -72,8 +72,13 @@ def evaluate(
     plan = scan_invoices(stripe.invoices, warehouse, cursor, policy, now, stripe.effective_requests_per_second, worked)
     requests = [_run_request(run) for run in planned_runs(plan, policy, now, worked)]
     context.log.info(plan.summary())
+    if plan.rate_limited:
+        context.log.warning("Stripe answered 429 (rate limit) through every retry: the listing ends here, the next tick continues")
     if not requests:
-        reason = f"{len(plan.queued)} new renewal(s) queued for the run in progress" if plan.queued else "no new renewal invoices"
+        if plan.queued:
+            reason = f"{len(plan.queued)} new renewal(s) queued for the run in progress"
+        else:
+            reason = "listing paused by Stripe's rate limit, continues next tick" if plan.rate_limited else "no new renewal invoices"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=readable_cursor(plan.cursor))
     return dg.SensorResult(run_requests=requests, cursor=readable_cursor(plan.cursor))
 

@@ -89,12 +89,15 @@ def events_tick(
     for invoice_id in tick.newly_overdue:
         context.log.warning(f"invoice {invoice_id} is past its due date and unpaid (ops alerted)")
 
+    if result.rate_limited:
+        context.log.warning("Stripe answered 429 (rate limit) through every retry: the tick ends here, the next one continues")
     if not tick.new_events and not delivery.sent and not result.unreadable:
-        reason = (
-            f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
-            if result.cursor.scanning and result.more_waiting
-            else f"no new Stripe events ({result.pages} page(s) read)"
-        )
+        if result.rate_limited:
+            reason = f"paused by Stripe's rate limit ({result.pages} page(s) read, continuing next tick)"
+        elif result.cursor.scanning and result.more_waiting:
+            reason = f"looking for the oldest listed Stripe event ({result.pages} page(s) read, continuing next tick)"
+        else:
+            reason = f"no new Stripe events ({result.pages} page(s) read)"
         return dg.SensorResult(cursor=readable_cursor(result.cursor), skip_reason=dg.SkipReason(reason))
     asset_events = []
     if tick.new_events:

@@ -51,6 +51,7 @@ from aisyst_pipelines.warehouse.invoice_annotation_store import (
     record_outcome,
     touch,
 )
+from resources.stripe.client import StripeRateLimited
 from resources.stripe.invoices import InvoiceGateway, StaleListCursor
 from resources.stripe.records import ListedInvoice
 
@@ -141,12 +142,16 @@ class TickPlan:
     queued: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     already_annotated: list[str] = field(default_factory=list)
+    rate_limited: bool = False  # the listing stopped on a 429 that outlasted the client's retries
 
     def summary(self) -> str:
+        if self.rate_limited:
+            scan = "listing paused by Stripe's rate limit (429 through every retry), continues next tick"
+        else:
+            scan = "scan continues next tick" if self.cursor.scanning else "scan complete"
         return (
             f"listed {self.listed} invoices in {self.pages} page(s), {self.renewals_seen} renewals; "
-            f"queued {len(self.queued)}, retrying {len(self.retried)}, already annotated {len(self.already_annotated)}; "
-            f"{'scan continues next tick' if self.cursor.scanning else 'scan complete'}"
+            f"queued {len(self.queued)}, retrying {len(self.retried)}, already annotated {len(self.already_annotated)}; {scan}"
         )
 
 
@@ -202,6 +207,7 @@ def scan_invoices(
 
     listing = _list_renewals(invoices, warehouse, cursor, policy, now, enough, queue_page, relist=not queue_worked)
     plan.cursor, plan.listed, plan.pages, plan.renewals_seen = listing.cursor, listing.listed, listing.pages, listing.renewals
+    plan.rate_limited = listing.rate_limited
 
     queued_now = set(plan.queued)
     retry = [
@@ -227,6 +233,7 @@ class _Listing:
     listed: int = 0
     renewals: int = 0
     new_renewals: int = 0
+    rate_limited: bool = False
 
 
 def _list_renewals(
@@ -256,6 +263,14 @@ def _list_renewals(
         status, after, top = None, None, cursor.hwm
     listing = _Listing(cursor=cursor)
     deadline = time.monotonic() + policy.tick_budget_seconds
+
+    def paused_here() -> ScanCursor:
+        """The cursor of a scan that the next tick continues from the page after this one."""
+        return ScanCursor(
+            hwm=cursor.hwm, hwm_at=cursor.hwm_at, relisted_at=cursor.relisted_at,
+            scan_gte=gte, scan_status=status, scan_after=after, scan_top=top, scanning=True,
+        )
+
     while True:
         try:
             page = invoices.list_page(created_gte=gte, status=status, starting_after=after, limit=policy.page_size)
@@ -264,6 +279,13 @@ def _list_renewals(
             # (what was already queued is recognised by its row).
             after = None
             continue
+        except StripeRateLimited:
+            # The account's requests are spent elsewhere (the burst's own writes share them): keep what
+            # this tick queued — its run is requested as usual — and list on next tick. A red tick
+            # would alarm ops about a burst that is going well.
+            listing.rate_limited = True
+            listing.cursor = paused_here() if listing.pages else cursor
+            return listing
         listing.pages += 1
         listing.listed += len(page.invoices)
         page_renewals = []
@@ -296,16 +318,7 @@ def _list_renewals(
                                         relisted_at=now.timestamp() if relisted else cursor.relisted_at)
             return listing
         if listing.pages >= policy.max_pages_per_tick or listing.new_renewals >= enough or time.monotonic() >= deadline:
-            listing.cursor = ScanCursor(
-                hwm=cursor.hwm,
-                hwm_at=cursor.hwm_at,
-                relisted_at=cursor.relisted_at,
-                scan_gte=gte,
-                scan_status=status,
-                scan_after=after,
-                scan_top=top,
-                scanning=True,
-            )
+            listing.cursor = paused_here()
             return listing
 
 

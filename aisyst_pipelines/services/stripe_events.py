@@ -44,7 +44,7 @@ from aisyst_pipelines.warehouse.stripe_events_store import (
     queue_event_alert,
     watch_overdue_invoices,
 )
-from resources.stripe.client import PAGE_SIZE
+from resources.stripe.client import PAGE_SIZE, StripeRateLimited
 from resources.stripe.events import EventCursorGone, EventGateway
 
 # While looking for the oldest event (first run, or after a retention gap) the list is walked down at
@@ -79,6 +79,7 @@ class PollResult:
     outcomes: list[EventOutcome] = field(default_factory=list)
     pages: int = 0
     more_waiting: bool = False  # stopped at its event, page or time budget: the next tick continues
+    rate_limited: bool = False  # stopped because Stripe answered 429 through the client's retries
     retention_gap: bool = False
     unreadable: list[UnreadableEvent] = field(default_factory=list)  # skipped, ops alerted
 
@@ -143,6 +144,9 @@ def poll_events(
                 _report_gap(warehouse, result, now)
                 result.cursor = current.rescan(floor=current.last_created)
                 continue
+            except StripeRateLimited:
+                _pause_for_rate_limit(result)
+                break
             result.pages += 1
             # `ending_before` answers the events just newer than the cursor, newest first.
             remaining -= _apply_oldest_first(page.events, warehouse, result, now=now, budget=remaining, mirror_row=mirror_row)
@@ -162,6 +166,9 @@ def poll_events(
             result.cursor = current.rescan(floor=current.scan_floor)
             scan_pages += 1
             continue
+        except StripeRateLimited:
+            _pause_for_rate_limit(result)
+            break
         result.pages += 1
         scan_pages += 1
         if page.has_more and page.events:
@@ -180,6 +187,14 @@ def poll_events(
     else:
         result.more_waiting = True
     return result
+
+
+def _pause_for_rate_limit(result: PollResult) -> None:
+    """End the pass where it is, keeping what it applied. A 429 that outlasts the client's retries means
+    the account's requests are spent elsewhere (a month-start burst of invoice writes shares them), not
+    that Stripe is down: the next tick goes on from the cursor, and failing this one would show ops a
+    red tick (three in a row e-mail them) for a burst that is going well."""
+    result.rate_limited = result.more_waiting = True
 
 
 def _apply_oldest_first(
@@ -313,6 +328,8 @@ class EventsTick:
         counted = sorted(poll.counts().items()) + ([("unreadable", len(poll.unreadable))] if poll.unreadable else [])
         counts = ", ".join(f"{n} {outcome}" for outcome, n in counted) or "no events"
         more = "; more waiting" if poll.more_waiting else ""
+        if poll.rate_limited:
+            more = "; paused by Stripe's rate limit (429 through every retry), the next tick continues"
         return f"{counts} ({poll.pages} page(s)){more}; ops alerts sent {self.delivery.sent}, failed {self.delivery.failed}"
 
 

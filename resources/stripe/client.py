@@ -138,6 +138,12 @@ def backoff_seconds(first_delay: float, retry: int) -> float:
     return min(first_delay * 2 ** (retry - 1), MAX_RETRY_DELAY_SECONDS) * random.uniform(0.5, 1.0)
 
 
+# What a read raises when Stripe answered 429 to it and to every retry: the account's request budget is
+# spent by other work (a month-start burst of writes). Named here so that the services that pause on
+# it (the two Stripe sensors) need not import the SDK.
+StripeRateLimited = stripe.RateLimitError
+
+
 def transient_stripe_error(error: BaseException) -> bool:
     """A failure worth another attempt later (connection, 429, 409, 5xx), as opposed to an answer."""
     return isinstance(error, (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError))

@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 
 from aisyst_pipelines.billing.invoice_lines import ANNOTATION_VERSION
-from aisyst_pipelines.services.invoice_annotation_planning import SensorPolicy, run_key, scan_invoices
+from aisyst_pipelines.services.invoice_annotation_planning import ScanCursor, SensorPolicy, run_key, scan_invoices
 from aisyst_pipelines.warehouse.invoice_annotation_store import AnnotationStatus, annotation_records, status_counts
 from aisyst_pipelines.warehouse.schema import invoice_annotations
-from jobs.invoice_annotation import WORKS_QUEUE_TAG, annotate_draft_invoices, annotation_run_config
+from jobs.invoice_annotation import WORKS_QUEUE_TAG, annotate_draft_invoices, annotation_run_config, readable_cursor
 
 from aisyst_pipelines.services.invoice_annotation import QueueWork
 
@@ -278,3 +278,40 @@ def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: Annotati
     world.advance(RENEWAL + timedelta(days=31))
     found = world.plan(first.cursor, now=later)
     assert world.renewal_invoice(newcomer).id in found.queued
+
+
+class RateLimitedAfterPages:
+    """The world's real invoice gateway, after whose `pages` list pages the emulator answers every
+    request 429 — as when a month-start burst's writes spend the account's requests."""
+
+    def __init__(self, world: AnnotationWorld, pages: int) -> None:
+        self.world, self.pages = world, pages
+
+    def list_page(self, **params):
+        page = self.world.stripe.invoices.list_page(**params)
+        self.pages -= 1
+        if self.pages == 0:
+            self.world.emulator.set_faults(rate_limit_error_rate=1.0)
+        return page
+
+
+def test_a_rate_limited_listing_pauses_keeping_what_it_queued_and_the_next_tick_goes_on(world: AnnotationWorld) -> None:
+    subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(7)]
+    world.sync()
+    world.renew()
+    policy = SensorPolicy(page_size=2, batch_size=100)
+    rate = world.stripe.effective_requests_per_second
+    paused = scan_invoices(RateLimitedAfterPages(world, 1), world.warehouse, ScanCursor(), policy, datetime.now(timezone.utc), rate)  # type: ignore[arg-type]
+    assert paused.rate_limited and "rate limit" in paused.summary()
+    assert len(paused.queued) == 2 and paused.cursor.scanning  # the first page's renewals, and where to go on
+
+    # While Stripe still answers 429 the daemon's tick ends with a reason, not an error, and keeps its cursor.
+    cursor = readable_cursor(paused.cursor)
+    still = world.tick(cursor, policy=policy)
+    assert still.run_requests == [] and still.skip_reason is not None and "rate limit" in (still.skip_reason.skip_message or "") and still.cursor == cursor
+
+    world.emulator.set_faults(rate_limit_error_rate=0.0)
+    resumed = world.tick(cursor, policy=policy)
+    assert not json.loads(resumed.cursor)["scanning"]
+    assert sorted(paused.queued + ids_of(resumed)[0]) == sorted(world.renewal_invoice(s).id for s in subscribers)
+    assert status_counts(world.warehouse) == {"queued": 7}
