@@ -38,6 +38,15 @@ from aisyst_pipelines.emulator.webhooks import WebhookDeliverer
 from aisyst_pipelines.emulator.wire import ApiError, decode_form, dumps
 
 TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+# A request kept waiting this long by a test clock advance is answered Stripe's 429 `lock_timeout`.
+# Stripe advances a clock in the background and answers meanwhile; the emulator does the advance in the
+# request (~1 s per 1,000 renewals), and a client waiting it out would stall for a minute at a month
+# start of 100,000 — longer than a Dagster sensor tick may take. A client retries a 429.
+ADVANCE_LOCK_WAIT_SECONDS = 2.0
+LOCK_TIMEOUT_MESSAGE = (
+    "This object cannot be accessed right now because another API request or Stripe process is currently "
+    "accessing it. If you see this error intermittently, retry the request."
+)
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
@@ -404,7 +413,8 @@ class EmulatorServer:
                 out_headers["Idempotent-Replayed"] = "true"
                 return replay.status, replay.body, "replay"
         try:
-            with self.store.lock:
+            self._acquire_store()
+            try:
                 self.store.tick()
                 self.store.request = RequestContext(request_id, key)
                 try:
@@ -412,6 +422,8 @@ class EmulatorServer:
                     result = found.handler(Call(self.store, method, path, checked, args))
                 finally:
                     self.store.request = RequestContext()
+            finally:
+                self.store.lock.release()
             status, payload = 200, dumps(result)
         except ApiError as error:
             status, payload = error.status, dumps(error.body(request_id))
@@ -425,6 +437,15 @@ class EmulatorServer:
         if key:
             self.idempotency.finish(api_key, key, status, payload)
         return status, payload, "ok" if status == 200 else "error"
+
+    def _acquire_store(self) -> None:
+        """Take the store's lock for a request, or raise Stripe's 429 `lock_timeout` once the request has
+        waited ADVANCE_LOCK_WAIT_SECONDS behind a clock advance (other work is waited for)."""
+        lock = self.store.lock
+        deadline = time.monotonic() + ADVANCE_LOCK_WAIT_SECONDS
+        while not lock.acquire(timeout=0.05):
+            if self.store.advancing_clock is not None and time.monotonic() > deadline:
+                raise ApiError(429, LOCK_TIMEOUT_MESSAGE, code="lock_timeout", cacheable=False)
 
     def _admin(self, method: str, path: str, query: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         try:

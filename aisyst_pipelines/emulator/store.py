@@ -132,6 +132,9 @@ class Store:
     revenue_recovery: RevenueRecovery = field(default_factory=RevenueRecovery)
     # Called with each event as it is recorded, under the lock (webhook delivery queues it).
     event_listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    # The test clock being advanced by the request holding the lock (read without the lock by the
+    # requests waiting for it: server.ADVANCE_LOCK_WAIT_SECONDS).
+    advancing_clock: str | None = None
 
     def __post_init__(self) -> None:
         self.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -315,3 +316,33 @@ def test_hosted_invoice_page_and_pdf_show_what_stripes_do(stripe_emulator) -> No
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-1.4")
     for shown in (b"GST \\(10%\\)  $29.90", b"Total  $328.90", b"Region: APAC", b"ABN: 12 345 678 901"):
         assert shown in pdf.content, shown
+
+
+def test_a_request_kept_waiting_by_a_clock_advance_is_answered_lock_timeout(stripe_emulator, monkeypatch) -> None:
+    """Stripe advances a clock in the background and answers meanwhile. The emulator advances inside the
+    request, so one waiting behind a long advance (a 100,000-renewal month start takes a minute) gets
+    Stripe's 429 `lock_timeout` after ADVANCE_LOCK_WAIT_SECONDS, and a client retries it, rather than
+    hanging past a sensor tick's limit. A short advance is simply waited for."""
+    from aisyst_pipelines.emulator import server as emulator_server
+
+    client = stripe_emulator.client()
+    clock, customer, price, _ = setup_customer(client, ts(2027, 1, 31, 12))
+    client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2027, 2, 1)})  # short: no 429 to anyone
+
+    store = stripe_emulator.server.store
+    renewals = store.run_due
+    monkeypatch.setattr(emulator_server, "ADVANCE_LOCK_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(store, "run_due", lambda *args, **kwargs: (time.sleep(1.5), renewals(*args, **kwargs))[1])
+    advance = threading.Thread(
+        target=client.v1.test_helpers.test_clocks.advance, args=(clock.id, {"frozen_time": ts(2027, 2, 28, 12, 30)}))
+    advance.start()
+    while store.advancing_clock is None:
+        time.sleep(0.01)
+    waited = time.monotonic()
+    with pytest.raises(stripe.RateLimitError) as raised:
+        client.v1.invoices.list({"status": "draft"})
+    assert raised.value.json_body["error"]["code"] == "lock_timeout" and raised.value.http_status == 429
+    assert 0.3 <= time.monotonic() - waited < 1.0
+    advance.join()
+    assert [d.billing_reason for d in client.v1.invoices.list({"status": "draft"}).data] == ["subscription_cycle"]

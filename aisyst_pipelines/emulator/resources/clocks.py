@@ -2,7 +2,9 @@
 
 Advancing runs every renewal and automatic finalization of the clock's objects that falls in
 the jump, each at its own moment (see `billing`). The work is done before the answer is sent;
-the answer says `advancing` as Stripe's does, and the clock reads `ready` from then on.
+the answer says `advancing` as Stripe's does, and the clock reads `ready` from then on. A request
+kept waiting more than a moment by an advance is answered 429 `lock_timeout` (server.py), where
+Stripe, advancing in the background, would have answered it.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ def advance_clock(call: Call) -> dict[str, Any]:
             param="frozen_time",
         )
     store.emit("test_helpers.test_clock.advancing", clock)
-    store.run_due(clock["id"], target)
+    store.advancing_clock = clock["id"]
+    try:
+        store.run_due(clock["id"], target)
+    finally:
+        store.advancing_clock = None
     clock["frozen_time"] = target
     answer = public(clock)
     answer.update(status="advancing", status_details={"advancing": {"target_frozen_time": target}})
