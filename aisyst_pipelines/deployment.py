@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+from aisyst_pipelines.group_watchdog import GroupWatchdog
 from aisyst_pipelines.settings import Settings
 
 LOCATION_NAME = "aisyst_pipelines"  # workspace.yaml's location_name; the local deployment uses the same
@@ -47,7 +48,6 @@ FINISHED = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 DAEMONS_NEEDED = ("SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR")
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 LOCAL_INSTANCE_CONFIG = """\
 # Local Dagster instance of aisyst (written by `aisyst ingest`/`aisyst demo` when missing; `aisyst dev` too):
@@ -315,8 +315,8 @@ def local_deployment(
     """`dagster dev` (webserver, daemon, one code server) on the home's instance, loopback only, until
     the block ends; ready when the code location is loaded and the daemons are healthy.
 
-    Enter it in the thread that lives as long as the block: if this process dies, even by SIGKILL,
-    `dagster dev` is told to stop (Linux's parent-death signal, which follows the starting thread)."""
+    If this process dies, even by SIGKILL, a watchdog stops `dagster dev` and every process it started
+    (group_watchdog.py)."""
     workspace = prepare_instance(settings)
     port = port or free_port()
     env = {**os.environ, **(environ or {}), "DAGSTER_HOME": str(settings.dagster_home), "AISYST_HOME": str(settings.home)}
@@ -325,35 +325,22 @@ def local_deployment(
     url = f"http://127.0.0.1:{port}"
     with open_instance(settings) as instance:
         create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_interrupt_when_parent_dies(os.getpid()),
-            )
+        watchdog = GroupWatchdog()  # first: from here on, whatever is started is stopped should this process die
         try:
-            started = Deployment(url, instance)
-            _wait_until_ready(started, process, log_path, ready_timeout)
-            yield started
-            started.settle()
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(
+                    command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            watchdog.watch(process.pid)  # a new session: its process group's id is its pid
+            try:
+                started = Deployment(url, instance)
+                _wait_until_ready(started, process, log_path, ready_timeout)
+                yield started
+                started.settle()
+            finally:
+                stop_process_group(process)
         finally:
-            stop_process_group(process)
-
-
-def _interrupt_when_parent_dies(parent: int) -> Callable[[], None] | None:
-    """For Popen's preexec_fn: the child gets SIGINT (its Ctrl-C, a clean stop of `dagster dev`) when
-    `parent` dies, so a killed `aisyst` command leaves no webserver or daemon behind. Linux only."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child between fork and exec imports nothing
-
-    def set_parent_death_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGINT)
-        if os.getppid() != parent:  # the parent died before the signal was set
-            os.kill(os.getpid(), signal.SIGINT)
-
-    return set_parent_death_signal
+            watchdog.release()
 
 
 def create_storage(instance: dg.DagsterInstance) -> None:

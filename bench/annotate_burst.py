@@ -355,7 +355,7 @@ def burst(args: argparse.Namespace, emulator: Emulator, warehouse: Warehouse, de
     if report["elapsed_seconds"]:
         report["ratio_to_floor"] = round(report["elapsed_seconds"] / report["floor_seconds"], 2)
     report["draft_invoice_sensor"] = tick_figures(ticks_since(deployment, SENSOR_NAME, drafts_at), since=drafts_at)
-    report["stripe_events_sensor"] = tick_figures(ticks_since(deployment, EVENTS_SENSOR_NAME, drafts_at))
+    report["stripe_events_sensor"] = tick_figures(ticks_since(deployment, EVENTS_SENSOR_NAME, drafts_at), since=drafts_at)
     report["runs"] = run_figures(deployment, SENSOR_NAME, drafts_at)
     return report
 

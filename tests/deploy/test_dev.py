@@ -77,8 +77,12 @@ def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_on_ctrl_c(tmp
     assert wait_until_gone(home) == []
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_a_one_off_command_killed_by_sigkill_leaves_no_dagster_process_behind(tmp_path: Path) -> None:
+# The processes in the order they start: the command and its group watchdog, `dagster dev`, its code
+# server (two processes), its webserver, its daemon.
+@pytest.mark.parametrize("started", [3, 6, 7], ids=["dagster-dev-starting", "daemon-starting", "all-started"])
+def test_a_one_off_command_killed_by_sigkill_leaves_no_dagster_process_behind(tmp_path: Path, started: int) -> None:
+    """Killed at any point of its deployment's start: `dagster dev` killed while it starts its webserver
+    and daemon would leave those behind, so the whole group is stopped (group_watchdog.py)."""
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
     env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
@@ -87,9 +91,9 @@ def test_a_one_off_command_killed_by_sigkill_leaves_no_dagster_process_behind(tm
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while len(processes_of(home)) < 4:  # the command, dagster dev, its webserver and its daemon
+        while len(processes_of(home)) < started:
             assert command.poll() is None and time.monotonic() < deadline, "the deployment did not start"
-            time.sleep(0.5)
+            time.sleep(0.05)
         command.kill()  # no clean-up of its own: SIGKILL
         command.wait(30)
         assert wait_until_gone(home) == []
