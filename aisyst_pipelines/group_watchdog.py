@@ -57,7 +57,9 @@ class GroupWatchdog:
     """The starting side: the watchdog process and the write end of its pipe."""
 
     def __init__(self, grace_seconds: float = 30.0) -> None:
-        read_end, self._pipe = os.pipe()  # not inherited by the processes started later (PEP 446)
+        # Not inherited by the programs started later (PEP 446: close-on-exec). A child forked without an
+        # exec (multiprocessing's "fork") would hold it open, and the watchdog would wait for that one too.
+        read_end, self._pipe = os.pipe()
         # A session of its own: a Ctrl-C at the terminal must not stop it before it has done its work.
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__, str(read_end), str(grace_seconds)], pass_fds=[read_end], stdin=subprocess.DEVNULL,
