@@ -116,3 +116,18 @@ class StripeWorld:
         self.sync_customers()
         assert self.warehouse is not None
         mirror_subscriptions(self.warehouse, self.stripe.customers, load_tier_catalog(), {}, now=datetime.now(UTC))
+
+
+class RateLimitedAfterPages:
+    """A real list gateway (`stripe.events`, `stripe.invoices`) after whose first `pages` list pages the
+    emulator answers every request 429 — as when a month-start burst's writes spend the account's requests."""
+
+    def __init__(self, emulator: Any, gateway: Any, pages: int) -> None:
+        self.emulator, self.gateway, self.pages = emulator, gateway, pages
+
+    def list_page(self, *args: Any, **kwargs: Any) -> Any:
+        page = self.gateway.list_page(*args, **kwargs)
+        self.pages -= 1
+        if self.pages == 0:
+            self.emulator.set_faults(rate_limit_error_rate=1.0)
+        return page

@@ -17,6 +17,8 @@ from jobs.invoice_annotation import WORKS_QUEUE_TAG, annotate_draft_invoices, an
 
 from aisyst_pipelines.services.invoice_annotation import QueueWork
 
+from stripe_world import RateLimitedAfterPages
+
 from .conftest import RENEWAL, AnnotationWorld
 
 
@@ -280,28 +282,13 @@ def test_the_overlap_is_re_listed_only_while_the_cursor_is_fresh(world: Annotati
     assert world.renewal_invoice(newcomer).id in found.queued
 
 
-class RateLimitedAfterPages:
-    """The world's real invoice gateway, after whose `pages` list pages the emulator answers every
-    request 429 — as when a month-start burst's writes spend the account's requests."""
-
-    def __init__(self, world: AnnotationWorld, pages: int) -> None:
-        self.world, self.pages = world, pages
-
-    def list_page(self, **params):
-        page = self.world.stripe.invoices.list_page(**params)
-        self.pages -= 1
-        if self.pages == 0:
-            self.world.emulator.set_faults(rate_limit_error_rate=1.0)
-        return page
-
-
 def test_a_rate_limited_listing_pauses_keeping_what_it_queued_and_the_next_tick_goes_on(world: AnnotationWorld) -> None:
     subscribers = [world.sign_up(f"ACME-{n}", 1) for n in range(7)]
     world.sync()
     world.renew()
     policy = SensorPolicy(page_size=2, batch_size=100)
     rate = world.stripe.effective_requests_per_second
-    paused = scan_invoices(RateLimitedAfterPages(world, 1), world.warehouse, ScanCursor(), policy, datetime.now(timezone.utc), rate)  # type: ignore[arg-type]
+    paused = scan_invoices(RateLimitedAfterPages(world.emulator, world.stripe.invoices, 1), world.warehouse, ScanCursor(), policy, datetime.now(timezone.utc), rate)  # type: ignore[arg-type]
     assert paused.rate_limited and "rate limit" in paused.summary()
     assert len(paused.queued) == 2 and paused.cursor.scanning  # the first page's renewals, and where to go on
 

@@ -25,7 +25,7 @@ from aisyst_pipelines.webhook import WEBHOOK_PATH, create_webhook_app
 from jobs.stripe_events import readable_cursor
 from resources.stripe import StripeResource
 
-from stripe_world import StripeWorld
+from stripe_world import RateLimitedAfterPages, StripeWorld
 
 from .events_helpers import HOUR, events_world, ops_mail_subjects, sensor_tick, watched_event_ids
 
@@ -272,28 +272,13 @@ def test_events_that_cannot_be_read_are_skipped_with_an_alert_not_retried_foreve
     assert (ops_mail_subjects(outbox), alert_count(warehouse)) == (mails, alerts)  # no alert twice
 
 
-class RateLimitedAfterPages:
-    """The real events gateway, after whose `pages` list pages the emulator answers every request 429
-    (a month-start burst's writes spending the account's requests)."""
-
-    def __init__(self, emulator, stripe: StripeResource, pages: int) -> None:
-        self.emulator, self.stripe, self.pages = emulator, stripe, pages
-
-    def list_page(self, *args, **kwargs):
-        page = self.stripe.events.list_page(*args, **kwargs)
-        self.pages -= 1
-        if self.pages == 0:
-            self.emulator.set_faults(rate_limit_error_rate=1.0)
-        return page
-
-
 def test_a_rate_limited_pass_keeps_what_it_applied_and_the_next_tick_goes_on(
     stripe_emulator, stripe_resource: StripeResource, world: StripeWorld, warehouse: Warehouse, tmp_path: Path
 ) -> None:
     everything = watched_event_ids(stripe_resource)
     # Following from the oldest event: the first page applies, the second is answered 429 through every retry.
     start = poll_events(stripe_resource.events, warehouse, EventsCursor(), max_events=1, now=NOW)
-    limited = RateLimitedAfterPages(stripe_emulator, stripe_resource, pages=1)
+    limited = RateLimitedAfterPages(stripe_emulator, stripe_resource.events, pages=1)
     paused = poll_events(limited, warehouse, start.cursor, max_events=500, now=NOW, page_size=5)  # type: ignore[arg-type]
     assert paused.rate_limited and paused.more_waiting and paused.pages == 1
     assert paused.cursor.last_event_id == everything[5] and len(ledger(warehouse)) == 6
