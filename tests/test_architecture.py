@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+from tests.python_source import parse_module
+
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCT = ("aisyst_pipelines", "jobs", "resources")
@@ -32,7 +34,7 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path) -> frozenset[str]:
     """Every module the file imports (absolute names), at its top or inside a function; imports
     under `if TYPE_CHECKING:` are left out (they never run)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_module(path)
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found: set[str] = set()
     for node in _runtime_nodes(tree):
