@@ -1,5 +1,5 @@
 """`aisyst dev`: the UI, the daemon and the emulator on a home, every sensor ticking without a failure,
-everything stopped on Ctrl-C; a one-off command killed while its deployment runs leaves no process
+everything stopped on Ctrl-C or `kill`; a one-off command killed while its deployment runs leaves no process
 behind; and the one line a sensor fails with when Stripe is down."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,14 +40,29 @@ def sensor_state(url: str, name: str) -> dict[str, Any]:
         return json.loads(response.read())["data"]["sensorOrError"]["sensorState"]
 
 
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
-def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("started_ignoring_ctrl_c", "stop"),
+    [(False, lambda dev: os.killpg(dev.pid, signal.SIGINT)), (True, lambda dev: os.kill(dev.pid, signal.SIGTERM))],
+    ids=["ctrl-c", "background-job-stopped-by-kill"],
+)
+def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_cleanly(
+    tmp_path: Path, started_ignoring_ctrl_c: bool, stop: Callable[[subprocess.Popen], None],
+) -> None:
+    """Ctrl-C in its terminal; or `kill` of it started as a script's background job, which ignores Ctrl-C:
+    `dagster dev` must hear the Ctrl-C aisyst sends its group all the same (interruptible.py), or its
+    stop ends 30 s later in SIGKILL of the webserver, the daemon and any run worker."""
     home = tmp_path / "home"
     emulator_port, ui_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
     env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{emulator_port}", AISYST_SENSOR_INTERVAL_SECONDS="5")
     dev = subprocess.Popen([BIN / "aisyst", "dev", "--port", str(ui_port)], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           preexec_fn=_ignore_ctrl_c if started_ignoring_ctrl_c else None)
     url = f"http://127.0.0.1:{ui_port}"
     try:
         deadline = time.monotonic() + 300
@@ -68,9 +84,11 @@ def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_on_ctrl_c(tmp
             assert time.monotonic() < deadline, "not every sensor ticked"
             time.sleep(2)
     finally:
-        os.killpg(dev.pid, signal.SIGINT)
+        stop(dev)
         output, _ = dev.communicate(timeout=120)
     assert dev.returncode == 0, output
+    # `dagster dev`'s own last words after a Ctrl-C; a SIGKILL leaves none
+    assert "Dagster services shut down." in (home / "dagster" / "dagster-dev.log").read_text()
     assert "Stripe emulator on" in output and f"Dagster UI: {url}" in output and "stopping" in output
     assert not (home / "dagster" / DEV_SERVER_FILE).exists()
     assert (home / "emulator-state.json").is_file()  # the emulator's objects, for the next start
