@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from aisyst_pipelines.settings import Settings
@@ -234,7 +236,6 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     """The Dagster UI and daemon on this home's instance until Ctrl-C, with the Stripe emulator when
     no STRIPE_SECRET_KEY is set; the other commands then submit to it."""
     import json
-    import signal
 
     from aisyst_pipelines.deployment import DEV_SERVER_FILE, local_deployment, running_deployment_url
 
@@ -245,7 +246,6 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     record = settings.dagster_home / DEV_SERVER_FILE
     log_path = settings.dagster_home / "dagster-dev.log"
     print(f"starting the Dagster webserver and daemon on {settings.dagster_home} (log: {log_path}) …", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service manager's stop is a Ctrl-C too
     try:
         with emulator_when_meant(settings, announce=True), local_deployment(settings, port=args.port, log_path=log_path) as dagster:
             record.write_text(json.dumps({"url": dagster.url, "pid": os.getpid()}))
@@ -409,13 +409,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM — `kill`, a service manager's stop — ends a command as Ctrl-C does: through its clean-up
+    (the emulator writes its state file, `aisyst dev` stops Dagster, the demo its webhook receiver),
+    rather than at once with its children left running. Only the main thread may set a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     handler: Command = args.handler
     previous = os.umask(PRIVATE_UMASK)
     try:
-        return handler(args, settings)
+        with sigterm_as_ctrl_c():
+            return handler(args, settings)
     except WarehouseNotUpgraded as error:
         print(f"aisyst {args.command}: {error}", file=sys.stderr)
         return 2

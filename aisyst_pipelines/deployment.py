@@ -38,7 +38,6 @@ import dagster as dg
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from aisyst_pipelines.group_watchdog import GroupWatchdog
-from aisyst_pipelines.interruptible import interruptible
 from aisyst_pipelines.settings import Settings
 
 LOCATION_NAME = "aisyst_pipelines"  # workspace.yaml's location_name; the local deployment uses the same
@@ -322,18 +321,14 @@ def local_deployment(
     port = port or free_port()
     env = {**os.environ, **(environ or {}), "DAGSTER_HOME": str(settings.dagster_home), "AISYST_HOME": str(settings.home)}
     log_path = log_path or settings.dagster_home / "dagster-dev.log"
-    # stopped by Ctrl-C (stop_process_group, the watchdog), which it hears even if we were started ignoring it
-    command = interruptible([sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)])
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
     url = f"http://127.0.0.1:{port}"
     with open_instance(settings) as instance:
         create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
         watchdog = GroupWatchdog()  # first: from here on, whatever is started is stopped should this process die
         try:
             with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            watchdog.watch(process.pid)  # a new session: its process group's id is its pid
+                process = watchdog.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             try:
                 started = Deployment(url, instance)
                 _wait_until_ready(started, process, log_path, ready_timeout)

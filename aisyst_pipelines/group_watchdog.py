@@ -2,9 +2,10 @@
 
     python -m aisyst_pipelines.group_watchdog <pipe fd> <grace seconds>
 
-`local_deployment` starts this watchdog first, then `dagster dev` as the leader of a process group of
-its own (its webserver, daemon, code server and run workers join that group). It writes the group's
-id to the pipe, and a stop byte once it has stopped the group itself. The kernel closes the pipe's
+`local_deployment` starts this watchdog first, then `dagster dev` through `GroupWatchdog.start`: as the
+leader of a process group of its own (its webserver, daemon, code server and run workers join that
+group), which runs only once the group's id is written to the pipe (group_leader.py). A stop byte
+follows once the starter has stopped the group itself. The kernel closes the pipe's
 write end when the starting process exits, also on SIGKILL, which no clean-up code survives. So when
 the watchdog reads the end of the pipe:
 - after the stop byte, or before any group id: nothing to do;
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 STOPPED = b"stopped"
 
@@ -66,6 +68,25 @@ class GroupWatchdog:
             start_new_session=True,
         )
         os.close(read_end)
+
+    def start(self, command: list[str], **popen_arguments: Any) -> subprocess.Popen:
+        """Start `command` as the leader of a new process group and watch that group. The command runs
+        only once the watchdog knows the group, and hears Ctrl-C whatever this process ignores
+        (group_leader.py)."""
+        gate_read, gate_write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "aisyst_pipelines.group_leader", str(gate_read), *command],
+                pass_fds=[gate_read], start_new_session=True, **popen_arguments,
+            )
+        finally:
+            os.close(gate_read)
+        try:
+            self.watch(process.pid)  # a new session: its process group's id is its pid
+            os.write(gate_write, b"1")
+        finally:
+            os.close(gate_write)  # unopened (the watchdog could not be told): the command never runs
+        return process
 
     def watch(self, process_group: int) -> None:
         os.write(self._pipe, f"{process_group}\n".encode())

@@ -40,10 +40,6 @@ def sensor_state(url: str, name: str) -> dict[str, Any]:
         return json.loads(response.read())["data"]["sensorOrError"]["sensorState"]
 
 
-def _ignore_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("started_ignoring_ctrl_c", "stop"),
@@ -54,7 +50,7 @@ def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_cleanly(
     tmp_path: Path, started_ignoring_ctrl_c: bool, stop: Callable[[subprocess.Popen], None],
 ) -> None:
     """Ctrl-C in its terminal; or `kill` of it started as a script's background job, which ignores Ctrl-C:
-    `dagster dev` must hear the Ctrl-C aisyst sends its group all the same (interruptible.py), or its
+    `dagster dev` must hear the Ctrl-C aisyst sends its group all the same (group_leader.py), or its
     stop ends 30 s later in SIGKILL of the webserver, the daemon and any run worker."""
     home = tmp_path / "home"
     emulator_port, ui_port = free_port(), free_port()
@@ -62,7 +58,8 @@ def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_cleanly(
     env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{emulator_port}", AISYST_SENSOR_INTERVAL_SECONDS="5")
     dev = subprocess.Popen([BIN / "aisyst", "dev", "--port", str(ui_port)], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                           preexec_fn=_ignore_ctrl_c if started_ignoring_ctrl_c else None)
+                           # as a background job of a script, or as from a terminal whatever this test run ignores
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if started_ignoring_ctrl_c else signal.SIG_DFL))
     url = f"http://127.0.0.1:{ui_port}"
     try:
         deadline = time.monotonic() + 300

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import stripe
 
@@ -21,13 +22,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_emulator_command_serves_and_takes_faults() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_emulator_command_serves_takes_faults_and_keeps_its_objects_when_stopped(tmp_path: Path, stop: signal.Signals) -> None:
+    """Stopped by Ctrl-C or by `kill` (a service manager's stop), it writes its state file on the way out."""
     port = free_port()
+    state = tmp_path / "emulator-state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "aisyst_pipelines.cli", "emulator", "--port", str(port), "--latency-ms", "1", "--seed", "3"],
+        [sys.executable, "-m", "aisyst_pipelines.cli", "emulator", "--port", str(port), "--latency-ms", "1", "--seed", "3",
+         "--state", str(state)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal, whatever this run ignores
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -41,9 +47,11 @@ def test_emulator_command_serves_and_takes_faults() -> None:
                 time.sleep(0.1)
         assert faults["latency_ms"] == 1.0
         client = stripe.StripeClient("sk_test_cli", base_addresses={"api": url})
-        assert client.v1.customers.create({"name": "cli"}).id.startswith("cus_")
+        customer = client.v1.customers.create({"name": "cli"})
+        assert customer.id.startswith("cus_")
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         output, _ = process.communicate(timeout=10)
     assert process.returncode == 0
+    assert customer.id in state.read_text()
     assert f"STRIPE_API_BASE={url}" in output
