@@ -435,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WarehouseNotUpgraded as error:
         print(f"aisyst {args.command}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the command's clean-up ran
+        print(f"aisyst {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         os.umask(previous)
 

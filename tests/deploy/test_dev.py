@@ -117,6 +117,30 @@ def test_a_one_off_command_killed_by_sigkill_leaves_no_dagster_process_behind(tm
             os.kill(pid, signal.SIGKILL)
 
 
+def test_a_one_off_command_stopped_by_kill_stops_its_deployment_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (`kill`, a service manager) is a Ctrl-C: the command's clean-up stops `dagster dev` with
+    a Ctrl-C, not the watchdog's SIGKILL; it says it was interrupted and exits 130."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
+    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    command = subprocess.Popen([BIN / "aisyst", "ingest"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(processes_of(home)) < 7:
+            assert command.poll() is None and time.monotonic() < deadline, "the deployment did not start"
+            time.sleep(0.05)
+        command.terminate()
+        _, errors = command.communicate(timeout=120)
+        assert command.returncode == 130, errors
+        assert "aisyst ingest: interrupted" in errors
+        assert "Dagster services shut down." in (home / "dagster" / "dagster-dev.log").read_text()
+        assert wait_until_gone(home) == []
+    finally:
+        for pid in processes_of(home):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_stripe_down_is_one_line_saying_where_not_a_support_address() -> None:
     port = free_port()  # nothing listens there
     resource = StripeResource(api_key="sk_test_x", api_base=f"http://127.0.0.1:{port}", max_network_retries=1)
