@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
+from aisyst_pipelines.instance_lock import InstanceInUse
 from aisyst_pipelines.settings import Settings
 from aisyst_pipelines.warehouse import Warehouse, WarehouseNotUpgraded
 
@@ -246,16 +247,19 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     record = settings.dagster_home / DEV_SERVER_FILE
     log_path = settings.dagster_home / "dagster-dev.log"
     print(f"starting the Dagster webserver and daemon on {settings.dagster_home} (log: {log_path}) …", flush=True)
+    recorded = False  # refused (another command's deployment runs), it must not remove that one's record
     try:
         with emulator_when_meant(settings, announce=True), local_deployment(settings, port=args.port, log_path=log_path) as dagster:
             record.write_text(json.dumps({"url": dagster.url, "pid": os.getpid()}))
+            recorded = True
             print(f"Dagster UI: {dagster.url}  (daemon ticking the sensors and schedules; Ctrl-C stops everything)", flush=True)
             while True:
                 signal.pause()
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
     finally:
-        record.unlink(missing_ok=True)
+        if recorded:
+            record.unlink(missing_ok=True)
     return 0
 
 
@@ -432,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_ctrl_c():
             return handler(args, settings)
-    except WarehouseNotUpgraded as error:
+    except (WarehouseNotUpgraded, InstanceInUse) as error:
         print(f"aisyst {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the command's clean-up ran

@@ -59,6 +59,7 @@ from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.deployment import running_deployment_url
+from aisyst_pipelines.instance_lock import instance_lock
 from aisyst_pipelines.emulator.dunning import RevenueRecovery
 from aisyst_pipelines.settings import DEFAULT_EMULATOR_URL, Settings, embedded_warehouse_url
 from aisyst_pipelines.simulation import (
@@ -286,23 +287,29 @@ def run_demo(customers: int = 50, seed: int = 7, home: Path | None = None, out: 
     """The whole demo; returns the exit status (0 when every step did what it should). Over-metering
     the reconciliation cannot repair (on purpose, see its findings) does not make it fail."""
     out = out or cast(TextIO, sys.stdout)  # typeshed: sys.stdout may be None (no console)
-    from aisyst_pipelines.emulator import EmulatorServer
-
     home = (home or Path(os.environ.get("AISYST_HOME", "./.aisyst"))).expanduser().resolve()
     plans = plan_customers(customers, seed)
     refusal = demo_refusal(home, os.environ)
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
-    running = running_deployment_url(Settings.from_env({"AISYST_HOME": str(home)}))
+    home_settings = Settings.from_env({"AISYST_HOME": str(home)})
+    running = running_deployment_url(home_settings)
     if running:
         print(f"aisyst demo: a Dagster deployment of this home answers at {running} (`aisyst dev`?). The demo starts "
               "its own webserver and daemon on a fresh world: stop that one (Ctrl-C), run the demo, then start it again.",
               file=sys.stderr)
         return 2
     claim_demo_home(home)
+    with instance_lock(home_settings.dagster_home):  # before the wipe: no other command's deployment uses this home
+        return _fresh_world_and_month(home, home_settings, plans, seed, out, push)
+
+
+def _fresh_world_and_month(home: Path, home_settings: Settings, plans: Sequence[DemoCustomer], seed: int, out: TextIO, push: bool) -> int:
+    from aisyst_pipelines.emulator import EmulatorServer
+
     progress = Progress(out)
-    state_file = Settings.from_env({"AISYST_HOME": str(home)}).emulator_state_file()
+    state_file = home_settings.emulator_state_file()
     state_file.unlink(missing_ok=True)  # a fresh world; the demo's is kept for `aisyst dev` afterwards
     emulator_server = EmulatorServer(port=_emulator_port(), state_file=state_file, revenue_recovery=DUNNING,
                                      webhook_retry_scale=0.01)

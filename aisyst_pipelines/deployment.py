@@ -38,6 +38,7 @@ import dagster as dg
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from aisyst_pipelines.group_watchdog import GroupWatchdog
+from aisyst_pipelines.instance_lock import instance_lock
 from aisyst_pipelines.settings import Settings
 
 LOCATION_NAME = "aisyst_pipelines"  # workspace.yaml's location_name; the local deployment uses the same
@@ -317,27 +318,28 @@ def local_deployment(
 
     If this process dies, even by SIGKILL, a watchdog stops `dagster dev` and every process it started
     (group_watchdog.py)."""
-    workspace = prepare_instance(settings)
-    port = port or free_port()
-    env = {**os.environ, **(environ or {}), "DAGSTER_HOME": str(settings.dagster_home), "AISYST_HOME": str(settings.home)}
-    log_path = log_path or settings.dagster_home / "dagster-dev.log"
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    with open_instance(settings) as instance:
-        create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
-        watchdog = GroupWatchdog()  # first: from here on, whatever is started is stopped should this process die
-        try:
-            with log_path.open("ab") as log:
-                process = watchdog.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    with instance_lock(settings.dagster_home):  # one deployment per instance (instance_lock.py)
+        workspace = prepare_instance(settings)
+        port = port or free_port()
+        env = {**os.environ, **(environ or {}), "DAGSTER_HOME": str(settings.dagster_home), "AISYST_HOME": str(settings.home)}
+        log_path = log_path or settings.dagster_home / "dagster-dev.log"
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+        url = f"http://127.0.0.1:{port}"
+        with open_instance(settings) as instance:
+            create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
+            watchdog = GroupWatchdog()  # first: from here on, whatever is started is stopped should this process die
             try:
-                started = Deployment(url, instance)
-                _wait_until_ready(started, process, log_path, ready_timeout)
-                yield started
-                started.settle()
+                with log_path.open("ab") as log:
+                    process = watchdog.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    started = Deployment(url, instance)
+                    _wait_until_ready(started, process, log_path, ready_timeout)
+                    yield started
+                    started.settle()
+                finally:
+                    stop_process_group(process)
             finally:
-                stop_process_group(process)
-        finally:
-            watchdog.release()
+                watchdog.release()
 
 
 def create_storage(instance: dg.DagsterInstance) -> None:
