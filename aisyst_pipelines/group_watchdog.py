@@ -82,13 +82,13 @@ class GroupWatchdog:
         finally:
             os.close(gate_read)
         try:
-            self.watch(process.pid)  # a new session: its process group's id is its pid
+            self._watch(process.pid)  # a new session: its process group's id is its pid
             os.write(gate_write, b"1")
         finally:
             os.close(gate_write)  # unopened (the watchdog could not be told): the command never runs
         return process
 
-    def watch(self, process_group: int) -> None:
+    def _watch(self, process_group: int) -> None:
         os.write(self._pipe, f"{process_group}\n".encode())
 
     def release(self) -> None:
