@@ -247,19 +247,17 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     record = settings.dagster_home / DEV_SERVER_FILE
     log_path = settings.dagster_home / "dagster-dev.log"
     print(f"starting the Dagster webserver and daemon on {settings.dagster_home} (log: {log_path}) …", flush=True)
-    recorded = False  # refused (another command's deployment runs), it must not remove that one's record
     try:
         with emulator_when_meant(settings, announce=True), local_deployment(settings, port=args.port, log_path=log_path) as dagster:
             record.write_text(json.dumps({"url": dagster.url, "pid": os.getpid()}))
-            recorded = True
-            print(f"Dagster UI: {dagster.url}  (daemon ticking the sensors and schedules; Ctrl-C stops everything)", flush=True)
-            while True:
-                signal.pause()
+            try:
+                print(f"Dagster UI: {dagster.url}  (daemon ticking the sensors and schedules; Ctrl-C stops everything)", flush=True)
+                while True:
+                    signal.pause()
+            finally:
+                record.unlink(missing_ok=True)  # ours only: refused, another command's record stays
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
-    finally:
-        if recorded:
-            record.unlink(missing_ok=True)
     return 0
 
 

@@ -59,8 +59,8 @@ from aisyst_pipelines.billing.formatting import format_money
 from aisyst_pipelines.billing.tiers import TierCatalog, load_tier_catalog
 from aisyst_pipelines.cdr.rating import rate_calls
 from aisyst_pipelines.deployment import running_deployment_url
-from aisyst_pipelines.instance_lock import instance_lock
 from aisyst_pipelines.emulator.dunning import RevenueRecovery
+from aisyst_pipelines.instance_lock import instance_lock
 from aisyst_pipelines.settings import DEFAULT_EMULATOR_URL, Settings, embedded_warehouse_url
 from aisyst_pipelines.simulation import (
     MeteredCall,

@@ -318,28 +318,28 @@ def local_deployment(
 
     If this process dies, even by SIGKILL, a watchdog stops `dagster dev` and every process it started
     (group_watchdog.py)."""
-    with instance_lock(settings.dagster_home):  # one deployment per instance (instance_lock.py)
-        workspace = prepare_instance(settings)
+    # one deployment per instance (instance_lock.py); open_instance writes the instance's files
+    with instance_lock(settings.dagster_home), open_instance(settings) as instance:
+        workspace = settings.dagster_home / WORKSPACE_FILE
         port = port or free_port()
         env = {**os.environ, **(environ or {}), "DAGSTER_HOME": str(settings.dagster_home), "AISYST_HOME": str(settings.home)}
         log_path = log_path or settings.dagster_home / "dagster-dev.log"
         command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
         url = f"http://127.0.0.1:{port}"
-        with open_instance(settings) as instance:
-            create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
-            watchdog = GroupWatchdog()  # first: from here on, whatever is started is stopped should this process die
+        create_storage(instance)  # before the webserver and the daemon start: SQLite tables are made by one process
+        watchdog = GroupWatchdog()  # first: from here on, whatever is started is stopped should this process die
+        try:
+            with log_path.open("ab") as log:
+                process = watchdog.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             try:
-                with log_path.open("ab") as log:
-                    process = watchdog.start(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-                try:
-                    started = Deployment(url, instance)
-                    _wait_until_ready(started, process, log_path, ready_timeout)
-                    yield started
-                    started.settle()
-                finally:
-                    stop_process_group(process)
+                started = Deployment(url, instance)
+                _wait_until_ready(started, process, log_path, ready_timeout)
+                yield started
+                started.settle()
             finally:
-                watchdog.release()
+                stop_process_group(process)
+        finally:
+            watchdog.release()
 
 
 def create_storage(instance: dg.DagsterInstance) -> None:

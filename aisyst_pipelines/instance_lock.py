@@ -20,9 +20,9 @@ from pathlib import Path
 
 LOCK_FILE = "aisyst-deployment.lock"
 
-# Taken again by its holder (the demo, then the deployment it starts): counted, not locked twice —
-# a second flock on a second open of the file would conflict with our own.
-_held_here: dict[Path, int] = {}
+# Taken again by its holder (the demo, then the deployment it starts) inside its own block: not locked
+# twice — a second flock on a second open of the file would conflict with our own.
+_held_here: set[Path] = set()
 
 
 class InstanceInUse(RuntimeError):
@@ -33,11 +33,7 @@ class InstanceInUse(RuntimeError):
 def instance_lock(dagster_home: Path) -> Iterator[None]:
     path = (dagster_home / LOCK_FILE).resolve()
     if path in _held_here:
-        _held_here[path] += 1
-        try:
-            yield
-        finally:
-            _held_here[path] -= 1
+        yield
         return
     dagster_home.mkdir(parents=True, exist_ok=True)
     with path.open("a+", encoding="utf-8") as lock:
@@ -54,8 +50,8 @@ def instance_lock(dagster_home: Path) -> Iterator[None]:
         lock.truncate()
         lock.write(f"pid {os.getpid()}: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:2]])}\n")
         lock.flush()
-        _held_here[path] = 1
+        _held_here.add(path)
         try:
             yield
         finally:
-            del _held_here[path]
+            _held_here.discard(path)

@@ -1,11 +1,28 @@
-"""Finding, and stopping, every process of a test's deployment by the AISYST_HOME it inherited."""
+"""Running a command on a home of its own, and finding, and stopping, every process of its deployment
+by the AISYST_HOME it inherited."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+
+
+def command_environment(home: Path, **settings: str) -> dict[str, str]:
+    """The environment of a command on `home` alone: none of this test run's AISYST_, STRIPE_ or
+    DAGSTER_ settings, then `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
+    return {**env, "AISYST_HOME": str(home), **settings}
+
+
+def wait_for_processes(home: Path, count: int, command: subprocess.Popen, timeout: float = 240) -> None:
+    """Until `count` processes run on `home` (the command's deployment has started that far)."""
+    deadline = time.monotonic() + timeout
+    while len(processes_of(home)) < count:
+        assert command.poll() is None and time.monotonic() < deadline, "the deployment did not start"
+        time.sleep(0.05)
 
 
 def processes_of(home: Path) -> list[int]:

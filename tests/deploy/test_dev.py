@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ import stripe
 from aisyst_pipelines.deployment import DEV_SERVER_FILE, LOCATION_NAME, REPOSITORY_NAME, free_port
 from resources.stripe import StripeResource
 
-from deploy_processes import processes_of, wait_until_gone
+from deploy_processes import command_environment, processes_of, wait_for_processes, wait_until_gone
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,8 +54,7 @@ def test_aisyst_dev_ticks_every_sensor_without_a_failure_and_stops_cleanly(
     stop ends 30 s later in SIGKILL of the webserver, the daemon and any run worker."""
     home = tmp_path / "home"
     emulator_port, ui_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
-    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{emulator_port}", AISYST_SENSOR_INTERVAL_SECONDS="5")
+    env = command_environment(home, STRIPE_API_BASE=f"http://127.0.0.1:{emulator_port}", AISYST_SENSOR_INTERVAL_SECONDS="5")
     dev = subprocess.Popen([BIN / "aisyst", "dev", "--port", str(ui_port)], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                            # as a background job of a script, or as from a terminal whatever this test run ignores
@@ -99,16 +98,12 @@ def test_a_one_off_command_killed_by_sigkill_leaves_no_dagster_process_behind(tm
     """Killed at any point of its deployment's start: `dagster dev` killed while it starts its webserver
     and daemon would leave those behind, so the whole group is stopped (group_watchdog.py)."""
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
-    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    env = command_environment(home, STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
     # `aisyst ingest` starts a local deployment and waits for the landing sensor's next tick (30 s)
     command = subprocess.Popen([BIN / "aisyst", "ingest"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while len(processes_of(home)) < started:
-            assert command.poll() is None and time.monotonic() < deadline, "the deployment did not start"
-            time.sleep(0.05)
+        wait_for_processes(home, started, command)
         command.kill()  # no clean-up of its own: SIGKILL
         command.wait(30)
         assert wait_until_gone(home) == []
@@ -121,15 +116,11 @@ def test_a_one_off_command_stopped_by_kill_stops_its_deployment_cleanly(tmp_path
     """SIGTERM (`kill`, a service manager) is a Ctrl-C: the command's clean-up stops `dagster dev` with
     a Ctrl-C, not the watchdog's SIGKILL; it says it was interrupted and exits 130."""
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
-    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    env = command_environment(home, STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
     command = subprocess.Popen([BIN / "aisyst", "ingest"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while len(processes_of(home)) < 7:
-            assert command.poll() is None and time.monotonic() < deadline, "the deployment did not start"
-            time.sleep(0.05)
+        wait_for_processes(home, 7, command)
         command.terminate()
         _, errors = command.communicate(timeout=120)
         assert command.returncode == 130, errors

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from aisyst_pipelines.group_watchdog import GroupWatchdog
+
 # A process that starts a watched group (a `sleep` and, in the background, one that ignores Ctrl-C as
 # background jobs of a script do, like a straggler of `dagster dev`), prints the group's id, then waits
 # to be killed — with "released", after telling the watchdog that the group is taken care of.
@@ -135,8 +137,6 @@ def test_the_group_hears_ctrl_c_even_if_its_starter_ignores_it(how: str, heard: 
 
 def test_the_command_runs_in_its_leaders_place() -> None:
     """Same pid: the command leads the process group the watchdog and the deployment stop."""
-    from aisyst_pipelines.group_watchdog import GroupWatchdog
-
     watchdog = GroupWatchdog()
     command = watchdog.start([sys.executable, "-c", "import os; print(os.getpid(), os.getpgid(0))"], stdout=subprocess.PIPE, text=True)
     output, _ = command.communicate(timeout=30)

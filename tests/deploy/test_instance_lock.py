@@ -4,7 +4,6 @@ however it ends."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from aisyst_pipelines.demo import claim_demo_home, run_demo
 from aisyst_pipelines.deployment import free_port
 from aisyst_pipelines.instance_lock import InstanceInUse, instance_lock
 
-from deploy_processes import processes_of
+from deploy_processes import command_environment, processes_of
 
 BIN = Path(sys.executable).parent
 HOLDER = textwrap.dedent("""
@@ -56,8 +55,7 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid_until_that_one_is_ki
 @pytest.mark.usefixtures("held")
 def test_a_command_is_refused_and_starts_no_deployment(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
-    env.update(AISYST_HOME=str(home), STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    env = command_environment(home, STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
     refused = subprocess.run([BIN / "aisyst", "ingest"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2, refused.stderr
     assert "aisyst ingest: another command runs a Dagster deployment on" in refused.stderr

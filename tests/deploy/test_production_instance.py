@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from deploy_processes import stop_whatever_is_left
+from deploy_processes import command_environment, stop_whatever_is_left
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,9 +29,8 @@ def _environment(tmp_path: Path, database_url: str) -> dict[str, str]:
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AISYST_", "STRIPE_", "DAGSTER_"))}
-    env.update(
-        AISYST_HOME=str(tmp_path / "home"),
+    return command_environment(
+        tmp_path / "home",
         DAGSTER_HOME=str(dagster_home),
         DAGSTER_PG_HOST="127.0.0.1",
         DAGSTER_PG_PORT="5432",
@@ -39,7 +38,6 @@ def _environment(tmp_path: Path, database_url: str) -> dict[str, str]:
         DAGSTER_PG_USER="postgres",
         DAGSTER_PG_PASSWORD="",
     )
-    return env
 
 
 def test_a_job_runs_on_postgres_storage_and_the_webserver_answers(tmp_path: Path, postgres_database: str) -> None:
